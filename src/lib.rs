@@ -1,0 +1,17 @@
+//! roomcast: a realtime messaging server.
+//!
+//! WebSocket clients subscribe to rooms; every message published to a room reaches every
+//! subscriber in sequence order, exactly once, and a client that reconnects resumes from
+//! the last position it saw. The modules, from the wire inwards:
+//!
+//! - [`protocol`]: frames, their JSON and MessagePack encodings, error and close codes.
+//! - [`stream`]: the pure core — positions, replay buffer, idempotency window, recovery.
+//! - [`broker`]: sequencing, replay buffer and cross-instance fan-out behind one trait.
+//! - [`room`]: one actor per room on this instance, under a supervisor.
+//! - [`connection`]: one actor per WebSocket connection, its socket task and queue.
+//! - [`server`]: the listener (HTTP routes and the WebSocket upgrade) and start-up.
+//! - [`config`]: layered, validated configuration.
+//! - [`client`]: a Rust client with automatic reconnect and resume.
+
+pub mod protocol;
+pub mod stream;

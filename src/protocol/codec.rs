@@ -1,0 +1,422 @@
+//! Encoding and decoding frames as JSON text or MessagePack binary WebSocket messages.
+
+use super::codes::ErrorCode;
+use super::frames::{ClientFrame, ServerFrame};
+use crate::stream::Position;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio_tungstenite::tungstenite::Message;
+
+/// The subprotocol naming the MessagePack encoding.
+pub const SUBPROTOCOL_MSGPACK: &str = "roomcast.v1.msgpack";
+/// The subprotocol naming the JSON encoding (also the default).
+pub const SUBPROTOCOL_JSON: &str = "roomcast.v1.json";
+/// Protocol name and version announced in `welcome`.
+pub const PROTOCOL_VERSION: &str = "roomcast.v1";
+
+/// How frames are carried on one connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Encoding {
+    /// JSON text frames.
+    Json,
+    /// MessagePack binary frames (maps with string keys).
+    MsgPack,
+}
+
+impl Encoding {
+    /// Both encodings, in index order (see [`Encoding::index`]).
+    pub const ALL: [Encoding; 2] = [Encoding::Json, Encoding::MsgPack];
+
+    /// The subprotocol name for this encoding.
+    pub const fn subprotocol(self) -> &'static str {
+        match self {
+            Encoding::Json => SUBPROTOCOL_JSON,
+            Encoding::MsgPack => SUBPROTOCOL_MSGPACK,
+        }
+    }
+
+    /// Short name for logs and metric labels.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Encoding::Json => "json",
+            Encoding::MsgPack => "msgpack",
+        }
+    }
+
+    /// Dense index (0 or 1), for per-encoding arrays.
+    pub const fn index(self) -> usize {
+        match self {
+            Encoding::Json => 0,
+            Encoding::MsgPack => 1,
+        }
+    }
+
+    /// Picks the encoding from the client's offered subprotocols (the value of
+    /// `Sec-WebSocket-Protocol`, comma separated, in preference order). Returns the
+    /// encoding and whether a subprotocol must be echoed back (only when the client
+    /// offered one we know).
+    pub fn negotiate(offered: Option<&str>) -> (Encoding, bool) {
+        let Some(offered) = offered else {
+            return (Encoding::Json, false);
+        };
+        for candidate in offered.split(',').map(str::trim) {
+            if candidate.eq_ignore_ascii_case(SUBPROTOCOL_MSGPACK) {
+                return (Encoding::MsgPack, true);
+            }
+            if candidate.eq_ignore_ascii_case(SUBPROTOCOL_JSON) {
+                return (Encoding::Json, true);
+            }
+        }
+        (Encoding::Json, false)
+    }
+
+    /// Encodes any serializable frame as a WebSocket message of this encoding.
+    pub fn encode<T: Serialize + ?Sized>(self, frame: &T) -> Message {
+        match self {
+            Encoding::Json => {
+                let text = serde_json::to_string(frame).expect("frames always serialize to JSON");
+                Message::text(text)
+            }
+            Encoding::MsgPack => {
+                let bytes =
+                    rmp_serde::to_vec_named(frame).expect("frames always serialize to MessagePack");
+                Message::binary(bytes)
+            }
+        }
+    }
+
+    /// Decodes a frame sent by a client. Failures carry the request id when it could be
+    /// read, and the stable error code to report.
+    pub fn decode_client(self, message: &Message) -> Result<ClientFrame, DecodeError> {
+        let raw: RawClientFrame = self.decode_payload(message)?;
+        raw.into_frame()
+    }
+
+    /// Decodes a frame sent by the server (used by the client).
+    pub fn decode_server(self, message: &Message) -> Result<ServerFrame, DecodeError> {
+        self.decode_payload(message)
+    }
+
+    fn decode_payload<T: for<'de> Deserialize<'de>>(
+        self,
+        message: &Message,
+    ) -> Result<T, DecodeError> {
+        match (self, message) {
+            (Encoding::Json, Message::Text(text)) => serde_json::from_str(text.as_str())
+                .map_err(|e| DecodeError::bad_frame(id_from_json(text.as_str()), e)),
+            (Encoding::MsgPack, Message::Binary(bytes)) => rmp_serde::from_slice(bytes)
+                .map_err(|e| DecodeError::bad_frame(id_from_msgpack(bytes), e)),
+            (Encoding::Json, _) => Err(DecodeError {
+                id: None,
+                code: ErrorCode::BadFrame,
+                message: "this connection uses JSON: send text frames".into(),
+            }),
+            (Encoding::MsgPack, _) => Err(DecodeError {
+                id: None,
+                code: ErrorCode::BadFrame,
+                message: "this connection uses MessagePack: send binary frames".into(),
+            }),
+        }
+    }
+}
+
+/// A frame that could not be turned into a request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct DecodeError {
+    /// The request id, when it could be read.
+    pub id: Option<u64>,
+    /// The stable code to report.
+    pub code: ErrorCode,
+    /// What was wrong.
+    pub message: String,
+}
+
+impl DecodeError {
+    fn bad_frame(id: Option<u64>, cause: impl std::fmt::Display) -> Self {
+        DecodeError {
+            id,
+            code: ErrorCode::BadFrame,
+            message: format!("malformed frame: {cause}"),
+        }
+    }
+
+    fn invalid(id: Option<u64>, message: String) -> Self {
+        DecodeError {
+            id,
+            code: ErrorCode::InvalidFrame,
+            message,
+        }
+    }
+}
+
+/// Every field any client frame may carry, all optional: decoding into this flat shape
+/// first lets the server tell "unknown type" and "missing field" apart from "malformed",
+/// and still echo the request id in the error. Unknown fields are ignored, so clients can
+/// send fields a newer protocol revision adds.
+#[derive(Deserialize)]
+struct RawClientFrame {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    id: Option<u64>,
+    room: Option<String>,
+    since: Option<Position>,
+    data: Option<Value>,
+    key: Option<String>,
+    limit: Option<u32>,
+}
+
+impl RawClientFrame {
+    fn into_frame(self) -> Result<ClientFrame, DecodeError> {
+        let id = self.id;
+        let Some(kind) = self.kind else {
+            return Err(DecodeError::invalid(id, "frame has no `type`".into()));
+        };
+        let require_room = |room: Option<String>| {
+            room.ok_or_else(|| DecodeError::invalid(id, format!("`{kind}` needs `room`")))
+        };
+        match kind.as_str() {
+            "subscribe" => Ok(ClientFrame::Subscribe {
+                id,
+                room: require_room(self.room)?,
+                since: self.since,
+            }),
+            "unsubscribe" => Ok(ClientFrame::Unsubscribe {
+                id,
+                room: require_room(self.room)?,
+            }),
+            "publish" => {
+                let room = require_room(self.room)?;
+                let data = self.data.ok_or_else(|| {
+                    DecodeError::invalid(id, "`publish` needs `data` (not null)".into())
+                })?;
+                Ok(ClientFrame::Publish {
+                    id,
+                    room,
+                    data,
+                    key: self.key,
+                })
+            }
+            "ping" => Ok(ClientFrame::Ping { id }),
+            "history" => Ok(ClientFrame::History {
+                id,
+                room: require_room(self.room)?,
+                since: self.since,
+                limit: self.limit,
+            }),
+            other => Err(DecodeError {
+                id,
+                code: ErrorCode::UnknownType,
+                message: format!("unknown frame type {other:?}"),
+            }),
+        }
+    }
+}
+
+/// Only the `id` of a frame, read when the whole frame failed to decode.
+#[derive(Deserialize)]
+struct IdOnly {
+    id: Option<u64>,
+}
+
+fn id_from_json(text: &str) -> Option<u64> {
+    serde_json::from_str::<IdOnly>(text).ok().and_then(|f| f.id)
+}
+
+fn id_from_msgpack(bytes: &[u8]) -> Option<u64> {
+    rmp_serde::from_slice::<IdOnly>(bytes).ok().and_then(|f| f.id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::frames::MessageFrameRef;
+    use crate::stream::Epoch;
+    use serde_json::json;
+
+    fn sample_client_frames() -> Vec<ClientFrame> {
+        vec![
+            ClientFrame::Subscribe {
+                id: Some(1),
+                room: "project:42".into(),
+                since: Some(Position::new(Epoch::new("e1"), 17)),
+            },
+            ClientFrame::Subscribe {
+                id: None,
+                room: "r".into(),
+                since: None,
+            },
+            ClientFrame::Unsubscribe {
+                id: Some(2),
+                room: "r".into(),
+            },
+            ClientFrame::Publish {
+                id: Some(3),
+                room: "r".into(),
+                data: json!({"text": "hi", "n": [1, 2.5, -3], "ok": true}),
+                key: Some("k-1".into()),
+            },
+            ClientFrame::Ping { id: Some(4) },
+            ClientFrame::History {
+                id: Some(5),
+                room: "r".into(),
+                since: None,
+                limit: Some(10),
+            },
+        ]
+    }
+
+    #[test]
+    fn client_frames_round_trip_in_both_encodings() {
+        for encoding in Encoding::ALL {
+            for frame in sample_client_frames() {
+                let wire = encoding.encode(&frame);
+                assert_eq!(encoding.decode_client(&wire).unwrap(), frame, "{encoding:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn server_frames_round_trip_in_both_encodings() {
+        let frames = vec![
+            ServerFrame::Subscribed {
+                id: Some(1),
+                room: "r".into(),
+                epoch: Epoch::new("e"),
+                seq: 4,
+                recovered: true,
+                replayed: 2,
+                reason: None,
+            },
+            ServerFrame::error(Some(9), ErrorCode::InvalidRoom, "bad"),
+            ServerFrame::Pong { id: None },
+        ];
+        for encoding in Encoding::ALL {
+            for frame in &frames {
+                let wire = encoding.encode(frame);
+                assert_eq!(&encoding.decode_server(&wire).unwrap(), frame);
+            }
+        }
+    }
+
+    #[test]
+    fn borrowed_message_frame_matches_owned_frame_bytes() {
+        let epoch = Epoch::new("e7");
+        let data = json!({"a": [1, "x"]});
+        let owned = ServerFrame::Message {
+            room: "room:1".into(),
+            epoch: epoch.clone(),
+            seq: 12,
+            time: 1_700_000_000_000,
+            data: data.clone(),
+        };
+        let borrowed = MessageFrameRef {
+            kind: "message",
+            room: "room:1",
+            epoch: &epoch,
+            seq: 12,
+            time: 1_700_000_000_000,
+            data: &data,
+        };
+        for encoding in Encoding::ALL {
+            assert_eq!(encoding.encode(&owned), encoding.encode(&borrowed));
+        }
+    }
+
+    #[test]
+    fn json_and_msgpack_carry_the_same_maps() {
+        let frame = sample_client_frames().remove(3);
+        let json_value: Value =
+            serde_json::from_str(Encoding::Json.encode(&frame).to_text().unwrap()).unwrap();
+        let Message::Binary(bytes) = Encoding::MsgPack.encode(&frame) else {
+            panic!("msgpack must be binary")
+        };
+        let msgpack_value: Value = rmp_serde::from_slice(&bytes).unwrap();
+        assert_eq!(json_value, msgpack_value);
+    }
+
+    #[test]
+    fn negotiation_prefers_the_first_known_subprotocol() {
+        assert_eq!(Encoding::negotiate(None), (Encoding::Json, false));
+        assert_eq!(
+            Encoding::negotiate(Some("roomcast.v1.msgpack")),
+            (Encoding::MsgPack, true)
+        );
+        assert_eq!(
+            Encoding::negotiate(Some("chat, roomcast.v1.json, roomcast.v1.msgpack")),
+            (Encoding::Json, true)
+        );
+        assert_eq!(Encoding::negotiate(Some("chat")), (Encoding::Json, false));
+    }
+
+    #[test]
+    fn malformed_frames_are_bad_frame() {
+        let err = Encoding::Json
+            .decode_client(&Message::text("{not json"))
+            .unwrap_err();
+        assert_eq!(err.code, ErrorCode::BadFrame);
+        let err = Encoding::MsgPack
+            .decode_client(&Message::binary(vec![0xc1u8]))
+            .unwrap_err();
+        assert_eq!(err.code, ErrorCode::BadFrame);
+        let err = Encoding::Json
+            .decode_client(&Message::binary(b"{}".to_vec()))
+            .unwrap_err();
+        assert_eq!(err.code, ErrorCode::BadFrame);
+        let err = Encoding::MsgPack
+            .decode_client(&Message::text("{}"))
+            .unwrap_err();
+        assert_eq!(err.code, ErrorCode::BadFrame);
+    }
+
+    #[test]
+    fn wrong_field_types_keep_the_id_when_readable() {
+        let err = Encoding::Json
+            .decode_client(&Message::text(r#"{"type":"subscribe","id":7,"room":5}"#))
+            .unwrap_err();
+        assert_eq!((err.code, err.id), (ErrorCode::BadFrame, Some(7)));
+    }
+
+    #[test]
+    fn unknown_type_and_missing_fields_are_classified() {
+        let err = Encoding::Json
+            .decode_client(&Message::text(r#"{"type":"dance","id":3}"#))
+            .unwrap_err();
+        assert_eq!((err.code, err.id), (ErrorCode::UnknownType, Some(3)));
+        let err = Encoding::Json
+            .decode_client(&Message::text(r#"{"type":"publish","room":"r","data":null}"#))
+            .unwrap_err();
+        assert_eq!(err.code, ErrorCode::InvalidFrame);
+        let err = Encoding::Json
+            .decode_client(&Message::text(r#"{"id":1}"#))
+            .unwrap_err();
+        assert_eq!(err.code, ErrorCode::InvalidFrame);
+    }
+
+    #[test]
+    fn msgpack_binary_data_is_refused() {
+        // {"type": "publish", "room": "r", "data": bin8(2)}
+        let mut bytes = vec![0x83];
+        for (key, value) in [("type", "publish"), ("room", "r")] {
+            bytes.push(0xa0 | key.len() as u8);
+            bytes.extend_from_slice(key.as_bytes());
+            bytes.push(0xa0 | value.len() as u8);
+            bytes.extend_from_slice(value.as_bytes());
+        }
+        bytes.push(0xa4);
+        bytes.extend_from_slice(b"data");
+        bytes.extend_from_slice(&[0xc4, 0x02, 0x01, 0x02]);
+        let err = Encoding::MsgPack
+            .decode_client(&Message::binary(bytes))
+            .unwrap_err();
+        assert_eq!(err.code, ErrorCode::BadFrame);
+    }
+
+    #[test]
+    fn unknown_fields_are_ignored() {
+        let frame = Encoding::Json
+            .decode_client(&Message::text(r#"{"type":"ping","id":1,"future":"x"}"#))
+            .unwrap();
+        assert_eq!(frame, ClientFrame::Ping { id: Some(1) });
+    }
+}

@@ -1,0 +1,246 @@
+//! Every frame of protocol `roomcast.v1`, in both directions.
+//!
+//! A frame is a map with a `type` field; JSON and MessagePack carry the same maps (see
+//! `docs/protocol.md`). Client frames may carry an `id` chosen by the client; the reply to
+//! that frame (or the error it caused) echoes it.
+
+use super::codes::ErrorCode;
+use crate::stream::{Epoch, Position};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// A frame sent by a client.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientFrame {
+    /// Start receiving a room's messages, optionally resuming after `since`.
+    Subscribe {
+        /// Client-chosen request id, echoed in the reply.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<u64>,
+        /// The room.
+        room: String,
+        /// The last position the client saw in this room (resume).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        since: Option<Position>,
+    },
+    /// Stop receiving a room's messages.
+    Unsubscribe {
+        /// Client-chosen request id, echoed in the reply.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<u64>,
+        /// The room.
+        room: String,
+    },
+    /// Publish `data` to a room.
+    Publish {
+        /// Client-chosen request id, echoed in the ack.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<u64>,
+        /// The room.
+        room: String,
+        /// Any value of the JSON data model (not null).
+        data: Value,
+        /// Idempotency key: a retry with the same key gets the original ack.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        key: Option<String>,
+    },
+    /// Liveness check; answered with `pong`.
+    Ping {
+        /// Client-chosen request id, echoed in the pong.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<u64>,
+    },
+    /// Read a room's replay buffer without subscribing.
+    History {
+        /// Client-chosen request id, echoed in the reply.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<u64>,
+        /// The room.
+        room: String,
+        /// Return messages after this position (else the newest ones).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        since: Option<Position>,
+        /// At most this many messages (clamped to the server's maximum).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<u32>,
+    },
+}
+
+/// Limits announced in the `welcome` frame.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    /// Largest frame the server accepts, in bytes.
+    pub max_frame_bytes: u64,
+    /// Most rooms one connection may be subscribed to.
+    pub max_rooms: u32,
+    /// Most messages one `history` reply carries.
+    pub max_history: u32,
+    /// The client must send something (a ping will do) at least this often.
+    pub heartbeat_ms: u64,
+    /// Whether publishing to a room requires a subscription to it.
+    pub publish_requires_subscription: bool,
+}
+
+/// One message inside a `history` reply.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistoryItem {
+    /// Sequence number.
+    pub seq: u64,
+    /// Publish time, milliseconds since the Unix epoch.
+    pub time: u64,
+    /// The published value.
+    pub data: Value,
+}
+
+/// A frame sent by the server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerFrame {
+    /// First frame on every connection.
+    Welcome {
+        /// Protocol name and version (`roomcast.v1`).
+        protocol: String,
+        /// Id of the instance serving the connection.
+        server: String,
+        /// Id of this connection.
+        session: String,
+        /// Limits that apply to this connection.
+        limits: Limits,
+    },
+    /// Reply to `subscribe`. Replayed messages (`replayed` of them) follow it, then live ones.
+    Subscribed {
+        /// Echo of the request id.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<u64>,
+        /// The room.
+        room: String,
+        /// The room's current epoch.
+        epoch: Epoch,
+        /// The position the replay brings the client to; live messages follow it.
+        seq: u64,
+        /// False when `since` was given but could not be honoured exactly.
+        recovered: bool,
+        /// Number of replayed `message` frames that follow.
+        replayed: u64,
+        /// Why recovery failed (only when `recovered` is false and `since` was given).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    /// Reply to `unsubscribe`.
+    Unsubscribed {
+        /// Echo of the request id.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<u64>,
+        /// The room.
+        room: String,
+    },
+    /// A room's message.
+    Message {
+        /// The room.
+        room: String,
+        /// Stream epoch.
+        epoch: Epoch,
+        /// Sequence number within the epoch.
+        seq: u64,
+        /// Publish time, milliseconds since the Unix epoch.
+        time: u64,
+        /// The published value.
+        data: Value,
+    },
+    /// Reply to `publish`: the message was sequenced and stored.
+    Ack {
+        /// Echo of the request id.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<u64>,
+        /// The room.
+        room: String,
+        /// Stream epoch.
+        epoch: Epoch,
+        /// The assigned sequence number.
+        seq: u64,
+        /// Publish time, milliseconds since the Unix epoch.
+        time: u64,
+        /// True when this is the ack of an earlier publish with the same key.
+        duplicate: bool,
+    },
+    /// The room's continuity was broken while subscribed (its history was lost): the
+    /// client should re-fetch its state; live messages continue after `seq`.
+    Reset {
+        /// The room.
+        room: String,
+        /// The room's new epoch.
+        epoch: Epoch,
+        /// Live messages continue after this sequence number.
+        seq: u64,
+        /// Why (`epoch_changed`, `too_far_behind`).
+        reason: String,
+    },
+    /// Reply to `history`.
+    History {
+        /// Echo of the request id.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<u64>,
+        /// The room.
+        room: String,
+        /// Stream epoch.
+        epoch: Epoch,
+        /// The room's top sequence number.
+        seq: u64,
+        /// With `since`: whether the messages continue exactly from it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        recovered: Option<bool>,
+        /// Messages, oldest first.
+        messages: Vec<HistoryItem>,
+    },
+    /// Reply to `ping`.
+    Pong {
+        /// Echo of the request id.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<u64>,
+    },
+    /// A request failed.
+    Error {
+        /// Echo of the request id, when the failing frame carried one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<u64>,
+        /// Stable numeric code.
+        code: ErrorCode,
+        /// Stable code name.
+        name: String,
+        /// Human-readable explanation.
+        message: String,
+    },
+}
+
+impl ServerFrame {
+    /// An `error` frame for `code`.
+    pub fn error(id: Option<u64>, code: ErrorCode, message: impl Into<String>) -> Self {
+        ServerFrame::Error {
+            id,
+            code,
+            name: code.name().to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Borrowed form of [`ServerFrame::Message`], serialized once per room message and
+/// encoding on the delivery path without cloning the data. Field order and names match
+/// the owned variant exactly (a test checks the bytes).
+#[derive(Serialize)]
+pub struct MessageFrameRef<'a> {
+    /// Always `"message"`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// The room.
+    pub room: &'a str,
+    /// Stream epoch.
+    pub epoch: &'a Epoch,
+    /// Sequence number.
+    pub seq: u64,
+    /// Publish time (ms).
+    pub time: u64,
+    /// The published value.
+    pub data: &'a Value,
+}

@@ -1,0 +1,14 @@
+//! The wire protocol `roomcast.v1`: frames, their two encodings, room names, and the
+//! stable error and close codes. `docs/protocol.md` is the reference for client authors.
+
+mod codec;
+mod codes;
+mod frames;
+mod room_name;
+
+pub use codec::{
+    DecodeError, Encoding, PROTOCOL_VERSION, SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK,
+};
+pub use codes::{CloseCode, ErrorCode};
+pub use frames::{ClientFrame, HistoryItem, Limits, MessageFrameRef, ServerFrame};
+pub use room_name::{RoomName, RoomNameError, RoomNameRules};
