@@ -10,8 +10,14 @@
 //! - [`room`]: one actor per room on this instance, under a supervisor.
 //! - [`connection`]: one actor per WebSocket connection, its socket task and queue.
 //! - [`server`]: the listener (HTTP routes and the WebSocket upgrade) and start-up.
-//! - [`config`]: layered, validated configuration.
+//! - [`config`]: layered, validated configuration; [`telemetry`]: logging.
 //! - [`client`]: a Rust client with automatic reconnect and resume.
 
+pub mod broker;
+pub mod config;
+pub mod connection;
 pub mod protocol;
+pub mod room;
+pub mod server;
 pub mod stream;
+pub mod telemetry;

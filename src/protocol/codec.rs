@@ -224,7 +224,9 @@ fn id_from_json(text: &str) -> Option<u64> {
 }
 
 fn id_from_msgpack(bytes: &[u8]) -> Option<u64> {
-    rmp_serde::from_slice::<IdOnly>(bytes).ok().and_then(|f| f.id)
+    rmp_serde::from_slice::<IdOnly>(bytes)
+        .ok()
+        .and_then(|f| f.id)
 }
 
 #[cfg(test)]
@@ -271,7 +273,11 @@ mod tests {
         for encoding in Encoding::ALL {
             for frame in sample_client_frames() {
                 let wire = encoding.encode(&frame);
-                assert_eq!(encoding.decode_client(&wire).unwrap(), frame, "{encoding:?}");
+                assert_eq!(
+                    encoding.decode_client(&wire).unwrap(),
+                    frame,
+                    "{encoding:?}"
+                );
             }
         }
     }
@@ -384,7 +390,9 @@ mod tests {
             .unwrap_err();
         assert_eq!((err.code, err.id), (ErrorCode::UnknownType, Some(3)));
         let err = Encoding::Json
-            .decode_client(&Message::text(r#"{"type":"publish","room":"r","data":null}"#))
+            .decode_client(&Message::text(
+                r#"{"type":"publish","room":"r","data":null}"#,
+            ))
             .unwrap_err();
         assert_eq!(err.code, ErrorCode::InvalidFrame);
         let err = Encoding::Json

@@ -6,9 +6,7 @@ mod codes;
 mod frames;
 mod room_name;
 
-pub use codec::{
-    DecodeError, Encoding, PROTOCOL_VERSION, SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK,
-};
+pub use codec::{DecodeError, Encoding, PROTOCOL_VERSION, SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK};
 pub use codes::{CloseCode, ErrorCode};
 pub use frames::{ClientFrame, HistoryItem, Limits, MessageFrameRef, ServerFrame};
 pub use room_name::{RoomName, RoomNameError, RoomNameRules};

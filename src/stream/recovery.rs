@@ -101,8 +101,14 @@ mod tests {
 
     #[test]
     fn same_position_is_up_to_date() {
-        assert_eq!(recover(&pos("a", 7), &pos("a", 7), None), Recovery::UpToDate);
-        assert_eq!(recover(&pos("a", 0), &pos("a", 0), None), Recovery::UpToDate);
+        assert_eq!(
+            recover(&pos("a", 7), &pos("a", 7), None),
+            Recovery::UpToDate
+        );
+        assert_eq!(
+            recover(&pos("a", 0), &pos("a", 0), None),
+            Recovery::UpToDate
+        );
     }
 
     #[test]

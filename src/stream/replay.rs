@@ -111,13 +111,22 @@ impl<T: Clone> ReplayBuffer<T> {
         }
         let start = (after + 1 - first) as usize;
         let end = (up_to - first + 1) as usize;
-        Some(self.entries.range(start..end).map(|e| e.item.clone()).collect())
+        Some(
+            self.entries
+                .range(start..end)
+                .map(|e| e.item.clone())
+                .collect(),
+        )
     }
 
     /// The newest `limit` entries, oldest first.
     pub fn latest(&self, limit: usize) -> Vec<T> {
         let skip = self.entries.len().saturating_sub(limit);
-        self.entries.iter().skip(skip).map(|e| e.item.clone()).collect()
+        self.entries
+            .iter()
+            .skip(skip)
+            .map(|e| e.item.clone())
+            .collect()
     }
 
     /// Up to `limit` entries with `seq > after`, oldest first.

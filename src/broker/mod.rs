@@ -1,0 +1,202 @@
+//! The broker: sequencing, replay buffer, idempotency and cross-instance fan-out behind
+//! one small trait, so that the room and connection actors never know which one runs.
+//!
+//! - [`MemoryBroker`]: in-process, for a single instance (the default).
+//!
+//! Contract every implementation keeps (the conformance tests in `tests/` check it):
+//! 1. `publish` assigns the room's next sequence number, stores the publication in the
+//!    replay buffer and checks the idempotency key in one atomic step, and returns only
+//!    after that step; a repeated key within the window returns the original ack.
+//! 2. Every publication of a room this instance is subscribed to is sent as a
+//!    [`BrokerEvent::Publication`], in sequence order per room — possibly with gaps (a
+//!    lossy transport), never reordered within one connection to the broker.
+//! 3. `history` returns the room's top position and buffered publications; reading a
+//!    room that never existed creates its epoch, so positions are always meaningful.
+//! 4. `subscribe`/`unsubscribe` are idempotent set operations per room.
+
+mod memory;
+
+pub use memory::MemoryBroker;
+
+use crate::protocol::{ErrorCode, RoomName};
+use crate::stream::{Epoch, Position};
+use async_trait::async_trait;
+use serde_json::Value;
+use std::sync::Arc;
+
+/// One sequenced message of a room.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Publication {
+    /// The room.
+    pub room: RoomName,
+    /// The room's epoch when it was sequenced.
+    pub epoch: Epoch,
+    /// Its sequence number within the epoch.
+    pub seq: u64,
+    /// When it was sequenced, ms since the Unix epoch.
+    pub time_ms: u64,
+    /// The published value.
+    pub data: Value,
+}
+
+impl Publication {
+    /// The position right after this publication.
+    pub fn position(&self) -> Position {
+        Position::new(self.epoch.clone(), self.seq)
+    }
+}
+
+/// What a publisher sends.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PublishRequest {
+    /// The value to publish.
+    pub data: Value,
+    /// Idempotency key; a retry with the same key gets the original ack.
+    pub idempotency_key: Option<String>,
+}
+
+/// The broker's answer to a publish: it is sequenced and stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishAck {
+    /// Epoch and sequence number assigned.
+    pub position: Position,
+    /// When it was sequenced, ms since the Unix epoch.
+    pub time_ms: u64,
+    /// True when the key had already been published (this is the original ack).
+    pub duplicate: bool,
+}
+
+/// Which part of the replay buffer to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HistoryQuery {
+    /// The newest `limit` publications.
+    Latest {
+        /// Most publications returned.
+        limit: usize,
+    },
+    /// Up to `limit` publications with a sequence number above `seq`, oldest first.
+    After {
+        /// Exclusive lower bound.
+        seq: u64,
+        /// Most publications returned.
+        limit: usize,
+    },
+}
+
+/// A read of a room's replay buffer.
+#[derive(Debug, Clone)]
+pub struct HistoryPage {
+    /// The room's current top: its epoch and last assigned sequence number.
+    pub top: Position,
+    /// Sequence number of the oldest buffered publication (`None`: buffer empty).
+    pub first_seq: Option<u64>,
+    /// The requested publications, oldest first.
+    pub publications: Vec<Arc<Publication>>,
+}
+
+/// What a broker pushes to its instance.
+#[derive(Debug, Clone)]
+pub enum BrokerEvent {
+    /// A publication of a room this instance is subscribed to.
+    Publication(Arc<Publication>),
+    /// The broker's fan-out connection was re-established: messages may have been lost,
+    /// every room must compare its position with the broker's top and fill gaps.
+    Resync,
+}
+
+/// Sender half of the channel a broker pushes its events into.
+pub type EventSender = tokio::sync::mpsc::UnboundedSender<BrokerEvent>;
+/// Receiver half of the broker event channel, read by the room dispatcher.
+pub type EventReceiver = tokio::sync::mpsc::UnboundedReceiver<BrokerEvent>;
+
+/// Broker failures, as seen by callers.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum BrokerError {
+    /// The broker cannot be reached; nothing was done.
+    #[error("broker unavailable: {0}")]
+    Unavailable(String),
+    /// The broker did not answer in time; the operation may or may not have happened.
+    #[error("broker timed out: {0}")]
+    Timeout(String),
+    /// Anything else (a bug or corrupt data).
+    #[error("broker error: {0}")]
+    Internal(String),
+}
+
+impl BrokerError {
+    /// The protocol error code to report to a client.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            BrokerError::Unavailable(_) => ErrorCode::Unavailable,
+            BrokerError::Timeout(_) => ErrorCode::Timeout,
+            BrokerError::Internal(_) => ErrorCode::Internal,
+        }
+    }
+}
+
+/// Whether the broker is usable right now (for `/readyz`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerStatus {
+    /// True when publishes can be served.
+    pub ready: bool,
+    /// Short explanation for operators.
+    pub detail: String,
+}
+
+/// Sequencing, replay buffer and fan-out. See the module documentation for the contract.
+#[async_trait]
+pub trait Broker: Send + Sync + 'static {
+    /// Short name for logs (`memory`, `redis`).
+    fn kind(&self) -> &'static str;
+
+    /// Sequences and stores a publication; see contract point 1.
+    async fn publish(
+        &self,
+        room: &RoomName,
+        request: PublishRequest,
+    ) -> Result<PublishAck, BrokerError>;
+
+    /// Reads the replay buffer; see contract point 3.
+    async fn history(
+        &self,
+        room: &RoomName,
+        query: HistoryQuery,
+    ) -> Result<HistoryPage, BrokerError>;
+
+    /// Starts receiving the room's publications as events.
+    async fn subscribe(&self, room: &RoomName) -> Result<(), BrokerError>;
+
+    /// Stops receiving the room's publications.
+    async fn unsubscribe(&self, room: &RoomName) -> Result<(), BrokerError>;
+
+    /// Current health.
+    fn status(&self) -> BrokerStatus;
+}
+
+/// Replay-buffer and idempotency settings shared by every broker implementation.
+#[derive(Debug, Clone)]
+pub struct HistorySettings {
+    /// Most publications buffered per room.
+    pub size: usize,
+    /// Longest a publication stays buffered (ms).
+    pub ttl_ms: u64,
+    /// How long an idle room keeps its epoch and seq (ms).
+    pub meta_ttl_ms: u64,
+    /// Idempotency window (ms).
+    pub idempotency_window_ms: u64,
+    /// Idempotency keys remembered per room.
+    pub idempotency_max_keys: usize,
+}
+
+impl HistorySettings {
+    /// Settings from the `[history]` configuration section.
+    pub fn from_config(config: &crate::config::HistoryConfig) -> Self {
+        HistorySettings {
+            size: config.size,
+            ttl_ms: config.ttl_secs * 1000,
+            meta_ttl_ms: config.meta_ttl_secs * 1000,
+            idempotency_window_ms: config.idempotency_window_secs * 1000,
+            idempotency_max_keys: config.idempotency_max_keys,
+        }
+    }
+}

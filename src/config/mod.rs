@@ -1,0 +1,375 @@
+//! Typed configuration: defaults compiled from `config/default.toml`, then an optional
+//! file, then `ROOMCAST_*` environment variables; validated before anything binds.
+
+mod layers;
+
+use crate::protocol::RoomNameRules;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The defaults, which double as the documentation of every key.
+pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
+
+/// Everything the server needs to start.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Listener address for WebSocket and HTTP.
+    pub listen: SocketAddr,
+    /// Instance name; empty means "generate one".
+    pub node_id: String,
+    /// Logging.
+    pub log: LogConfig,
+    /// Per-connection limits.
+    pub connection: ConnectionConfig,
+    /// Room actors and room names.
+    pub rooms: RoomsConfig,
+    /// Replay buffer and idempotency window.
+    pub history: HistoryConfig,
+}
+
+/// `[log]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// Line format.
+    pub format: LogFormat,
+    /// tracing filter directives.
+    pub level: String,
+}
+
+/// How log lines look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Human-readable.
+    Pretty,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[connection]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionConfig {
+    /// Time allowed for the WebSocket upgrade request (ms).
+    pub handshake_timeout_ms: u64,
+    /// Largest accepted client frame (bytes).
+    pub max_frame_bytes: usize,
+    /// Most rooms per connection.
+    pub max_rooms: usize,
+    /// Outbound queue bound (frames) before a slow-consumer close.
+    pub outbound_queue: usize,
+    /// Heartbeat interval (ms).
+    pub heartbeat_ms: u64,
+    /// Whether publishing requires a subscription.
+    pub publish_requires_subscription: bool,
+}
+
+/// `[rooms]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoomsConfig {
+    /// Longest room name (bytes).
+    pub name_max_len: usize,
+    /// Punctuation allowed in room names.
+    pub name_extra_chars: String,
+    /// Messages cached per room actor.
+    pub cache_size: usize,
+    /// Linger of an empty room actor (ms).
+    pub linger_ms: u64,
+    /// Restarts allowed within the window.
+    pub max_restarts: u32,
+    /// Restart-intensity window (ms).
+    pub restart_window_ms: u64,
+}
+
+/// `[history]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryConfig {
+    /// Replay buffer length per room.
+    pub size: usize,
+    /// Replay buffer age bound (s).
+    pub ttl_secs: u64,
+    /// Lifetime of an idle room's epoch and seq (s).
+    pub meta_ttl_secs: u64,
+    /// Idempotency window (s).
+    pub idempotency_window_secs: u64,
+    /// Idempotency keys remembered per room.
+    pub idempotency_max_keys: usize,
+    /// Most messages per history reply.
+    pub max_page: usize,
+}
+
+/// A configuration that cannot be used, naming where the problem is.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML.
+    #[error("config file {path} is not valid TOML: {source}")]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// The parse error.
+        #[source]
+        source: Box<toml::de::Error>,
+    },
+    /// A key that does not exist (in a file or an environment variable).
+    #[error("unknown configuration key `{key}` (from {origin})")]
+    UnknownKey {
+        /// Dotted key path.
+        key: String,
+        /// The file path or environment variable name.
+        origin: String,
+    },
+    /// A value of the wrong type or shape.
+    #[error("configuration key `{key}`: {message}")]
+    Type {
+        /// Dotted key path.
+        key: String,
+        /// What was wrong.
+        message: String,
+    },
+    /// A value outside its allowed range.
+    #[error("configuration key `{key}`: {message}")]
+    Invalid {
+        /// Dotted key path.
+        key: &'static str,
+        /// What was wrong.
+        message: String,
+    },
+}
+
+impl Config {
+    /// Loads defaults, then `file`, then the `ROOMCAST_*` entries of `env`, and validates.
+    /// Tests pass their own `env` instead of touching the process environment.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let table = layers::merged(file, env)?;
+        let config: Config =
+            serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|err| {
+                ConfigError::Type {
+                    key: err.path().to_string(),
+                    message: err.inner().message().to_string(),
+                }
+            })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The compiled-in defaults (always valid; a unit test checks it).
+    pub fn defaults() -> Config {
+        Config::load(None, std::iter::empty()).expect("compiled-in defaults are valid")
+    }
+
+    /// Checks ranges and relations between keys.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        fn check(ok: bool, key: &'static str, message: &str) -> Result<(), ConfigError> {
+            if ok {
+                Ok(())
+            } else {
+                Err(ConfigError::Invalid {
+                    key,
+                    message: message.to_owned(),
+                })
+            }
+        }
+        let c = &self.connection;
+        check(
+            c.handshake_timeout_ms >= 100,
+            "connection.handshake_timeout_ms",
+            "must be at least 100",
+        )?;
+        check(
+            (256..=64 << 20).contains(&c.max_frame_bytes),
+            "connection.max_frame_bytes",
+            "must be between 256 and 67108864",
+        )?;
+        check(
+            c.max_rooms >= 1,
+            "connection.max_rooms",
+            "must be at least 1",
+        )?;
+        check(
+            c.heartbeat_ms >= 100,
+            "connection.heartbeat_ms",
+            "must be at least 100",
+        )?;
+        check(
+            c.outbound_queue > self.history.size,
+            "connection.outbound_queue",
+            &format!(
+                "must be larger than history.size ({}) so that a full replay fits",
+                self.history.size
+            ),
+        )?;
+        let r = &self.rooms;
+        check(
+            (1..=1024).contains(&r.name_max_len),
+            "rooms.name_max_len",
+            "must be between 1 and 1024",
+        )?;
+        check(
+            r.name_extra_chars
+                .chars()
+                .all(|ch| ch.is_ascii_punctuation()),
+            "rooms.name_extra_chars",
+            "may only hold ASCII punctuation",
+        )?;
+        check(
+            r.restart_window_ms >= 1,
+            "rooms.restart_window_ms",
+            "must be at least 1",
+        )?;
+        let h = &self.history;
+        check(h.size >= 1, "history.size", "must be at least 1")?;
+        check(h.ttl_secs >= 1, "history.ttl_secs", "must be at least 1")?;
+        check(
+            h.meta_ttl_secs >= h.ttl_secs,
+            "history.meta_ttl_secs",
+            "must be at least history.ttl_secs",
+        )?;
+        check(h.max_page >= 1, "history.max_page", "must be at least 1")?;
+        check(
+            tracing_subscriber::EnvFilter::try_new(&self.log.level).is_ok(),
+            "log.level",
+            "is not a valid tracing filter",
+        )?;
+        Ok(())
+    }
+
+    /// Room-name rules derived from `[rooms]`.
+    pub fn room_name_rules(&self) -> RoomNameRules {
+        RoomNameRules {
+            max_len: self.rooms.name_max_len,
+            extra_chars: self.rooms.name_extra_chars.clone(),
+        }
+    }
+}
+
+impl ConnectionConfig {
+    /// Handshake timeout as a duration.
+    pub fn handshake_timeout(&self) -> Duration {
+        Duration::from_millis(self.handshake_timeout_ms)
+    }
+
+    /// Heartbeat interval as a duration.
+    pub fn heartbeat(&self) -> Duration {
+        Duration::from_millis(self.heartbeat_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let config = Config::defaults();
+        assert_eq!(config.listen.port(), 8080);
+        assert_eq!(config.log.format, LogFormat::Pretty);
+        assert!(config.connection.outbound_queue > config.history.size);
+    }
+
+    #[test]
+    fn environment_overrides_top_level_and_section_keys() {
+        let config = Config::load(
+            None,
+            env(&[
+                ("ROOMCAST_LISTEN", "0.0.0.0:9000"),
+                ("ROOMCAST_NODE_ID", "1234"),
+                ("ROOMCAST_CONNECTION__MAX_ROOMS", "7"),
+                ("ROOMCAST_CONNECTION__PUBLISH_REQUIRES_SUBSCRIPTION", "true"),
+                ("ROOMCAST_LOG__FORMAT", "json"),
+                ("UNRELATED", "x"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.listen.port(), 9000);
+        assert_eq!(config.node_id, "1234", "string keys keep digits as text");
+        assert_eq!(config.connection.max_rooms, 7);
+        assert!(config.connection.publish_requires_subscription);
+        assert_eq!(config.log.format, LogFormat::Json);
+    }
+
+    #[test]
+    fn file_overrides_defaults_and_env_overrides_file() {
+        let mut file = tempfile();
+        writeln!(
+            file.1,
+            "listen = \"127.0.0.1:7000\"\n[rooms]\ncache_size = 9"
+        )
+        .unwrap();
+        let config =
+            Config::load(Some(&file.0), env(&[("ROOMCAST_LISTEN", "127.0.0.1:7001")])).unwrap();
+        assert_eq!(config.listen.port(), 7001);
+        assert_eq!(config.rooms.cache_size, 9);
+        assert_eq!(config.rooms.linger_ms, 2000, "untouched keys keep defaults");
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let err = Config::load(None, env(&[("ROOMCAST_CONNECTION__MAX_ROOMS", "many")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("connection.max_rooms"), "{err}");
+        assert!(err.contains("ROOMCAST_CONNECTION__MAX_ROOMS"), "{err}");
+
+        let err = Config::load(None, env(&[("ROOMCAST_CONNECTION__MAX_ROMS", "1")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("connection.max_roms"), "{err}");
+
+        let err = Config::load(None, env(&[("ROOMCAST_LISTEN", "nowhere")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("listen"), "{err}");
+
+        let err = Config::load(None, env(&[("ROOMCAST_CONNECTION__OUTBOUND_QUEUE", "10")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("connection.outbound_queue"), "{err}");
+
+        let err = Config::load(None, env(&[("ROOMCAST_LOG__FORMAT", "xml")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("log.format"), "{err}");
+
+        let mut file = tempfile();
+        writeln!(file.1, "[history]\nsizes = 3").unwrap();
+        let err = Config::load(Some(&file.0), std::iter::empty())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("history.sizes"), "{err}");
+    }
+
+    fn tempfile() -> (PathBuf, std::fs::File) {
+        let path = std::env::temp_dir().join(format!(
+            "roomcast-config-test-{}.toml",
+            uuid::Uuid::new_v4()
+        ));
+        let file = std::fs::File::create(&path).unwrap();
+        (path, file)
+    }
+}

@@ -1,0 +1,325 @@
+//! The connection actor: one per WebSocket connection. It owns the client's
+//! subscriptions, turns client frames into room and broker operations, and queues the
+//! replies. Room messages do not pass through it: room actors queue them directly.
+//!
+//! Frames are handled one at a time, in the order the client sent them, so a client that
+//! subscribes and then publishes sees its subscribe done first. Socket I/O is the socket
+//! task's job (see `socket.rs`); this actor never waits on the client.
+
+use super::Outbound;
+use super::context::ConnectionContext;
+use crate::broker::{HistoryQuery, PublishRequest};
+use crate::protocol::{
+    ClientFrame, DecodeError, Encoding, ErrorCode, HistoryItem, PROTOCOL_VERSION, RoomName,
+    ServerFrame,
+};
+use crate::room::{SubscribeError, Subscriber};
+use crate::stream::{Position, Recovery, recover};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use serde_json::Value;
+use std::collections::HashSet;
+use std::sync::Arc;
+use tokio::sync::OwnedSemaphorePermit;
+use tokio_tungstenite::tungstenite::Message;
+
+/// Handle to a connection actor.
+pub type ConnectionRef = ActorRef<ConnectionMsg>;
+
+/// Messages a connection actor handles.
+pub enum ConnectionMsg {
+    /// A data frame read from the socket. The permit bounds how many frames may wait in
+    /// the mailbox; it is released when the frame has been handled.
+    Inbound(Message, OwnedSemaphorePermit),
+    /// Panic on purpose: fault injection for supervision tests.
+    Crash,
+}
+
+/// Start-up arguments of a connection actor.
+pub struct ConnectionArgs {
+    /// Instance-unique id.
+    pub conn_id: u64,
+    /// Session id announced to the client.
+    pub session: String,
+    /// Negotiated encoding.
+    pub encoding: Encoding,
+    /// The connection's outbound queue.
+    pub outbound: Outbound,
+}
+
+/// The connection actor.
+pub struct ConnectionActor {
+    /// Shared, read-only services and limits.
+    pub context: Arc<ConnectionContext>,
+}
+
+/// Mutable state of a connection.
+pub struct ConnectionState {
+    conn_id: u64,
+    encoding: Encoding,
+    outbound: Outbound,
+    subscriptions: HashSet<RoomName>,
+}
+
+impl ConnectionState {
+    fn send(&self, frame: &ServerFrame) {
+        self.outbound.send_or_evict(self.encoding.encode(frame));
+    }
+
+    fn send_error(&self, id: Option<u64>, code: ErrorCode, message: impl Into<String>) {
+        let message = message.into();
+        tracing::debug!(conn = self.conn_id, code = code.name(), %message, "request refused");
+        metrics::counter!("roomcast_protocol_errors_total", "code" => code.name()).increment(1);
+        self.send(&ServerFrame::error(id, code, message));
+    }
+}
+
+impl Actor for ConnectionActor {
+    type Msg = ConnectionMsg;
+    type State = ConnectionState;
+    type Arguments = ConnectionArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ConnectionRef,
+        args: ConnectionArgs,
+    ) -> Result<ConnectionState, ActorProcessingErr> {
+        let state = ConnectionState {
+            conn_id: args.conn_id,
+            encoding: args.encoding,
+            outbound: args.outbound,
+            subscriptions: HashSet::new(),
+        };
+        state.send(&ServerFrame::Welcome {
+            protocol: PROTOCOL_VERSION.to_owned(),
+            server: self.context.node_id.clone(),
+            session: args.session,
+            limits: self.context.limits.clone(),
+        });
+        Ok(state)
+    }
+
+    async fn handle(
+        &self,
+        _myself: ConnectionRef,
+        message: ConnectionMsg,
+        state: &mut ConnectionState,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            ConnectionMsg::Inbound(frame, _permit) => match state.encoding.decode_client(&frame) {
+                Ok(frame) => self.handle_frame(state, frame).await,
+                Err(DecodeError { id, code, message }) => state.send_error(id, code, message),
+            },
+            ConnectionMsg::Crash => panic!("fault injected into connection {}", state.conn_id),
+        }
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ConnectionRef,
+        state: &mut ConnectionState,
+    ) -> Result<(), ActorProcessingErr> {
+        for room in state.subscriptions.drain() {
+            self.context.rooms.unsubscribe(&room, state.conn_id);
+        }
+        Ok(())
+    }
+}
+
+impl ConnectionActor {
+    async fn handle_frame(&self, state: &mut ConnectionState, frame: ClientFrame) {
+        match frame {
+            ClientFrame::Subscribe { id, room, since } => {
+                self.subscribe(state, id, &room, since).await
+            }
+            ClientFrame::Unsubscribe { id, room } => self.unsubscribe(state, id, &room).await,
+            ClientFrame::Publish {
+                id,
+                room,
+                data,
+                key,
+            } => self.publish(state, id, &room, data, key).await,
+            ClientFrame::Ping { id } => state.send(&ServerFrame::Pong { id }),
+            ClientFrame::History {
+                id,
+                room,
+                since,
+                limit,
+            } => self.history(state, id, &room, since, limit).await,
+        }
+    }
+
+    fn room_name(&self, state: &ConnectionState, id: Option<u64>, room: &str) -> Option<RoomName> {
+        match self.context.room_rules.parse(room) {
+            Ok(room) => Some(room),
+            Err(err) => {
+                state.send_error(id, ErrorCode::InvalidRoom, err.to_string());
+                None
+            }
+        }
+    }
+
+    async fn subscribe(
+        &self,
+        state: &mut ConnectionState,
+        id: Option<u64>,
+        room: &str,
+        since: Option<Position>,
+    ) {
+        let Some(room) = self.room_name(state, id, room) else {
+            return;
+        };
+        if state.subscriptions.contains(&room) {
+            return state.send_error(
+                id,
+                ErrorCode::AlreadySubscribed,
+                format!("already subscribed to {room}"),
+            );
+        }
+        let max = self.context.limits.max_rooms as usize;
+        if state.subscriptions.len() >= max {
+            return state.send_error(
+                id,
+                ErrorCode::TooManyRooms,
+                format!("a connection may subscribe to at most {max} rooms"),
+            );
+        }
+        let subscriber = Subscriber::new(state.conn_id, state.encoding, state.outbound.clone());
+        match self
+            .context
+            .rooms
+            .subscribe(&room, subscriber, since, id)
+            .await
+        {
+            Ok(()) => {
+                state.subscriptions.insert(room);
+            }
+            Err(SubscribeError::Broker(err)) => {
+                state.send_error(id, err.code(), format!("cannot subscribe to {room}: {err}"))
+            }
+            Err(SubscribeError::Timeout) => state.send_error(
+                id,
+                ErrorCode::Timeout,
+                format!("subscribing to {room} timed out"),
+            ),
+        }
+    }
+
+    async fn unsubscribe(&self, state: &mut ConnectionState, id: Option<u64>, room: &str) {
+        let Some(room) = self.room_name(state, id, room) else {
+            return;
+        };
+        if !state.subscriptions.remove(&room) {
+            return state.send_error(
+                id,
+                ErrorCode::NotSubscribed,
+                format!("not subscribed to {room}"),
+            );
+        }
+        // Waits for the room to drop us, so no message of the room follows `unsubscribed`.
+        self.context
+            .rooms
+            .unsubscribe_and_wait(&room, state.conn_id)
+            .await;
+        state.send(&ServerFrame::Unsubscribed {
+            id,
+            room: room.to_string(),
+        });
+    }
+
+    async fn publish(
+        &self,
+        state: &mut ConnectionState,
+        id: Option<u64>,
+        room: &str,
+        data: Value,
+        key: Option<String>,
+    ) {
+        let Some(room) = self.room_name(state, id, room) else {
+            return;
+        };
+        if self.context.limits.publish_requires_subscription && !state.subscriptions.contains(&room)
+        {
+            return state.send_error(
+                id,
+                ErrorCode::NotSubscribed,
+                format!("subscribe to {room} before publishing to it"),
+            );
+        }
+        let request = PublishRequest {
+            data,
+            idempotency_key: key,
+        };
+        match self.context.publish(&room, request).await {
+            Ok(ack) => state.send(&ServerFrame::Ack {
+                id,
+                room: room.to_string(),
+                epoch: ack.position.epoch,
+                seq: ack.position.seq,
+                time: ack.time_ms,
+                duplicate: ack.duplicate,
+            }),
+            Err(err) => {
+                state.send_error(id, err.code(), format!("publish to {room} failed: {err}"))
+            }
+        }
+    }
+
+    async fn history(
+        &self,
+        state: &mut ConnectionState,
+        id: Option<u64>,
+        room: &str,
+        since: Option<Position>,
+        limit: Option<u32>,
+    ) {
+        let Some(room) = self.room_name(state, id, room) else {
+            return;
+        };
+        let max = self.context.limits.max_history as usize;
+        let limit = limit.map_or(max, |l| (l as usize).min(max));
+        let query = match &since {
+            Some(since) => HistoryQuery::After {
+                seq: since.seq,
+                limit,
+            },
+            None => HistoryQuery::Latest { limit },
+        };
+        let page = match self.context.broker.history(&room, query).await {
+            Ok(page) => page,
+            Err(err) => {
+                return state.send_error(
+                    id,
+                    err.code(),
+                    format!("history of {room} failed: {err}"),
+                );
+            }
+        };
+        let recovered = since.as_ref().map(|since| {
+            matches!(
+                recover(since, &page.top, page.first_seq),
+                Recovery::UpToDate | Recovery::Replay { .. }
+            )
+        });
+        let messages = if recovered == Some(false) {
+            Vec::new()
+        } else {
+            page.publications
+                .iter()
+                .map(|p| HistoryItem {
+                    seq: p.seq,
+                    time: p.time_ms,
+                    data: p.data.clone(),
+                })
+                .collect()
+        };
+        state.send(&ServerFrame::History {
+            id,
+            room: room.to_string(),
+            epoch: page.top.epoch,
+            seq: page.top.seq,
+            recovered,
+            messages,
+        });
+    }
+}

@@ -1,0 +1,224 @@
+//! WebSocket connections: one actor per connection (its subscriptions and requests), one
+//! socket task (its I/O), a bounded outbound queue between them and the room actors, and
+//! a supervisor over the actors.
+//!
+//! Supervision policy: a connection actor that fails (panics) is not restarted — the
+//! client's session state is in the client, which reconnects and resumes. Its socket
+//! task sees the actor end and closes only that socket, with 1011; the rooms drop its
+//! subscriptions when they find its queue closed. Other connections are not affected.
+
+mod actor;
+mod context;
+mod outbound;
+mod socket;
+
+pub use actor::{ConnectionActor, ConnectionArgs, ConnectionMsg, ConnectionRef};
+pub use context::ConnectionContext;
+pub use outbound::{CloseSignal, Outbound, OutboundReceiver, QueueError, channel};
+
+use crate::protocol::{CloseCode, Encoding};
+use dashmap::DashMap;
+use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
+use socket::Ending;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+
+/// Longest wait for a stopping connection actor to release its subscriptions.
+const ACTOR_STOP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A live connection, as seen from outside it.
+struct Live {
+    session: Box<str>,
+    actor: ConnectionRef,
+    outbound: Outbound,
+}
+
+/// The connections of this instance.
+#[derive(Clone)]
+pub struct Connections {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    context: Arc<ConnectionContext>,
+    supervisor: ActorRef<()>,
+    live: DashMap<u64, Live>,
+    next_id: AtomicU64,
+    ws_config: WebSocketConfig,
+}
+
+impl Connections {
+    /// Starts the connection supervisor.
+    pub async fn start(
+        context: Arc<ConnectionContext>,
+        max_frame_bytes: usize,
+    ) -> Result<Connections, ractor::SpawnErr> {
+        let (supervisor, _) = Actor::spawn(None, ConnectionSupervisor, ()).await?;
+        Ok(Connections {
+            inner: Arc::new(Inner {
+                context,
+                supervisor,
+                live: DashMap::new(),
+                next_id: AtomicU64::new(1),
+                ws_config: websocket_config(max_frame_bytes),
+            }),
+        })
+    }
+
+    /// Serves one upgraded connection until it ends.
+    pub async fn serve<S>(&self, io: S, encoding: Encoding)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let inner = &self.inner;
+        let mut ws =
+            WebSocketStream::from_raw_socket(io, Role::Server, Some(inner.ws_config)).await;
+        let conn_id = inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let session = uuid::Uuid::new_v4().to_string();
+        let (outbound, mut receiver) = outbound::channel(inner.context.outbound_queue);
+        let args = ConnectionArgs {
+            conn_id,
+            session: session.clone(),
+            encoding,
+            outbound: outbound.clone(),
+        };
+        let actor = ConnectionActor {
+            context: inner.context.clone(),
+        };
+        let (actor, mut actor_done) =
+            match Actor::spawn_linked(None, actor, args, inner.supervisor.get_cell()).await {
+                Ok(spawned) => spawned,
+                Err(err) => {
+                    tracing::error!(error = %err, "cannot start a connection actor");
+                    socket::finish(&mut ws, Ending::Close(CloseCode::InternalError)).await;
+                    return;
+                }
+            };
+        inner.live.insert(
+            conn_id,
+            Live {
+                session: session.into(),
+                actor: actor.clone(),
+                outbound,
+            },
+        );
+        metrics::gauge!("roomcast_connections").increment(1.0);
+        metrics::counter!("roomcast_connections_opened_total", "encoding" => encoding.name())
+            .increment(1);
+        tracing::debug!(
+            conn = conn_id,
+            encoding = encoding.name(),
+            "connection opened"
+        );
+
+        let heartbeat = inner.context.heartbeat;
+        let ending = socket::pump(&mut ws, &actor, &mut actor_done, &mut receiver, heartbeat).await;
+        match ending {
+            Ending::Close(CloseCode::SlowConsumer) => {
+                tracing::info!(conn = conn_id, "slow consumer disconnected")
+            }
+            Ending::Close(CloseCode::InternalError) => {
+                tracing::warn!(
+                    conn = conn_id,
+                    "connection closed after an internal failure"
+                )
+            }
+            _ => tracing::debug!(conn = conn_id, ?ending, "connection closed"),
+        }
+        metrics::counter!("roomcast_connections_closed_total", "reason" => ending_name(ending))
+            .increment(1);
+        inner.live.remove(&conn_id);
+        // Stops taking frames; the actor releases its subscriptions in post_stop.
+        drop(receiver);
+        socket::finish(&mut ws, ending).await;
+        if !actor_done.is_finished() {
+            actor.stop(None);
+            let _ = tokio::time::timeout(ACTOR_STOP_TIMEOUT, actor_done).await;
+        }
+        metrics::gauge!("roomcast_connections").decrement(1.0);
+    }
+
+    /// Number of open connections.
+    pub fn count(&self) -> usize {
+        self.inner.live.len()
+    }
+
+    /// Closes every connection with `code` (shutdown).
+    pub fn close_all(&self, code: CloseCode) {
+        for entry in self.inner.live.iter() {
+            entry.outbound.close(code);
+        }
+    }
+
+    /// Makes the actor of the connection with this session id panic, to exercise
+    /// supervision. Returns false when no such connection is open.
+    pub fn inject_panic(&self, session: &str) -> bool {
+        self.inner
+            .live
+            .iter()
+            .find(|entry| &*entry.session == session)
+            .is_some_and(|entry| entry.actor.cast(ConnectionMsg::Crash).is_ok())
+    }
+
+    /// Stops the supervisor.
+    pub fn stop(&self) {
+        self.inner.supervisor.stop(None);
+    }
+}
+
+/// WebSocket buffers sized for many mostly idle connections: tungstenite's defaults
+/// (128 KiB read buffer allocated up front per socket, unbounded write buffer) would cost
+/// far more than the rest of a connection.
+fn websocket_config(max_frame_bytes: usize) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(WRITE_BUFFER_BYTES)
+        .max_write_buffer_size(MAX_WRITE_BUFFER_BYTES.max(max_frame_bytes * 2))
+        .max_message_size(Some(max_frame_bytes))
+        .max_frame_size(Some(max_frame_bytes))
+}
+
+/// Initial read buffer per socket; it grows for a larger frame.
+const READ_BUFFER_BYTES: usize = 2048;
+/// Frames are buffered up to this size before a socket write (a flush always writes).
+const WRITE_BUFFER_BYTES: usize = 16 * 1024;
+/// Hard bound on buffered outgoing bytes per socket.
+const MAX_WRITE_BUFFER_BYTES: usize = 1024 * 1024;
+
+fn ending_name(ending: Ending) -> &'static str {
+    match ending {
+        Ending::Close(code) => code.reason(),
+        Ending::ClientClosed => "client_closed",
+        Ending::Gone => "gone",
+    }
+}
+
+/// Parent of every connection actor; logs and counts their failures, restarts none.
+struct ConnectionSupervisor;
+
+impl Actor for ConnectionSupervisor {
+    type Msg = ();
+    type State = ();
+    type Arguments = ();
+
+    async fn pre_start(&self, _: ActorRef<()>, _: ()) -> Result<(), ActorProcessingErr> {
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        _: ActorRef<()>,
+        event: SupervisionEvent,
+        _: &mut (),
+    ) -> Result<(), ActorProcessingErr> {
+        if let SupervisionEvent::ActorFailed(_, error) = event {
+            metrics::counter!("roomcast_connection_failures_total").increment(1);
+            tracing::error!(%error, "connection actor failed; its socket is closed with 1011");
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,159 @@
+//! The socket task of one connection: the only code that touches the WebSocket.
+//!
+//! It reads client frames and casts them to the connection actor (at most
+//! `INBOUND_IN_FLIGHT` waiting, so a client that floods stops being read instead of
+//! growing a mailbox), writes the outbound queue in batches (one flush for all frames
+//! queued at that moment), pings the client, and closes the socket when asked by the
+//! close signal, when the actor dies, or when the client goes away.
+
+use super::actor::{ConnectionMsg, ConnectionRef};
+use super::outbound::OutboundReceiver;
+use crate::protocol::CloseCode;
+use futures_util::{SinkExt, StreamExt};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+
+/// Client frames read but not yet handled by the actor, per connection.
+const INBOUND_IN_FLIGHT: usize = 16;
+/// Most frames written before one flush.
+const MAX_BATCH: usize = 64;
+/// Longest wait for a close frame to be written to a client that may not be reading.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How the connection ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// The server closes with this code.
+    Close(CloseCode),
+    /// The client sent a close frame (answered by tungstenite).
+    ClientClosed,
+    /// The socket failed or reached EOF; nothing more can be sent.
+    Gone,
+}
+
+/// Runs the connection until it ends; returns how it ended. `actor_done` resolves when
+/// the connection actor stops for any reason (including a panic).
+pub async fn pump<S>(
+    ws: &mut WebSocketStream<S>,
+    actor: &ConnectionRef,
+    actor_done: &mut JoinHandle<()>,
+    outbound: &mut OutboundReceiver,
+    heartbeat: Duration,
+) -> Ending
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let permits = Arc::new(Semaphore::new(INBOUND_IN_FLIGHT));
+    let mut ticker = tokio::time::interval_at(Instant::now() + heartbeat, heartbeat);
+    let mut last_heard = Instant::now();
+    loop {
+        tokio::select! {
+            biased;
+            code = outbound.close.requested() => return Ending::Close(code),
+            _ = &mut *actor_done => return Ending::Close(CloseCode::InternalError),
+            frame = outbound.frames.recv() => {
+                let Some(frame) = frame else {
+                    return Ending::Close(CloseCode::GoingAway);
+                };
+                tokio::select! {
+                    biased;
+                    code = outbound.close.requested() => return Ending::Close(code),
+                    written = write_batch(ws, frame, &mut outbound.frames) => {
+                        if written.is_err() {
+                            return Ending::Gone;
+                        }
+                    }
+                }
+            }
+            (permit, inbound) = async {
+                let permit = permits.clone().acquire_owned().await.expect("never closed");
+                (permit, ws.next().await)
+            } => {
+                last_heard = Instant::now();
+                match inbound {
+                    Some(Ok(frame @ (Message::Text(_) | Message::Binary(_)))) => {
+                        if actor.cast(ConnectionMsg::Inbound(frame, permit)).is_err() {
+                            return Ending::Close(CloseCode::InternalError);
+                        }
+                    }
+                    // tungstenite answers pings itself; pongs only prove liveness.
+                    Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
+                    Some(Ok(Message::Close(_))) => return Ending::ClientClosed,
+                    Some(Err(err)) => return classify(err),
+                    None => return Ending::Gone,
+                }
+            }
+            _ = ticker.tick() => {
+                if last_heard.elapsed() >= heartbeat * 2 {
+                    return Ending::Close(CloseCode::HeartbeatTimeout);
+                }
+                let ping = tokio::time::timeout(heartbeat, ws.send(Message::Ping(Default::default())));
+                if !matches!(ping.await, Ok(Ok(()))) {
+                    return Ending::Gone;
+                }
+            }
+        }
+    }
+}
+
+/// Writes `first` and whatever else is queued right now (up to a batch), then flushes
+/// once: a client with many frames queued costs one socket write, not one per frame.
+async fn write_batch<S>(
+    ws: &mut WebSocketStream<S>,
+    first: Message,
+    frames: &mut mpsc::Receiver<Message>,
+) -> Result<(), WsError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    ws.feed(first).await?;
+    for _ in 1..MAX_BATCH {
+        match frames.try_recv() {
+            Ok(frame) => ws.feed(frame).await?,
+            Err(_) => break,
+        }
+    }
+    ws.flush().await
+}
+
+/// Maps a read error to how the connection ends.
+fn classify(err: WsError) -> Ending {
+    match err {
+        WsError::Capacity(CapacityError::MessageTooLong { .. }) => {
+            Ending::Close(CloseCode::MessageTooBig)
+        }
+        WsError::Capacity(_) => Ending::Close(CloseCode::MessageTooBig),
+        WsError::Protocol(_) | WsError::Utf8(_) => Ending::Close(CloseCode::ProtocolError),
+        _ => Ending::Gone,
+    }
+}
+
+/// Finishes the WebSocket according to `ending`, never waiting long on a client that
+/// does not read.
+pub async fn finish<S>(ws: &mut WebSocketStream<S>, ending: Ending)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    match ending {
+        Ending::Close(code) => {
+            let frame = CloseFrame {
+                code: code.number().into(),
+                reason: code.reason().into(),
+            };
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, ws.close(Some(frame))).await;
+        }
+        Ending::ClientClosed => {
+            // tungstenite queued the reply to the client's close frame; send it.
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, ws.flush()).await;
+        }
+        Ending::Gone => {}
+    }
+}

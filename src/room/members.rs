@@ -1,0 +1,88 @@
+//! A room's local subscribers. The set lives outside the room actor, owned jointly by the
+//! actor and its supervisor, so that a room actor that panics can be restarted with the
+//! same subscribers and each one resumed from exactly where it was.
+
+use crate::connection::Outbound;
+use crate::protocol::Encoding;
+use crate::stream::Epoch;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+/// One connection's subscription to one room.
+#[derive(Debug)]
+pub struct Subscriber {
+    /// The connection's id (unique per instance).
+    pub conn_id: u64,
+    /// How the connection wants frames encoded.
+    pub encoding: Encoding,
+    /// The connection's outbound queue.
+    pub outbound: Outbound,
+    /// The last sequence number queued to this subscriber. Written only by the room
+    /// actor; read again by a restarted actor to resume the subscriber exactly.
+    last_seq: AtomicU64,
+}
+
+impl Subscriber {
+    /// A subscriber that has seen nothing yet.
+    pub fn new(conn_id: u64, encoding: Encoding, outbound: Outbound) -> Arc<Self> {
+        metrics::gauge!("roomcast_subscriptions").increment(1.0);
+        Arc::new(Subscriber {
+            conn_id,
+            encoding,
+            outbound,
+            last_seq: AtomicU64::new(0),
+        })
+    }
+
+    /// Last sequence number queued to this subscriber.
+    pub fn last_seq(&self) -> u64 {
+        self.last_seq.load(Ordering::Acquire)
+    }
+
+    /// Records that `seq` was queued.
+    pub fn set_last_seq(&self, seq: u64) {
+        self.last_seq.store(seq, Ordering::Release);
+    }
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        metrics::gauge!("roomcast_subscriptions").decrement(1.0);
+    }
+}
+
+/// The subscriber set of one room and the epoch its subscribers are in.
+#[derive(Debug, Default)]
+pub struct Members {
+    /// Current subscribers, in no particular order.
+    pub subscribers: Vec<Arc<Subscriber>>,
+    /// The epoch every subscriber's `last_seq` refers to (`None` before the first start).
+    pub epoch: Option<Epoch>,
+}
+
+impl Members {
+    /// Removes the subscriber of connection `conn_id`; true if it was there.
+    pub fn remove(&mut self, conn_id: u64) -> bool {
+        match self.subscribers.iter().position(|s| s.conn_id == conn_id) {
+            Some(index) => {
+                self.subscribers.swap_remove(index);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// Shared handle to a room's [`Members`].
+#[derive(Debug, Default, Clone)]
+pub struct SharedMembers(Arc<Mutex<Members>>);
+
+impl SharedMembers {
+    /// Locks the set. Only the room actor locks it while running (so the lock never
+    /// contends); a supervisor reads it after the actor died. A panic while it was held
+    /// leaves a structurally valid set, and every subscriber's `last_seq` says exactly
+    /// what it received, so poisoning is ignored.
+    pub fn lock(&self) -> MutexGuard<'_, Members> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}

@@ -1,0 +1,187 @@
+//! Rooms on this instance: one actor per room with local subscribers, a supervisor over
+//! them, and the dispatcher that routes broker events to them.
+
+mod actor;
+mod members;
+mod outgoing;
+mod registry;
+mod supervisor;
+
+pub use actor::{RoomMsg, RoomRef, RoomSettings, SubscribeRequest};
+pub use members::Subscriber;
+pub use supervisor::RestartPolicy;
+
+use crate::broker::{Broker, BrokerError, BrokerEvent, EventReceiver};
+use crate::protocol::RoomName;
+use crate::stream::Position;
+use ractor::rpc::CallResult;
+use ractor::{Actor, ActorRef};
+use registry::Registry;
+use std::sync::Arc;
+use std::time::Duration;
+use supervisor::{RoomSupervisor, SupervisorMsg};
+
+/// How long a subscribe may wait for its room actor (which may be reading the broker).
+const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(15);
+/// Attempts at reaching a live room actor (one may be stopping or restarting).
+const SUBSCRIBE_ATTEMPTS: u32 = 20;
+
+/// Handle to this instance's rooms, shared by connections and the dispatcher.
+#[derive(Clone)]
+pub struct Rooms {
+    registry: Arc<Registry>,
+    supervisor: ActorRef<SupervisorMsg>,
+}
+
+/// Why a subscribe failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SubscribeError {
+    /// The broker could not serve the room.
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+    /// The room actor did not answer in time.
+    #[error("the room did not answer in time")]
+    Timeout,
+}
+
+impl Rooms {
+    /// Starts the room supervisor, and the dispatcher that feeds broker events to rooms.
+    pub async fn start(
+        broker: Arc<dyn Broker>,
+        events: EventReceiver,
+        settings: RoomSettings,
+        policy: RestartPolicy,
+    ) -> Result<Rooms, ractor::SpawnErr> {
+        let registry = Arc::new(Registry::default());
+        let supervisor = RoomSupervisor {
+            broker,
+            registry: registry.clone(),
+            settings,
+            policy,
+            sweep_interval: Duration::from_secs(30),
+        };
+        let (supervisor, _) = Actor::spawn(None, supervisor, ()).await?;
+        let rooms = Rooms {
+            registry,
+            supervisor,
+        };
+        tokio::spawn(dispatch(rooms.registry.clone(), events));
+        Ok(rooms)
+    }
+
+    /// Subscribes `subscriber` to `room`. The room actor queues the `subscribed` frame
+    /// and any replay to the subscriber itself, in order, before live messages.
+    pub async fn subscribe(
+        &self,
+        room: &RoomName,
+        subscriber: Arc<Subscriber>,
+        since: Option<Position>,
+        request_id: Option<u64>,
+    ) -> Result<(), SubscribeError> {
+        for attempt in 0..SUBSCRIBE_ATTEMPTS {
+            let actor = self.get_or_create(room).await?;
+            let request = SubscribeRequest {
+                subscriber: subscriber.clone(),
+                since: since.clone(),
+                request_id,
+            };
+            let reply = actor
+                .call(
+                    |reply| RoomMsg::Subscribe(request, reply),
+                    Some(SUBSCRIBE_TIMEOUT),
+                )
+                .await;
+            match reply {
+                Ok(CallResult::Success(result)) => return result.map_err(Into::into),
+                Ok(CallResult::Timeout) => return Err(SubscribeError::Timeout),
+                // The actor stopped (idle) or failed before answering: a new one is, or
+                // will shortly be, in its place.
+                Ok(CallResult::SenderError) | Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(5 * u64::from(attempt + 1))).await;
+                }
+            }
+        }
+        Err(SubscribeError::Timeout)
+    }
+
+    /// Removes a connection's subscription to `room` (no reply awaited).
+    pub fn unsubscribe(&self, room: &RoomName, conn_id: u64) {
+        if let Some(actor) = self.registry.get(room.as_str()) {
+            let _ = actor.cast(RoomMsg::Unsubscribe {
+                conn_id,
+                reply: None,
+            });
+        }
+    }
+
+    /// Removes a connection's subscription to `room` and waits until the room actor has
+    /// done it, so that nothing of the room is queued to the connection afterwards.
+    pub async fn unsubscribe_and_wait(&self, room: &RoomName, conn_id: u64) {
+        if let Some(actor) = self.registry.get(room.as_str()) {
+            let _ = actor
+                .call(
+                    |reply| RoomMsg::Unsubscribe {
+                        conn_id,
+                        reply: Some(reply),
+                    },
+                    Some(SUBSCRIBE_TIMEOUT),
+                )
+                .await;
+        }
+    }
+
+    /// Number of rooms with a running actor on this instance.
+    pub fn active(&self) -> usize {
+        self.registry.len()
+    }
+
+    /// Makes the room's actor panic, to exercise supervision (tests and fault drills).
+    /// Returns false when the room has no actor.
+    pub fn inject_panic(&self, room: &str) -> bool {
+        self.registry
+            .get(room)
+            .is_some_and(|actor| actor.cast(RoomMsg::Crash).is_ok())
+    }
+
+    /// Stops the supervisor and with it every room actor.
+    pub fn stop(&self) {
+        self.supervisor.stop(None);
+    }
+
+    async fn get_or_create(&self, room: &RoomName) -> Result<RoomRef, BrokerError> {
+        if let Some(actor) = self.registry.get(room.as_str()) {
+            return Ok(actor);
+        }
+        match self
+            .supervisor
+            .call(
+                |reply| SupervisorMsg::GetOrCreate(room.clone(), reply),
+                Some(SUBSCRIBE_TIMEOUT),
+            )
+            .await
+        {
+            Ok(CallResult::Success(result)) => result,
+            Ok(CallResult::Timeout) => Err(BrokerError::Timeout("room start".into())),
+            _ => Err(BrokerError::Internal("room supervisor is gone".into())),
+        }
+    }
+}
+
+/// Routes broker events to room actors until the broker's channel closes.
+async fn dispatch(registry: Arc<Registry>, mut events: EventReceiver) {
+    while let Some(event) = events.recv().await {
+        match event {
+            BrokerEvent::Publication(publication) => {
+                metrics::counter!("roomcast_broker_messages_received_total").increment(1);
+                if let Some(actor) = registry.get(publication.room.as_str()) {
+                    let _ = actor.cast(RoomMsg::Publication(publication));
+                }
+            }
+            BrokerEvent::Resync => {
+                for actor in registry.all() {
+                    let _ = actor.cast(RoomMsg::Resync);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,231 @@
+//! The server: wires broker, rooms and connections together behind one listener that
+//! serves both HTTP routes and the WebSocket endpoint, and shuts them down in order.
+
+mod http;
+mod websocket;
+
+pub use http::{Body, BoxError};
+
+use crate::broker::{Broker, HistorySettings, MemoryBroker};
+use crate::config::Config;
+use crate::connection::{ConnectionContext, Connections};
+use crate::protocol::CloseCode;
+use crate::room::{RestartPolicy, RoomSettings, Rooms};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// What the HTTP routes need.
+pub struct App {
+    /// This instance's name.
+    pub node_id: String,
+    /// When the server started.
+    pub started: Instant,
+    /// The connections.
+    pub connections: Connections,
+    /// The rooms.
+    pub rooms: Rooms,
+    /// The broker.
+    pub broker: Arc<dyn Broker>,
+}
+
+/// Start-up failures.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The listener could not bind.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// An actor system part failed to start.
+    #[error("cannot start {what}: {source}")]
+    Actors {
+        /// Which part.
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: ractor::SpawnErr,
+    },
+}
+
+/// A running server.
+pub struct Server {
+    app: Arc<App>,
+    local_addr: SocketAddr,
+    stop_accepting: CancellationToken,
+    accept_loop: JoinHandle<()>,
+}
+
+impl Server {
+    /// Builds every part from `config`, binds the listener and starts accepting.
+    pub async fn start(config: &Config) -> Result<Server, ServerError> {
+        let node_id = if config.node_id.is_empty() {
+            format!("{:08x}", rand::random::<u32>())
+        } else {
+            config.node_id.clone()
+        };
+        let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
+        let broker: Arc<dyn Broker> = Arc::new(MemoryBroker::new(
+            HistorySettings::from_config(&config.history),
+            events_tx,
+        ));
+        let rooms = Rooms::start(
+            broker.clone(),
+            events_rx,
+            room_settings(config),
+            RestartPolicy {
+                max_restarts: config.rooms.max_restarts,
+                window: Duration::from_millis(config.rooms.restart_window_ms),
+            },
+        )
+        .await
+        .map_err(|source| ServerError::Actors {
+            what: "the room supervisor",
+            source,
+        })?;
+        let context = Arc::new(ConnectionContext::new(
+            config,
+            node_id.clone(),
+            rooms.clone(),
+            broker.clone(),
+        ));
+        let connections = Connections::start(context, config.connection.max_frame_bytes)
+            .await
+            .map_err(|source| ServerError::Actors {
+                what: "the connection supervisor",
+                source,
+            })?;
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| ServerError::Bind {
+                    addr: config.listen,
+                    source,
+                })?;
+        let local_addr = listener.local_addr().map_err(|source| ServerError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+        let app = Arc::new(App {
+            node_id,
+            started: Instant::now(),
+            connections,
+            rooms,
+            broker,
+        });
+        let stop_accepting = CancellationToken::new();
+        let accept_loop = tokio::spawn(accept(
+            listener,
+            app.clone(),
+            config.connection.handshake_timeout(),
+            stop_accepting.clone(),
+        ));
+        tracing::info!(addr = %local_addr, node = %app.node_id, broker = app.broker.kind(), "roomcast listening");
+        Ok(Server {
+            app,
+            local_addr,
+            stop_accepting,
+            accept_loop,
+        })
+    }
+
+    /// The bound address (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// This instance's name.
+    pub fn node_id(&self) -> &str {
+        &self.app.node_id
+    }
+
+    /// The rooms of this instance.
+    pub fn rooms(&self) -> &Rooms {
+        &self.app.rooms
+    }
+
+    /// The connections of this instance.
+    pub fn connections(&self) -> &Connections {
+        &self.app.connections
+    }
+
+    /// Stops accepting, closes every connection with 1001 and waits up to `deadline` for
+    /// them to finish, then stops the actors.
+    pub async fn shutdown(self, deadline: Duration) {
+        self.stop_accepting.cancel();
+        let _ = self.accept_loop.await;
+        let connections = &self.app.connections;
+        connections.close_all(CloseCode::GoingAway);
+        let until = tokio::time::Instant::now() + deadline;
+        while connections.count() > 0 && tokio::time::Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        connections.stop();
+        self.app.rooms.stop();
+        tracing::info!("roomcast stopped");
+    }
+}
+
+fn room_settings(config: &Config) -> RoomSettings {
+    RoomSettings {
+        cache_size: config.rooms.cache_size,
+        cache_ttl_ms: config.history.ttl_secs * 1000,
+        linger: Duration::from_millis(config.rooms.linger_ms),
+        fill_retry: Duration::from_millis(250),
+        max_pending: config.history.size,
+    }
+}
+
+async fn accept(
+    listener: TcpListener,
+    app: Arc<App>,
+    handshake_timeout: Duration,
+    stop: CancellationToken,
+) {
+    loop {
+        let accepted = tokio::select! {
+            _ = stop.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, _peer)) => {
+                tokio::spawn(serve_http(stream, app.clone(), handshake_timeout));
+            }
+            Err(err) => {
+                // Typically out of file descriptors: back off instead of spinning.
+                tracing::warn!(error = %err, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// Serves HTTP on one TCP connection. A WebSocket upgrade ends this future and the
+/// socket continues in the connection's own task.
+async fn serve_http(stream: TcpStream, app: Arc<App>, handshake_timeout: Duration) {
+    let _ = stream.set_nodelay(true);
+    let service = service_fn(move |request| http::route(request, app.clone()));
+    let connection = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(handshake_timeout)
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
+    if let Err(err) = connection.await {
+        if err.is_timeout() {
+            metrics::counter!("roomcast_handshake_timeouts_total").increment(1);
+            tracing::debug!("client did not complete its request in time");
+        } else {
+            tracing::debug!(error = %err, "HTTP connection error");
+        }
+    }
+}
