@@ -14,6 +14,7 @@
 //! - [`client`]: a Rust client with automatic reconnect and resume.
 
 pub mod broker;
+pub mod client;
 pub mod config;
 pub mod connection;
 pub mod protocol;

@@ -39,6 +39,9 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     roomcast::telemetry::init_logging(&config.log);
+    for warning in config.warnings() {
+        tracing::warn!("{warning}");
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

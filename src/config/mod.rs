@@ -64,6 +64,8 @@ pub struct ConnectionConfig {
     pub outbound_queue: usize,
     /// Heartbeat interval (ms).
     pub heartbeat_ms: u64,
+    /// SO_SNDBUF of client sockets; 0 keeps the OS default.
+    pub send_buffer_bytes: usize,
     /// Whether publishing requires a subscription.
     pub publish_requires_subscription: bool,
 }
@@ -209,12 +211,9 @@ impl Config {
             "must be at least 100",
         )?;
         check(
-            c.outbound_queue > self.history.size,
+            (8..=1 << 20).contains(&c.outbound_queue),
             "connection.outbound_queue",
-            &format!(
-                "must be larger than history.size ({}) so that a full replay fits",
-                self.history.size
-            ),
+            "must be between 8 and 1048576",
         )?;
         let r = &self.rooms;
         check(
@@ -249,6 +248,19 @@ impl Config {
             "is not a valid tracing filter",
         )?;
         Ok(())
+    }
+
+    /// Advice about settings that are valid but weaken a guarantee, for the start-up log.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if self.history.size <= self.connection.outbound_queue {
+            warnings.push(format!(
+                "history.size ({}) is not above connection.outbound_queue ({}): a client \
+                 disconnected as a slow consumer will usually be too far behind to resume",
+                self.history.size, self.connection.outbound_queue
+            ));
+        }
+        warnings
     }
 
     /// Room-name rules derived from `[rooms]`.
@@ -289,7 +301,7 @@ mod tests {
         let config = Config::defaults();
         assert_eq!(config.listen.port(), 8080);
         assert_eq!(config.log.format, LogFormat::Pretty);
-        assert!(config.connection.outbound_queue > config.history.size);
+        assert!(config.history.size > config.connection.outbound_queue);
     }
 
     #[test]
@@ -346,7 +358,7 @@ mod tests {
             .to_string();
         assert!(err.contains("listen"), "{err}");
 
-        let err = Config::load(None, env(&[("ROOMCAST_CONNECTION__OUTBOUND_QUEUE", "10")]))
+        let err = Config::load(None, env(&[("ROOMCAST_CONNECTION__OUTBOUND_QUEUE", "1")]))
             .unwrap_err()
             .to_string();
         assert!(err.contains("connection.outbound_queue"), "{err}");

@@ -14,7 +14,7 @@ mod socket;
 
 pub use actor::{ConnectionActor, ConnectionArgs, ConnectionMsg, ConnectionRef};
 pub use context::ConnectionContext;
-pub use outbound::{CloseSignal, Outbound, OutboundReceiver, QueueError, channel};
+pub use outbound::{CloseSignal, Item, Outbound, OutboundReceiver, QueueError, channel};
 
 use crate::protocol::{CloseCode, Encoding};
 use dashmap::DashMap;

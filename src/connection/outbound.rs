@@ -5,16 +5,29 @@
 //! `try_send` and never wait. A full queue means the client reads slower than its rooms
 //! produce: the producer closes the connection with 4000 (slow consumer) through the
 //! close signal, which bypasses the full queue.
+//!
+//! A subscribe's `subscribed` frame and its replay travel as one [`Item::Batch`]: the
+//! replay is bounded by the replay buffer, and the queue bound is about the live backlog,
+//! so a client resuming far back is not mistaken for a slow one.
 
 use crate::protocol::CloseCode;
 use std::sync::{Arc, OnceLock};
 use tokio::sync::{Notify, mpsc};
 use tokio_tungstenite::tungstenite::Message;
 
+/// One entry of the outbound queue.
+#[derive(Debug)]
+pub enum Item {
+    /// One frame.
+    Frame(Message),
+    /// Frames written back to back (a subscribe reply and its replay).
+    Batch(Vec<Message>),
+}
+
 /// Producer handle of a connection's outbound queue. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Outbound {
-    tx: mpsc::Sender<Message>,
+    tx: mpsc::Sender<Item>,
     control: Arc<CloseSignal>,
 }
 
@@ -22,7 +35,7 @@ pub struct Outbound {
 #[derive(Debug)]
 pub struct OutboundReceiver {
     /// Frames to write, in order.
-    pub frames: mpsc::Receiver<Message>,
+    pub frames: mpsc::Receiver<Item>,
     /// Set when a producer asked to close the connection.
     pub close: Arc<CloseSignal>,
 }
@@ -74,9 +87,9 @@ pub fn channel(capacity: usize) -> (Outbound, OutboundReceiver) {
 }
 
 impl Outbound {
-    /// Queues a frame without waiting.
-    pub fn try_send(&self, frame: Message) -> Result<(), QueueError> {
-        self.tx.try_send(frame).map_err(|err| match err {
+    /// Queues an item without waiting.
+    pub fn try_send(&self, item: Item) -> Result<(), QueueError> {
+        self.tx.try_send(item).map_err(|err| match err {
             mpsc::error::TrySendError::Full(_) => QueueError::Full,
             mpsc::error::TrySendError::Closed(_) => QueueError::Closed,
         })
@@ -85,7 +98,17 @@ impl Outbound {
     /// Queues a frame; when the queue is full, closes the connection as a slow consumer
     /// instead. Returns false when the frame was not queued.
     pub fn send_or_evict(&self, frame: Message) -> bool {
-        match self.try_send(frame) {
+        self.item_or_evict(Item::Frame(frame))
+    }
+
+    /// Queues frames to be written back to back, as one queue entry; see
+    /// [`Outbound::send_or_evict`].
+    pub fn batch_or_evict(&self, frames: Vec<Message>) -> bool {
+        self.item_or_evict(Item::Batch(frames))
+    }
+
+    fn item_or_evict(&self, item: Item) -> bool {
+        match self.try_send(item) {
             Ok(()) => true,
             Err(QueueError::Full) => {
                 metrics::counter!("roomcast_slow_consumer_disconnects_total").increment(1);
@@ -139,7 +162,7 @@ mod tests {
         let (outbound, receiver) = channel(2);
         drop(receiver);
         assert_eq!(
-            outbound.try_send(Message::text("x")),
+            outbound.try_send(Item::Frame(Message::text("x"))),
             Err(QueueError::Closed)
         );
         assert!(outbound.is_closed());

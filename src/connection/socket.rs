@@ -7,7 +7,7 @@
 //! close signal, when the actor dies, or when the client goes away.
 
 use super::actor::{ConnectionMsg, ConnectionRef};
-use super::outbound::OutboundReceiver;
+use super::outbound::{Item, OutboundReceiver};
 use crate::protocol::CloseCode;
 use futures_util::{SinkExt, StreamExt};
 use std::sync::Arc;
@@ -26,7 +26,7 @@ const INBOUND_IN_FLIGHT: usize = 16;
 /// Most frames written before one flush.
 const MAX_BATCH: usize = 64;
 /// Longest wait for a close frame to be written to a client that may not be reading.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// How the connection ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,20 +108,35 @@ where
 /// once: a client with many frames queued costs one socket write, not one per frame.
 async fn write_batch<S>(
     ws: &mut WebSocketStream<S>,
-    first: Message,
-    frames: &mut mpsc::Receiver<Message>,
+    first: Item,
+    queue: &mut mpsc::Receiver<Item>,
 ) -> Result<(), WsError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    ws.feed(first).await?;
+    feed(ws, first).await?;
     for _ in 1..MAX_BATCH {
-        match frames.try_recv() {
-            Ok(frame) => ws.feed(frame).await?,
+        match queue.try_recv() {
+            Ok(item) => feed(ws, item).await?,
             Err(_) => break,
         }
     }
     ws.flush().await
+}
+
+async fn feed<S>(ws: &mut WebSocketStream<S>, item: Item) -> Result<(), WsError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    match item {
+        Item::Frame(frame) => ws.feed(frame).await,
+        Item::Batch(frames) => {
+            for frame in frames {
+                ws.feed(frame).await?;
+            }
+            Ok(())
+        }
+    }
 }
 
 /// Maps a read error to how the connection ends.

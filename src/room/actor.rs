@@ -266,16 +266,13 @@ impl RoomActor {
             Some(since) => self.plan_replay(state, &since).await?,
             None => (Vec::new(), Some(LossReason::EpochChanged)),
         };
-        if let Some(reason) = loss {
-            send_reset(subscriber, state, reason);
-        }
-        for outgoing in replay {
-            if !subscriber
-                .outbound
-                .send_or_evict(outgoing.frame(subscriber.encoding))
-            {
-                break;
-            }
+        let mut frames: Vec<_> = loss
+            .map(|reason| subscriber.encoding.encode(&reset_frame(state, reason)))
+            .into_iter()
+            .collect();
+        frames.extend(replay.iter().map(|o| o.frame(subscriber.encoding)));
+        if !frames.is_empty() {
+            subscriber.outbound.batch_or_evict(frames);
         }
         subscriber.set_last_seq(state.cursor);
         Ok(())
@@ -321,15 +318,10 @@ impl RoomActor {
             reason: loss.map(|reason| reason.name().to_owned()),
         };
         let encoding = subscriber.encoding;
-        let mut queued = subscriber
-            .outbound
-            .send_or_evict(encoding.encode(&subscribed));
-        for outgoing in &replay {
-            if !queued {
-                break;
-            }
-            queued = subscriber.outbound.send_or_evict(outgoing.frame(encoding));
-        }
+        let mut frames = Vec::with_capacity(1 + replay.len());
+        frames.push(encoding.encode(&subscribed));
+        frames.extend(replay.iter().map(|o| o.frame(encoding)));
+        let queued = subscriber.outbound.batch_or_evict(frames);
         subscriber.set_last_seq(state.cursor);
         if queued {
             let mut members = state.members.lock();
@@ -537,9 +529,12 @@ impl RoomActor {
         state.cursor = seq;
         state.cache.clear();
         state.pending.retain(|s, _| *s > seq);
+        let frame = reset_frame(state, reason);
         let subscribers = state.members.lock().subscribers.clone();
         for subscriber in &subscribers {
-            send_reset(subscriber, state, reason);
+            subscriber
+                .outbound
+                .send_or_evict(subscriber.encoding.encode(&frame));
             subscriber.set_last_seq(seq);
         }
     }
@@ -595,14 +590,12 @@ fn deliver(members: &SharedMembers, outgoing: &Outgoing) -> u64 {
     delivered
 }
 
-fn send_reset(subscriber: &Subscriber, state: &RoomState, reason: LossReason) {
-    let frame = ServerFrame::Reset {
+/// The `reset` frame telling subscribers that continuity broke at the cursor.
+fn reset_frame(state: &RoomState, reason: LossReason) -> ServerFrame {
+    ServerFrame::Reset {
         room: state.room.to_string(),
         epoch: state.epoch.clone(),
         seq: state.cursor,
         reason: reason.name().to_owned(),
-    };
-    subscriber
-        .outbound
-        .send_or_evict(subscriber.encoding.encode(&frame));
+    }
 }

@@ -127,10 +127,10 @@ impl Actor for RoomSupervisor {
         state: &mut SupervisorState,
     ) -> Result<(), ActorProcessingErr> {
         match event {
-            SupervisionEvent::ActorTerminated(cell, _, _) => {
-                if state.children.remove(&cell.get_id()).is_some() {
-                    metrics::gauge!("roomcast_rooms_active").decrement(1.0);
-                }
+            SupervisionEvent::ActorTerminated(cell, _, _)
+                if state.children.remove(&cell.get_id()).is_some() =>
+            {
+                metrics::gauge!("roomcast_rooms_active").decrement(1.0);
             }
             SupervisionEvent::ActorFailed(cell, error) => {
                 let Some(child) = state.children.remove(&cell.get_id()) else {

@@ -127,7 +127,10 @@ impl Server {
         let accept_loop = tokio::spawn(accept(
             listener,
             app.clone(),
-            config.connection.handshake_timeout(),
+            SocketOptions {
+                handshake_timeout: config.connection.handshake_timeout(),
+                send_buffer_bytes: config.connection.send_buffer_bytes,
+            },
             stop_accepting.clone(),
         ));
         tracing::info!(addr = %local_addr, node = %app.node_id, broker = app.broker.kind(), "roomcast listening");
@@ -186,10 +189,17 @@ fn room_settings(config: &Config) -> RoomSettings {
     }
 }
 
+/// Per-socket settings applied at accept.
+#[derive(Clone, Copy)]
+struct SocketOptions {
+    handshake_timeout: Duration,
+    send_buffer_bytes: usize,
+}
+
 async fn accept(
     listener: TcpListener,
     app: Arc<App>,
-    handshake_timeout: Duration,
+    options: SocketOptions,
     stop: CancellationToken,
 ) {
     loop {
@@ -199,7 +209,7 @@ async fn accept(
         };
         match accepted {
             Ok((stream, _peer)) => {
-                tokio::spawn(serve_http(stream, app.clone(), handshake_timeout));
+                tokio::spawn(serve_http(stream, app.clone(), options));
             }
             Err(err) => {
                 // Typically out of file descriptors: back off instead of spinning.
@@ -212,12 +222,15 @@ async fn accept(
 
 /// Serves HTTP on one TCP connection. A WebSocket upgrade ends this future and the
 /// socket continues in the connection's own task.
-async fn serve_http(stream: TcpStream, app: Arc<App>, handshake_timeout: Duration) {
+async fn serve_http(stream: TcpStream, app: Arc<App>, options: SocketOptions) {
     let _ = stream.set_nodelay(true);
+    if options.send_buffer_bytes > 0 {
+        let _ = socket2::SockRef::from(&stream).set_send_buffer_size(options.send_buffer_bytes);
+    }
     let service = service_fn(move |request| http::route(request, app.clone()));
     let connection = http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(handshake_timeout)
+        .header_read_timeout(options.handshake_timeout)
         .serve_connection(TokioIo::new(stream), service)
         .with_upgrades();
     if let Err(err) = connection.await {

@@ -1,0 +1,160 @@
+//! A plain roomcast connection: one WebSocket, typed frames in and out, no reconnect.
+//! The building block of [`super::Client`], and what tests use to look at exact frames.
+
+use super::ClientError;
+use crate::protocol::{ClientFrame, CloseCode, Encoding, ServerFrame};
+use futures_util::{SinkExt, StreamExt};
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// An open connection.
+pub struct Connection {
+    socket: Socket,
+    encoding: Encoding,
+    close_code: Option<u16>,
+}
+
+/// What arrived from the server.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Received {
+    /// A decoded frame.
+    Frame(ServerFrame),
+    /// The server closed the connection with this code (`None`: no close frame).
+    Closed(Option<u16>),
+}
+
+impl Connection {
+    /// Connects to `url` (e.g. `ws://127.0.0.1:8080/ws`) asking for `encoding` through
+    /// its subprotocol; `None` offers no subprotocol (the server then speaks JSON).
+    pub async fn connect(url: &str, encoding: Option<Encoding>) -> Result<Connection, ClientError> {
+        Self::connect_with(url, encoding, &[]).await
+    }
+
+    /// Like [`Connection::connect`], with extra request headers (e.g. authorization).
+    pub async fn connect_with(
+        url: &str,
+        encoding: Option<Encoding>,
+        headers: &[(&str, &str)],
+    ) -> Result<Connection, ClientError> {
+        let mut request = url
+            .into_client_request()
+            .map_err(|e| ClientError::Connect(e.to_string()))?;
+        if let Some(encoding) = encoding {
+            request.headers_mut().insert(
+                "Sec-WebSocket-Protocol",
+                HeaderValue::from_static(encoding.subprotocol()),
+            );
+        }
+        for (name, value) in headers {
+            let name: tokio_tungstenite::tungstenite::http::HeaderName = name
+                .parse()
+                .map_err(|_| ClientError::Connect(format!("bad header {name}")))?;
+            let value =
+                HeaderValue::from_str(value).map_err(|e| ClientError::Connect(e.to_string()))?;
+            request.headers_mut().insert(name, value);
+        }
+        let config = WebSocketConfig::default()
+            .read_buffer_size(4096)
+            .write_buffer_size(0);
+        let (socket, response) =
+            tokio_tungstenite::connect_async_with_config(request, Some(config), true)
+                .await
+                .map_err(|e| ClientError::Connect(e.to_string()))?;
+        let negotiated = response
+            .headers()
+            .get("Sec-WebSocket-Protocol")
+            .and_then(|v| v.to_str().ok());
+        let (encoding, _) = Encoding::negotiate(negotiated);
+        Ok(Connection {
+            socket,
+            encoding,
+            close_code: None,
+        })
+    }
+
+    /// The encoding the server agreed to.
+    pub fn encoding(&self) -> Encoding {
+        self.encoding
+    }
+
+    /// Sends a frame.
+    pub async fn send(&mut self, frame: &ClientFrame) -> Result<(), ClientError> {
+        let message = self.encoding.encode(frame);
+        self.send_raw(message).await
+    }
+
+    /// Sends an arbitrary WebSocket message (tests use it for malformed input).
+    pub async fn send_raw(&mut self, message: Message) -> Result<(), ClientError> {
+        self.socket
+            .send(message)
+            .await
+            .map_err(|e| ClientError::Io(e.to_string()))
+    }
+
+    /// Waits for the next frame or the close.
+    pub async fn recv(&mut self) -> Result<Received, ClientError> {
+        loop {
+            let Some(message) = self.socket.next().await else {
+                return Ok(Received::Closed(self.close_code));
+            };
+            match message {
+                Ok(Message::Close(frame)) => {
+                    self.close_code = frame.map(|f| u16::from(f.code));
+                    return Ok(Received::Closed(self.close_code));
+                }
+                Ok(message @ (Message::Text(_) | Message::Binary(_))) => {
+                    let frame = self
+                        .encoding
+                        .decode_server(&message)
+                        .map_err(|e| ClientError::Protocol(e.to_string()))?;
+                    return Ok(Received::Frame(frame));
+                }
+                Ok(_) => continue,
+                Err(tokio_tungstenite::tungstenite::Error::ConnectionClosed) => {
+                    return Ok(Received::Closed(self.close_code));
+                }
+                Err(e) => return Err(ClientError::Io(e.to_string())),
+            }
+        }
+    }
+
+    /// Waits up to `timeout` for the next frame; closes are errors here.
+    pub async fn next_frame(&mut self, timeout: Duration) -> Result<ServerFrame, ClientError> {
+        match tokio::time::timeout(timeout, self.recv()).await {
+            Err(_) => Err(ClientError::Timeout),
+            Ok(Ok(Received::Frame(frame))) => Ok(frame),
+            Ok(Ok(Received::Closed(code))) => Err(ClientError::Closed(code)),
+            Ok(Err(e)) => Err(e),
+        }
+    }
+
+    /// Waits up to `timeout` for the server to close, skipping frames; returns the code.
+    pub async fn closed(&mut self, timeout: Duration) -> Result<Option<u16>, ClientError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            match tokio::time::timeout_at(deadline, self.recv()).await {
+                Err(_) => return Err(ClientError::Timeout),
+                Ok(Ok(Received::Closed(code))) => return Ok(code),
+                Ok(Ok(Received::Frame(_))) => continue,
+                Ok(Err(ClientError::Io(_))) => return Ok(self.close_code),
+                Ok(Err(e)) => return Err(e),
+            }
+        }
+    }
+
+    /// Closes the connection normally.
+    pub async fn close(mut self) {
+        let frame = tokio_tungstenite::tungstenite::protocol::CloseFrame {
+            code: CloseCode::Normal.number().into(),
+            reason: "bye".into(),
+        };
+        let _ = self.socket.close(Some(frame)).await;
+    }
+}

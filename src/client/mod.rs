@@ -1,0 +1,257 @@
+//! A Rust client for roomcast.
+//!
+//! - [`Connection`]: one WebSocket with typed frames, nothing automatic.
+//! - [`Client`]: reconnects on its own (trying the given URLs in turn, with backoff),
+//!   re-subscribes every room with `since` = the last position it received, and retries
+//!   unacknowledged publishes with their idempotency key, so an application sees each
+//!   room's messages without gaps or duplicates across server failures.
+//!
+//! The client reports what it receives as [`Event`]s and does not filter anything: if the
+//! server ever sent a duplicate, the application would see it (the tests rely on that).
+
+mod connection;
+mod session;
+
+pub use connection::{Connection, Received};
+
+use crate::protocol::{Encoding, ErrorCode};
+use crate::stream::{Epoch, Position};
+use serde_json::Value;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+/// Client failures.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ClientError {
+    /// The connection could not be opened.
+    #[error("connect failed: {0}")]
+    Connect(String),
+    /// The socket failed.
+    #[error("socket error: {0}")]
+    Io(String),
+    /// The server sent something this client cannot decode.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    /// No answer in time.
+    #[error("timed out")]
+    Timeout,
+    /// The server closed the connection with this code.
+    #[error("connection closed (code {0:?})")]
+    Closed(Option<u16>),
+    /// The server refused the request.
+    #[error("server error {}: {message}", code.name())]
+    Server {
+        /// Stable error code.
+        code: ErrorCode,
+        /// Explanation.
+        message: String,
+    },
+    /// The client was stopped.
+    #[error("client stopped")]
+    Stopped,
+}
+
+/// Settings of a [`Client`].
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Server URLs (`ws://host:port/ws`); the client moves to the next one on failure.
+    pub urls: Vec<String>,
+    /// Frame encoding.
+    pub encoding: Encoding,
+    /// Extra handshake headers (e.g. `Authorization`).
+    pub headers: Vec<(String, String)>,
+    /// First reconnect delay; doubled on each failed attempt.
+    pub reconnect_min: Duration,
+    /// Longest reconnect delay.
+    pub reconnect_max: Duration,
+    /// How long a request (subscribe, publish) may stay unanswered, across reconnects.
+    pub request_timeout: Duration,
+    /// Events buffered for the application before the client stops reading the socket.
+    pub event_buffer: usize,
+}
+
+impl ClientConfig {
+    /// Defaults for one server URL.
+    pub fn new(url: impl Into<String>) -> Self {
+        ClientConfig {
+            urls: vec![url.into()],
+            encoding: Encoding::MsgPack,
+            headers: Vec::new(),
+            reconnect_min: Duration::from_millis(25),
+            reconnect_max: Duration::from_secs(2),
+            request_timeout: Duration::from_secs(10),
+            event_buffer: 4096,
+        }
+    }
+}
+
+/// What the client reports to the application, in arrival order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// A connection was established (`reconnect`: not the first one).
+    Connected {
+        /// The server URL.
+        url: String,
+        /// Session id from `welcome`.
+        session: String,
+        /// Server instance id from `welcome`.
+        server: String,
+        /// Whether this replaces a lost connection.
+        reconnect: bool,
+    },
+    /// The connection was lost; the client reconnects unless the code forbids it.
+    Disconnected {
+        /// Close code, when the server sent one.
+        code: Option<u16>,
+    },
+    /// A room subscription is (again) active.
+    Subscribed {
+        /// The room.
+        room: String,
+        /// Position live messages continue from.
+        position: Position,
+        /// Whether the resume was exact (false without `since` too).
+        recovered: bool,
+        /// Replayed messages that follow.
+        replayed: u64,
+        /// Whether this was a resume after a reconnect.
+        resumed: bool,
+    },
+    /// A room message.
+    Message {
+        /// The room.
+        room: String,
+        /// Its epoch.
+        epoch: Epoch,
+        /// Its sequence number.
+        seq: u64,
+        /// Publish time (ms since the Unix epoch).
+        time_ms: u64,
+        /// The value.
+        data: Value,
+    },
+    /// A room's continuity was lost; live messages continue after `position`.
+    Reset {
+        /// The room.
+        room: String,
+        /// The new position.
+        position: Position,
+        /// Why.
+        reason: String,
+    },
+    /// The client gave up (a close code that forbids reconnecting, or it was stopped).
+    Stopped {
+        /// The last close code.
+        code: Option<u16>,
+    },
+}
+
+/// A publish acknowledgement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ack {
+    /// Assigned epoch and sequence number.
+    pub position: Position,
+    /// Publish time (ms).
+    pub time_ms: u64,
+    /// True when the server had already sequenced this key.
+    pub duplicate: bool,
+}
+
+/// Result of a subscribe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscription {
+    /// Position live messages continue from.
+    pub position: Position,
+    /// Whether the requested resume was exact.
+    pub recovered: bool,
+    /// Replayed messages that follow.
+    pub replayed: u64,
+}
+
+enum Command {
+    Subscribe {
+        room: String,
+        since: Option<Position>,
+        reply: oneshot::Sender<Result<Subscription, ClientError>>,
+    },
+    Publish {
+        room: String,
+        data: Value,
+        key: String,
+        reply: oneshot::Sender<Result<Ack, ClientError>>,
+    },
+    DropConnection,
+    Stop,
+}
+
+/// A self-healing connection to a roomcast cluster. See the module documentation.
+pub struct Client {
+    commands: mpsc::UnboundedSender<Command>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Client {
+    /// Starts the client; it connects in the background. Events arrive on the receiver.
+    pub fn start(config: ClientConfig) -> (Client, mpsc::Receiver<Event>) {
+        let (events_tx, events_rx) = mpsc::channel(config.event_buffer.max(1));
+        let (commands, commands_rx) = mpsc::unbounded_channel();
+        let task = tokio::spawn(session::run(config, commands_rx, events_tx));
+        (Client { commands, task }, events_rx)
+    }
+
+    /// Subscribes to `room` (kept across reconnects).
+    pub async fn subscribe(&self, room: &str) -> Result<Subscription, ClientError> {
+        self.subscribe_from(room, None).await
+    }
+
+    /// Subscribes to `room`, resuming after `since`.
+    pub async fn subscribe_from(
+        &self,
+        room: &str,
+        since: Option<Position>,
+    ) -> Result<Subscription, ClientError> {
+        let (reply, answer) = oneshot::channel();
+        self.command(Command::Subscribe {
+            room: room.to_owned(),
+            since,
+            reply,
+        })?;
+        answer.await.map_err(|_| ClientError::Stopped)?
+    }
+
+    /// Publishes `data` to `room`, retried across reconnects with the same idempotency
+    /// key (generated when `key` is `None`) until acknowledged or timed out.
+    pub async fn publish(
+        &self,
+        room: &str,
+        data: Value,
+        key: Option<String>,
+    ) -> Result<Ack, ClientError> {
+        let (reply, answer) = oneshot::channel();
+        self.command(Command::Publish {
+            room: room.to_owned(),
+            data,
+            key: key.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+            reply,
+        })?;
+        answer.await.map_err(|_| ClientError::Stopped)?
+    }
+
+    /// Drops the current connection without a close handshake (as a network failure
+    /// would); the client then reconnects and resumes.
+    pub fn drop_connection(&self) {
+        let _ = self.commands.send(Command::DropConnection);
+    }
+
+    /// Closes the connection and stops the client.
+    pub async fn stop(self) {
+        let _ = self.commands.send(Command::Stop);
+        let _ = self.task.await;
+    }
+
+    fn command(&self, command: Command) -> Result<(), ClientError> {
+        self.commands
+            .send(command)
+            .map_err(|_| ClientError::Stopped)
+    }
+}

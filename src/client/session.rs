@@ -1,0 +1,438 @@
+//! The background task of a [`super::Client`]: connect, resubscribe, resend, reconnect.
+
+use super::{Ack, ClientConfig, ClientError, Command, Connection, Event, Received, Subscription};
+use crate::protocol::{ClientFrame, CloseCode, ServerFrame};
+use crate::stream::Position;
+use serde_json::Value;
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+/// How often unanswered requests are checked for their deadline.
+const TICK: Duration = Duration::from_millis(100);
+/// Wait before resending a publish the server refused temporarily.
+const RETRY_DELAY: Duration = Duration::from_millis(200);
+/// Longest wait for the `welcome` frame.
+const WELCOME_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A room the application subscribed to.
+struct Room {
+    /// Last position received (what a resume starts after).
+    position: Option<Position>,
+    /// Waiting for the first `subscribed`.
+    reply: Option<oneshot::Sender<Result<Subscription, ClientError>>>,
+    /// The subscribe request id in flight on the current connection.
+    request_id: Option<u64>,
+    /// Not before this instant (a retry after a temporary refusal).
+    resend_at: Instant,
+    /// Whether a `subscribed` was already received once.
+    active_once: bool,
+}
+
+/// A publish not yet acknowledged.
+struct Publish {
+    room: String,
+    data: Value,
+    key: String,
+    reply: oneshot::Sender<Result<Ack, ClientError>>,
+    deadline: Instant,
+    /// When to (re)send: `None` once sent on the current connection.
+    resend_at: Option<Instant>,
+}
+
+struct State {
+    config: ClientConfig,
+    events: mpsc::Sender<Event>,
+    rooms: BTreeMap<String, Room>,
+    publishes: HashMap<u64, Publish>,
+    next_id: u64,
+}
+
+enum SessionEnd {
+    Lost(Option<u16>),
+    Stop,
+}
+
+pub(super) async fn run(
+    config: ClientConfig,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+    events: mpsc::Sender<Event>,
+) {
+    let mut state = State {
+        config,
+        events,
+        rooms: BTreeMap::new(),
+        publishes: HashMap::new(),
+        next_id: 1,
+    };
+    let mut url_index = 0;
+    let mut delay = state.config.reconnect_min;
+    let mut connected_before = false;
+    loop {
+        let url = state.config.urls[url_index % state.config.urls.len()].clone();
+        url_index += 1;
+        let config = state.config.clone();
+        let connection = tokio::select! {
+            connection = connect(&config, &url) => connection,
+            _ = queue_until_stop(&mut commands, &mut state) => return state.stop(None).await,
+        };
+        let (mut connection, session, server) = match connection {
+            Ok(connected) => connected,
+            Err(_) => {
+                state.expire_requests();
+                tokio::time::sleep(jitter(delay)).await;
+                delay = (delay * 2).min(state.config.reconnect_max);
+                continue;
+            }
+        };
+        delay = state.config.reconnect_min;
+        state
+            .emit(Event::Connected {
+                url,
+                session,
+                server,
+                reconnect: connected_before,
+            })
+            .await;
+        connected_before = true;
+        match state.session(&mut connection, &mut commands).await {
+            SessionEnd::Stop => {
+                connection.close().await;
+                return state.stop(None).await;
+            }
+            SessionEnd::Lost(code) => {
+                state.emit(Event::Disconnected { code }).await;
+                let retry = code
+                    .and_then(CloseCode::from_number)
+                    .is_none_or(CloseCode::should_reconnect);
+                if !retry {
+                    return state.stop(code).await;
+                }
+                // A short randomized pause spreads the reconnects of many clients.
+                tokio::time::sleep(jitter(state.config.reconnect_min)).await;
+            }
+        }
+    }
+}
+
+async fn connect(
+    config: &ClientConfig,
+    url: &str,
+) -> Result<(Connection, String, String), ClientError> {
+    let headers: Vec<(&str, &str)> = config
+        .headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let mut connection = Connection::connect_with(url, Some(config.encoding), &headers).await?;
+    match connection.next_frame(WELCOME_TIMEOUT).await? {
+        ServerFrame::Welcome {
+            session, server, ..
+        } => Ok((connection, session, server)),
+        other => Err(ClientError::Protocol(format!(
+            "expected welcome, got {other:?}"
+        ))),
+    }
+}
+
+/// While connecting: records commands until asked to stop.
+async fn queue_until_stop(commands: &mut mpsc::UnboundedReceiver<Command>, state: &mut State) {
+    loop {
+        match commands.recv().await {
+            None | Some(Command::Stop) => return,
+            Some(command) => state.accept(command),
+        };
+    }
+}
+
+fn jitter(delay: Duration) -> Duration {
+    let factor = 0.5 + rand::random::<f64>();
+    delay.mul_f64(factor)
+}
+
+impl State {
+    async fn emit(&self, event: Event) {
+        let _ = self.events.send(event).await;
+    }
+
+    async fn stop(mut self, code: Option<u16>) {
+        for (_, room) in std::mem::take(&mut self.rooms) {
+            if let Some(reply) = room.reply {
+                let _ = reply.send(Err(ClientError::Stopped));
+            }
+        }
+        for (_, publish) in std::mem::take(&mut self.publishes) {
+            let _ = publish.reply.send(Err(ClientError::Stopped));
+        }
+        self.emit(Event::Stopped { code }).await;
+    }
+
+    fn id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    /// Records a command; it is sent when a connection is up.
+    fn accept(&mut self, command: Command) {
+        match command {
+            Command::Subscribe { room, since, reply } => {
+                if self.rooms.contains_key(&room) {
+                    let _ = reply.send(Err(ClientError::Server {
+                        code: crate::protocol::ErrorCode::AlreadySubscribed,
+                        message: format!("already subscribed to {room}"),
+                    }));
+                    return;
+                }
+                self.rooms.insert(
+                    room,
+                    Room {
+                        position: since,
+                        reply: Some(reply),
+                        request_id: None,
+                        resend_at: Instant::now(),
+                        active_once: false,
+                    },
+                );
+            }
+            Command::Publish {
+                room,
+                data,
+                key,
+                reply,
+            } => {
+                let id = self.id();
+                self.publishes.insert(
+                    id,
+                    Publish {
+                        room,
+                        data,
+                        key,
+                        reply,
+                        deadline: Instant::now() + self.config.request_timeout,
+                        resend_at: Some(Instant::now()),
+                    },
+                );
+            }
+            Command::DropConnection | Command::Stop => {}
+        }
+    }
+
+    /// Fails requests whose deadline passed.
+    fn expire_requests(&mut self) {
+        let now = Instant::now();
+        let expired: Vec<u64> = self
+            .publishes
+            .iter()
+            .filter(|(_, p)| p.deadline <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            if let Some(publish) = self.publishes.remove(&id) {
+                let _ = publish.reply.send(Err(ClientError::Timeout));
+            }
+        }
+    }
+
+    async fn session(
+        &mut self,
+        connection: &mut Connection,
+        commands: &mut mpsc::UnboundedReceiver<Command>,
+    ) -> SessionEnd {
+        // Everything in flight on the previous connection is sent again.
+        for room in self.rooms.values_mut() {
+            room.request_id = None;
+            room.resend_at = Instant::now();
+        }
+        for publish in self.publishes.values_mut() {
+            publish.resend_at = Some(Instant::now());
+        }
+        let mut tick = tokio::time::interval(TICK);
+        loop {
+            if self.flush_requests(connection).await.is_err() {
+                return SessionEnd::Lost(None);
+            }
+            tokio::select! {
+                command = commands.recv() => match command {
+                    None | Some(Command::Stop) => return SessionEnd::Stop,
+                    Some(Command::DropConnection) => return SessionEnd::Lost(None),
+                    Some(command) => { self.accept(command); }
+                },
+                received = connection.recv() => match received {
+                    Ok(Received::Frame(frame)) => self.on_frame(frame).await,
+                    Ok(Received::Closed(code)) => return SessionEnd::Lost(code),
+                    Err(_) => return SessionEnd::Lost(None),
+                },
+                _ = tick.tick() => self.expire_requests(),
+            }
+        }
+    }
+
+    /// Sends subscribes and publishes that are due on this connection.
+    async fn flush_requests(&mut self, connection: &mut Connection) -> Result<(), ClientError> {
+        let mut frames = Vec::new();
+        let now = Instant::now();
+        let mut next_id = self.next_id;
+        for (name, room) in self.rooms.iter_mut() {
+            if room.request_id.is_none() && room.resend_at <= now {
+                next_id += 1;
+                room.request_id = Some(next_id);
+                frames.push(ClientFrame::Subscribe {
+                    id: Some(next_id),
+                    room: name.clone(),
+                    since: room.position.clone(),
+                });
+            }
+        }
+        self.next_id = next_id;
+        for (id, publish) in self.publishes.iter_mut() {
+            if publish.resend_at.is_some_and(|at| at <= now) {
+                publish.resend_at = None;
+                frames.push(ClientFrame::Publish {
+                    id: Some(*id),
+                    room: publish.room.clone(),
+                    data: publish.data.clone(),
+                    key: Some(publish.key.clone()),
+                });
+            }
+        }
+        for frame in frames {
+            connection
+                .send(&frame)
+                .await
+                .map_err(|_| ClientError::Closed(None))?;
+        }
+        Ok(())
+    }
+
+    async fn on_frame(&mut self, frame: ServerFrame) {
+        match frame {
+            ServerFrame::Message {
+                room,
+                epoch,
+                seq,
+                time,
+                data,
+            } => {
+                if let Some(tracked) = self.rooms.get_mut(&room) {
+                    tracked.position = Some(Position::new(epoch.clone(), seq));
+                }
+                self.emit(Event::Message {
+                    room,
+                    epoch,
+                    seq,
+                    time_ms: time,
+                    data,
+                })
+                .await;
+            }
+            ServerFrame::Subscribed {
+                room,
+                epoch,
+                seq,
+                recovered,
+                replayed,
+                ..
+            } => {
+                let Some(tracked) = self.rooms.get_mut(&room) else {
+                    return;
+                };
+                let position = Position::new(epoch, seq);
+                // With replayed messages still to come, the position advances as they
+                // arrive; a connection lost before then must resume from the old one.
+                if !(recovered && replayed > 0) {
+                    tracked.position = Some(position.clone());
+                }
+                let resumed = tracked.active_once;
+                tracked.active_once = true;
+                let subscription = Subscription {
+                    position: position.clone(),
+                    recovered,
+                    replayed,
+                };
+                if let Some(reply) = tracked.reply.take() {
+                    let _ = reply.send(Ok(subscription));
+                }
+                self.emit(Event::Subscribed {
+                    room,
+                    position,
+                    recovered,
+                    replayed,
+                    resumed,
+                })
+                .await;
+            }
+            ServerFrame::Reset {
+                room,
+                epoch,
+                seq,
+                reason,
+            } => {
+                let position = Position::new(epoch, seq);
+                if let Some(tracked) = self.rooms.get_mut(&room) {
+                    tracked.position = Some(position.clone());
+                }
+                self.emit(Event::Reset {
+                    room,
+                    position,
+                    reason,
+                })
+                .await;
+            }
+            ServerFrame::Ack {
+                id,
+                epoch,
+                seq,
+                time,
+                duplicate,
+                ..
+            } => {
+                if let Some(publish) = id.and_then(|id| self.publishes.remove(&id)) {
+                    let _ = publish.reply.send(Ok(Ack {
+                        position: Position::new(epoch, seq),
+                        time_ms: time,
+                        duplicate,
+                    }));
+                }
+            }
+            ServerFrame::Error {
+                id: Some(id),
+                code,
+                message,
+                ..
+            } => self.on_error(id, code, message),
+            _ => {}
+        }
+    }
+
+    fn on_error(&mut self, id: u64, code: crate::protocol::ErrorCode, message: String) {
+        if let Some(publish) = self.publishes.get_mut(&id) {
+            if code.is_temporary() {
+                publish.resend_at = Some(Instant::now() + RETRY_DELAY);
+            } else if let Some(publish) = self.publishes.remove(&id) {
+                let _ = publish
+                    .reply
+                    .send(Err(ClientError::Server { code, message }));
+            }
+            return;
+        }
+        let room = self
+            .rooms
+            .iter()
+            .find(|(_, room)| room.request_id == Some(id))
+            .map(|(name, _)| name.clone());
+        if let Some(name) = room {
+            if code.is_temporary() {
+                // Subscribe again shortly.
+                if let Some(room) = self.rooms.get_mut(&name) {
+                    room.request_id = None;
+                    room.resend_at = Instant::now() + RETRY_DELAY;
+                }
+            } else if let Some(room) = self.rooms.remove(&name)
+                && let Some(reply) = room.reply
+            {
+                let _ = reply.send(Err(ClientError::Server { code, message }));
+            }
+        }
+    }
+}

@@ -1,0 +1,10 @@
+//! Integration tests: real servers on ephemeral loopback ports, real sockets. One test
+//! binary (one link) for all of them.
+
+mod bad_input;
+mod process;
+mod protocol;
+mod resume;
+mod slow_consumer;
+mod supervision;
+mod support;

@@ -1,0 +1,62 @@
+//! The `roomcast` binary as users run it: configuration from the environment, refusal of
+//! bad configuration, and shutdown on SIGTERM.
+
+use crate::support::TestClient;
+use crate::support::process::{RoomcastProcess, run_to_exit};
+use roomcast::protocol::{CloseCode, Encoding};
+use serde_json::json;
+use std::time::Duration;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_serves_and_shuts_down_on_sigterm() {
+    let mut process = RoomcastProcess::start(&[("ROOMCAST_NODE_ID", "proc-1")]).await;
+    let health = http_get(&process.addr, "/healthz").await;
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    assert!(health.contains("\"node\":\"proc-1\""), "{health}");
+
+    let mut client = TestClient::connect(&process.url(), Encoding::MsgPack).await;
+    client.subscribe("p", None).await;
+    client.publish("p", json!("hi"), None).await;
+
+    process.signal("TERM");
+    assert_eq!(client.closed().await, Some(CloseCode::GoingAway.number()));
+    assert_eq!(process.wait(Duration::from_secs(15)).await, Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_configuration_stops_the_start_and_names_the_key() {
+    let (code, stderr) = run_to_exit(&[], &[("ROOMCAST_CONNECTION__MAX_ROOMS", "lots")]).await;
+    assert_eq!(code, Some(64));
+    assert!(stderr.contains("connection.max_rooms"), "{stderr}");
+
+    let (code, stderr) = run_to_exit(&[], &[("ROOMCAST_HISTORY__SIZ", "1")]).await;
+    assert_eq!(code, Some(64));
+    assert!(stderr.contains("history.siz"), "{stderr}");
+
+    let path = std::env::temp_dir().join(format!("roomcast-bad-{}.toml", std::process::id()));
+    std::fs::write(&path, "[rooms]\nlinger_ms = \"soon\"\n").unwrap();
+    let (code, stderr) = run_to_exit(&["--config", path.to_str().unwrap()], &[]).await;
+    let _ = std::fs::remove_file(&path);
+    assert_eq!(code, Some(64));
+    assert!(stderr.contains("rooms.linger_ms"), "{stderr}");
+
+    let (code, _) = run_to_exit(&["--check-config"], &[]).await;
+    assert_eq!(code, Some(0), "the defaults are valid");
+}
+
+/// A minimal HTTP/1.1 GET, returning the whole response.
+pub async fn http_get(addr: &str, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        stream.read_to_string(&mut response),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    response
+}

@@ -1,0 +1,101 @@
+//! roomcast as a separate process: started from the built binary on an ephemeral port,
+//! signalled or killed by tests, and always killed when the test ends.
+
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::mpsc;
+
+/// A running `roomcast` process.
+pub struct RoomcastProcess {
+    child: Child,
+    /// The bound address, read from the start-up log line.
+    pub addr: String,
+}
+
+impl RoomcastProcess {
+    /// Starts the binary with extra environment variables; waits until it listens.
+    pub async fn start(env: &[(&str, &str)]) -> RoomcastProcess {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_roomcast"));
+        command
+            .env("ROOMCAST_LISTEN", "127.0.0.1:0")
+            .env("ROOMCAST_LOG__FORMAT", "json")
+            .env("ROOMCAST_LOG__LEVEL", "info")
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let mut child = command.spawn().expect("roomcast binary starts");
+        let (tx, mut logs) = mpsc::unbounded_channel();
+        for stream in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn tokio::io::AsyncRead + Unpin + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut lines = BufReader::new(stream).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    let _ = tx.send(line);
+                }
+            });
+        }
+        let addr = tokio::time::timeout(Duration::from_secs(30), async {
+            while let Some(line) = logs.recv().await {
+                if let Ok(value) = serde_json::from_str::<serde_json::Value>(&line)
+                    && value["message"] == "roomcast listening"
+                {
+                    return value["addr"].as_str().unwrap().to_owned();
+                }
+            }
+            panic!("roomcast exited before listening");
+        })
+        .await
+        .expect("roomcast starts listening");
+        RoomcastProcess { child, addr }
+    }
+
+    /// The WebSocket URL.
+    pub fn url(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+
+    /// Sends a signal (`TERM`, `KILL`, `STOP`, `CONT`).
+    pub fn signal(&self, name: &str) {
+        let pid = self.child.id().expect("running").to_string();
+        let status = std::process::Command::new("kill")
+            .args([&format!("-{name}"), &pid])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -{name} {pid}");
+    }
+
+    /// Waits for the process to exit; returns its exit code.
+    pub async fn wait(&mut self, timeout: Duration) -> Option<i32> {
+        tokio::time::timeout(timeout, self.child.wait())
+            .await
+            .expect("process exits in time")
+            .expect("wait works")
+            .code()
+    }
+}
+
+/// Runs the binary with `args` and `env` to completion; returns (exit code, stderr).
+pub async fn run_to_exit(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_roomcast"));
+    command.args(args).env_remove("RUST_LOG").kill_on_drop(true);
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let output = tokio::time::timeout(Duration::from_secs(30), command.output())
+        .await
+        .expect("exits in time")
+        .expect("runs");
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
