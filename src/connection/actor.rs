@@ -106,7 +106,9 @@ impl Actor for ConnectionActor {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             ConnectionMsg::Inbound(frame, _permit) => match state.encoding.decode_client(&frame) {
-                Ok(frame) => self.handle_frame(state, frame).await,
+                // Boxed: request futures are large, and an unboxed one would be reserved
+                // inside every idle connection's actor task.
+                Ok(frame) => Box::pin(self.handle_frame(state, frame)).await,
                 Err(DecodeError { id, code, message }) => state.send_error(id, code, message),
             },
             ConnectionMsg::Crash => panic!("fault injected into connection {}", state.conn_id),
@@ -185,17 +187,21 @@ impl ConnectionActor {
             );
         }
         let subscriber = Subscriber::new(state.conn_id, state.encoding, state.outbound.clone());
-        match self
+        let result = self
             .context
             .rooms
-            .subscribe(&room, subscriber, since, id)
-            .await
-        {
+            .subscribe(&room, subscriber.clone(), since, id)
+            .await;
+        match result {
             Ok(()) => {
                 state.subscriptions.insert(room);
             }
             Err(SubscribeError::Broker(err)) => {
                 state.send_error(id, err.code(), format!("cannot subscribe to {room}: {err}"))
+            }
+            // The room may still get to it: whichever of us moves first decides.
+            Err(SubscribeError::Timeout) if !subscriber.cancel() => {
+                state.subscriptions.insert(room);
             }
             Err(SubscribeError::Timeout) => state.send_error(
                 id,

@@ -14,7 +14,7 @@ mod socket;
 
 pub use actor::{ConnectionActor, ConnectionArgs, ConnectionMsg, ConnectionRef};
 pub use context::ConnectionContext;
-pub use outbound::{CloseSignal, Item, Outbound, OutboundReceiver, QueueError, channel};
+pub use outbound::{Item, Outbound, OutboundReceiver, QueueError, Received, channel};
 
 use crate::protocol::{CloseCode, Encoding};
 use dashmap::DashMap;
@@ -182,8 +182,9 @@ fn websocket_config(max_frame_bytes: usize) -> WebSocketConfig {
         .max_frame_size(Some(max_frame_bytes))
 }
 
-/// Initial read buffer per socket; it grows for a larger frame.
-const READ_BUFFER_BYTES: usize = 2048;
+/// Initial read buffer per socket; it grows for a larger frame. Client frames are
+/// mostly small, and an idle connection should cost little.
+const READ_BUFFER_BYTES: usize = 256;
 /// Frames are buffered up to this size before a socket write (a flush always writes).
 const WRITE_BUFFER_BYTES: usize = 16 * 1024;
 /// Hard bound on buffered outgoing bytes per socket.

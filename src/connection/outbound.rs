@@ -1,18 +1,25 @@
-//! The bounded outbound queue of one connection, and the out-of-band close signal.
+//! The bounded outbound queue of one connection, and the out-of-band close request.
 //!
 //! Everything sent to a client goes through this queue: replies from the connection
 //! actor and room messages from room actors, which push pre-encoded, shared frames with
 //! `try_send` and never wait. A full queue means the client reads slower than its rooms
 //! produce: the producer closes the connection with 4000 (slow consumer) through the
-//! close signal, which bypasses the full queue.
+//! close request, which bypasses the full queue.
 //!
 //! A subscribe's `subscribed` frame and its replay travel as one [`Item::Batch`]: the
 //! replay is bounded by the replay buffer, and the queue bound is about the live backlog,
 //! so a client resuming far back is not mistaken for a slow one.
+//!
+//! The queue is a `VecDeque` behind a mutex rather than a channel: an idle connection's
+//! queue owns no buffer at all (a tokio channel allocates its first block of slots up
+//! front, ~2 KiB per connection), and the socket task takes everything queued in one
+//! lock, then writes it with one flush. Producers (one room actor per room, plus the
+//! connection actor) and the one consumer hold the lock for a push or a swap only.
 
 use crate::protocol::CloseCode;
-use std::sync::{Arc, OnceLock};
-use tokio::sync::{Notify, mpsc};
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::Message;
 
 /// One entry of the outbound queue.
@@ -24,75 +31,92 @@ pub enum Item {
     Batch(Vec<Message>),
 }
 
-/// Producer handle of a connection's outbound queue. Cheap to clone.
-#[derive(Clone, Debug)]
-pub struct Outbound {
-    tx: mpsc::Sender<Item>,
-    control: Arc<CloseSignal>,
-}
-
-/// Consumer side, owned by the connection's socket task.
-#[derive(Debug)]
-pub struct OutboundReceiver {
-    /// Frames to write, in order.
-    pub frames: mpsc::Receiver<Item>,
-    /// Set when a producer asked to close the connection.
-    pub close: Arc<CloseSignal>,
-}
-
-/// A one-shot request to close the connection with a code, first request wins.
-#[derive(Debug, Default)]
-pub struct CloseSignal {
-    code: OnceLock<CloseCode>,
-    notify: Notify,
-}
-
-impl CloseSignal {
-    /// Waits until a close was requested and returns its code.
-    pub async fn requested(&self) -> CloseCode {
-        loop {
-            if let Some(code) = self.code.get() {
-                return *code;
-            }
-            self.notify.notified().await;
-        }
-    }
-
-    /// The requested close code, if any.
-    pub fn code(&self) -> Option<CloseCode> {
-        self.code.get().copied()
-    }
-}
-
-/// Why a frame could not be queued.
+/// Why an item could not be queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum QueueError {
     /// The queue is at its bound: the client is a slow consumer.
     Full,
-    /// The connection is gone.
+    /// The connection is closing or gone.
     Closed,
 }
 
-/// A queue holding at most `capacity` frames.
+/// What the consumer gets from [`OutboundReceiver::recv`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Received {
+    /// Items were moved into the caller's batch.
+    Items,
+    /// A close was requested; queued items are dropped.
+    Close(CloseCode),
+}
+
+#[derive(Debug, Default)]
+struct State {
+    items: VecDeque<Item>,
+    close: Option<CloseCode>,
+    receiver_gone: bool,
+}
+
+#[derive(Debug)]
+struct Shared {
+    state: Mutex<State>,
+    /// Wakes the consumer: new items after the queue was empty, or a close request.
+    wake: Notify,
+    capacity: usize,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Nothing panics while holding it; if something did, the deque is still valid.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Producer handle of a connection's outbound queue. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Outbound {
+    shared: Arc<Shared>,
+}
+
+/// Consumer side, owned by the connection's socket task. Dropping it closes the queue.
+#[derive(Debug)]
+pub struct OutboundReceiver {
+    shared: Arc<Shared>,
+}
+
+/// A queue holding at most `capacity` items.
 pub fn channel(capacity: usize) -> (Outbound, OutboundReceiver) {
-    let (tx, frames) = mpsc::channel(capacity);
-    let close = Arc::new(CloseSignal::default());
+    let shared = Arc::new(Shared {
+        state: Mutex::new(State::default()),
+        wake: Notify::new(),
+        capacity,
+    });
     (
         Outbound {
-            tx,
-            control: close.clone(),
+            shared: shared.clone(),
         },
-        OutboundReceiver { frames, close },
+        OutboundReceiver { shared },
     )
 }
 
 impl Outbound {
     /// Queues an item without waiting.
     pub fn try_send(&self, item: Item) -> Result<(), QueueError> {
-        self.tx.try_send(item).map_err(|err| match err {
-            mpsc::error::TrySendError::Full(_) => QueueError::Full,
-            mpsc::error::TrySendError::Closed(_) => QueueError::Closed,
-        })
+        let was_empty = {
+            let mut state = self.shared.lock();
+            if state.receiver_gone || state.close.is_some() {
+                return Err(QueueError::Closed);
+            }
+            if state.items.len() >= self.shared.capacity {
+                return Err(QueueError::Full);
+            }
+            state.items.push_back(item);
+            state.items.len() == 1
+        };
+        // The consumer takes everything at once, so only the first item needs a wake-up.
+        if was_empty {
+            self.shared.wake.notify_one();
+        }
+        Ok(())
     }
 
     /// Queues a frame; when the queue is full, closes the connection as a slow consumer
@@ -119,22 +143,65 @@ impl Outbound {
         }
     }
 
-    /// Asks the socket task to close the connection with `code` (the first request wins;
-    /// queued frames are dropped, since the client resumes from its last position).
+    /// Asks the socket task to close the connection with `code`. The first request wins;
+    /// queued frames are dropped, since the client resumes from its last position.
     pub fn close(&self, code: CloseCode) {
-        if self.control.code.set(code).is_ok() {
-            self.control.notify.notify_one();
+        let first = {
+            let mut state = self.shared.lock();
+            let first = state.close.is_none();
+            if first {
+                state.close = Some(code);
+                state.items.clear();
+            }
+            first
+        };
+        if first {
+            self.shared.wake.notify_one();
         }
     }
 
-    /// True once the socket task has stopped reading the queue.
+    /// True once the connection is closing or its socket task has stopped.
     pub fn is_closed(&self) -> bool {
-        self.tx.is_closed()
+        let state = self.shared.lock();
+        state.receiver_gone || state.close.is_some()
+    }
+}
+
+impl OutboundReceiver {
+    /// Waits until items are queued or a close is requested. Items are swapped into
+    /// `batch` (which must be empty) in one step, so its allocation is reused.
+    pub async fn recv(&mut self, batch: &mut VecDeque<Item>) -> Received {
+        loop {
+            {
+                let mut state = self.shared.lock();
+                if let Some(code) = state.close {
+                    return Received::Close(code);
+                }
+                if !state.items.is_empty() {
+                    std::mem::swap(&mut state.items, batch);
+                    return Received::Items;
+                }
+            }
+            self.shared.wake.notified().await;
+        }
     }
 
-    /// True once a close was requested.
-    pub fn is_closing(&self) -> bool {
-        self.control.code().is_some()
+    /// Waits until a close is requested.
+    pub async fn close_requested(&self) -> CloseCode {
+        loop {
+            if let Some(code) = self.shared.lock().close {
+                return code;
+            }
+            self.shared.wake.notified().await;
+        }
+    }
+}
+
+impl Drop for OutboundReceiver {
+    fn drop(&mut self) {
+        let mut state = self.shared.lock();
+        state.receiver_gone = true;
+        state.items = VecDeque::new();
     }
 }
 
@@ -142,29 +209,60 @@ impl Outbound {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn full_queue_evicts_with_slow_consumer() {
-        let (outbound, receiver) = channel(2);
-        assert!(outbound.send_or_evict(Message::text("1")));
-        assert!(outbound.send_or_evict(Message::text("2")));
-        assert!(!outbound.send_or_evict(Message::text("3")));
-        assert_eq!(receiver.close.requested().await, CloseCode::SlowConsumer);
-        outbound.close(CloseCode::InternalError);
-        assert_eq!(
-            receiver.close.code(),
-            Some(CloseCode::SlowConsumer),
-            "first close wins"
-        );
+    fn text(s: &str) -> Item {
+        Item::Frame(Message::text(s))
     }
 
     #[tokio::test]
-    async fn closed_receiver_is_reported() {
+    async fn items_arrive_in_order_in_one_batch() {
+        let (outbound, mut receiver) = channel(8);
+        outbound.try_send(text("1")).unwrap();
+        outbound.try_send(text("2")).unwrap();
+        let mut batch = VecDeque::new();
+        assert_eq!(receiver.recv(&mut batch).await, Received::Items);
+        assert_eq!(batch.len(), 2);
+        assert!(matches!(&batch[0], Item::Frame(m) if m.to_text().unwrap() == "1"));
+    }
+
+    #[tokio::test]
+    async fn full_queue_evicts_with_slow_consumer_and_drops_the_backlog() {
+        let (outbound, mut receiver) = channel(2);
+        assert!(outbound.send_or_evict(Message::text("1")));
+        assert!(outbound.send_or_evict(Message::text("2")));
+        assert!(!outbound.send_or_evict(Message::text("3")));
+        let mut batch = VecDeque::new();
+        assert_eq!(
+            receiver.recv(&mut batch).await,
+            Received::Close(CloseCode::SlowConsumer)
+        );
+        assert!(batch.is_empty());
+        outbound.close(CloseCode::InternalError);
+        assert_eq!(
+            receiver.close_requested().await,
+            CloseCode::SlowConsumer,
+            "first wins"
+        );
+        assert_eq!(outbound.try_send(text("4")), Err(QueueError::Closed));
+    }
+
+    #[tokio::test]
+    async fn a_dropped_receiver_closes_the_queue() {
         let (outbound, receiver) = channel(2);
         drop(receiver);
-        assert_eq!(
-            outbound.try_send(Item::Frame(Message::text("x"))),
-            Err(QueueError::Closed)
-        );
+        assert_eq!(outbound.try_send(text("x")), Err(QueueError::Closed));
         assert!(outbound.is_closed());
+    }
+
+    #[tokio::test]
+    async fn a_waiting_receiver_is_woken_by_a_producer() {
+        let (outbound, mut receiver) = channel(4);
+        let consumer = tokio::spawn(async move {
+            let mut batch = VecDeque::new();
+            receiver.recv(&mut batch).await;
+            batch.len()
+        });
+        tokio::task::yield_now().await;
+        outbound.try_send(text("late")).unwrap();
+        assert_eq!(consumer.await.unwrap(), 1);
     }
 }

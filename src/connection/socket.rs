@@ -7,13 +7,14 @@
 //! close signal, when the actor dies, or when the client goes away.
 
 use super::actor::{ConnectionMsg, ConnectionRef};
-use super::outbound::{Item, OutboundReceiver};
+use super::outbound::{Item, OutboundReceiver, Received};
 use crate::protocol::CloseCode;
 use futures_util::{SinkExt, StreamExt};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
@@ -23,8 +24,6 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 
 /// Client frames read but not yet handled by the actor, per connection.
 const INBOUND_IN_FLIGHT: usize = 16;
-/// Most frames written before one flush.
-const MAX_BATCH: usize = 64;
 /// Longest wait for a close frame to be written to a client that may not be reading.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -54,24 +53,28 @@ where
     let permits = Arc::new(Semaphore::new(INBOUND_IN_FLIGHT));
     let mut ticker = tokio::time::interval_at(Instant::now() + heartbeat, heartbeat);
     let mut last_heard = Instant::now();
+    let mut batch = VecDeque::new();
     loop {
         tokio::select! {
             biased;
-            code = outbound.close.requested() => return Ending::Close(code),
             _ = &mut *actor_done => return Ending::Close(CloseCode::InternalError),
-            frame = outbound.frames.recv() => {
-                let Some(frame) = frame else {
-                    return Ending::Close(CloseCode::GoingAway);
-                };
+            received = outbound.recv(&mut batch) => {
+                if let Received::Close(code) = received {
+                    return Ending::Close(code);
+                }
                 tokio::select! {
                     biased;
-                    code = outbound.close.requested() => return Ending::Close(code),
-                    written = write_batch(ws, frame, &mut outbound.frames) => {
+                    code = outbound.close_requested() => return Ending::Close(code),
+                    // Boxed, like the ping below: space for these rarely pending futures
+                    // would otherwise be reserved in every idle connection's task.
+                    written = Box::pin(write_all(ws, &mut batch)) => {
                         if written.is_err() {
                             return Ending::Gone;
                         }
                     }
                 }
+                // Idle connections should own no queue buffer.
+                batch = VecDeque::new();
             }
             (permit, inbound) = async {
                 let permit = permits.clone().acquire_owned().await.expect("never closed");
@@ -96,7 +99,7 @@ where
                     return Ending::Close(CloseCode::HeartbeatTimeout);
                 }
                 let ping = tokio::time::timeout(heartbeat, ws.send(Message::Ping(Default::default())));
-                if !matches!(ping.await, Ok(Ok(()))) {
+                if !matches!(Box::pin(ping).await, Ok(Ok(()))) {
                     return Ending::Gone;
                 }
             }
@@ -104,39 +107,26 @@ where
     }
 }
 
-/// Writes `first` and whatever else is queued right now (up to a batch), then flushes
-/// once: a client with many frames queued costs one socket write, not one per frame.
-async fn write_batch<S>(
+/// Writes every queued item, then flushes once: a client with many frames queued costs
+/// one socket write, not one per frame.
+async fn write_all<S>(
     ws: &mut WebSocketStream<S>,
-    first: Item,
-    queue: &mut mpsc::Receiver<Item>,
+    batch: &mut VecDeque<Item>,
 ) -> Result<(), WsError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    feed(ws, first).await?;
-    for _ in 1..MAX_BATCH {
-        match queue.try_recv() {
-            Ok(item) => feed(ws, item).await?,
-            Err(_) => break,
+    while let Some(item) = batch.pop_front() {
+        match item {
+            Item::Frame(frame) => ws.feed(frame).await?,
+            Item::Batch(frames) => {
+                for frame in frames {
+                    ws.feed(frame).await?;
+                }
+            }
         }
     }
     ws.flush().await
-}
-
-async fn feed<S>(ws: &mut WebSocketStream<S>, item: Item) -> Result<(), WsError>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    match item {
-        Item::Frame(frame) => ws.feed(frame).await,
-        Item::Batch(frames) => {
-            for frame in frames {
-                ws.feed(frame).await?;
-            }
-            Ok(())
-        }
-    }
 }
 
 /// Maps a read error to how the connection ends.

@@ -187,7 +187,8 @@ impl RawClientFrame {
             }),
             "publish" => {
                 let room = require_room(self.room)?;
-                let data = self.data.ok_or_else(|| {
+                // A MessagePack NaN or infinity decodes to null: refused like null.
+                let data = self.data.filter(|d| !d.is_null()).ok_or_else(|| {
                     DecodeError::invalid(id, "`publish` needs `data` (not null)".into())
                 })?;
                 Ok(ClientFrame::Publish {

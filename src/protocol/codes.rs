@@ -28,8 +28,6 @@ pub enum ErrorCode {
     AlreadySubscribed,
     /// The credentials do not allow this operation on this room.
     Forbidden,
-    /// Too many requests; slow down.
-    RateLimited,
     /// The broker (sequencer and replay buffer) is unreachable; nothing was published.
     Unavailable,
     /// An unexpected server-side failure.
@@ -37,6 +35,8 @@ pub enum ErrorCode {
     /// The server did not complete the operation in time; its outcome is unknown, so a
     /// publish must be retried with the same idempotency key.
     Timeout,
+    /// Too many requests; retry later, more slowly.
+    RateLimited,
 }
 
 impl ErrorCode {
@@ -50,10 +50,10 @@ impl ErrorCode {
         ErrorCode::NotSubscribed,
         ErrorCode::AlreadySubscribed,
         ErrorCode::Forbidden,
-        ErrorCode::RateLimited,
         ErrorCode::Unavailable,
         ErrorCode::Internal,
         ErrorCode::Timeout,
+        ErrorCode::RateLimited,
     ];
 
     /// The stable number sent on the wire.
@@ -67,10 +67,10 @@ impl ErrorCode {
             ErrorCode::NotSubscribed => 105,
             ErrorCode::AlreadySubscribed => 106,
             ErrorCode::Forbidden => 107,
-            ErrorCode::RateLimited => 108,
             ErrorCode::Unavailable => 200,
             ErrorCode::Internal => 201,
             ErrorCode::Timeout => 202,
+            ErrorCode::RateLimited => 203,
         }
     }
 

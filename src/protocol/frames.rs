@@ -76,7 +76,8 @@ pub struct Limits {
     pub max_rooms: u32,
     /// Most messages one `history` reply carries.
     pub max_history: u32,
-    /// The client must send something (a ping will do) at least this often.
+    /// The server pings this often; a client from which nothing (not even a pong) has
+    /// arrived for two intervals is closed with 4001.
     pub heartbeat_ms: u64,
     /// Whether publishing to a room requires a subscription to it.
     pub publish_requires_subscription: bool,
@@ -119,7 +120,8 @@ pub enum ServerFrame {
         epoch: Epoch,
         /// The position the replay brings the client to; live messages follow it.
         seq: u64,
-        /// False when `since` was given but could not be honoured exactly.
+        /// True when `since` was given and honoured exactly; false otherwise (also when
+        /// no `since` was given).
         recovered: bool,
         /// Number of replayed `message` frames that follow.
         replayed: u64,

@@ -288,6 +288,10 @@ impl RoomActor {
             since,
             request_id,
         } = request;
+        if !subscriber.activate() {
+            // The connection stopped waiting for this subscribe.
+            return Ok(());
+        }
         // A client coming from an instance that is further along (or already in a newer
         // epoch) than this room: catch this room up from the broker first, so the client
         // neither waits for messages it has nor gets them twice.

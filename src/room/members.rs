@@ -5,7 +5,7 @@
 use crate::connection::Outbound;
 use crate::protocol::Encoding;
 use crate::stream::Epoch;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 /// One connection's subscription to one room.
@@ -20,7 +20,15 @@ pub struct Subscriber {
     /// The last sequence number queued to this subscriber. Written only by the room
     /// actor; read again by a restarted actor to resume the subscriber exactly.
     last_seq: AtomicU64,
+    /// Pending → active (the room took it) or pending → cancelled (the connection gave up
+    /// waiting): whichever side moves first decides, so a subscribe that times out is
+    /// either fully in place or fully absent, never half.
+    stage: AtomicU8,
 }
+
+const PENDING: u8 = 0;
+const ACTIVE: u8 = 1;
+const CANCELLED: u8 = 2;
 
 impl Subscriber {
     /// A subscriber that has seen nothing yet.
@@ -31,7 +39,26 @@ impl Subscriber {
             encoding,
             outbound,
             last_seq: AtomicU64::new(0),
+            stage: AtomicU8::new(PENDING),
         })
+    }
+
+    /// Called by the room before it queues anything: false if the connection already
+    /// cancelled this subscribe.
+    pub fn activate(&self) -> bool {
+        self.transition(ACTIVE) || self.stage.load(Ordering::Acquire) == ACTIVE
+    }
+
+    /// Called by the connection when it stops waiting: false if the room already
+    /// activated the subscription (which then stands).
+    pub fn cancel(&self) -> bool {
+        self.transition(CANCELLED) || self.stage.load(Ordering::Acquire) == CANCELLED
+    }
+
+    fn transition(&self, to: u8) -> bool {
+        self.stage
+            .compare_exchange(PENDING, to, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
     }
 
     /// Last sequence number queued to this subscriber.

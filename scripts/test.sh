@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Runs the whole test suite on a fresh machine: installs what is missing, checks
+# formatting and lints, then runs unit and integration tests (real servers on loopback).
+# Usage: bash scripts/test.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '\n== %s\n' "$*"; }
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "cargo is required (https://rustup.rs)" >&2
+  exit 1
+fi
+if command -v rustup >/dev/null 2>&1; then
+  rustup component add rustfmt clippy >/dev/null 2>&1 || true
+fi
+
+log "formatting"
+cargo fmt --all -- --check
+
+log "lints"
+cargo clippy --all-targets --locked -- -D warnings
+
+log "tests"
+# Each integration test bounds its own waits; the outer timeout only guards CI against a
+# hang nobody foresaw.
+# (Benchmarks are not run here: they measure, they do not assert. See README.md.)
+timeout 45m cargo test --locked
