@@ -145,6 +145,7 @@ impl Broker for MemoryBroker {
             epoch: stream.epoch.clone(),
             seq: stream.seq,
             time_ms: now,
+            id: rand::random(),
             data: request.data,
         });
         let seq = stream.seq;
@@ -200,6 +201,18 @@ impl Broker for MemoryBroker {
     async fn unsubscribe(&self, room: &RoomName) -> Result<(), BrokerError> {
         self.inner.subscribed.remove(room);
         Ok(())
+    }
+
+    async fn reset_epoch(&self, room: &RoomName, stale: &Epoch) -> Result<Position, BrokerError> {
+        let stream = self.inner.stream(room, unix_ms());
+        let mut stream = lock(&stream);
+        if &stream.epoch == stale {
+            stream.epoch = Epoch::generate();
+            stream.seq = 0;
+            stream.buffer.clear();
+            stream.dedupe.clear();
+        }
+        Ok(stream.top())
     }
 
     fn status(&self) -> BrokerStatus {

@@ -2,6 +2,7 @@
 //! one small trait, so that the room and connection actors never know which one runs.
 //!
 //! - [`MemoryBroker`]: in-process, for a single instance (the default).
+//! - [`RedisBroker`]: shared by every instance pointed at one Redis or Redis Cluster.
 //!
 //! Contract every implementation keeps (the conformance tests in `tests/` check it):
 //! 1. `publish` assigns the room's next sequence number, stores the publication in the
@@ -15,8 +16,10 @@
 //! 4. `subscribe`/`unsubscribe` are idempotent set operations per room.
 
 mod memory;
+mod redis;
 
 pub use memory::MemoryBroker;
+pub use redis::{RedisBroker, RedisSettings};
 
 use crate::protocol::{ErrorCode, RoomName};
 use crate::stream::{Epoch, Position};
@@ -35,6 +38,10 @@ pub struct Publication {
     pub seq: u64,
     /// When it was sequenced, ms since the Unix epoch.
     pub time_ms: u64,
+    /// Random id given at publish: tells a repeated delivery of this publication (same
+    /// id) from a different publication that reused its sequence number (a rewound
+    /// stream).
+    pub id: u64,
     /// The published value.
     pub data: Value,
 }
@@ -169,6 +176,12 @@ pub trait Broker: Send + Sync + 'static {
     /// Stops receiving the room's publications.
     async fn unsubscribe(&self, room: &RoomName) -> Result<(), BrokerError>;
 
+    /// Starts a new epoch for the room if its epoch is still `stale`; returns the top
+    /// afterwards. Called when an instance sees the room's stream go backwards (a top
+    /// below what it already delivered), so that reused sequence numbers can never be
+    /// mistaken for ones clients already have.
+    async fn reset_epoch(&self, room: &RoomName, stale: &Epoch) -> Result<Position, BrokerError>;
+
     /// Current health.
     fn status(&self) -> BrokerStatus;
 }
@@ -198,5 +211,26 @@ impl HistorySettings {
             idempotency_window_ms: config.idempotency_window_secs * 1000,
             idempotency_max_keys: config.idempotency_max_keys,
         }
+    }
+}
+
+/// The broker the configuration asks for: Redis when `redis_url` is set, else the
+/// embedded one. Must be called inside a tokio runtime.
+pub fn from_config(
+    config: &crate::config::Config,
+    node_id: &str,
+    events: EventSender,
+) -> Result<Arc<dyn Broker>, BrokerError> {
+    let history = HistorySettings::from_config(&config.history);
+    if config.redis_url.is_empty() {
+        Ok(Arc::new(MemoryBroker::new(history, events)))
+    } else {
+        Ok(Arc::new(RedisBroker::start(
+            &config.redis_url,
+            node_id,
+            history,
+            RedisSettings::from_config(&config.redis),
+            events,
+        )?))
     }
 }

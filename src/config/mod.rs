@@ -20,6 +20,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Instance name; empty means "generate one".
     pub node_id: String,
+    /// Redis shared by the cluster; empty means the embedded broker.
+    pub redis_url: String,
     /// Logging.
     pub log: LogConfig,
     /// Per-connection limits.
@@ -28,6 +30,8 @@ pub struct Config {
     pub rooms: RoomsConfig,
     /// Replay buffer and idempotency window.
     pub history: HistoryConfig,
+    /// Redis connection tuning.
+    pub redis: RedisConfig,
 }
 
 /// `[log]`
@@ -104,6 +108,24 @@ pub struct HistoryConfig {
     pub idempotency_max_keys: usize,
     /// Most messages per history reply.
     pub max_page: usize,
+}
+
+/// `[redis]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisConfig {
+    /// Prefix of every key and channel.
+    pub key_prefix: String,
+    /// Connect timeout (ms).
+    pub connect_timeout_ms: u64,
+    /// Command timeout (ms).
+    pub command_timeout_ms: u64,
+    /// Longest reconnect backoff (ms).
+    pub reconnect_max_ms: u64,
+    /// Pub/Sub probe interval (ms).
+    pub probe_interval_ms: u64,
+    /// Pub/Sub probe timeout (ms).
+    pub probe_timeout_ms: u64,
 }
 
 /// A configuration that cannot be used, naming where the problem is.
@@ -242,6 +264,50 @@ impl Config {
             "must be at least history.ttl_secs",
         )?;
         check(h.max_page >= 1, "history.max_page", "must be at least 1")?;
+        check(
+            self.redis_url.is_empty()
+                || self.redis_url.starts_with("redis://")
+                || self.redis_url.starts_with("rediss://")
+                || self.redis_url.starts_with("redis-cluster://"),
+            "redis_url",
+            "must be empty, redis://… or redis-cluster://host:port,host:port",
+        )?;
+        let r = &self.redis;
+        check(
+            !r.key_prefix.is_empty() && !r.key_prefix.contains(['{', '}']),
+            "redis.key_prefix",
+            "must be non-empty and free of braces",
+        )?;
+        check(
+            r.command_timeout_ms >= 10,
+            "redis.command_timeout_ms",
+            "must be at least 10",
+        )?;
+        check(
+            r.connect_timeout_ms >= 10,
+            "redis.connect_timeout_ms",
+            "must be at least 10",
+        )?;
+        check(
+            r.reconnect_max_ms >= 50,
+            "redis.reconnect_max_ms",
+            "must be at least 50",
+        )?;
+        check(
+            r.probe_interval_ms >= 10,
+            "redis.probe_interval_ms",
+            "must be at least 10",
+        )?;
+        check(
+            r.probe_timeout_ms > r.probe_interval_ms,
+            "redis.probe_timeout_ms",
+            "must be longer than redis.probe_interval_ms",
+        )?;
+        check(
+            !self.rooms.name_extra_chars.contains(['{', '}']),
+            "rooms.name_extra_chars",
+            "may not contain braces (they delimit Redis hash tags)",
+        )?;
         check(
             tracing_subscriber::EnvFilter::try_new(&self.log.level).is_ok(),
             "log.level",

@@ -112,6 +112,9 @@ pub struct RoomState {
     members: SharedMembers,
     linger_generation: u64,
     fill_retry_scheduled: bool,
+    /// A publication reused a delivered sequence number and the broker could not be
+    /// told yet: retried with the next resync.
+    rewind_pending: bool,
 }
 
 impl RoomState {
@@ -236,6 +239,7 @@ impl RoomActor {
             members,
             linger_generation: 0,
             fill_retry_scheduled: false,
+            rewind_pending: false,
         };
         let (inherited, previous_epoch) = {
             let mut members = state.members.lock();
@@ -403,6 +407,16 @@ impl RoomActor {
             return;
         }
         if publication.seq <= state.cursor {
+            // Normally a repeated delivery. A different publication under a delivered
+            // sequence number means the broker's stream went backwards.
+            let reused = state
+                .cache
+                .get(publication.seq)
+                .is_some_and(|cached| cached.publication.id != publication.id);
+            if reused {
+                state.rewind_pending = true;
+                self.resync(myself, state).await;
+            }
             return;
         }
         state.pending.insert(publication.seq, publication);
@@ -442,18 +456,41 @@ impl RoomActor {
 
     /// Catches the cursor up with the broker's current top (and its epoch).
     async fn fill_to_top(&self, state: &mut RoomState) -> Result<(), BrokerError> {
+        if state.rewind_pending {
+            let fresh = self.broker.reset_epoch(&state.room, &state.epoch).await?;
+            state.rewind_pending = false;
+            self.adopt_epoch(state, fresh);
+        }
         let page = self
             .broker
             .history(&state.room, HistoryQuery::Latest { limit: 0 })
             .await?;
-        if page.top.epoch != state.epoch {
-            self.adopt_epoch(state, page.top);
+        if self.reconcile(state, &page.top).await? {
             return Ok(());
         }
         if page.top.seq > state.cursor {
             self.fill(state, page.top.seq).await?;
         }
         Ok(())
+    }
+
+    /// Compares the broker's top with what was delivered. A new epoch is adopted; a top
+    /// below the cursor in the same epoch means the stream was rewound (the broker came
+    /// back from older data), so the room is moved to a new epoch before any reused
+    /// sequence number can be mistaken for a delivered one. Returns true when the room
+    /// changed epoch (a page read with the old epoch is then stale).
+    async fn reconcile(&self, state: &mut RoomState, top: &Position) -> Result<bool, BrokerError> {
+        if top.epoch != state.epoch {
+            self.adopt_epoch(state, top.clone());
+            return Ok(true);
+        }
+        if top.seq < state.cursor {
+            tracing::warn!(room = %state.room, top = top.seq, delivered = state.cursor, "room stream went backwards; starting a new epoch");
+            let fresh = self.broker.reset_epoch(&state.room, &state.epoch).await?;
+            self.adopt_epoch(state, fresh);
+            return Ok(true);
+        }
+        Ok(false)
     }
 
     /// Delivers `(cursor, up_to]` from the broker's replay buffer, or resets subscribers
@@ -470,8 +507,7 @@ impl RoomActor {
                 },
             )
             .await?;
-        if page.top.epoch != state.epoch {
-            self.adopt_epoch(state, page.top);
+        if self.reconcile(state, &page.top).await? {
             return Ok(());
         }
         if page.publications.first().map(|p| p.seq) != Some(after + 1) {

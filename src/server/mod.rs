@@ -6,7 +6,7 @@ mod websocket;
 
 pub use http::{Body, BoxError};
 
-use crate::broker::{Broker, HistorySettings, MemoryBroker};
+use crate::broker::{Broker, BrokerError};
 use crate::config::Config;
 use crate::connection::{ConnectionContext, Connections};
 use crate::protocol::CloseCode;
@@ -47,6 +47,9 @@ pub enum ServerError {
         #[source]
         source: std::io::Error,
     },
+    /// The broker could not be set up.
+    #[error("cannot set up the broker: {0}")]
+    Broker(#[source] BrokerError),
     /// An actor system part failed to start.
     #[error("cannot start {what}: {source}")]
     Actors {
@@ -75,10 +78,8 @@ impl Server {
             config.node_id.clone()
         };
         let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
-        let broker: Arc<dyn Broker> = Arc::new(MemoryBroker::new(
-            HistorySettings::from_config(&config.history),
-            events_tx,
-        ));
+        let broker =
+            crate::broker::from_config(config, &node_id, events_tx).map_err(ServerError::Broker)?;
         let rooms = Rooms::start(
             broker.clone(),
             events_rx,

@@ -119,6 +119,13 @@ impl<T: Clone> ReplayBuffer<T> {
         )
     }
 
+    /// The entry for `seq`, if buffered.
+    pub fn get(&self, seq: u64) -> Option<&T> {
+        let first = self.first_seq()?;
+        let index = usize::try_from(seq.checked_sub(first)?).ok()?;
+        self.entries.get(index).map(|e| &e.item)
+    }
+
     /// The newest `limit` entries, oldest first.
     pub fn latest(&self, limit: usize) -> Vec<T> {
         let skip = self.entries.len().saturating_sub(limit);
@@ -197,6 +204,15 @@ mod tests {
         assert_eq!(buffer.range(7, 11), None, "seq 11 is not buffered");
         assert_eq!(buffer.range(10, 10), Some(vec![]));
         assert_eq!(ReplayBuffer::<u64>::new(4, 10).range(0, 1), None);
+    }
+
+    #[test]
+    fn get_by_seq() {
+        let buffer = filled(5, 10, 100);
+        assert_eq!(buffer.get(5), Some(&5));
+        assert_eq!(buffer.get(10), Some(&10));
+        assert_eq!(buffer.get(4), None);
+        assert_eq!(buffer.get(11), None);
     }
 
     #[test]

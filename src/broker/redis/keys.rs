@@ -1,0 +1,76 @@
+//! Key and channel names of a room. Every name of a room carries the room in a hash tag
+//! (`{room}`), so that in a Redis Cluster all of them live in the room's slot: the
+//! publish script touches them together and the sharded channel is served by the same
+//! shard. Room names cannot contain braces (see the room-name rules).
+
+use crate::protocol::RoomName;
+
+/// Names derived from one prefix.
+#[derive(Debug, Clone)]
+pub struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    /// Names under `prefix` (e.g. `rc`).
+    pub fn new(prefix: &str) -> Self {
+        Keys {
+            prefix: prefix.to_owned(),
+        }
+    }
+
+    /// The room's position: hash with `epoch`, `seq` and `rid` (the Redis run id).
+    pub fn meta(&self, room: &RoomName) -> String {
+        format!("{}:{{{}}}:meta", self.prefix, room)
+    }
+
+    /// The room's replay buffer (a stream; entry id `seq-0`).
+    pub fn log(&self, room: &RoomName) -> String {
+        format!("{}:{{{}}}:log", self.prefix, room)
+    }
+
+    /// The idempotency record of one publish key.
+    pub fn idempotency(&self, room: &RoomName, key: &str) -> String {
+        format!("{}:{{{}}}:idem:{}", self.prefix, room, key)
+    }
+
+    /// The room's Pub/Sub channel.
+    pub fn channel(&self, room: &RoomName) -> String {
+        format!("{}:{{{}}}:ch", self.prefix, room)
+    }
+
+    /// The room a channel name belongs to, if it is one of ours.
+    pub fn room_of_channel(&self, channel: &[u8]) -> Option<RoomName> {
+        let channel = std::str::from_utf8(channel).ok()?;
+        let inner = channel
+            .strip_prefix(&self.prefix)?
+            .strip_prefix(":{")?
+            .strip_suffix("}:ch")?;
+        Some(RoomName::new_unchecked(inner))
+    }
+
+    /// The liveness-probe channel of one instance.
+    pub fn probe_channel(&self, node_id: &str) -> String {
+        format!("{}:{{probe-{}}}:ch", self.prefix, node_id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_share_the_room_hash_tag() {
+        let keys = Keys::new("rc");
+        let room = RoomName::new_unchecked("project:42");
+        assert_eq!(keys.meta(&room), "rc:{project:42}:meta");
+        assert_eq!(keys.log(&room), "rc:{project:42}:log");
+        assert_eq!(keys.idempotency(&room, "k"), "rc:{project:42}:idem:k");
+        assert_eq!(keys.channel(&room), "rc:{project:42}:ch");
+        assert_eq!(
+            keys.room_of_channel(keys.channel(&room).as_bytes()),
+            Some(room)
+        );
+        assert_eq!(keys.room_of_channel(b"other:{x}:ch"), None);
+    }
+}

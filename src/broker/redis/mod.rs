@@ -1,0 +1,325 @@
+//! The Redis broker: rooms shared by every instance pointed at one Redis (or one Redis
+//! Cluster).
+//!
+//! - Sequencing, replay buffer, idempotency and fan-out happen in one Lua script per
+//!   publish (`publish.lua`); reads of position and buffer in another (`history.lua`).
+//!   Each costs one round trip.
+//! - The replay buffer is a stream per room, bounded by count (`MAXLEN`) and age, and
+//!   expires with the room, so idle rooms cost nothing.
+//! - Each room has its own channel (`{prefix}:{room}:ch`); an instance subscribes only
+//!   to rooms with local subscribers, so Redis does no per-message work for other rooms.
+//!   In a cluster, channels are sharded (`SSUBSCRIBE`/`SPUBLISH`) and all of a room's
+//!   keys and its channel share the room's hash slot.
+//! - A room's epoch is bound to the Redis process holding it, so a Redis that restarts —
+//!   empty, from an older snapshot, or as a promoted replica — gives rooms new epochs
+//!   instead of reusing sequence numbers (see `publish.lua`).
+
+mod envelope;
+mod health;
+mod keys;
+mod link;
+mod subscriber;
+
+use super::{
+    Broker, BrokerError, BrokerStatus, EventSender, HistoryPage, HistoryQuery, HistorySettings,
+    PublishAck, PublishRequest,
+};
+use crate::protocol::RoomName;
+use crate::stream::{Epoch, Position};
+use async_trait::async_trait;
+use envelope::Body;
+use health::Health;
+use keys::Keys;
+use link::{Link, Target, broker_error};
+use redis::{FromRedisValue, Script, Value};
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+use subscriber::{Request, Subscriber};
+use tokio::sync::{mpsc, oneshot};
+
+static PUBLISH: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("publish.lua")));
+static HISTORY: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("history.lua")));
+static RESET_EPOCH: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("reset_epoch.lua")));
+
+/// Connection timings of the Redis broker.
+#[derive(Debug, Clone)]
+pub struct RedisSettings {
+    /// Prefix of every key and channel.
+    pub key_prefix: String,
+    /// Longest wait for a connection.
+    pub connect_timeout: Duration,
+    /// Longest wait for a command's answer: a publish fails (never acks) after it.
+    pub command_timeout: Duration,
+    /// First reconnect delay.
+    pub reconnect_min: Duration,
+    /// Longest reconnect delay.
+    pub reconnect_max: Duration,
+    /// How often the Pub/Sub connection is probed.
+    pub probe_interval: Duration,
+    /// A probe not received within this is a dead Pub/Sub connection.
+    pub probe_timeout: Duration,
+}
+
+impl RedisSettings {
+    /// Settings from the `[redis]` configuration section.
+    pub fn from_config(config: &crate::config::RedisConfig) -> Self {
+        RedisSettings {
+            key_prefix: config.key_prefix.clone(),
+            connect_timeout: Duration::from_millis(config.connect_timeout_ms),
+            command_timeout: Duration::from_millis(config.command_timeout_ms),
+            reconnect_min: Duration::from_millis(50),
+            reconnect_max: Duration::from_millis(config.reconnect_max_ms),
+            probe_interval: Duration::from_millis(config.probe_interval_ms),
+            probe_timeout: Duration::from_millis(config.probe_timeout_ms),
+        }
+    }
+}
+
+/// How the broker reaches Redis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Single,
+    Cluster,
+}
+
+/// [`Broker`] over Redis.
+pub struct RedisBroker {
+    mode: Mode,
+    link: Link,
+    keys: Keys,
+    history: HistorySettings,
+    health: Arc<Health>,
+    requests: mpsc::UnboundedSender<Request>,
+}
+
+impl RedisBroker {
+    /// Starts connecting to `url` in the background (so it must be called inside a tokio
+    /// runtime). `redis://…` is one Redis; `redis-cluster://host:port,host:port` the
+    /// seed nodes of a Redis Cluster. Fails only when the URL is invalid.
+    pub fn start(
+        url: &str,
+        node_id: &str,
+        history: HistorySettings,
+        settings: RedisSettings,
+        events: EventSender,
+    ) -> Result<RedisBroker, BrokerError> {
+        let keys = Keys::new(&settings.key_prefix);
+        let health = Arc::new(Health::default());
+        let (requests, requests_rx) = mpsc::unbounded_channel();
+        let (mode, link) = match url.strip_prefix("redis-cluster://") {
+            Some(nodes) => {
+                let nodes: Vec<String> = nodes
+                    .split(',')
+                    .map(|n| format!("redis://{}", n.trim()))
+                    .collect();
+                let (pushes, pushes_rx) = mpsc::unbounded_channel();
+                let link = Link::connect(Target::Cluster(nodes), settings.clone(), Some(pushes));
+                let subscriber = Subscriber {
+                    keys: keys.clone(),
+                    probe_channel: keys.probe_channel(node_id),
+                    events,
+                    health: health.clone(),
+                    settings: settings.clone(),
+                    link: link.clone(),
+                };
+                tokio::spawn(subscriber::run_cluster(subscriber, pushes_rx, requests_rx));
+                (Mode::Cluster, link)
+            }
+            None => {
+                let client = redis::Client::open(url)
+                    .map_err(|e| BrokerError::Internal(format!("invalid Redis URL: {e}")))?;
+                let link = Link::connect(Target::Single(client.clone()), settings.clone(), None);
+                let subscriber = Subscriber {
+                    keys: keys.clone(),
+                    probe_channel: keys.probe_channel(node_id),
+                    events,
+                    health: health.clone(),
+                    settings: settings.clone(),
+                    link: link.clone(),
+                };
+                tokio::spawn(subscriber::run_single(client, subscriber, requests_rx));
+                (Mode::Single, link)
+            }
+        };
+        Ok(RedisBroker {
+            mode,
+            link,
+            keys,
+            history,
+            health,
+            requests,
+        })
+    }
+
+    /// Runs a script, recording the connection's health from the outcome.
+    async fn run(
+        &self,
+        invocation: redis::ScriptInvocation<'_>,
+        op: &'static str,
+    ) -> Result<Value, BrokerError> {
+        let mut connection = self.link.get()?;
+        metrics::counter!("roomcast_broker_commands_total", "op" => op).increment(1);
+        let result = invocation
+            .invoke_async::<Value>(&mut connection)
+            .await
+            .map_err(broker_error);
+        match &result {
+            Ok(_) => self.health.set_commands(Ok(())),
+            Err(err) => {
+                metrics::counter!("roomcast_broker_errors_total", "op" => op).increment(1);
+                if !matches!(err, BrokerError::Internal(_)) {
+                    self.health.set_commands(Err(err.to_string()));
+                }
+            }
+        }
+        result
+    }
+
+    async fn subscription(&self, request: Request) -> Result<(), BrokerError> {
+        self.requests
+            .send(request)
+            .map_err(|_| BrokerError::Internal("subscriber task is gone".into()))
+    }
+}
+
+#[async_trait]
+impl Broker for RedisBroker {
+    fn kind(&self) -> &'static str {
+        match self.mode {
+            Mode::Single => "redis",
+            Mode::Cluster => "redis-cluster",
+        }
+    }
+
+    async fn publish(
+        &self,
+        room: &RoomName,
+        request: PublishRequest,
+    ) -> Result<PublishAck, BrokerError> {
+        let body = Body {
+            id: rand::random(),
+            data: request.data,
+        }
+        .encode();
+        let mut invocation = PUBLISH.prepare_invoke();
+        invocation
+            .key(self.keys.meta(room))
+            .key(self.keys.log(room));
+        if let Some(key) = &request.idempotency_key {
+            invocation.key(self.keys.idempotency(room, key));
+        }
+        invocation
+            .arg(self.keys.channel(room))
+            .arg(match self.mode {
+                Mode::Single => "PUBLISH",
+                Mode::Cluster => "SPUBLISH",
+            })
+            .arg(Epoch::generate().as_str())
+            .arg(body)
+            .arg(self.history.size)
+            .arg(self.history.ttl_ms)
+            .arg(self.history.meta_ttl_ms)
+            .arg(self.history.idempotency_window_ms);
+        let reply = self.run(invocation, "publish").await?;
+        let (repeat, epoch, seq, time_ms): (i64, String, u64, u64) =
+            FromRedisValue::from_redis_value(reply)
+                .map_err(|e| BrokerError::Internal(e.to_string()))?;
+        Ok(PublishAck {
+            position: Position::new(Epoch::new(epoch), seq),
+            time_ms,
+            duplicate: repeat == 1,
+        })
+    }
+
+    async fn history(
+        &self,
+        room: &RoomName,
+        query: HistoryQuery,
+    ) -> Result<HistoryPage, BrokerError> {
+        let (mode, after, limit) = match query {
+            HistoryQuery::Latest { limit } => ("latest", 0, limit),
+            HistoryQuery::After { seq, limit } => ("after", seq, limit),
+        };
+        let mut invocation = HISTORY.prepare_invoke();
+        invocation
+            .key(self.keys.meta(room))
+            .key(self.keys.log(room))
+            .arg(Epoch::generate().as_str())
+            .arg(mode)
+            .arg(after)
+            .arg(limit)
+            .arg(self.history.ttl_ms)
+            .arg(self.history.meta_ttl_ms);
+        let reply = self.run(invocation, "history").await?;
+        parse_history(room, reply)
+    }
+
+    async fn subscribe(&self, room: &RoomName) -> Result<(), BrokerError> {
+        let (reply, answer) = oneshot::channel();
+        self.subscription(Request::Subscribe(self.keys.channel(room), reply))
+            .await?;
+        answer
+            .await
+            .map_err(|_| BrokerError::Internal("subscriber task is gone".into()))?
+    }
+
+    async fn unsubscribe(&self, room: &RoomName) -> Result<(), BrokerError> {
+        self.subscription(Request::Unsubscribe(self.keys.channel(room)))
+            .await
+    }
+
+    async fn reset_epoch(&self, room: &RoomName, stale: &Epoch) -> Result<Position, BrokerError> {
+        let mut invocation = RESET_EPOCH.prepare_invoke();
+        invocation
+            .key(self.keys.meta(room))
+            .key(self.keys.log(room))
+            .arg(stale.as_str())
+            .arg(Epoch::generate().as_str())
+            .arg(self.history.meta_ttl_ms);
+        let reply = self.run(invocation, "reset_epoch").await?;
+        let (epoch, seq): (String, u64) = FromRedisValue::from_redis_value(reply)
+            .map_err(|e| BrokerError::Internal(e.to_string()))?;
+        Ok(Position::new(Epoch::new(epoch), seq))
+    }
+
+    fn status(&self) -> BrokerStatus {
+        self.health.status()
+    }
+}
+
+/// Turns the history script's reply into a page.
+fn parse_history(room: &RoomName, reply: Value) -> Result<HistoryPage, BrokerError> {
+    let bad = |what: &str| BrokerError::Internal(format!("unexpected history reply: {what}"));
+    let Value::Array(items) = reply else {
+        return Err(bad("not an array"));
+    };
+    let mut items = items.into_iter();
+    let mut next = |what: &str| items.next().ok_or_else(|| bad(what));
+    let epoch: String =
+        FromRedisValue::from_redis_value(next("epoch")?).map_err(|_| bad("epoch"))?;
+    let top: u64 = FromRedisValue::from_redis_value(next("top")?).map_err(|_| bad("top"))?;
+    let first: i64 = FromRedisValue::from_redis_value(next("first")?).map_err(|_| bad("first"))?;
+    let epoch = Epoch::new(epoch);
+    let mut publications = Vec::new();
+    while let Some(seq) = items.next() {
+        let seq: u64 = FromRedisValue::from_redis_value(seq).map_err(|_| bad("seq"))?;
+        let time: u64 = FromRedisValue::from_redis_value(items.next().ok_or_else(|| bad("time"))?)
+            .map_err(|_| bad("time"))?;
+        let body: Vec<u8> =
+            FromRedisValue::from_redis_value(items.next().ok_or_else(|| bad("body"))?)
+                .map_err(|_| bad("body"))?;
+        let body = Body::decode(&body).map_err(|e| BrokerError::Internal(e.to_string()))?;
+        publications.push(Arc::new(body.into_publication(
+            room.clone(),
+            epoch.clone(),
+            seq,
+            time,
+        )));
+    }
+    Ok(HistoryPage {
+        top: Position::new(epoch, top),
+        first_seq: u64::try_from(first).ok(),
+        publications,
+    })
+}

@@ -1,0 +1,55 @@
+-- Sequences one publication of a room, atomically:
+--   idempotency check -> epoch check -> next seq -> append to the replay buffer ->
+--   fan out on the room's channel -> remember the idempotency key.
+-- Nothing is fanned out that is not stored, and nothing is sequenced twice.
+--
+-- A room's epoch is bound to the Redis process that holds it (its run_id): when the
+-- data comes from another process (a restart with or without persistence, a restore of
+-- an older snapshot, a failover to a replica) the room starts a new epoch, because the
+-- stored sequence may be behind what clients have already seen.
+--
+-- KEYS[1] meta hash (epoch, seq, rid)   KEYS[2] replay stream   KEYS[3] idempotency key (optional)
+-- ARGV[1] channel   ARGV[2] PUBLISH or SPUBLISH   ARGV[3] epoch to use if a new one is needed
+-- ARGV[4] body (MessagePack)   ARGV[5] buffer length   ARGV[6] buffer age (ms)
+-- ARGV[7] epoch lifetime when idle (ms)   ARGV[8] idempotency window (ms)
+-- Returns {0, epoch, seq, time} for a new publication, {1, epoch, seq, time} for a repeat.
+
+local meta, log, idem = KEYS[1], KEYS[2], KEYS[3]
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+
+if idem then
+  local original = redis.call('GET', idem)
+  if original then
+    local epoch, seq, time = string.match(original, '^(%S+) (%d+) (%d+)$')
+    return {1, epoch, tonumber(seq), tonumber(time)}
+  end
+end
+
+local run_id = string.match(redis.call('INFO', 'server'), 'run_id:(%w+)')
+local current = redis.call('HMGET', meta, 'epoch', 'rid')
+local epoch = current[1]
+if not epoch or current[2] ~= run_id then
+  epoch = ARGV[3]
+  redis.call('DEL', log)
+  redis.call('HSET', meta, 'epoch', epoch, 'seq', 0, 'rid', run_id)
+end
+local seq = redis.call('HINCRBY', meta, 'seq', 1)
+
+redis.call('XADD', log, 'MAXLEN', ARGV[5], seq .. '-0', 't', now, 'b', ARGV[4])
+-- Age bound: drop a few expired entries per publish (reads skip the rest).
+local cutoff = now - tonumber(ARGV[6])
+local oldest = redis.call('XRANGE', log, '-', '+', 'COUNT', 8)
+for _, entry in ipairs(oldest) do
+  if tonumber(entry[2][2]) >= cutoff then break end
+  redis.call('XDEL', log, entry[1])
+end
+redis.call('PEXPIRE', log, ARGV[6])
+redis.call('PEXPIRE', meta, ARGV[7])
+
+redis.call(ARGV[2], ARGV[1], cmsgpack.pack(epoch, seq, now) .. ARGV[4])
+
+if idem then
+  redis.call('SET', idem, epoch .. ' ' .. seq .. ' ' .. now, 'PX', ARGV[8])
+end
+return {0, epoch, seq, now}
