@@ -6,7 +6,7 @@ mod websocket;
 
 pub use http::{Body, BoxError};
 
-use crate::broker::{Broker, BrokerError};
+use crate::broker::{Broker, BrokerError, EventReceiver};
 use crate::config::Config;
 use crate::connection::{ConnectionContext, Connections};
 use crate::protocol::CloseCode;
@@ -72,14 +72,22 @@ pub struct Server {
 impl Server {
     /// Builds every part from `config`, binds the listener and starts accepting.
     pub async fn start(config: &Config) -> Result<Server, ServerError> {
-        let node_id = if config.node_id.is_empty() {
-            format!("{:08x}", rand::random::<u32>())
-        } else {
-            config.node_id.clone()
-        };
+        let mut config = config.clone();
+        config.node_id = node_id(&config);
         let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
-        let broker =
-            crate::broker::from_config(config, &node_id, events_tx).map_err(ServerError::Broker)?;
+        let broker = crate::broker::from_config(&config, &config.node_id, events_tx)
+            .map_err(ServerError::Broker)?;
+        Self::start_with_broker(&config, broker, events_rx).await
+    }
+
+    /// Like [`Server::start`], with a broker built by the caller (embedding, tests):
+    /// `events_rx` must receive the events that broker sends.
+    pub async fn start_with_broker(
+        config: &Config,
+        broker: Arc<dyn Broker>,
+        events_rx: EventReceiver,
+    ) -> Result<Server, ServerError> {
+        let node_id = node_id(config);
         let rooms = Rooms::start(
             broker.clone(),
             events_rx,
@@ -177,6 +185,15 @@ impl Server {
         connections.stop();
         self.app.rooms.stop();
         tracing::info!("roomcast stopped");
+    }
+}
+
+/// The configured instance name, or a random one.
+fn node_id(config: &Config) -> String {
+    if config.node_id.is_empty() {
+        format!("{:08x}", rand::random::<u32>())
+    } else {
+        config.node_id.clone()
     }
 }
 

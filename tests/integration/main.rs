@@ -2,6 +2,9 @@
 //! binary (one link) for all of them.
 
 mod bad_input;
+mod cluster;
+mod conformance;
+mod lagging;
 mod process;
 mod protocol;
 mod resume;

@@ -1,8 +1,8 @@
 //! The `roomcast` binary as users run it: configuration from the environment, refusal of
 //! bad configuration, and shutdown on SIGTERM.
 
-use crate::support::TestClient;
 use crate::support::process::{RoomcastProcess, run_to_exit};
+use crate::support::{TestClient, http_get};
 use roomcast::protocol::{CloseCode, Encoding};
 use serde_json::json;
 use std::time::Duration;
@@ -42,21 +42,4 @@ async fn bad_configuration_stops_the_start_and_names_the_key() {
 
     let (code, _) = run_to_exit(&["--check-config"], &[]).await;
     assert_eq!(code, Some(0), "the defaults are valid");
-}
-
-/// A minimal HTTP/1.1 GET, returning the whole response.
-pub async fn http_get(addr: &str, path: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = String::new();
-    tokio::time::timeout(
-        Duration::from_secs(10),
-        stream.read_to_string(&mut response),
-    )
-    .await
-    .unwrap()
-    .unwrap();
-    response
 }

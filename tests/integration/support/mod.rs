@@ -1,6 +1,8 @@
 //! Test harness: real servers on ephemeral loopback ports, real WebSocket clients.
 
+pub mod ledger;
 pub mod process;
+pub mod redis;
 
 use roomcast::client::{ClientError, Connection};
 use roomcast::config::Config;
@@ -38,6 +40,15 @@ impl TestServer {
         TestServer {
             server: Some(server),
             url: format!("ws://{addr}/ws"),
+        }
+    }
+
+    /// Wraps a server started by the test itself.
+    pub fn wrap(server: Server) -> TestServer {
+        let url = format!("ws://{}/ws", server.local_addr());
+        TestServer {
+            server: Some(server),
+            url,
         }
     }
 
@@ -252,5 +263,34 @@ pub async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
             "timed out waiting for {what}"
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A minimal HTTP/1.1 GET; returns the whole response.
+pub async fn http_get(addr: &str, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        stream.read_to_string(&mut response),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    response
+}
+
+/// Waits until `GET /readyz` on `addr` answers 200.
+pub async fn wait_ready(addr: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !http_get(addr, "/readyz").await.starts_with("HTTP/1.1 200") {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{addr} never became ready"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

@@ -1,0 +1,541 @@
+//! Several roomcast processes sharing one Redis (or a Redis Cluster): cross-instance
+//! delivery and order, `kill -9` of an instance under load, a retried publish after a
+//! lost ack, and Redis faults (pause, empty restart, restore of an older snapshot).
+
+use crate::support::ledger::{Ledger, Verdict};
+use crate::support::process::RoomcastProcess;
+use crate::support::redis::{RedisCluster, RedisServer};
+use crate::support::{TestClient, WAIT, http_get, wait_ready};
+use roomcast::client::{Client, ClientConfig, Connection, Event};
+use roomcast::protocol::{ClientFrame, Encoding, ServerFrame};
+use roomcast::stream::Position;
+use serde_json::json;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// Fast failure detection for tests.
+const FAST_PROBES: [(&str, &str); 3] = [
+    ("ROOMCAST_REDIS__PROBE_INTERVAL_MS", "200"),
+    ("ROOMCAST_REDIS__PROBE_TIMEOUT_MS", "1000"),
+    ("ROOMCAST_REDIS__RECONNECT_MAX_MS", "500"),
+];
+
+/// Starts `count` instances on `redis_url`, ready to serve.
+async fn instances(redis_url: &str, count: usize) -> Vec<RoomcastProcess> {
+    let mut started = Vec::new();
+    for i in 0..count {
+        let node = format!("node-{i}");
+        let mut env = vec![
+            ("ROOMCAST_REDIS_URL", redis_url),
+            ("ROOMCAST_NODE_ID", node.as_str()),
+        ];
+        env.extend(FAST_PROBES);
+        let process = RoomcastProcess::start(&env).await;
+        wait_ready(&process.addr).await;
+        started.push(process);
+    }
+    started
+}
+
+/// A resilient client over `urls`, its events fed into a ledger per room.
+struct Watcher {
+    /// Kept alive for the test's duration (dropping it stops the client).
+    _client: Client,
+    ledgers: Arc<std::sync::Mutex<HashMap<String, Ledger>>>,
+    reconnects: Arc<AtomicU64>,
+}
+
+impl Watcher {
+    async fn start(urls: Vec<String>, rooms: &[&str], encoding: Encoding) -> Watcher {
+        let mut config = ClientConfig::new(urls[0].clone());
+        config.urls = urls;
+        config.encoding = encoding;
+        let (client, mut events) = Client::start(config);
+        let ledgers: Arc<std::sync::Mutex<HashMap<String, Ledger>>> = Default::default();
+        let recorded = ledgers.clone();
+        let reconnects = Arc::new(AtomicU64::new(0));
+        let counted = reconnects.clone();
+        let names: Vec<String> = rooms.iter().map(|r| r.to_string()).collect();
+        tokio::spawn(async move {
+            while let Some(event) = events.recv().await {
+                if matches!(
+                    event,
+                    Event::Connected {
+                        reconnect: true,
+                        ..
+                    }
+                ) {
+                    counted.fetch_add(1, Ordering::Relaxed);
+                }
+                let mut ledgers = recorded.lock().unwrap();
+                for room in &names {
+                    ledgers
+                        .entry(room.clone())
+                        .or_default()
+                        .record(room, &event);
+                }
+            }
+        });
+        for room in rooms {
+            client.subscribe(room).await.expect("subscribes");
+        }
+        Watcher {
+            _client: client,
+            ledgers,
+            reconnects,
+        }
+    }
+
+    fn ledger(&self, room: &str) -> Ledger {
+        self.ledgers
+            .lock()
+            .unwrap()
+            .get(room)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    async fn wait_for(&self, room: &str, seq: u64) -> Ledger {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let ledger = self.ledger(room);
+            if ledger.last() >= seq {
+                return ledger;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "stuck at {} waiting for {seq}",
+                ledger.last()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// Publishes `count` messages through a resilient client; returns the highest acked seq.
+fn spawn_publisher(
+    urls: Vec<String>,
+    room: &'static str,
+    count: u64,
+    pause: Duration,
+    progress: Arc<AtomicU64>,
+) -> tokio::task::JoinHandle<u64> {
+    tokio::spawn(async move {
+        let mut config = ClientConfig::new(urls[0].clone());
+        config.urls = urls;
+        config.request_timeout = Duration::from_secs(30);
+        let (client, _events) = Client::start(config);
+        let mut highest = 0;
+        for n in 0..count {
+            let ack = client
+                .publish(room, json!({ "n": n }), None)
+                .await
+                .expect("every publish is acked in the end");
+            highest = highest.max(ack.position.seq);
+            progress.fetch_add(1, Ordering::Relaxed);
+            tokio::time::sleep(pause).await;
+        }
+        client.stop().await;
+        highest
+    })
+}
+
+async fn wait_progress(progress: &AtomicU64, at_least: u64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while progress.load(Ordering::Relaxed) < at_least {
+        assert!(tokio::time::Instant::now() < deadline, "publishing stalled");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_share_rooms_in_one_order() {
+    const EACH: u64 = 100;
+    let redis = RedisServer::start().await;
+    let nodes = instances(&redis.url(), 3).await;
+    let mut subscribers = Vec::new();
+    for node in &nodes {
+        for encoding in [Encoding::Json, Encoding::MsgPack] {
+            let mut client = TestClient::connect(&node.url(), encoding).await;
+            client.subscribe("orders", None).await;
+            subscribers.push(client);
+        }
+    }
+    let publishers: Vec<_> = nodes
+        .iter()
+        .enumerate()
+        .map(|(p, node)| {
+            let url = node.url();
+            tokio::spawn(async move {
+                let mut client = TestClient::connect(&url, Encoding::MsgPack).await;
+                for n in 0..EACH {
+                    client
+                        .publish("orders", json!({"p": p, "n": n}), None)
+                        .await;
+                }
+            })
+        })
+        .collect();
+    for publisher in publishers {
+        publisher.await.unwrap();
+    }
+    let mut orders = Vec::new();
+    for subscriber in &mut subscribers {
+        let mut order = Vec::new();
+        for expected in 1..=3 * EACH {
+            let (_, _, seq, data) = subscriber.message().await;
+            assert_eq!(seq, expected, "gap-free and in order on every instance");
+            order.push(data);
+        }
+        orders.push(order);
+    }
+    assert!(
+        orders.windows(2).all(|w| w[0] == w[1]),
+        "one order everywhere"
+    );
+}
+
+/// `kill -9` of one of two instances while publishers and subscribers are busy on both:
+/// every client of the dead instance reconnects to the survivor and resumes, and every
+/// subscriber ends with every message exactly once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_an_instance_loses_nothing() {
+    const MESSAGES: u64 = 150;
+    let redis = RedisServer::start().await;
+    let mut nodes = instances(&redis.url(), 2).await;
+    let (a, b) = (nodes[0].url(), nodes[1].url());
+    let mut watchers = Vec::new();
+    for i in 0..12 {
+        let urls = if i % 2 == 0 {
+            vec![a.clone(), b.clone()]
+        } else {
+            vec![b.clone(), a.clone()]
+        };
+        let encoding = if i % 3 == 0 {
+            Encoding::Json
+        } else {
+            Encoding::MsgPack
+        };
+        watchers.push(Watcher::start(urls, &["failover"], encoding).await);
+    }
+    let progress = Arc::new(AtomicU64::new(0));
+    let publishers = [
+        spawn_publisher(
+            vec![a.clone(), b.clone()],
+            "failover",
+            MESSAGES,
+            Duration::from_millis(5),
+            progress.clone(),
+        ),
+        spawn_publisher(
+            vec![b.clone(), a.clone()],
+            "failover",
+            MESSAGES,
+            Duration::from_millis(5),
+            progress.clone(),
+        ),
+    ];
+    wait_progress(&progress, MESSAGES / 2).await;
+    nodes[0].signal("KILL");
+    let _ = nodes[0].wait(Duration::from_secs(10)).await;
+
+    let mut highest = 0;
+    for publisher in publishers {
+        highest = highest.max(publisher.await.unwrap());
+    }
+    assert!(highest >= 2 * MESSAGES);
+    let moved: u64 = watchers
+        .iter()
+        .map(|w| w.reconnects.load(Ordering::Relaxed))
+        .sum();
+    assert!(
+        moved >= 6,
+        "the dead instance's clients moved over ({moved})"
+    );
+    for (i, watcher) in watchers.iter().enumerate() {
+        let ledger = watcher.wait_for("failover", highest).await;
+        assert_eq!(ledger.losses, 0, "watcher {i} resumed exactly every time");
+        assert_eq!(
+            ledger.verdict(1, highest),
+            Verdict::default(),
+            "watcher {i}"
+        );
+    }
+    drop(nodes);
+}
+
+/// The publisher's instance sequenced the publish but the ack never reached the
+/// publisher; it retries on another instance with the same key: one delivery, same seq.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_retried_on_another_instance_is_delivered_once() {
+    let redis = RedisServer::start().await;
+    let mut nodes = instances(&redis.url(), 2).await;
+    let mut watcher = TestClient::connect(&nodes[1].url(), Encoding::Json).await;
+    watcher.subscribe("payments", None).await;
+
+    let mut doomed = Connection::connect(&nodes[0].url(), Some(Encoding::MsgPack))
+        .await
+        .unwrap();
+    doomed.next_frame(WAIT).await.unwrap(); // welcome
+    doomed
+        .send(&ClientFrame::Publish {
+            id: Some(1),
+            room: "payments".into(),
+            data: json!({"amount": 10}),
+            key: Some("payment-7".into()),
+        })
+        .await
+        .unwrap();
+    // It was sequenced (the other instance delivers it)...
+    let (_, epoch, seq, _) = watcher.message().await;
+    // ...but its instance dies before the publisher reads the ack.
+    nodes[0].signal("KILL");
+    let _ = nodes[0].wait(Duration::from_secs(10)).await;
+    drop(doomed);
+
+    let mut retry = TestClient::connect(&nodes[1].url(), Encoding::Json).await;
+    let (ack, duplicate, _) = retry
+        .publish("payments", json!({"amount": 10}), Some("payment-7"))
+        .await;
+    assert!(duplicate);
+    assert_eq!(ack, Position::new(epoch, seq));
+    assert_eq!(
+        watcher.maybe_next(Duration::from_millis(500)).await,
+        None,
+        "delivered once"
+    );
+}
+
+/// Redis stops answering (SIGSTOP) mid-stream: publishes fail fast instead of hanging or
+/// acking falsely, instances report not ready, and after SIGCONT everything acked is
+/// delivered exactly once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_redis_fails_publishes_fast_and_nothing_is_lost() {
+    const MESSAGES: u64 = 120;
+    let redis = RedisServer::start().await;
+    let nodes = instances(&redis.url(), 2).await;
+    let (a, b) = (nodes[0].url(), nodes[1].url());
+    let watcher = Watcher::start(vec![b.clone()], &["ticks"], Encoding::MsgPack).await;
+    let progress = Arc::new(AtomicU64::new(0));
+    let publisher = spawn_publisher(
+        vec![a.clone()],
+        "ticks",
+        MESSAGES,
+        Duration::from_millis(10),
+        progress.clone(),
+    );
+    wait_progress(&progress, MESSAGES / 3).await;
+
+    redis.signal("STOP");
+    let mut probe = TestClient::connect(&a, Encoding::Json).await;
+    let started = tokio::time::Instant::now();
+    probe
+        .send(ClientFrame::Publish {
+            id: Some(1),
+            room: "ticks".into(),
+            data: json!("during the pause"),
+            key: None,
+        })
+        .await;
+    match probe.next().await {
+        ServerFrame::Error { code, .. } => assert!(code.is_temporary(), "{code:?}"),
+        other => panic!("a publish during the pause must fail, got {other:?}"),
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "failed fast: {:?}",
+        started.elapsed()
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while http_get(&nodes[0].addr, "/readyz")
+        .await
+        .starts_with("HTTP/1.1 200")
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not-ready never reported"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    redis.signal("CONT");
+
+    let highest = publisher.await.unwrap();
+    wait_ready(&nodes[0].addr).await;
+    let ledger = watcher.wait_for("ticks", highest).await;
+    assert_eq!(ledger.verdict(1, highest), Verdict::default());
+    assert_eq!(ledger.losses, 0);
+}
+
+/// Redis comes back empty: subscribed clients are told at once (a `reset` with a new
+/// epoch), new messages flow in the new epoch, and a resume from the old epoch reports
+/// `recovered: false`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_redis_restart_moves_rooms_to_a_new_epoch() {
+    let mut redis = RedisServer::start().await;
+    let nodes = instances(&redis.url(), 2).await;
+    let mut watcher = TestClient::connect(&nodes[1].url(), Encoding::Json).await;
+    watcher.subscribe("news", None).await;
+    let mut publisher = TestClient::connect(&nodes[0].url(), Encoding::Json).await;
+    for n in 1..=3 {
+        publisher.publish("news", json!(n), None).await;
+    }
+    let (_, old_epoch, _, _) = watcher.message().await;
+    watcher.message().await;
+    watcher.message().await;
+
+    redis.restart_empty().await;
+    expect_reset(&mut watcher, &old_epoch).await;
+    let new_epoch = publish_after_recovery(&nodes[0].url(), "news").await;
+    assert_ne!(new_epoch, old_epoch);
+    let (_, epoch, seq, _) = watcher.message().await;
+    assert_eq!((epoch, seq), (new_epoch, 1));
+
+    let mut late = TestClient::connect(&nodes[1].url(), Encoding::Json).await;
+    let resumed = late
+        .subscribe("news", Some(Position::new(old_epoch, 3)))
+        .await;
+    assert!(!resumed.recovered);
+}
+
+/// Redis comes back from an older snapshot — same keys, lower sequence numbers. Without
+/// a new epoch, new messages would reuse sequence numbers that clients already saw.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_restored_from_an_older_snapshot_does_not_reuse_sequence_numbers() {
+    let mut redis = RedisServer::start().await;
+    let nodes = instances(&redis.url(), 2).await;
+    let mut watcher = TestClient::connect(&nodes[1].url(), Encoding::Json).await;
+    watcher.subscribe("ledger", None).await;
+    let mut publisher = TestClient::connect(&nodes[0].url(), Encoding::Json).await;
+    for n in 1..=5 {
+        publisher.publish("ledger", json!(n), None).await;
+    }
+    assert_eq!(redis.cli(&["SAVE"]).await.as_deref(), Some("OK"));
+    for n in 6..=10 {
+        publisher.publish("ledger", json!(n), None).await;
+    }
+    let mut epoch = None;
+    for expected in 1..=10 {
+        let (_, e, seq, _) = watcher.message().await;
+        assert_eq!(seq, expected);
+        epoch = Some(e);
+    }
+    let old_epoch = epoch.unwrap();
+
+    redis.restart().await; // SIGKILL, then load the snapshot taken at seq 5
+    let meta = redis.cli(&["HGET", "rc:{ledger}:meta", "seq"]).await;
+    assert!(
+        matches!(meta.as_deref(), Some("5") | Some("0")),
+        "older data is back: {meta:?}"
+    );
+
+    expect_reset(&mut watcher, &old_epoch).await;
+    let new_epoch = publish_after_recovery(&nodes[0].url(), "ledger").await;
+    assert_ne!(
+        new_epoch, old_epoch,
+        "no sequence number of the old epoch is reused"
+    );
+    let (_, epoch, seq, _) = watcher.message().await;
+    assert_eq!((epoch, seq), (new_epoch, 1));
+
+    let mut late = TestClient::connect(&nodes[0].url(), Encoding::Json).await;
+    let resumed = late
+        .subscribe("ledger", Some(Position::new(old_epoch, 10)))
+        .await;
+    assert!(!resumed.recovered);
+}
+
+/// Waits for the `reset` that tells a live subscriber its room lost continuity.
+async fn expect_reset(watcher: &mut TestClient, old_epoch: &roomcast::stream::Epoch) {
+    match tokio::time::timeout(
+        Duration::from_secs(20),
+        watcher.conn.next_frame(Duration::from_secs(20)),
+    )
+    .await
+    .expect("a reset arrives")
+    .expect("a frame")
+    {
+        ServerFrame::Reset { epoch, reason, .. } => {
+            assert_ne!(&epoch, old_epoch);
+            assert_eq!(reason, "epoch_changed");
+        }
+        other => panic!("expected reset, got {other:?}"),
+    }
+}
+
+/// Publishes once Redis answers again; returns the epoch of the ack.
+async fn publish_after_recovery(url: &str, room: &str) -> roomcast::stream::Epoch {
+    let mut client = TestClient::connect(url, Encoding::Json).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        client
+            .send(ClientFrame::Publish {
+                id: Some(1),
+                room: room.into(),
+                data: json!("after"),
+                key: Some("after-recovery".into()),
+            })
+            .await;
+        match client.next().await {
+            ServerFrame::Ack { epoch, .. } => return epoch,
+            ServerFrame::Error { code, .. } if code.is_temporary() => {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "Redis never came back"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+/// A 3-master Redis Cluster: sharded Pub/Sub, rooms spread over slots, two instances.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_cluster_shares_rooms_through_sharded_pubsub() {
+    const EACH: u64 = 20;
+    let cluster = RedisCluster::start().await;
+    let nodes = instances(&cluster.url(), 2).await;
+    let rooms: Vec<String> = (0..8).map(|i| format!("room-{i}")).collect();
+    let room_refs: Vec<&str> = rooms.iter().map(String::as_str).collect();
+    let watchers = [
+        Watcher::start(vec![nodes[0].url()], &room_refs, Encoding::MsgPack).await,
+        Watcher::start(vec![nodes[1].url()], &room_refs, Encoding::Json).await,
+    ];
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    for (i, node) in nodes.iter().enumerate() {
+        let url = node.url();
+        let rooms = rooms.clone();
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let mut client = TestClient::connect(&url, Encoding::MsgPack).await;
+            for n in 0..EACH {
+                for room in &rooms {
+                    client.publish(room, json!({"i": i, "n": n}), None).await;
+                }
+            }
+            tx.send(()).unwrap();
+        });
+    }
+    drop(tx);
+    while rx.recv().await.is_some() {}
+    for watcher in &watchers {
+        for room in &rooms {
+            let ledger = watcher.wait_for(room, 2 * EACH).await;
+            assert_eq!(ledger.verdict(1, 2 * EACH), Verdict::default(), "{room}");
+        }
+    }
+    // The rooms' channels are sharded channels, spread over the masters.
+    let mut sharded = 0;
+    for node in &cluster.nodes {
+        let channels = node
+            .cli(&["PUBSUB", "SHARDCHANNELS"])
+            .await
+            .unwrap_or_default();
+        sharded += channels.lines().filter(|l| l.contains(":ch")).count();
+    }
+    assert!(sharded >= rooms.len(), "sharded channels: {sharded}");
+}

@@ -1,0 +1,165 @@
+//! One conformance suite that every broker implementation passes: the embedded one and
+//! the Redis one (against a real redis-server).
+
+use crate::support::redis::RedisServer;
+use roomcast::broker::{
+    Broker, BrokerEvent, EventReceiver, HistoryQuery, HistorySettings, MemoryBroker,
+    PublishRequest, RedisBroker, RedisSettings,
+};
+use roomcast::config::Config;
+use roomcast::protocol::RoomName;
+use serde_json::json;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+fn settings() -> HistorySettings {
+    HistorySettings {
+        size: 3,
+        ttl_ms: 60_000,
+        meta_ttl_ms: 120_000,
+        idempotency_window_ms: 60_000,
+        idempotency_max_keys: 100,
+    }
+}
+
+fn request(n: u64, key: Option<&str>) -> PublishRequest {
+    PublishRequest {
+        data: json!({ "n": n }),
+        idempotency_key: key.map(str::to_owned),
+    }
+}
+
+async fn next_publication_seq(events: &mut EventReceiver) -> u64 {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), events.recv())
+            .await
+            .expect("an event")
+            .expect("channel open")
+        {
+            BrokerEvent::Publication(p) => return p.seq,
+            BrokerEvent::Resync => continue,
+        }
+    }
+}
+
+async fn conformance(broker: &dyn Broker, events: &mut EventReceiver) {
+    let room = RoomName::new_unchecked(&*format!("conf-{}", rand::random::<u32>()));
+
+    // A room read before any publish already has an epoch, at seq 0.
+    let empty = broker
+        .history(&room, HistoryQuery::Latest { limit: 10 })
+        .await
+        .unwrap();
+    assert_eq!(empty.top.seq, 0);
+    assert_eq!(empty.first_seq, None);
+    assert!(empty.publications.is_empty());
+
+    // Sequencing is gap-free and events follow in order, only while subscribed.
+    broker.subscribe(&room).await.unwrap();
+    broker.subscribe(&room).await.unwrap(); // idempotent
+    for n in 1..=5 {
+        let ack = broker.publish(&room, request(n, None)).await.unwrap();
+        assert_eq!(ack.position.seq, n);
+        assert_eq!(ack.position.epoch, empty.top.epoch);
+        assert!(!ack.duplicate);
+        assert_eq!(next_publication_seq(events).await, n);
+    }
+
+    // The replay buffer is bounded by count (3) and reads are consistent with the top.
+    let page = broker
+        .history(&room, HistoryQuery::After { seq: 0, limit: 10 })
+        .await
+        .unwrap();
+    assert_eq!(page.top.seq, 5);
+    assert_eq!(page.first_seq, Some(3));
+    let seqs: Vec<u64> = page.publications.iter().map(|p| p.seq).collect();
+    assert_eq!(seqs, vec![3, 4, 5]);
+    assert_eq!(page.publications[0].data, json!({"n": 3}));
+    let latest = broker
+        .history(&room, HistoryQuery::Latest { limit: 2 })
+        .await
+        .unwrap();
+    assert_eq!(
+        latest
+            .publications
+            .iter()
+            .map(|p| p.seq)
+            .collect::<Vec<_>>(),
+        vec![4, 5]
+    );
+    let after = broker
+        .history(&room, HistoryQuery::After { seq: 3, limit: 1 })
+        .await
+        .unwrap();
+    assert_eq!(
+        after.publications.iter().map(|p| p.seq).collect::<Vec<_>>(),
+        vec![4]
+    );
+
+    // A retried key gets the original ack and no second event.
+    let first = broker.publish(&room, request(6, Some("k"))).await.unwrap();
+    assert_eq!(next_publication_seq(events).await, 6);
+    let retry = broker.publish(&room, request(6, Some("k"))).await.unwrap();
+    assert!(retry.duplicate);
+    assert_eq!(retry.position, first.position);
+
+    // After unsubscribing, no more events for the room.
+    broker.unsubscribe(&room).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    while let Ok(event) = events.try_recv() {
+        assert!(matches!(event, BrokerEvent::Resync), "unexpected {event:?}");
+    }
+    broker.publish(&room, request(7, None)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        !matches!(events.try_recv(), Ok(BrokerEvent::Publication(_))),
+        "no events after unsubscribe"
+    );
+
+    // A reset with a stale epoch does nothing; with the current one it starts anew.
+    let unchanged = broker
+        .reset_epoch(&room, &roomcast::stream::Epoch::new("not-it"))
+        .await
+        .unwrap();
+    assert_eq!(
+        (unchanged.epoch.clone(), unchanged.seq),
+        (empty.top.epoch.clone(), 7)
+    );
+    let fresh = broker.reset_epoch(&room, &empty.top.epoch).await.unwrap();
+    assert_ne!(fresh.epoch, empty.top.epoch);
+    assert_eq!(fresh.seq, 0);
+    let ack = broker.publish(&room, request(8, None)).await.unwrap();
+    assert_eq!((ack.position.epoch, ack.position.seq), (fresh.epoch, 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_memory_broker_conforms() {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let broker = MemoryBroker::new(settings(), tx);
+    conformance(&broker, &mut rx).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_redis_broker_conforms() {
+    let redis = RedisServer::start().await;
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let config = Config::defaults();
+    let broker = RedisBroker::start(
+        &redis.url(),
+        "conformance",
+        settings(),
+        RedisSettings::from_config(&config.redis),
+        tx,
+    )
+    .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !broker.status().ready {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never ready: {:?}",
+            broker.status()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    conformance(&broker, &mut rx).await;
+}
