@@ -8,91 +8,14 @@
 //! port; its memory and CPU time are read from /proc, so the clients' own cost (in this
 //! process) is not counted.
 
+mod common;
+
+use common::{ServerProcess, connect, env_or};
 use futures_util::StreamExt;
 use roomcast::client::Connection;
-use roomcast::protocol::{ClientFrame, Encoding, ServerFrame};
+use roomcast::protocol::{ClientFrame, ServerFrame};
 use serde_json::json;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
-
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-struct ServerProcess {
-    child: Child,
-    addr: String,
-    pid: u32,
-}
-
-async fn start_server() -> ServerProcess {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_roomcast"))
-        .env("ROOMCAST_LISTEN", "127.0.0.1:0")
-        .env("ROOMCAST_LOG__FORMAT", "json")
-        .env("ROOMCAST_LOG__LEVEL", "warn,roomcast::server=info")
-        // The bench publisher outpaces one socket on purpose; let queues absorb it.
-        .env("ROOMCAST_CONNECTION__OUTBOUND_QUEUE", "100000")
-        .env("ROOMCAST_HISTORY__SIZE", "200000")
-        .env_remove("RUST_LOG")
-        .envs(std::env::vars().filter(|(k, _)| k.starts_with("MALLOC_")))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("server binary starts");
-    let pid = child.id().expect("running");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let addr = loop {
-        let line = lines.next_line().await.unwrap().expect("server listens");
-        let value: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
-        if value["message"] == "roomcast listening" {
-            break value["addr"].as_str().unwrap().to_owned();
-        }
-    };
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    ServerProcess { child, addr, pid }
-}
-
-/// Resident memory of a process, in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap()
-}
-
-/// User and system CPU time of a process, in microseconds.
-fn cpu_micros(pid: u32) -> (u64, u64) {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap()
-        .split_whitespace()
-        .collect();
-    // After the command name: state is field 3; utime and stime are fields 14 and 15.
-    let ticks = |i: usize| fields[i - 3].parse::<u64>().unwrap();
-    let hz = 100; // USER_HZ on Linux
-    (ticks(14) * 1_000_000 / hz, ticks(15) * 1_000_000 / hz)
-}
-
-async fn connect(url: &str) -> Connection {
-    let mut conn = Connection::connect(url, Some(Encoding::MsgPack))
-        .await
-        .expect("connects");
-    match conn.next_frame(Duration::from_secs(30)).await.unwrap() {
-        ServerFrame::Welcome { .. } => conn,
-        other => panic!("expected welcome, got {other:?}"),
-    }
-}
 
 async fn connect_many(url: &str, count: u64) -> Vec<Connection> {
     let connections = futures_util::stream::iter(0..count)
@@ -107,10 +30,10 @@ async fn connect_many(url: &str, count: u64) -> Vec<Connection> {
 async fn idle_memory(server: &ServerProcess, url: &str) {
     let count = env_or("BENCH_IDLE_CONNECTIONS", 10_000);
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let before = rss_kib(server.pid);
+    let before = server.rss_kib();
     let connections = connect_many(url, count).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let after = rss_kib(server.pid);
+    let after = server.rss_kib();
     let per_connection = (after - before) as f64 / count as f64;
     println!("idle connections:           {count}");
     println!("server RSS before / after:  {before} KiB / {after} KiB");
@@ -154,7 +77,7 @@ async fn fanout(server: &ServerProcess, url: &str) {
         .collect();
 
     let mut publisher = connect(url).await;
-    let cpu_before = cpu_micros(server.pid);
+    let cpu_before = server.cpu_micros();
     let start = Instant::now();
     // Publishes without waiting for each ack (the server answers them in order).
     for n in 0..messages {
@@ -172,7 +95,7 @@ async fn fanout(server: &ServerProcess, url: &str) {
     for reader in readers {
         finished = finished.max(reader.await.unwrap());
     }
-    let cpu_after = cpu_micros(server.pid);
+    let cpu_after = server.cpu_micros();
     let elapsed = finished - start;
     let deliveries = subscribers * messages;
     let user = cpu_after.0 - cpu_before.0;
@@ -197,7 +120,12 @@ fn main() {
         .build()
         .unwrap();
     runtime.block_on(async {
-        let mut server = start_server().await;
+        // The bench publisher outpaces one socket on purpose; let queues absorb it.
+        let mut server = ServerProcess::start(&[
+            ("ROOMCAST_CONNECTION__OUTBOUND_QUEUE", "100000"),
+            ("ROOMCAST_HISTORY__SIZE", "200000"),
+        ])
+        .await;
         let url = format!("ws://{}/ws", server.addr);
         idle_memory(&server, &url).await;
         fanout(&server, &url).await;

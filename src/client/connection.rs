@@ -135,6 +135,27 @@ impl Connection {
         }
     }
 
+    /// Waits up to `timeout` for the next data frame, undecoded (benchmarks decode later
+    /// to keep the measurement light).
+    pub async fn next_raw(&mut self, timeout: Duration) -> Result<Message, ClientError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            match tokio::time::timeout_at(deadline, self.socket.next()).await {
+                Err(_) => return Err(ClientError::Timeout),
+                Ok(None) => return Err(ClientError::Closed(self.close_code)),
+                Ok(Some(Ok(message @ (Message::Text(_) | Message::Binary(_))))) => {
+                    return Ok(message);
+                }
+                Ok(Some(Ok(Message::Close(frame)))) => {
+                    self.close_code = frame.map(|f| u16::from(f.code));
+                    return Err(ClientError::Closed(self.close_code));
+                }
+                Ok(Some(Ok(_))) => continue,
+                Ok(Some(Err(e))) => return Err(ClientError::Io(e.to_string())),
+            }
+        }
+    }
+
     /// Waits up to `timeout` for the server to close, skipping frames; returns the code.
     pub async fn closed(&mut self, timeout: Duration) -> Result<Option<u16>, ClientError> {
         let deadline = tokio::time::Instant::now() + timeout;

@@ -539,3 +539,88 @@ async fn a_redis_cluster_shares_rooms_through_sharded_pubsub() {
     }
     assert!(sharded >= rooms.len(), "sharded channels: {sharded}");
 }
+
+/// Hard case 7: the last local subscriber leaves and comes back at once, over and over,
+/// while the room's actor stops (no linger) and unsubscribes from Redis: no message is
+/// lost at the seams, and no Redis subscription leaks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quick_unsubscribe_and_resubscribe_lose_nothing_and_leak_nothing() {
+    let redis = RedisServer::start().await;
+    let url = redis.url();
+    let node = RoomcastProcess::start(&[
+        ("ROOMCAST_REDIS_URL", url.as_str()),
+        ("ROOMCAST_ROOMS__LINGER_MS", "0"),
+    ])
+    .await;
+    wait_ready(&node.addr).await;
+    let progress = Arc::new(AtomicU64::new(0));
+    let publisher = spawn_publisher(
+        vec![node.url()],
+        "flap",
+        300,
+        Duration::from_millis(2),
+        progress.clone(),
+    );
+
+    let mut client = TestClient::connect(&node.url(), Encoding::Json).await;
+    let first = client.subscribe("flap", None).await;
+    let mut position = first.position.clone();
+    let mut seen = Vec::new();
+    for round in 0..40u64 {
+        for _ in 0..(round % 5) {
+            if let Some(ServerFrame::Message { seq, .. }) =
+                client.maybe_next(Duration::from_millis(500)).await
+            {
+                seen.push(seq);
+                position.seq = seq;
+            }
+        }
+        client
+            .send(ClientFrame::Unsubscribe {
+                id: Some(1_000 + round),
+                room: "flap".into(),
+            })
+            .await;
+        loop {
+            match client.next().await {
+                ServerFrame::Message { seq, .. } => {
+                    seen.push(seq);
+                    position.seq = seq;
+                }
+                ServerFrame::Unsubscribed { .. } => break,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        let resumed = client.subscribe("flap", Some(position.clone())).await;
+        assert!(resumed.recovered, "round {round}");
+    }
+    let highest = publisher.await.unwrap();
+    while position.seq < highest {
+        let (_, _, seq, _) = client.message().await;
+        seen.push(seq);
+        position.seq = seq;
+    }
+    assert_eq!(seen, (first.position.seq + 1..=highest).collect::<Vec<_>>());
+
+    let numsub = async |redis: &RedisServer| {
+        let reply = redis
+            .cli(&["PUBSUB", "NUMSUB", "rc:{flap}:ch"])
+            .await
+            .unwrap_or_default();
+        reply.lines().last().unwrap_or("").trim().to_owned()
+    };
+    assert_eq!(
+        numsub(&redis).await,
+        "1",
+        "one subscription while subscribed"
+    );
+    drop(client);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while numsub(&redis).await != "0" {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the Redis subscription leaked"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
