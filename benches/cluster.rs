@@ -237,8 +237,11 @@ async fn run() {
     let mut total = 0;
     let mut breakdown = Vec::new();
     for (name, after) in &calls_after {
-        let delta = after - calls_before.get(name).copied().unwrap_or(0);
-        if delta > 0 && name != "info" {
+        let mut delta = after - calls_before.get(name).copied().unwrap_or(0);
+        if name == "info" {
+            delta -= 1; // one of the two INFO commandstats calls of this benchmark
+        }
+        if delta > 0 {
             total += delta;
             breakdown.push(format!(
                 "{name} {:.2}",
@@ -247,7 +250,7 @@ async fn run() {
         }
     }
     println!(
-        "Redis commands per publish: {:.2} ({}); round trips per publish: 1",
+        "Redis commands per publish (with an idempotency key): {:.2} ({}); round trips per publish: 1",
         total as f64 / burst_messages as f64,
         breakdown.join(", ")
     );
