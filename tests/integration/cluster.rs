@@ -624,3 +624,35 @@ async fn quick_unsubscribe_and_resubscribe_lose_nothing_and_leak_nothing() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// The Pub/Sub connection dies silently (established socket, nothing arrives): the
+/// probe notices, the connection is replaced, and the room fills what it missed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silently_dead_pubsub_connection_is_detected_and_replaced() {
+    let redis = RedisServer::start().await;
+    let proxy = crate::support::proxy::SilencingProxy::start(redis.port).await;
+    let url = format!("redis://127.0.0.1:{}", proxy.port);
+    let mut env = vec![("ROOMCAST_REDIS_URL", url.as_str())];
+    env.extend(FAST_PROBES);
+    let mut node = RoomcastProcess::start(&env).await;
+    wait_ready(&node.addr).await;
+    let watcher = Watcher::start(vec![node.url()], &["quiet-death"], Encoding::MsgPack).await;
+    let progress = Arc::new(AtomicU64::new(0));
+    let publisher = spawn_publisher(
+        vec![node.url()],
+        "quiet-death",
+        100,
+        Duration::from_millis(20),
+        progress.clone(),
+    );
+    wait_progress(&progress, 20).await;
+
+    proxy.silence_pubsub();
+    node.wait_for_log("no probe received", Duration::from_secs(10))
+        .await;
+
+    let highest = publisher.await.unwrap();
+    let ledger = watcher.wait_for("quiet-death", highest).await;
+    assert_eq!(ledger.verdict(1, highest), Verdict::default());
+    assert_eq!(ledger.losses, 0);
+}

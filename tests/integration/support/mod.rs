@@ -2,6 +2,7 @@
 
 pub mod ledger;
 pub mod process;
+pub mod proxy;
 pub mod redis;
 
 use roomcast::client::{ClientError, Connection};

@@ -12,6 +12,7 @@ pub struct RoomcastProcess {
     child: Child,
     /// The bound address, read from the start-up log line.
     pub addr: String,
+    logs: mpsc::UnboundedReceiver<String>,
 }
 
 impl RoomcastProcess {
@@ -55,12 +56,26 @@ impl RoomcastProcess {
         })
         .await
         .expect("roomcast starts listening");
-        RoomcastProcess { child, addr }
+        RoomcastProcess { child, addr, logs }
     }
 
     /// The WebSocket URL.
     pub fn url(&self) -> String {
         format!("ws://{}/ws", self.addr)
+    }
+
+    /// Waits until a log line contains `needle`; returns the line.
+    pub async fn wait_for_log(&mut self, needle: &str, timeout: Duration) -> String {
+        tokio::time::timeout(timeout, async {
+            while let Some(line) = self.logs.recv().await {
+                if line.contains(needle) {
+                    return line;
+                }
+            }
+            panic!("roomcast exited before logging {needle:?}");
+        })
+        .await
+        .unwrap_or_else(|_| panic!("no log line with {needle:?} within {timeout:?}"))
     }
 
     /// Sends a signal (`TERM`, `KILL`, `STOP`, `CONT`).

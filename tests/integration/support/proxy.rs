@@ -1,0 +1,99 @@
+//! A TCP proxy in front of Redis that can make Pub/Sub connections go silent: the
+//! socket stays established, but nothing the server sends arrives any more — the failure
+//! that health checks based on "is the socket open" miss.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// The proxy; dropping it stops accepting (open connections die with the test).
+pub struct SilencingProxy {
+    /// Address clients connect to.
+    pub port: u16,
+    /// Connections accepted before this generation are silenced once they subscribed.
+    silence_before: Arc<AtomicU64>,
+    accepted: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl SilencingProxy {
+    /// Proxies `127.0.0.1:upstream`.
+    pub async fn start(upstream: u16) -> SilencingProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let silence_before = Arc::new(AtomicU64::new(0));
+        let accepted = Arc::new(AtomicU64::new(0));
+        let (silence, count) = (silence_before.clone(), accepted.clone());
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let generation = count.fetch_add(1, Ordering::SeqCst) + 1;
+                let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)).await else {
+                    continue;
+                };
+                tokio::spawn(pump(client, server, generation, silence.clone()));
+            }
+        });
+        SilencingProxy {
+            port,
+            silence_before,
+            accepted,
+            task,
+        }
+    }
+
+    /// From now on, Pub/Sub connections opened so far receive nothing.
+    pub fn silence_pubsub(&self) {
+        let current = self.accepted.load(Ordering::SeqCst);
+        self.silence_before.store(current + 1, Ordering::SeqCst);
+    }
+}
+
+impl Drop for SilencingProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn pump(
+    client: TcpStream,
+    server: TcpStream,
+    generation: u64,
+    silence_before: Arc<AtomicU64>,
+) {
+    let (mut client_read, mut client_write) = client.into_split();
+    let (mut server_read, mut server_write) = server.into_split();
+    let subscribed = Arc::new(AtomicBool::new(false));
+    let seen = subscribed.clone();
+    let upstream = tokio::spawn(async move {
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            let n = match client_read.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            if buf[..n]
+                .windows(9)
+                .any(|w| w.eq_ignore_ascii_case(b"SUBSCRIBE"))
+            {
+                seen.store(true, Ordering::SeqCst);
+            }
+            if server_write.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match server_read.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let silenced =
+            subscribed.load(Ordering::SeqCst) && generation < silence_before.load(Ordering::SeqCst);
+        if !silenced && client_write.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+    }
+    upstream.abort();
+}
