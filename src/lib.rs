@@ -21,4 +21,6 @@ pub mod protocol;
 pub mod room;
 pub mod server;
 pub mod stream;
+pub mod store;
 pub mod telemetry;
+pub mod tracker;

@@ -1,0 +1,273 @@
+//! Storage of the issue tracker with sqlx: SQLite by default, PostgreSQL when the URL says
+//! so. One code path serves both (sqlx's `Any` driver; the queries use `$n` placeholders,
+//! which both accept); the schema is kept as one migration set per backend under
+//! `migrations/`, with the same tables, constraints and rules.
+//!
+//! Every mutation writes, in one transaction: the change itself, its audit entry, its
+//! outbox event (broadcast later by the relay), and the stored response of its
+//! idempotency key, if any. A request that fails leaves nothing behind.
+
+mod audit;
+mod comments;
+mod idempotency;
+mod issues;
+mod outbox;
+
+pub use audit::{AuditEntry, AuditQuery};
+pub use idempotency::{IdempotencyKey, StoredResponse};
+pub use issues::IssueFilter;
+pub use outbox::OutboxRow;
+
+use crate::tracker::{Action, Actor, Entity};
+use serde_json::Value;
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::{AnyConnection, AnyPool, ConnectOptions, SqlSafeStr};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+
+/// Which database runs behind the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// A SQLite file.
+    Sqlite,
+    /// PostgreSQL.
+    Postgres,
+}
+
+/// Store failures, as the API needs to tell them apart.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The row does not exist.
+    #[error("not found")]
+    NotFound,
+    /// `If-Match` named another version than the current one.
+    #[error("version {current} is current")]
+    VersionMismatch {
+        /// The row's current version.
+        current: i64,
+    },
+    /// The database refused a value (a CHECK constraint).
+    #[error("refused by the database: {0}")]
+    Constraint(String),
+    /// The database cannot be reached.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// Anything else.
+    #[error("database error: {0}")]
+    Internal(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(err: sqlx::Error) -> Self {
+        match &err {
+            sqlx::Error::RowNotFound => StoreError::NotFound,
+            sqlx::Error::Database(db) => {
+                let message = db.message().to_owned();
+                if message.contains("CHECK constraint") || message.contains("check constraint") {
+                    StoreError::Constraint(message)
+                } else if message.contains("FOREIGN KEY") || message.contains("foreign key") {
+                    StoreError::NotFound
+                } else {
+                    StoreError::Internal(message)
+                }
+            }
+            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
+                StoreError::Unavailable(err.to_string())
+            }
+            _ => StoreError::Internal(err.to_string()),
+        }
+    }
+}
+
+/// Who asks for a change, and which request it belongs to.
+#[derive(Debug, Clone)]
+pub struct Mutation {
+    /// Who.
+    pub actor: Actor,
+    /// The HTTP request id, recorded in the audit entry and the event.
+    pub request_id: String,
+    /// The request's `Idempotency-Key`, if any.
+    pub idempotency: Option<IdempotencyKey>,
+}
+
+/// Result of a mutation that may be answered from an idempotency record.
+#[derive(Debug)]
+pub enum Outcome<T> {
+    /// Done now.
+    Done(T),
+    /// The same key and request were seen before: the original response.
+    Replay(StoredResponse),
+    /// The key was used before with a different request.
+    KeyReused,
+}
+
+/// The issue tracker's store.
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+    /// Signalled after every commit that wrote outbox rows.
+    outbox_written: Arc<Notify>,
+}
+
+impl Store {
+    /// Connects (creating a SQLite file if needed) and applies pending migrations.
+    pub async fn connect(url: &str) -> Result<Store, StoreError> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Backend::Postgres
+        } else if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else {
+            return Err(StoreError::Internal(format!("unsupported database URL {url}")));
+        };
+        let options = AnyConnectOptions::from_str(url)
+            .map_err(|e| StoreError::Internal(format!("invalid database URL: {e}")))?
+            .log_statements(tracing::log::LevelFilter::Trace)
+            .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(1));
+        let pool = AnyPoolOptions::new()
+            // SQLite allows one writer at a time: one connection serializes the store's
+            // transactions instead of failing them with "database is locked".
+            .max_connections(if backend == Backend::Sqlite { 1 } else { 10 })
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(options)
+            .await
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        if backend == Backend::Sqlite {
+            sqlx::query("PRAGMA journal_mode = WAL").execute(&pool).await?;
+        }
+        migrator(backend)
+            .run(&pool)
+            .await
+            .map_err(|e| StoreError::Internal(format!("migration failed: {e}")))?;
+        Ok(Store {
+            pool,
+            backend,
+            outbox_written: Arc::new(Notify::new()),
+        })
+    }
+
+    /// Which database this is.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// A cheap round trip, for `/readyz`.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        let ping = sqlx::query("SELECT 1").execute(&self.pool);
+        match tokio::time::timeout(Duration::from_secs(2), ping).await {
+            Ok(result) => result.map(|_| ()).map_err(StoreError::from),
+            Err(_) => Err(StoreError::Unavailable("no answer within 2 s".into())),
+        }
+    }
+
+    /// Notified after each commit that wrote outbox rows.
+    pub fn outbox_written(&self) -> Arc<Notify> {
+        self.outbox_written.clone()
+    }
+
+    /// The pool (tests read tables directly).
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+}
+
+/// The migrations of one backend, compiled in.
+fn migrator(backend: Backend) -> Migrator {
+    let (sqlite, postgres) = (
+        include_str!("../../migrations/sqlite/0001_init.sql"),
+        include_str!("../../migrations/postgres/0001_init.sql"),
+    );
+    let sql = match backend {
+        Backend::Sqlite => sqlite,
+        Backend::Postgres => postgres,
+    };
+    Migrator::with_migrations(vec![Migration::new(
+        1,
+        "init".into(),
+        MigrationType::Simple,
+        sql.into_sql_str(),
+        false,
+    )])
+}
+
+/// Milliseconds since the Unix epoch, as stored.
+pub(crate) fn now_ms() -> i64 {
+    crate::stream::unix_ms() as i64
+}
+
+/// One change, as recorded by [`record_change`].
+pub(crate) struct Change {
+    pub entity: Entity,
+    pub action: Action,
+    pub id: i64,
+    pub project_id: i64,
+    pub issue_id: i64,
+    pub version: i64,
+    pub changes: Value,
+    pub at: i64,
+}
+
+/// Writes what every mutation writes besides the row itself, in its transaction: the
+/// audit entry, the outbox event, and the idempotency record (when `response` is given).
+pub(crate) async fn record_change(
+    conn: &mut AnyConnection,
+    mutation: &Mutation,
+    change: &Change,
+    response: Option<&StoredResponse>,
+) -> Result<(), StoreError> {
+    record_audit(conn, mutation, change.entity, change.id, change.action, &change.changes, change.at).await?;
+    let (rooms, event) = crate::tracker::event(
+        change.entity,
+        change.action,
+        change.id,
+        change.project_id,
+        change.issue_id,
+        change.version,
+        &change.changes,
+        &mutation.actor,
+        &mutation.request_id,
+        change.at,
+    );
+    outbox::enqueue(conn, &rooms, &event, change.at).await?;
+    if let (Some(key), Some(response)) = (&mutation.idempotency, response) {
+        idempotency::remember(conn, key, response).await?;
+    }
+    Ok(())
+}
+
+/// Whether an error is a unique-key violation (two requests with one idempotency key).
+pub(crate) fn is_unique_violation(err: &StoreError) -> bool {
+    matches!(err, StoreError::Internal(message)
+        if message.contains("UNIQUE constraint") || message.contains("duplicate key"))
+}
+
+/// Appends an audit entry.
+pub(crate) async fn record_audit(
+    conn: &mut AnyConnection,
+    mutation: &Mutation,
+    entity: Entity,
+    entity_id: i64,
+    action: Action,
+    changes: &Value,
+    at: i64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO audit_log (created_at, actor, actor_kind, entity, entity_id, action, changes, request_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(at)
+    .bind(&mutation.actor.name)
+    .bind(mutation.actor.kind)
+    .bind(entity.as_str())
+    .bind(entity_id)
+    .bind(action.as_str())
+    .bind(changes.to_string())
+    .bind(&mutation.request_id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,87 @@
+//! The outbox: events written with the change they describe, broadcast by the relay.
+
+use super::{Store, StoreError, now_ms};
+use serde_json::Value;
+use sqlx::AnyConnection;
+
+/// One pending event.
+#[derive(Debug, Clone)]
+pub struct OutboxRow {
+    /// Row id: also the base of the idempotency key of its publishes.
+    pub id: i64,
+    /// When the change was committed (ms).
+    pub created_at: i64,
+    /// Rooms to publish to.
+    pub rooms: Vec<String>,
+    /// The event.
+    pub event: Value,
+}
+
+/// Writes an event inside the mutation's transaction.
+pub(crate) async fn enqueue(
+    conn: &mut AnyConnection,
+    rooms: &[String],
+    event: &Value,
+    at: i64,
+) -> Result<(), StoreError> {
+    sqlx::query("INSERT INTO outbox (created_at, rooms, event) VALUES ($1, $2, $3)")
+        .bind(at)
+        .bind(serde_json::to_string(rooms).expect("strings serialize"))
+        .bind(event.to_string())
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+impl Store {
+    /// The oldest unpublished events, in commit order.
+    pub async fn pending_outbox(&self, limit: i64) -> Result<Vec<OutboxRow>, StoreError> {
+        let rows: Vec<(i64, i64, String, String)> = sqlx::query_as(
+            "SELECT id, created_at, rooms, event FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|(id, created_at, rooms, event)| {
+                Ok(OutboxRow {
+                    id,
+                    created_at,
+                    rooms: serde_json::from_str(&rooms)
+                        .map_err(|e| StoreError::Internal(format!("outbox {id}: {e}")))?,
+                    event: serde_json::from_str(&event)
+                        .map_err(|e| StoreError::Internal(format!("outbox {id}: {e}")))?,
+                })
+            })
+            .collect()
+    }
+
+    /// Marks an event as published (after the broker acknowledged every room).
+    pub async fn mark_published(&self, id: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE outbox SET published_at = $1 WHERE id = $2")
+            .bind(now_ms())
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Number of unpublished events and the commit time of the oldest.
+    pub async fn outbox_backlog(&self) -> Result<(i64, Option<i64>), StoreError> {
+        let (count, oldest): (i64, Option<i64>) = sqlx::query_as(
+            "SELECT COUNT(*), MIN(created_at) FROM outbox WHERE published_at IS NULL",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((count, oldest))
+    }
+
+    /// Deletes published events older than `before_ms`.
+    pub async fn purge_outbox(&self, before_ms: i64) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM outbox WHERE published_at IS NOT NULL AND published_at < $1")
+            .bind(before_ms)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+}

@@ -1,0 +1,9 @@
+//! The issue tracker behind the HTTP sidecar: its domain model. Storage is in
+//! [`crate::store`], the HTTP API in [`crate::api`].
+
+mod model;
+
+pub use model::{
+    ASSIGNEE_MAX, Action, Actor, Comment, Entity, Issue, IssuePatch, IssueType, NewIssue, Priority, Status,
+    TEXT_MAX, TITLE_MAX, changes, event, fields,
+};
