@@ -13,11 +13,14 @@
 //! - [`config`]: layered, validated configuration; [`telemetry`]: logging.
 //! - [`client`]: a Rust client with automatic reconnect and resume.
 
+pub mod api;
+pub mod auth;
 pub mod broker;
 pub mod client;
 pub mod config;
 pub mod connection;
 pub mod protocol;
+pub mod relay;
 pub mod room;
 pub mod server;
 pub mod stream;

@@ -214,6 +214,52 @@ impl HistorySettings {
     }
 }
 
+/// A history read as clients see it (the WebSocket `history` frame and the HTTP history
+/// route share it).
+#[derive(Debug, Clone)]
+pub struct HistoryReply {
+    /// The room's top.
+    pub top: Position,
+    /// With `since`: whether the messages continue exactly from it.
+    pub recovered: Option<bool>,
+    /// Messages, oldest first (none when `since` could not be honoured).
+    pub publications: Vec<Arc<Publication>>,
+}
+
+/// Reads up to `limit` messages after `since` (or the newest ones without it). When
+/// `since` cannot be continued exactly, says so and returns no messages, never a partial
+/// replay.
+pub async fn read_history(
+    broker: &dyn Broker,
+    room: &RoomName,
+    since: Option<&Position>,
+    limit: usize,
+) -> Result<HistoryReply, BrokerError> {
+    let query = match since {
+        Some(since) => HistoryQuery::After {
+            seq: since.seq,
+            limit,
+        },
+        None => HistoryQuery::Latest { limit },
+    };
+    let page = broker.history(room, query).await?;
+    let recovered = since.map(|since| {
+        matches!(
+            crate::stream::recover(since, &page.top, page.first_seq),
+            crate::stream::Recovery::UpToDate | crate::stream::Recovery::Replay { .. }
+        )
+    });
+    Ok(HistoryReply {
+        top: page.top,
+        publications: if recovered == Some(false) {
+            Vec::new()
+        } else {
+            page.publications
+        },
+        recovered,
+    })
+}
+
 /// The broker the configuration asks for: Redis when `redis_url` is set, else the
 /// embedded one. Must be called inside a tokio runtime.
 pub fn from_config(

@@ -22,6 +22,8 @@ pub struct Config {
     pub node_id: String,
     /// Redis shared by the cluster; empty means the embedded broker.
     pub redis_url: String,
+    /// Database of the issue tracker.
+    pub database_url: String,
     /// Logging.
     pub log: LogConfig,
     /// Per-connection limits.
@@ -32,6 +34,74 @@ pub struct Config {
     pub history: HistoryConfig,
     /// Redis connection tuning.
     pub redis: RedisConfig,
+    /// HTTP API limits.
+    pub api: ApiConfig,
+    /// Audit retention.
+    pub audit: AuditConfig,
+    /// Authentication.
+    pub auth: AuthConfig,
+    /// Rate limits.
+    pub rate_limits: RateLimitConfig,
+}
+
+/// `[api]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Largest request body (bytes).
+    pub max_body_bytes: usize,
+    /// Default page size.
+    pub page_default: i64,
+    /// Largest page size.
+    pub page_max: i64,
+}
+
+/// `[audit]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// Age at which entries are deleted (days).
+    pub retention_days: u64,
+    /// Interval of the retention job (s).
+    pub retention_interval_secs: u64,
+}
+
+/// `[auth]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// HS256 secret.
+    pub jwt_hs256_secret: String,
+    /// RS256 public key file (PEM).
+    pub jwt_rs256_public_key_file: String,
+    /// Required issuer.
+    pub jwt_issuer: String,
+    /// Required audience.
+    pub jwt_audience: String,
+    /// `name:token,…`
+    pub service_tokens: String,
+}
+
+/// `[rate_limits]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// User reads per second.
+    pub user_reads_per_second: f64,
+    /// User read burst.
+    pub user_read_burst: u32,
+    /// User mutations per second.
+    pub user_writes_per_second: f64,
+    /// User mutation burst.
+    pub user_write_burst: u32,
+    /// Service reads per second.
+    pub service_reads_per_second: f64,
+    /// Service read burst.
+    pub service_read_burst: u32,
+    /// Service mutations per second.
+    pub service_writes_per_second: f64,
+    /// Service mutation burst.
+    pub service_write_burst: u32,
 }
 
 /// `[log]`
@@ -182,6 +252,13 @@ impl Config {
         file: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, ConfigError> {
+        // The conventional DATABASE_URL stands for ROOMCAST_DATABASE_URL unless that is set.
+        let mut env: Vec<(String, String)> = env.into_iter().collect();
+        if !env.iter().any(|(k, _)| k == "ROOMCAST_DATABASE_URL")
+            && let Some((_, url)) = env.iter().find(|(k, _)| k == "DATABASE_URL")
+        {
+            env.push(("ROOMCAST_DATABASE_URL".into(), url.clone()));
+        }
         let table = layers::merged(file, env)?;
         let config: Config =
             serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|err| {
@@ -303,6 +380,49 @@ impl Config {
             "redis.probe_timeout_ms",
             "must be longer than redis.probe_interval_ms",
         )?;
+        check(
+            self.database_url.starts_with("sqlite:")
+                || self.database_url.starts_with("postgres://")
+                || self.database_url.starts_with("postgresql://"),
+            "database_url",
+            "must be sqlite:… or postgres://…",
+        )?;
+        check(
+            (1024..=64 << 20).contains(&self.api.max_body_bytes),
+            "api.max_body_bytes",
+            "must be between 1024 and 67108864",
+        )?;
+        check(
+            self.api.page_default >= 1 && self.api.page_default <= self.api.page_max,
+            "api.page_default",
+            "must be between 1 and api.page_max",
+        )?;
+        check(
+            self.audit.retention_days >= 1,
+            "audit.retention_days",
+            "must be at least 1",
+        )?;
+        check(
+            self.audit.retention_interval_secs >= 1,
+            "audit.retention_interval_secs",
+            "must be at least 1",
+        )?;
+        let l = &self.rate_limits;
+        for (ok, key) in [
+            (l.user_reads_per_second > 0.0 && l.user_read_burst >= 1, "rate_limits.user_reads_per_second"),
+            (l.user_writes_per_second > 0.0 && l.user_write_burst >= 1, "rate_limits.user_writes_per_second"),
+            (l.service_reads_per_second > 0.0 && l.service_read_burst >= 1, "rate_limits.service_reads_per_second"),
+            (l.service_writes_per_second > 0.0 && l.service_write_burst >= 1, "rate_limits.service_writes_per_second"),
+        ] {
+            check(ok, key, "rates must be positive and bursts at least 1")?;
+        }
+        crate::auth::Authenticator::from_config(&self.auth).map_err(|e| ConfigError::Invalid {
+            key: match e.key {
+                "service_tokens" => "auth.service_tokens",
+                _ => "auth.jwt_rs256_public_key_file",
+            },
+            message: e.message,
+        })?;
         check(
             !self.rooms.name_extra_chars.contains(['{', '}']),
             "rooms.name_extra_chars",

@@ -8,13 +8,14 @@
 
 use super::Outbound;
 use super::context::ConnectionContext;
-use crate::broker::{HistoryQuery, PublishRequest};
+use crate::auth::Principal;
+use crate::broker::{PublishRequest, read_history};
 use crate::protocol::{
     ClientFrame, DecodeError, Encoding, ErrorCode, HistoryItem, PROTOCOL_VERSION, RoomName,
     ServerFrame,
 };
 use crate::room::{SubscribeError, Subscriber};
-use crate::stream::{Position, Recovery, recover};
+use crate::stream::Position;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use serde_json::Value;
 use std::collections::HashSet;
@@ -44,6 +45,8 @@ pub struct ConnectionArgs {
     pub encoding: Encoding,
     /// The connection's outbound queue.
     pub outbound: Outbound,
+    /// Who connected.
+    pub principal: Principal,
 }
 
 /// The connection actor.
@@ -57,6 +60,7 @@ pub struct ConnectionState {
     conn_id: u64,
     encoding: Encoding,
     outbound: Outbound,
+    principal: Principal,
     subscriptions: HashSet<RoomName>,
 }
 
@@ -87,6 +91,7 @@ impl Actor for ConnectionActor {
             conn_id: args.conn_id,
             encoding: args.encoding,
             outbound: args.outbound,
+            principal: args.principal,
             subscriptions: HashSet::new(),
         };
         state.send(&ServerFrame::Welcome {
@@ -171,6 +176,13 @@ impl ConnectionActor {
         let Some(room) = self.room_name(state, id, room) else {
             return;
         };
+        if !state.principal.may_subscribe(room.as_str()) {
+            return state.send_error(
+                id,
+                ErrorCode::Forbidden,
+                format!("your token does not allow subscribing to {room}"),
+            );
+        }
         if state.subscriptions.contains(&room) {
             return state.send_error(
                 id,
@@ -244,6 +256,13 @@ impl ConnectionActor {
         let Some(room) = self.room_name(state, id, room) else {
             return;
         };
+        if !state.principal.may_publish(room.as_str()) {
+            return state.send_error(
+                id,
+                ErrorCode::Forbidden,
+                format!("your token does not allow publishing to {room}"),
+            );
+        }
         if self.context.limits.publish_requires_subscription && !state.subscriptions.contains(&room)
         {
             return state.send_error(
@@ -282,17 +301,17 @@ impl ConnectionActor {
         let Some(room) = self.room_name(state, id, room) else {
             return;
         };
+        if !state.principal.may_subscribe(room.as_str()) {
+            return state.send_error(
+                id,
+                ErrorCode::Forbidden,
+                format!("your token does not allow reading {room}"),
+            );
+        }
         let max = self.context.limits.max_history as usize;
         let limit = limit.map_or(max, |l| (l as usize).min(max));
-        let query = match &since {
-            Some(since) => HistoryQuery::After {
-                seq: since.seq,
-                limit,
-            },
-            None => HistoryQuery::Latest { limit },
-        };
-        let page = match self.context.broker.history(&room, query).await {
-            Ok(page) => page,
+        let reply = match read_history(&*self.context.broker, &room, since.as_ref(), limit).await {
+            Ok(reply) => reply,
             Err(err) => {
                 return state.send_error(
                     id,
@@ -301,30 +320,21 @@ impl ConnectionActor {
                 );
             }
         };
-        let recovered = since.as_ref().map(|since| {
-            matches!(
-                recover(since, &page.top, page.first_seq),
-                Recovery::UpToDate | Recovery::Replay { .. }
-            )
-        });
-        let messages = if recovered == Some(false) {
-            Vec::new()
-        } else {
-            page.publications
-                .iter()
-                .map(|p| HistoryItem {
-                    seq: p.seq,
-                    time: p.time_ms,
-                    data: p.data.clone(),
-                })
-                .collect()
-        };
+        let messages = reply
+            .publications
+            .iter()
+            .map(|p| HistoryItem {
+                seq: p.seq,
+                time: p.time_ms,
+                data: p.data.clone(),
+            })
+            .collect();
         state.send(&ServerFrame::History {
             id,
             room: room.to_string(),
-            epoch: page.top.epoch,
-            seq: page.top.seq,
-            recovered,
+            epoch: reply.top.epoch,
+            seq: reply.top.seq,
+            recovered: reply.recovered,
             messages,
         });
     }

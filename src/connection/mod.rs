@@ -16,6 +16,7 @@ pub use actor::{ConnectionActor, ConnectionArgs, ConnectionMsg, ConnectionRef};
 pub use context::ConnectionContext;
 pub use outbound::{Item, Outbound, OutboundReceiver, QueueError, Received, channel};
 
+use crate::auth::Principal;
 use crate::protocol::{CloseCode, Encoding};
 use dashmap::DashMap;
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
@@ -70,7 +71,7 @@ impl Connections {
     }
 
     /// Serves one upgraded connection until it ends.
-    pub async fn serve<S>(&self, io: S, encoding: Encoding)
+    pub async fn serve<S>(&self, io: S, encoding: Encoding, principal: Principal)
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -85,6 +86,7 @@ impl Connections {
             session: session.clone(),
             encoding,
             outbound: outbound.clone(),
+            principal,
         };
         let actor = ConnectionActor {
             context: inner.context.clone(),

@@ -9,47 +9,82 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde::Serialize;
 use serde_json::json;
 use std::convert::Infallible;
+use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 /// Any error a response body may fail with.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// Response body type of every route.
 pub type Body = BoxBody<Bytes, BoxError>;
 
-/// Dispatches one request.
+/// Dispatches one request. Every response carries `X-Request-Id` (the caller's, when
+/// it sent a well-formed one).
 pub async fn route(
     request: Request<hyper::body::Incoming>,
     app: Arc<App>,
+    peer: IpAddr,
 ) -> Result<Response<Body>, Infallible> {
-    let response = match (request.method(), request.uri().path()) {
-        (_, "/ws") => websocket::upgrade(request, app.connections.clone()),
-        (&Method::GET, "/healthz") => json_response(
-            StatusCode::OK,
-            &json!({
-                "status": "ok",
-                "node": app.node_id,
-                "uptime_secs": app.started.elapsed().as_secs(),
-            }),
+    let started = Instant::now();
+    let request_id = request_id(request.headers());
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let (route, mut response) = match (&method, path.as_str()) {
+        (_, "/ws") => ("/ws", websocket::upgrade(request, &app)),
+        (&Method::GET, "/healthz") => (
+            "/healthz",
+            json_response(
+                StatusCode::OK,
+                &json!({
+                    "status": "ok",
+                    "node": app.node_id,
+                    "uptime_secs": app.started.elapsed().as_secs(),
+                }),
+            ),
         ),
-        (&Method::GET, "/readyz") => readiness(&app),
-        (_, "/healthz" | "/readyz") => json_error(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            "use GET",
+        (&Method::GET, "/readyz") => ("/readyz", readiness(&app).await),
+        (_, "/healthz" | "/readyz") => (
+            "/health",
+            json_error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "use GET"),
         ),
-        (_, path) => json_error(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            &format!("no route for {path}"),
+        (_, path) if path.starts_with("/api/v1/") || path == "/api/v1" => {
+            app.api.handle(request, peer, &request_id).await
+        }
+        (_, path) => (
+            "/other",
+            json_error(StatusCode::NOT_FOUND, "not_found", &format!("no route for {path}")),
         ),
     };
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert("x-request-id", value);
+    }
+    let status = response.status().as_u16().to_string();
+    metrics::counter!("roomcast_http_requests_total", "route" => route, "method" => method.to_string(), "status" => status)
+        .increment(1);
+    metrics::histogram!("roomcast_http_request_duration_seconds", "route" => route)
+        .record(started.elapsed().as_secs_f64());
     Ok(response)
 }
 
+/// The caller's `X-Request-Id` if well-formed (1 to 128 of `A-Za-z0-9._:-`), else a new
+/// UUID.
+fn request_id(headers: &hyper::HeaderMap) -> String {
+    headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|id| {
+            (1..=128).contains(&id.len())
+                && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b))
+        })
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string())
+}
+
 /// `/readyz`: ready to take new connections, with the reason when not.
-fn readiness(app: &App) -> Response<Body> {
+async fn readiness(app: &App) -> Response<Body> {
     let broker = app.broker.status();
-    let ready = broker.ready;
+    let store = app.api.store.ping().await;
+    let ready = broker.ready && store.is_ok();
     let status = if ready {
         StatusCode::OK
     } else {
@@ -61,6 +96,11 @@ fn readiness(app: &App) -> Response<Body> {
             "ready": ready,
             "checks": {
                 "broker": { "ready": broker.ready, "kind": app.broker.kind(), "detail": broker.detail },
+                "store": {
+                    "ready": store.is_ok(),
+                    "kind": match app.api.store.backend() { crate::store::Backend::Sqlite => "sqlite", crate::store::Backend::Postgres => "postgres" },
+                    "detail": match &store { Ok(()) => "ok".to_owned(), Err(err) => err.to_string() },
+                },
             },
         }),
     )

@@ -4,9 +4,12 @@
 mod http;
 mod websocket;
 
-pub use http::{Body, BoxError};
+pub use http::{Body, BoxError, empty, full, json_error, json_response};
 
+use crate::api::Api;
+use crate::auth::{AuthConfigError, Authenticator};
 use crate::broker::{Broker, BrokerError, EventReceiver};
+use crate::store::{Store, StoreError};
 use crate::config::Config;
 use crate::connection::{ConnectionContext, Connections};
 use crate::protocol::CloseCode;
@@ -33,6 +36,10 @@ pub struct App {
     pub rooms: Rooms,
     /// The broker.
     pub broker: Arc<dyn Broker>,
+    /// The HTTP API (issue tracker, audit, publish, history).
+    pub api: Arc<Api>,
+    /// Credentials for the API and the WebSocket endpoint.
+    pub auth: Arc<Authenticator>,
 }
 
 /// Start-up failures.
@@ -50,6 +57,12 @@ pub enum ServerError {
     /// The broker could not be set up.
     #[error("cannot set up the broker: {0}")]
     Broker(#[source] BrokerError),
+    /// The database could not be opened or migrated.
+    #[error("cannot open the database: {0}")]
+    Store(#[source] StoreError),
+    /// The authentication settings cannot be used.
+    #[error("invalid authentication settings: {0}")]
+    Auth(#[source] AuthConfigError),
     /// An actor system part failed to start.
     #[error("cannot start {what}: {source}")]
     Actors {
@@ -67,6 +80,8 @@ pub struct Server {
     local_addr: SocketAddr,
     stop_accepting: CancellationToken,
     accept_loop: JoinHandle<()>,
+    relay: JoinHandle<()>,
+    relay_stop: CancellationToken,
 }
 
 impl Server {
@@ -108,6 +123,19 @@ impl Server {
             rooms.clone(),
             broker.clone(),
         ));
+        let auth = Arc::new(Authenticator::from_config(&config.auth).map_err(ServerError::Auth)?);
+        if auth.is_open() {
+            tracing::warn!(
+                "NO AUTHENTICATION CONFIGURED: every client is anonymous and may read, write and publish anything; set [auth] keys before exposing this server"
+            );
+        }
+        let store = Store::connect(&config.database_url)
+            .await
+            .map_err(ServerError::Store)?;
+        let api = Arc::new(Api::new(config, store.clone(), auth.clone(), context.clone()));
+        let relay_stop = CancellationToken::new();
+        let relay = crate::relay::spawn_relay(store.clone(), context.clone(), relay_stop.clone());
+        crate::api::spawn_maintenance(store, config.audit.clone());
         let connections = Connections::start(context, config.connection.max_frame_bytes)
             .await
             .map_err(|source| ServerError::Actors {
@@ -131,6 +159,8 @@ impl Server {
             connections,
             rooms,
             broker,
+            api,
+            auth,
         });
         let stop_accepting = CancellationToken::new();
         let accept_loop = tokio::spawn(accept(
@@ -148,6 +178,8 @@ impl Server {
             local_addr,
             stop_accepting,
             accept_loop,
+            relay,
+            relay_stop,
         })
     }
 
@@ -171,6 +203,11 @@ impl Server {
         &self.app.connections
     }
 
+    /// The issue tracker's store.
+    pub fn store(&self) -> &Store {
+        &self.app.api.store
+    }
+
     /// Stops accepting, closes every connection with 1001 and waits up to `deadline` for
     /// them to finish, then stops the actors.
     pub async fn shutdown(self, deadline: Duration) {
@@ -182,6 +219,8 @@ impl Server {
         while connections.count() > 0 && tokio::time::Instant::now() < until {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+        self.relay_stop.cancel();
+        let _ = self.relay.await;
         connections.stop();
         self.app.rooms.stop();
         tracing::info!("roomcast stopped");
@@ -245,7 +284,11 @@ async fn serve_http(stream: TcpStream, app: Arc<App>, options: SocketOptions) {
     if options.send_buffer_bytes > 0 {
         let _ = socket2::SockRef::from(&stream).set_send_buffer_size(options.send_buffer_bytes);
     }
-    let service = service_fn(move |request| http::route(request, app.clone()));
+    let peer = stream
+        .peer_addr()
+        .map(|addr| addr.ip())
+        .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+    let service = service_fn(move |request| http::route(request, app.clone(), peer));
     let connection = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(options.handshake_timeout)

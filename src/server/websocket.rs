@@ -2,7 +2,8 @@
 //! with the negotiated subprotocol, and hand the upgraded socket to the connections.
 
 use super::http::{Body, json_error};
-use crate::connection::Connections;
+use super::App;
+use crate::auth::bearer;
 use crate::protocol::Encoding;
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Request, Response, StatusCode};
@@ -10,10 +11,33 @@ use hyper_util::rt::TokioIo;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
 /// Answers an upgrade request on `/ws` and, once hyper hands the socket over, serves it.
-pub fn upgrade(
-    mut request: Request<hyper::body::Incoming>,
-    connections: Connections,
-) -> Response<Body> {
+/// With authentication configured, the token comes from `Authorization: Bearer …` or,
+/// for browsers that cannot set headers on a WebSocket, from `?access_token=…`.
+pub fn upgrade(mut request: Request<hyper::body::Incoming>, app: &App) -> Response<Body> {
+    let query_token = request.uri().query().and_then(|query| {
+        query
+            .split('&')
+            .find_map(|pair| pair.strip_prefix("access_token="))
+            .map(str::to_owned)
+    });
+    let header_token = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(bearer)
+        .map(str::to_owned);
+    let principal = match app.auth.authenticate(header_token.or(query_token).as_deref()) {
+        Ok(principal) => principal,
+        Err(err) => {
+            metrics::counter!("roomcast_auth_failures_total", "endpoint" => "ws").increment(1);
+            let mut response = json_error(StatusCode::UNAUTHORIZED, "unauthorized", &err.to_string());
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            return response;
+        }
+    };
+    let connections = app.connections.clone();
     let headers = request.headers();
     if request.method() != hyper::Method::GET {
         return json_error(
@@ -63,7 +87,7 @@ pub fn upgrade(
     let on_upgrade = hyper::upgrade::on(&mut request);
     tokio::spawn(async move {
         match on_upgrade.await {
-            Ok(upgraded) => connections.serve(TokioIo::new(upgraded), encoding).await,
+            Ok(upgraded) => connections.serve(TokioIo::new(upgraded), encoding, principal).await,
             Err(err) => tracing::debug!(error = %err, "WebSocket upgrade did not complete"),
         }
     });

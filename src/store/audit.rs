@@ -30,7 +30,8 @@ pub struct AuditQuery {
 pub struct AuditEntry {
     /// Id (increasing).
     pub id: i64,
-    /// When (ms since the Unix epoch).
+    /// When (ms since the Unix epoch; RFC 3339 in JSON).
+    #[serde(serialize_with = "crate::tracker::rfc3339")]
     pub created_at: i64,
     /// JWT subject, service name, or `anonymous`.
     pub actor: String,

@@ -195,7 +195,7 @@ fn migrator(backend: Backend) -> Migrator {
 }
 
 /// Milliseconds since the Unix epoch, as stored.
-pub(crate) fn now_ms() -> i64 {
+pub fn now_ms() -> i64 {
     crate::stream::unix_ms() as i64
 }
 

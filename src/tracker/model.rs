@@ -48,6 +48,17 @@ pub const TEXT_MAX: usize = 10_000;
 /// Longest assignee name, in characters.
 pub const ASSIGNEE_MAX: usize = 100;
 
+/// Serializes a time in ms since the Unix epoch as RFC 3339 (UTC, milliseconds).
+pub fn rfc3339<S: serde::Serializer>(ms: &i64, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&format_time(*ms))
+}
+
+/// A time in ms since the Unix epoch as RFC 3339 (UTC, milliseconds).
+pub fn format_time(ms: i64) -> String {
+    let time = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
+    humantime::format_rfc3339_millis(time).to_string()
+}
+
 /// An issue as stored and returned.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Issue {
@@ -72,9 +83,11 @@ pub struct Issue {
     pub reporter: String,
     /// Row version, incremented by every change (the ETag).
     pub version: i64,
-    /// Creation time (ms since the Unix epoch).
+    /// Creation time (ms since the Unix epoch; RFC 3339 in JSON).
+    #[serde(serialize_with = "rfc3339")]
     pub created_at: i64,
-    /// Last change (ms since the Unix epoch).
+    /// Last change (ms since the Unix epoch; RFC 3339 in JSON).
+    #[serde(serialize_with = "rfc3339")]
     pub updated_at: i64,
 }
 
@@ -91,9 +104,11 @@ pub struct Comment {
     pub body: String,
     /// Row version (the ETag).
     pub version: i64,
-    /// Creation time (ms).
+    /// Creation time (ms; RFC 3339 in JSON).
+    #[serde(serialize_with = "rfc3339")]
     pub created_at: i64,
-    /// Last change (ms).
+    /// Last change (ms; RFC 3339 in JSON).
+    #[serde(serialize_with = "rfc3339")]
     pub updated_at: i64,
 }
 

@@ -107,6 +107,7 @@ async fn gated_server() -> (TestServer, Arc<GatedBroker>) {
     let (out_tx, out_rx) = mpsc::unbounded_channel();
     let mut config = Config::defaults();
     config.listen = "127.0.0.1:0".parse().unwrap();
+    config.database_url = crate::support::db::sqlite_url();
     let broker = Arc::new(GatedBroker {
         inner: MemoryBroker::new(HistorySettings::from_config(&config.history), inner_tx),
         gate: Arc::default(),

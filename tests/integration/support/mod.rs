@@ -1,5 +1,7 @@
 //! Test harness: real servers on ephemeral loopback ports, real WebSocket clients.
 
+pub mod db;
+pub mod http;
 pub mod ledger;
 pub mod process;
 pub mod proxy;
@@ -29,19 +31,21 @@ impl TestServer {
         Self::with(|_| {}).await
     }
 
-    /// A server with configuration adjusted by `adjust`.
+    /// A server with configuration adjusted by `adjust` (on a fresh SQLite file).
     pub async fn with(adjust: impl FnOnce(&mut Config)) -> TestServer {
+        Self::on_database(&db::sqlite_url(), adjust).await
+    }
+
+    /// A server on the given database, with configuration adjusted by `adjust`.
+    pub async fn on_database(database_url: &str, adjust: impl FnOnce(&mut Config)) -> TestServer {
         let mut config = Config::defaults();
         config.listen = "127.0.0.1:0".parse().unwrap();
         config.node_id = "test-node".into();
+        config.database_url = database_url.to_owned();
         adjust(&mut config);
         config.validate().expect("test configuration is valid");
         let server = Server::start(&config).await.expect("server starts");
-        let addr = server.local_addr();
-        TestServer {
-            server: Some(server),
-            url: format!("ws://{addr}/ws"),
-        }
+        TestServer::wrap(server)
     }
 
     /// Wraps a server started by the test itself.
@@ -51,6 +55,11 @@ impl TestServer {
             server: Some(server),
             url,
         }
+    }
+
+    /// The `host:port` of the listener.
+    pub fn addr(&self) -> String {
+        self.server().local_addr().to_string()
     }
 
     /// The running server.

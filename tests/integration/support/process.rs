@@ -24,6 +24,8 @@ impl RoomcastProcess {
             .env("ROOMCAST_LOG__FORMAT", "json")
             .env("ROOMCAST_LOG__LEVEL", "info")
             .env_remove("RUST_LOG")
+            .env_remove("DATABASE_URL")
+            .env("ROOMCAST_DATABASE_URL", super::db::sqlite_url())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
@@ -101,7 +103,12 @@ impl RoomcastProcess {
 /// Runs the binary with `args` and `env` to completion; returns (exit code, stderr).
 pub async fn run_to_exit(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
     let mut command = Command::new(env!("CARGO_BIN_EXE_roomcast"));
-    command.args(args).env_remove("RUST_LOG").kill_on_drop(true);
+    command
+        .args(args)
+        .env_remove("RUST_LOG")
+        .env_remove("DATABASE_URL")
+        .env("ROOMCAST_DATABASE_URL", super::db::sqlite_url())
+        .kill_on_drop(true);
     for (key, value) in env {
         command.env(key, value);
     }

@@ -1,0 +1,178 @@
+//! `/api/v1/issues` and `/api/v1/issues/{id}`.
+
+use super::input::{Checks, if_match, int_param, json_body, nullable, page_limit, query};
+use super::{Api, ApiError, Context, Reply, idempotency, key_reused, not_modified, page, replay, resource, stored_created};
+use crate::store::{IssueFilter, Outcome};
+use crate::tracker::{ASSIGNEE_MAX, IssuePatch, IssueType, NewIssue, Priority, Status, TEXT_MAX, TITLE_MAX};
+use hyper::body::Incoming;
+use hyper::{Request, StatusCode};
+use serde::Deserialize;
+
+/// Body of `POST /api/v1/issues`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateIssue {
+    project_id: i64,
+    title: String,
+    #[serde(default)]
+    description: String,
+    #[serde(default = "default_status")]
+    status: String,
+    #[serde(default = "default_priority")]
+    priority: String,
+    #[serde(rename = "type", default = "default_type")]
+    issue_type: String,
+    #[serde(default)]
+    assignee: Option<String>,
+}
+
+fn default_status() -> String {
+    "open".into()
+}
+fn default_priority() -> String {
+    "medium".into()
+}
+fn default_type() -> String {
+    "task".into()
+}
+
+/// Body of `PATCH /api/v1/issues/{id}`: any subset of the fields; `assignee: null`
+/// unassigns.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdateIssue {
+    title: Option<String>,
+    description: Option<String>,
+    status: Option<String>,
+    priority: Option<String>,
+    #[serde(rename = "type")]
+    issue_type: Option<String>,
+    #[serde(default, deserialize_with = "nullable")]
+    assignee: Option<Option<String>>,
+}
+
+fn location(id: i64) -> String {
+    format!("/api/v1/issues/{id}")
+}
+
+pub async fn create(api: &Api, request: Request<Incoming>, context: &Context) -> Reply {
+    let (method, path, headers) = (request.method().clone(), request.uri().path().to_owned(), request.headers().clone());
+    let (body, raw): (CreateIssue, _) = json_body(request, api.config.max_body_bytes).await?;
+    let mut checks = Checks::default();
+    checks.check(body.project_id > 0, "project_id", "must be a positive integer");
+    checks.length("title", &body.title, 1, TITLE_MAX);
+    checks.length("description", &body.description, 0, TEXT_MAX);
+    let status = checks.one_of("status", &body.status, Status::parse, Status::ALL);
+    let priority = checks.one_of("priority", &body.priority, Priority::parse, Priority::ALL);
+    let issue_type = checks.one_of("type", &body.issue_type, IssueType::parse, IssueType::ALL);
+    if let Some(assignee) = &body.assignee {
+        checks.length("assignee", assignee, 1, ASSIGNEE_MAX);
+    }
+    checks.finish()?;
+    let new = NewIssue {
+        project_id: body.project_id,
+        title: body.title,
+        description: body.description,
+        status: status.expect("checked"),
+        priority: priority.expect("checked"),
+        issue_type: issue_type.expect("checked"),
+        assignee: body.assignee,
+    };
+    let key = idempotency(&headers, &context.principal, &method, &path, &raw)?;
+    let mutation = context.mutation(key);
+    match api
+        .store
+        .create_issue(&mutation, new, |issue| stored_created(issue, issue.version, location(issue.id)))
+        .await?
+    {
+        Outcome::Done(issue) => Ok(resource(StatusCode::CREATED, &issue, issue.version, Some(location(issue.id)))),
+        Outcome::Replay(stored) => Ok(replay(stored)),
+        Outcome::KeyReused => Err(key_reused()),
+    }
+}
+
+pub async fn get(api: &Api, request: Request<Incoming>, id: i64) -> Reply {
+    let issue = api.store.get_issue(id).await.map_err(|e| not_found_as(e, "issue"))?;
+    if let Some(response) = not_modified(request.headers(), issue.version) {
+        return Ok(response);
+    }
+    Ok(resource(StatusCode::OK, &issue, issue.version, None))
+}
+
+pub async fn list(api: &Api, request: Request<Incoming>) -> Reply {
+    let params = query(&request);
+    let mut checks = Checks::default();
+    let status = params
+        .get("status")
+        .and_then(|s| checks.one_of("status", s, Status::parse, Status::ALL));
+    let priority = params
+        .get("priority")
+        .and_then(|p| checks.one_of("priority", p, Priority::parse, Priority::ALL));
+    checks.finish()?;
+    let limit = page_limit(&params, api.config.page_default, api.config.page_max)?;
+    let filter = IssueFilter {
+        project_id: int_param(&params, "project_id")?,
+        status,
+        priority,
+        assignee: params.get("assignee").cloned(),
+        after_id: int_param(&params, "cursor")?.unwrap_or(0),
+        limit,
+    };
+    let issues = api.store.list_issues(&filter).await?;
+    Ok(page(&issues, limit, |issue| issue.id))
+}
+
+pub async fn update(api: &Api, request: Request<Incoming>, context: &Context, id: i64) -> Reply {
+    let expected = if_match(request.headers())?;
+    let (body, _): (UpdateIssue, _) = json_body(request, api.config.max_body_bytes).await?;
+    let mut checks = Checks::default();
+    if let Some(title) = &body.title {
+        checks.length("title", title, 1, TITLE_MAX);
+    }
+    if let Some(description) = &body.description {
+        checks.length("description", description, 0, TEXT_MAX);
+    }
+    let patch = IssuePatch {
+        status: body.status.as_deref().and_then(|s| checks.one_of("status", s, Status::parse, Status::ALL)),
+        priority: body
+            .priority
+            .as_deref()
+            .and_then(|p| checks.one_of("priority", p, Priority::parse, Priority::ALL)),
+        issue_type: body
+            .issue_type
+            .as_deref()
+            .and_then(|t| checks.one_of("type", t, IssueType::parse, IssueType::ALL)),
+        title: body.title,
+        description: body.description,
+        assignee: body.assignee,
+    };
+    if let Some(Some(assignee)) = &patch.assignee {
+        checks.length("assignee", assignee, 1, ASSIGNEE_MAX);
+    }
+    checks.finish()?;
+    let issue = api
+        .store
+        .update_issue(&context.mutation(None), id, expected, &patch)
+        .await
+        .map_err(|e| not_found_as(e, "issue"))?;
+    Ok(resource(StatusCode::OK, &issue, issue.version, None))
+}
+
+pub async fn delete(api: &Api, request: Request<Incoming>, context: &Context, id: i64) -> Reply {
+    let expected = if_match(request.headers())?;
+    api.store
+        .delete_issue(&context.mutation(None), id, expected)
+        .await
+        .map_err(|e| not_found_as(e, "issue"))?;
+    let mut response = hyper::Response::new(crate::server::empty());
+    *response.status_mut() = StatusCode::NO_CONTENT;
+    Ok(response)
+}
+
+/// A store error, with "not found" naming what was not found.
+pub(super) fn not_found_as(err: crate::store::StoreError, what: &str) -> ApiError {
+    match err {
+        crate::store::StoreError::NotFound => ApiError::not_found(what),
+        other => other.into(),
+    }
+}

@@ -1,0 +1,305 @@
+//! The HTTP sidecar under `/api/v1/`: issues and comments of the issue tracker (stored,
+//! audited, broadcast through the outbox), the audit log, publishing to rooms and
+//! reading their history. Every request is authenticated and rate limited first.
+
+mod audit;
+mod comments;
+mod error;
+mod input;
+mod issues;
+mod maintenance;
+mod rate_limit;
+mod rooms;
+
+pub use error::{ApiError, FieldError};
+pub use maintenance::spawn_maintenance;
+pub use rate_limit::{Class, Decision, RateLimiter};
+
+use crate::auth::{Authenticator, Principal, bearer};
+use crate::broker::Broker;
+use crate::config::{ApiConfig, Config};
+use crate::connection::ConnectionContext;
+use crate::protocol::RoomNameRules;
+use crate::server::Body;
+use crate::store::{IdempotencyKey, Mutation, Store, StoredResponse};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use sha2::{Digest, Sha256};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+/// Everything the API handlers share.
+pub struct Api {
+    /// The tracker's database.
+    pub store: Store,
+    /// Credentials.
+    pub auth: Arc<Authenticator>,
+    /// Rate limits.
+    pub limiter: RateLimiter,
+    /// Publishing (with its timeout and metrics) and the broker.
+    pub publisher: Arc<ConnectionContext>,
+    /// Limits and page sizes.
+    pub config: ApiConfig,
+    /// Room-name rules.
+    pub rooms: RoomNameRules,
+}
+
+/// What a handler knows about its request besides the request itself.
+pub struct Context {
+    /// The caller.
+    pub principal: Principal,
+    /// `X-Request-Id`.
+    pub request_id: String,
+}
+
+impl Context {
+    /// The mutation record for the store, with the idempotency key if the request had one.
+    fn mutation(&self, idempotency: Option<IdempotencyKey>) -> Mutation {
+        Mutation {
+            actor: self.principal.actor(),
+            request_id: self.request_id.clone(),
+            idempotency,
+        }
+    }
+}
+
+/// The result of a handler.
+pub type Reply = Result<Response<Body>, ApiError>;
+
+impl Api {
+    /// Builds the API over an opened store.
+    pub fn new(config: &Config, store: Store, auth: Arc<Authenticator>, publisher: Arc<ConnectionContext>) -> Self {
+        Api {
+            store,
+            auth,
+            limiter: RateLimiter::new(&config.rate_limits),
+            publisher,
+            config: config.api.clone(),
+            rooms: config.room_name_rules(),
+        }
+    }
+
+    /// The broker.
+    pub fn broker(&self) -> &Arc<dyn Broker> {
+        &self.publisher.broker
+    }
+
+    /// Serves one request under `/api/v1/`. Returns the route template (for metrics)
+    /// and the response.
+    pub async fn handle(&self, request: Request<Incoming>, peer: IpAddr, request_id: &str) -> (&'static str, Response<Body>) {
+        let path = request.uri().path().trim_end_matches('/').to_owned();
+        let segments: Vec<&str> = path
+            .strip_prefix("/api/v1")
+            .unwrap_or("")
+            .split('/')
+            .filter(|s| !s.is_empty())
+            .collect();
+        let route = route_template(&segments);
+        let token = request
+            .headers()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(bearer);
+        let principal = match self.auth.authenticate(token) {
+            Ok(principal) => principal,
+            Err(err) => {
+                let error = ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", err.to_string())
+                    .with_header("www-authenticate", "Bearer");
+                return (route, error.into_response());
+            }
+        };
+        let class = match *request.method() {
+            Method::GET | Method::HEAD => Class::Read,
+            _ => Class::Write,
+        };
+        let limit_key = match &principal {
+            Principal::Anonymous => format!("ip:{peer}"),
+            other => other.key(),
+        };
+        let decision = self.limiter.check(&principal, &limit_key, class);
+        let context = Context {
+            principal,
+            request_id: request_id.to_owned(),
+        };
+        let mut response = if decision.allowed {
+            match self.dispatch(request, &segments, &context).await {
+                Ok(response) => response,
+                Err(error) => error.into_response(),
+            }
+        } else {
+            metrics::counter!("roomcast_http_rate_limited_total").increment(1);
+            ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "too many requests; slow down").into_response()
+        };
+        for (name, value) in decision.headers() {
+            if let Ok(value) = value.parse() {
+                response.headers_mut().insert(name, value);
+            }
+        }
+        (route, response)
+    }
+
+    async fn dispatch(&self, request: Request<Incoming>, segments: &[&str], context: &Context) -> Reply {
+        let method = request.method().clone();
+        match (segments, &method) {
+            (["issues"], &Method::GET) => issues::list(self, request).await,
+            (["issues"], &Method::POST) => issues::create(self, request, context).await,
+            (["issues", id], &Method::GET) => issues::get(self, request, parse_id(id)?).await,
+            (["issues", id], &Method::PATCH) => issues::update(self, request, context, parse_id(id)?).await,
+            (["issues", id], &Method::DELETE) => issues::delete(self, request, context, parse_id(id)?).await,
+            (["issues", id, "comments"], &Method::GET) => comments::list(self, request, parse_id(id)?).await,
+            (["issues", id, "comments"], &Method::POST) => {
+                comments::create(self, request, context, parse_id(id)?).await
+            }
+            (["issues", id, "comments", cid], &Method::GET) => {
+                comments::get(self, request, parse_id(id)?, parse_id(cid)?).await
+            }
+            (["issues", id, "comments", cid], &Method::PATCH) => {
+                comments::update(self, request, context, parse_id(id)?, parse_id(cid)?).await
+            }
+            (["issues", id, "comments", cid], &Method::DELETE) => {
+                comments::delete(self, request, context, parse_id(id)?, parse_id(cid)?).await
+            }
+            (["audit"], &Method::GET) => audit::search(self, request).await,
+            (["audit", "export"], &Method::GET) => audit::export(self, request).await,
+            (["publish"], &Method::POST) => rooms::publish(self, request, context).await,
+            (["rooms", room, "history"], &Method::GET) => rooms::history(self, request, context, room).await,
+            _ => Err(match allowed_methods(segments) {
+                Some(allow) => ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", format!("use {allow}"))
+                    .with_header("allow", allow),
+                None => ApiError::not_found("route"),
+            }),
+        }
+    }
+}
+
+/// The route's template, for metrics labels (ids and rooms replaced).
+fn route_template(segments: &[&str]) -> &'static str {
+    match segments {
+        ["issues"] => "/api/v1/issues",
+        ["issues", _] => "/api/v1/issues/{id}",
+        ["issues", _, "comments"] => "/api/v1/issues/{id}/comments",
+        ["issues", _, "comments", _] => "/api/v1/issues/{id}/comments/{comment_id}",
+        ["audit"] => "/api/v1/audit",
+        ["audit", "export"] => "/api/v1/audit/export",
+        ["publish"] => "/api/v1/publish",
+        ["rooms", _, "history"] => "/api/v1/rooms/{room}/history",
+        _ => "/api/v1/other",
+    }
+}
+
+fn allowed_methods(segments: &[&str]) -> Option<&'static str> {
+    match segments {
+        ["issues"] | ["issues", _, "comments"] => Some("GET, POST"),
+        ["issues", _] | ["issues", _, "comments", _] => Some("GET, PATCH, DELETE"),
+        ["audit"] | ["audit", "export"] | ["rooms", _, "history"] => Some("GET"),
+        ["publish"] => Some("POST"),
+        _ => None,
+    }
+}
+
+fn parse_id(segment: &str) -> Result<i64, ApiError> {
+    segment
+        .parse::<i64>()
+        .ok()
+        .filter(|id| *id > 0)
+        .ok_or_else(|| ApiError::not_found("resource"))
+}
+
+/// The idempotency record key of a POST, if it carried `Idempotency-Key`.
+fn idempotency(
+    headers: &hyper::HeaderMap,
+    principal: &Principal,
+    method: &Method,
+    path: &str,
+    body: &[u8],
+) -> Result<Option<IdempotencyKey>, ApiError> {
+    Ok(input::idempotency_key(headers)?.map(|key| {
+        let mut hash = Sha256::new();
+        hash.update(method.as_str().as_bytes());
+        hash.update(b" ");
+        hash.update(path.as_bytes());
+        hash.update(b"\n");
+        hash.update(body);
+        IdempotencyKey {
+            principal: principal.key(),
+            key,
+            request_hash: hash
+                .finalize()
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect(),
+        }
+    }))
+}
+
+/// A stored response, sent again.
+fn replay(stored: StoredResponse) -> Response<Body> {
+    let mut response = Response::new(crate::server::full(stored.body));
+    *response.status_mut() = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK);
+    let headers = response.headers_mut();
+    headers.insert("content-type", hyper::header::HeaderValue::from_static("application/json"));
+    headers.insert("idempotent-replayed", hyper::header::HeaderValue::from_static("true"));
+    if let Some(location) = stored.location.and_then(|l| l.parse().ok()) {
+        headers.insert("location", location);
+    }
+    if let Some(etag) = stored.etag.and_then(|e| e.parse().ok()) {
+        headers.insert("etag", etag);
+    }
+    response
+}
+
+fn key_reused() -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        "idempotency_key_reused",
+        "this Idempotency-Key was used with a different request",
+    )
+}
+
+/// A JSON response with an ETag (and a Location for 201).
+fn resource<T: serde::Serialize>(status: StatusCode, value: &T, version: i64, location: Option<String>) -> Response<Body> {
+    let mut response = crate::server::json_response(status, value);
+    let headers = response.headers_mut();
+    if let Ok(etag) = format!("\"{version}\"").parse() {
+        headers.insert("etag", etag);
+    }
+    if let Some(location) = location.and_then(|l| l.parse().ok()) {
+        headers.insert("location", location);
+    }
+    response
+}
+
+/// The stored form of a 201 response, for idempotent replays.
+fn stored_created<T: serde::Serialize>(value: &T, version: i64, location: String) -> StoredResponse {
+    StoredResponse {
+        status: 201,
+        body: serde_json::to_string(value).expect("resources serialize"),
+        location: Some(location),
+        etag: Some(format!("\"{version}\"")),
+    }
+}
+
+/// 304 when `If-None-Match` names the current version.
+fn not_modified(headers: &hyper::HeaderMap, version: i64) -> Option<Response<Body>> {
+    let tag = format!("\"{version}\"");
+    let matches = headers
+        .get("if-none-match")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim().trim_start_matches("W/") == tag || t.trim() == "*"));
+    matches.then(|| {
+        let mut response = Response::new(crate::server::empty());
+        *response.status_mut() = StatusCode::NOT_MODIFIED;
+        if let Ok(etag) = tag.parse() {
+            response.headers_mut().insert("etag", etag);
+        }
+        response
+    })
+}
+
+/// `{"items": [...], "next_cursor": "…"|null}` for a page of rows with ids.
+fn page<T: serde::Serialize>(items: &[T], limit: i64, id_of: impl Fn(&T) -> i64) -> Response<Body> {
+    let next = (items.len() as i64 == limit)
+        .then(|| items.last().map(|item| id_of(item).to_string()))
+        .flatten();
+    crate::server::json_response(StatusCode::OK, &serde_json::json!({ "items": items, "next_cursor": next }))
+}

@@ -1,0 +1,321 @@
+//! Who is asking: users with a JWT (HS256 or RS256), services with a service token, or,
+//! when no authentication is configured, anonymous clients. The same principal is used
+//! by the HTTP API and the WebSocket endpoint; a user's JWT may restrict the rooms it
+//! may subscribe and publish to.
+
+use crate::config::AuthConfig;
+use crate::tracker::Actor;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+
+/// An authenticated (or anonymous) caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Principal {
+    /// No authentication is configured.
+    Anonymous,
+    /// A user, from a JWT.
+    User {
+        /// The `sub` claim.
+        subject: String,
+        /// Rooms the token allows.
+        rooms: RoomGrants,
+    },
+    /// A backend service, from a service token.
+    Service {
+        /// The service's configured name.
+        name: String,
+    },
+}
+
+/// Room patterns a user may use: exact names, or prefixes ending in `*`. `None` means
+/// every room.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct RoomGrants {
+    /// Rooms the user may subscribe to (and read the history of).
+    #[serde(default)]
+    pub subscribe: Option<Vec<String>>,
+    /// Rooms the user may publish to.
+    #[serde(default)]
+    pub publish: Option<Vec<String>>,
+}
+
+/// The claims roomcast reads from a user JWT (`exp` is checked by the library).
+#[derive(Debug, Deserialize)]
+struct Claims {
+    sub: String,
+    #[serde(default)]
+    rooms: Option<RoomGrants>,
+}
+
+fn allows(patterns: &Option<Vec<String>>, room: &str) -> bool {
+    match patterns {
+        None => true,
+        Some(patterns) => patterns.iter().any(|pattern| match pattern.strip_suffix('*') {
+            Some(prefix) => room.starts_with(prefix),
+            None => pattern == room,
+        }),
+    }
+}
+
+impl Principal {
+    /// Whether the principal may subscribe to (or read) `room`.
+    pub fn may_subscribe(&self, room: &str) -> bool {
+        match self {
+            Principal::User { rooms, .. } => allows(&rooms.subscribe, room),
+            Principal::Anonymous | Principal::Service { .. } => true,
+        }
+    }
+
+    /// Whether the principal may publish to `room`.
+    pub fn may_publish(&self, room: &str) -> bool {
+        match self {
+            Principal::User { rooms, .. } => allows(&rooms.publish, room),
+            Principal::Anonymous | Principal::Service { .. } => true,
+        }
+    }
+
+    /// The actor recorded in audit entries and events.
+    pub fn actor(&self) -> Actor {
+        match self {
+            Principal::Anonymous => Actor {
+                name: "anonymous".into(),
+                kind: "anonymous",
+            },
+            Principal::User { subject, .. } => Actor {
+                name: subject.clone(),
+                kind: "user",
+            },
+            Principal::Service { name } => Actor {
+                name: name.clone(),
+                kind: "service",
+            },
+        }
+    }
+
+    /// A stable key for rate limits and idempotency records.
+    pub fn key(&self) -> String {
+        match self {
+            Principal::Anonymous => "anonymous".into(),
+            Principal::User { subject, .. } => format!("user:{subject}"),
+            Principal::Service { name } => format!("service:{name}"),
+        }
+    }
+}
+
+/// Why a request could not be authenticated.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// No credentials, and authentication is required.
+    #[error("missing credentials: send `Authorization: Bearer <token>`")]
+    Missing,
+    /// Credentials that do not check out.
+    #[error("invalid credentials: {0}")]
+    Invalid(String),
+}
+
+/// A configuration of authentication that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("auth.{key}: {message}")]
+pub struct AuthConfigError {
+    /// The key (under `[auth]`).
+    pub key: &'static str,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// Verifies credentials.
+pub struct Authenticator {
+    hs256: Option<DecodingKey>,
+    rs256: Option<DecodingKey>,
+    issuer: Option<String>,
+    audience: Option<String>,
+    /// SHA-256 of each service token → service name (a lookup does not compare the
+    /// token itself byte by byte).
+    services: HashMap<[u8; 32], String>,
+}
+
+impl std::fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never prints keys or tokens.
+        f.debug_struct("Authenticator")
+            .field("hs256", &self.hs256.is_some())
+            .field("rs256", &self.rs256.is_some())
+            .field("services", &self.services.len())
+            .finish()
+    }
+}
+
+fn digest(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+impl Authenticator {
+    /// Builds the authenticator from `[auth]`.
+    pub fn from_config(config: &AuthConfig) -> Result<Authenticator, AuthConfigError> {
+        let hs256 = (!config.jwt_hs256_secret.is_empty())
+            .then(|| DecodingKey::from_secret(config.jwt_hs256_secret.as_bytes()));
+        let rs256 = if config.jwt_rs256_public_key_file.is_empty() {
+            None
+        } else {
+            let pem = std::fs::read(&config.jwt_rs256_public_key_file).map_err(|e| AuthConfigError {
+                key: "jwt_rs256_public_key_file",
+                message: format!("cannot read {}: {e}", config.jwt_rs256_public_key_file),
+            })?;
+            Some(DecodingKey::from_rsa_pem(&pem).map_err(|e| AuthConfigError {
+                key: "jwt_rs256_public_key_file",
+                message: format!("not an RSA public key in PEM: {e}"),
+            })?)
+        };
+        let mut services = HashMap::new();
+        for entry in config.service_tokens.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+            let Some((name, token)) = entry.split_once(':') else {
+                return Err(AuthConfigError {
+                    key: "service_tokens",
+                    message: "expected name:token[,name:token…]".into(),
+                });
+            };
+            if name.is_empty() || token.len() < 16 {
+                return Err(AuthConfigError {
+                    key: "service_tokens",
+                    message: format!("service {name:?}: names must be non-empty and tokens at least 16 characters"),
+                });
+            }
+            services.insert(digest(token), name.to_owned());
+        }
+        Ok(Authenticator {
+            hs256,
+            rs256,
+            issuer: (!config.jwt_issuer.is_empty()).then(|| config.jwt_issuer.clone()),
+            audience: (!config.jwt_audience.is_empty()).then(|| config.jwt_audience.clone()),
+            services,
+        })
+    }
+
+    /// True when nothing is configured: every caller is anonymous.
+    pub fn is_open(&self) -> bool {
+        self.hs256.is_none() && self.rs256.is_none() && self.services.is_empty()
+    }
+
+    /// The principal for a bearer token (`None`: no credentials were sent).
+    pub fn authenticate(&self, token: Option<&str>) -> Result<Principal, AuthError> {
+        if self.is_open() {
+            return Ok(Principal::Anonymous);
+        }
+        let token = token.ok_or(AuthError::Missing)?;
+        if let Some(name) = self.services.get(&digest(token)) {
+            return Ok(Principal::Service { name: name.clone() });
+        }
+        let header =
+            jsonwebtoken::decode_header(token).map_err(|e| AuthError::Invalid(format!("not a JWT: {e}")))?;
+        let key = match header.alg {
+            Algorithm::HS256 => self.hs256.as_ref(),
+            Algorithm::RS256 => self.rs256.as_ref(),
+            _ => None,
+        }
+        .ok_or_else(|| AuthError::Invalid(format!("{:?} tokens are not accepted", header.alg)))?;
+        let mut validation = Validation::new(header.alg);
+        validation.leeway = 30;
+        if let Some(issuer) = &self.issuer {
+            validation.set_issuer(&[issuer]);
+        }
+        match &self.audience {
+            Some(audience) => validation.set_audience(&[audience]),
+            None => validation.validate_aud = false,
+        }
+        let data = jsonwebtoken::decode::<Claims>(token, key, &validation)
+            .map_err(|e| AuthError::Invalid(e.to_string()))?;
+        Ok(Principal::User {
+            subject: data.claims.sub,
+            rooms: data.claims.rooms.unwrap_or_default(),
+        })
+    }
+}
+
+/// The bearer token of an `Authorization` header value.
+pub fn bearer(header: &str) -> Option<&str> {
+    let (scheme, token) = header.trim().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jsonwebtoken::{EncodingKey, Header, encode};
+    use serde_json::json;
+
+    fn config(secret: &str, services: &str) -> AuthConfig {
+        AuthConfig {
+            jwt_hs256_secret: secret.into(),
+            jwt_rs256_public_key_file: String::new(),
+            jwt_issuer: String::new(),
+            jwt_audience: String::new(),
+            service_tokens: services.into(),
+        }
+    }
+
+    fn token(secret: &str, claims: serde_json::Value) -> String {
+        encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(secret.as_bytes())).unwrap()
+    }
+
+    fn exp() -> u64 {
+        jsonwebtoken::get_current_timestamp() + 600
+    }
+
+    #[test]
+    fn open_when_nothing_is_configured() {
+        let auth = Authenticator::from_config(&config("", "")).unwrap();
+        assert!(auth.is_open());
+        assert_eq!(auth.authenticate(None), Ok(Principal::Anonymous));
+    }
+
+    #[test]
+    fn users_services_and_refusals() {
+        let auth = Authenticator::from_config(&config("s3cret", "billing:0123456789abcdef")).unwrap();
+        assert_eq!(auth.authenticate(None), Err(AuthError::Missing));
+        assert_eq!(
+            auth.authenticate(Some("0123456789abcdef")),
+            Ok(Principal::Service { name: "billing".into() })
+        );
+        let user = auth
+            .authenticate(Some(&token("s3cret", json!({"sub": "alice", "exp": exp()}))))
+            .unwrap();
+        assert_eq!(user.actor().name, "alice");
+        assert!(user.may_publish("anything"));
+        assert!(matches!(
+            auth.authenticate(Some(&token("wrong", json!({"sub": "alice", "exp": exp()})))),
+            Err(AuthError::Invalid(_))
+        ));
+        assert!(matches!(
+            auth.authenticate(Some(&token("s3cret", json!({"sub": "alice", "exp": 1000})))),
+            Err(AuthError::Invalid(_))
+        ));
+        assert!(matches!(auth.authenticate(Some("garbage")), Err(AuthError::Invalid(_))));
+    }
+
+    #[test]
+    fn room_claims_restrict_rooms() {
+        let auth = Authenticator::from_config(&config("s3cret", "")).unwrap();
+        let claims = json!({"sub": "bob", "exp": exp(), "rooms": {"subscribe": ["project:7", "issue:*"], "publish": []}});
+        let user = auth.authenticate(Some(&token("s3cret", claims))).unwrap();
+        assert!(user.may_subscribe("project:7"));
+        assert!(user.may_subscribe("issue:42"));
+        assert!(!user.may_subscribe("project:8"));
+        assert!(!user.may_publish("project:7"));
+    }
+
+    #[test]
+    fn bad_service_token_config_names_the_key() {
+        let err = Authenticator::from_config(&config("", "nocolon")).unwrap_err();
+        assert_eq!(err.key, "service_tokens");
+        assert!(Authenticator::from_config(&config("", "svc:short")).is_err());
+    }
+
+    #[test]
+    fn bearer_header_parsing() {
+        assert_eq!(bearer("Bearer abc"), Some("abc"));
+        assert_eq!(bearer("bearer  abc "), Some("abc"));
+        assert_eq!(bearer("Basic abc"), None);
+    }
+}
