@@ -25,6 +25,20 @@ if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-cli >/dev/nul
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq redis-server >/dev/null
 fi
 
+# The API tests run on SQLite always, and on PostgreSQL too when DATABASE_URL names
+# one. Use the local PostgreSQL when it is reachable and nothing else was chosen.
+if [ -z "${DATABASE_URL:-}" ] && command -v psql >/dev/null 2>&1 \
+   && psql "postgres://postgres@127.0.0.1:5432/test" -qtAc 'select 1' >/dev/null 2>&1; then
+  export DATABASE_URL="postgres://postgres@127.0.0.1:5432/test"
+fi
+if [ -n "${DATABASE_URL:-}" ] && command -v psql >/dev/null 2>&1; then
+  log "PostgreSQL tests on $DATABASE_URL"
+  # Each test works in its own schema; drop those left by earlier runs.
+  psql "$DATABASE_URL" -qtAc "select 'drop schema ' || nspname || ' cascade;' from pg_namespace where nspname like 'roomcast_test_%'" \
+    | psql "$DATABASE_URL" -q >/dev/null 2>&1 || true
+fi
+rm -f "${TMPDIR:-/tmp}"/roomcast-test-*.db* 2>/dev/null || true
+
 log "formatting"
 cargo fmt --all -- --check
 

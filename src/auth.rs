@@ -52,10 +52,12 @@ struct Claims {
 fn allows(patterns: &Option<Vec<String>>, room: &str) -> bool {
     match patterns {
         None => true,
-        Some(patterns) => patterns.iter().any(|pattern| match pattern.strip_suffix('*') {
-            Some(prefix) => room.starts_with(prefix),
-            None => pattern == room,
-        }),
+        Some(patterns) => patterns
+            .iter()
+            .any(|pattern| match pattern.strip_suffix('*') {
+                Some(prefix) => room.starts_with(prefix),
+                None => pattern == room,
+            }),
     }
 }
 
@@ -159,17 +161,25 @@ impl Authenticator {
         let rs256 = if config.jwt_rs256_public_key_file.is_empty() {
             None
         } else {
-            let pem = std::fs::read(&config.jwt_rs256_public_key_file).map_err(|e| AuthConfigError {
-                key: "jwt_rs256_public_key_file",
-                message: format!("cannot read {}: {e}", config.jwt_rs256_public_key_file),
-            })?;
-            Some(DecodingKey::from_rsa_pem(&pem).map_err(|e| AuthConfigError {
-                key: "jwt_rs256_public_key_file",
-                message: format!("not an RSA public key in PEM: {e}"),
-            })?)
+            let pem =
+                std::fs::read(&config.jwt_rs256_public_key_file).map_err(|e| AuthConfigError {
+                    key: "jwt_rs256_public_key_file",
+                    message: format!("cannot read {}: {e}", config.jwt_rs256_public_key_file),
+                })?;
+            Some(
+                DecodingKey::from_rsa_pem(&pem).map_err(|e| AuthConfigError {
+                    key: "jwt_rs256_public_key_file",
+                    message: format!("not an RSA public key in PEM: {e}"),
+                })?,
+            )
         };
         let mut services = HashMap::new();
-        for entry in config.service_tokens.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        for entry in config
+            .service_tokens
+            .split(',')
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+        {
             let Some((name, token)) = entry.split_once(':') else {
                 return Err(AuthConfigError {
                     key: "service_tokens",
@@ -179,7 +189,9 @@ impl Authenticator {
             if name.is_empty() || token.len() < 16 {
                 return Err(AuthConfigError {
                     key: "service_tokens",
-                    message: format!("service {name:?}: names must be non-empty and tokens at least 16 characters"),
+                    message: format!(
+                        "service {name:?}: names must be non-empty and tokens at least 16 characters"
+                    ),
                 });
             }
             services.insert(digest(token), name.to_owned());
@@ -207,8 +219,8 @@ impl Authenticator {
         if let Some(name) = self.services.get(&digest(token)) {
             return Ok(Principal::Service { name: name.clone() });
         }
-        let header =
-            jsonwebtoken::decode_header(token).map_err(|e| AuthError::Invalid(format!("not a JWT: {e}")))?;
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|e| AuthError::Invalid(format!("not a JWT: {e}")))?;
         let key = match header.alg {
             Algorithm::HS256 => self.hs256.as_ref(),
             Algorithm::RS256 => self.rs256.as_ref(),
@@ -256,7 +268,12 @@ mod tests {
     }
 
     fn token(secret: &str, claims: serde_json::Value) -> String {
-        encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(secret.as_bytes())).unwrap()
+        encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(secret.as_bytes()),
+        )
+        .unwrap()
     }
 
     fn exp() -> u64 {
@@ -272,14 +289,20 @@ mod tests {
 
     #[test]
     fn users_services_and_refusals() {
-        let auth = Authenticator::from_config(&config("s3cret", "billing:0123456789abcdef")).unwrap();
+        let auth =
+            Authenticator::from_config(&config("s3cret", "billing:0123456789abcdef")).unwrap();
         assert_eq!(auth.authenticate(None), Err(AuthError::Missing));
         assert_eq!(
             auth.authenticate(Some("0123456789abcdef")),
-            Ok(Principal::Service { name: "billing".into() })
+            Ok(Principal::Service {
+                name: "billing".into()
+            })
         );
         let user = auth
-            .authenticate(Some(&token("s3cret", json!({"sub": "alice", "exp": exp()}))))
+            .authenticate(Some(&token(
+                "s3cret",
+                json!({"sub": "alice", "exp": exp()}),
+            )))
             .unwrap();
         assert_eq!(user.actor().name, "alice");
         assert!(user.may_publish("anything"));
@@ -291,7 +314,10 @@ mod tests {
             auth.authenticate(Some(&token("s3cret", json!({"sub": "alice", "exp": 1000})))),
             Err(AuthError::Invalid(_))
         ));
-        assert!(matches!(auth.authenticate(Some("garbage")), Err(AuthError::Invalid(_))));
+        assert!(matches!(
+            auth.authenticate(Some("garbage")),
+            Err(AuthError::Invalid(_))
+        ));
     }
 
     #[test]

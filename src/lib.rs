@@ -23,7 +23,7 @@ pub mod protocol;
 pub mod relay;
 pub mod room;
 pub mod server;
-pub mod stream;
 pub mod store;
+pub mod stream;
 pub mod telemetry;
 pub mod tracker;

@@ -21,7 +21,11 @@ const BATCH: i64 = 100;
 const POLL: Duration = Duration::from_secs(1);
 
 /// Starts the relay; it stops when `stop` is cancelled.
-pub fn spawn_relay(store: Store, publisher: Arc<ConnectionContext>, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
+pub fn spawn_relay(
+    store: Store,
+    publisher: Arc<ConnectionContext>,
+    stop: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let written = store.outbox_written();
         let mut backoff = Backoff::default();
@@ -58,7 +62,12 @@ pub fn spawn_relay(store: Store, publisher: Arc<ConnectionContext>, stop: Cancel
 }
 
 /// Publishes one row to each of its rooms and marks it; false if stopped first.
-async fn relay_row(store: &Store, publisher: &ConnectionContext, row: &OutboxRow, stop: &CancellationToken) -> bool {
+async fn relay_row(
+    store: &Store,
+    publisher: &ConnectionContext,
+    row: &OutboxRow,
+    stop: &CancellationToken,
+) -> bool {
     for room in &row.rooms {
         let name = RoomName::new_unchecked(room.as_str());
         let request = PublishRequest {
@@ -108,7 +117,8 @@ struct Backoff {
 impl Backoff {
     /// Sleeps for the next delay; false if `stop` was cancelled meanwhile.
     async fn wait(&mut self, stop: &CancellationToken) -> bool {
-        let delay = Duration::from_millis(100 * 2u64.pow(self.attempts.min(4))).min(Duration::from_secs(2));
+        let delay =
+            Duration::from_millis(100 * 2u64.pow(self.attempts.min(4))).min(Duration::from_secs(2));
         self.attempts += 1;
         tokio::select! {
             _ = tokio::time::sleep(delay) => true,

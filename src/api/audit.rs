@@ -20,7 +20,11 @@ const EXPORT_BATCH: i64 = 500;
 fn filters(params: &HashMap<String, String>) -> Result<AuditQuery, ApiError> {
     let mut checks = Checks::default();
     if let Some(entity) = params.get("entity") {
-        checks.check(["issue", "comment"].contains(&entity.as_str()), "entity", "must be one of issue, comment");
+        checks.check(
+            ["issue", "comment"].contains(&entity.as_str()),
+            "entity",
+            "must be one of issue, comment",
+        );
     }
     if let Some(action) = params.get("action") {
         checks.check(
@@ -104,19 +108,32 @@ pub async fn export(api: &Api, request: Request<Incoming>) -> Reply {
     headers.insert("content-type", kind.parse().expect("valid"));
     headers.insert(
         "content-disposition",
-        format!("attachment; filename=\"audit.{extension}\"").parse().expect("valid"),
+        format!("attachment; filename=\"audit.{extension}\"")
+            .parse()
+            .expect("valid"),
     );
     *response.status_mut() = StatusCode::OK;
     Ok(response)
 }
 
 /// Reads matching rows batch by batch and sends them encoded; stops when the client goes.
-async fn stream_rows(store: Store, mut audit: AuditQuery, format: Format, tx: mpsc::Sender<Result<Bytes, BoxError>>) {
+async fn stream_rows(
+    store: Store,
+    mut audit: AuditQuery,
+    format: Format,
+    tx: mpsc::Sender<Result<Bytes, BoxError>>,
+) {
     let head = match format {
-        Format::Csv => "id,created_at,actor,actor_kind,entity,entity_id,action,request_id,changes\n",
+        Format::Csv => {
+            "id,created_at,actor,actor_kind,entity,entity_id,action,request_id,changes\n"
+        }
         Format::Json => "[",
     };
-    if tx.send(Ok(Bytes::from_static(head.as_bytes()))).await.is_err() {
+    if tx
+        .send(Ok(Bytes::from_static(head.as_bytes())))
+        .await
+        .is_err()
+    {
         return;
     }
     let mut first = true;

@@ -2,7 +2,10 @@
 
 use super::input::{Checks, if_match, int_param, json_body, page_limit, query};
 use super::issues::not_found_as;
-use super::{Api, Context, Reply, idempotency, key_reused, not_modified, page, replay, resource, stored_created};
+use super::{
+    Api, Context, Reply, idempotency, key_reused, not_modified, page, replay, resource,
+    stored_created,
+};
 use crate::store::Outcome;
 use crate::tracker::TEXT_MAX;
 use hyper::body::Incoming;
@@ -27,8 +30,17 @@ fn checked(body: CommentBody) -> Result<String, super::ApiError> {
     Ok(body.body)
 }
 
-pub async fn create(api: &Api, request: Request<Incoming>, context: &Context, issue_id: i64) -> Reply {
-    let (method, path, headers) = (request.method().clone(), request.uri().path().to_owned(), request.headers().clone());
+pub async fn create(
+    api: &Api,
+    request: Request<Incoming>,
+    context: &Context,
+    issue_id: i64,
+) -> Reply {
+    let (method, path, headers) = (
+        request.method().clone(),
+        request.uri().path().to_owned(),
+        request.headers().clone(),
+    );
     let (body, raw): (CommentBody, _) = json_body(request, api.config.max_body_bytes).await?;
     let text = checked(body)?;
     let key = idempotency(&headers, &context.principal, &method, &path, &raw)?;
@@ -75,7 +87,13 @@ pub async fn list(api: &Api, request: Request<Incoming>, issue_id: i64) -> Reply
     Ok(page(&comments, limit, |comment| comment.id))
 }
 
-pub async fn update(api: &Api, request: Request<Incoming>, context: &Context, issue_id: i64, id: i64) -> Reply {
+pub async fn update(
+    api: &Api,
+    request: Request<Incoming>,
+    context: &Context,
+    issue_id: i64,
+    id: i64,
+) -> Reply {
     let expected = if_match(request.headers())?;
     let (body, _): (CommentBody, _) = json_body(request, api.config.max_body_bytes).await?;
     let text = checked(body)?;
@@ -87,7 +105,13 @@ pub async fn update(api: &Api, request: Request<Incoming>, context: &Context, is
     Ok(resource(StatusCode::OK, &comment, comment.version, None))
 }
 
-pub async fn delete(api: &Api, request: Request<Incoming>, context: &Context, issue_id: i64, id: i64) -> Reply {
+pub async fn delete(
+    api: &Api,
+    request: Request<Incoming>,
+    context: &Context,
+    issue_id: i64,
+    id: i64,
+) -> Reply {
     let expected = if_match(request.headers())?;
     api.store
         .delete_comment(&context.mutation(None), issue_id, id, expected)

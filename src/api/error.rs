@@ -50,13 +50,21 @@ impl ApiError {
         };
         ApiError {
             details,
-            ..ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed", message)
+            ..ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "validation_failed",
+                message,
+            )
         }
     }
 
     /// 404.
     pub fn not_found(what: &str) -> Self {
-        ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("{what} not found"))
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("{what} not found"),
+        )
     }
 
     /// Adds a header to the error response.
@@ -93,16 +101,28 @@ impl From<StoreError> for ApiError {
             .with_header("etag", format!("\"{current}\"")),
             StoreError::Constraint(message) => ApiError {
                 details: vec![],
-                ..ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "constraint_violation", message)
+                ..ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "constraint_violation",
+                    message,
+                )
             },
             StoreError::Unavailable(message) => {
                 tracing::warn!(%message, "database unavailable");
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", "the database is unavailable")
-                    .with_header("retry-after", "1")
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "store_unavailable",
+                    "the database is unavailable",
+                )
+                .with_header("retry-after", "1")
             }
             StoreError::Internal(message) => {
                 tracing::error!(%message, "database error");
-                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error")
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "internal error",
+                )
             }
         }
     }

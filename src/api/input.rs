@@ -29,7 +29,11 @@ pub async fn json_body<T: DeserializeOwned>(
     }
     let bytes = match Limited::new(request.into_body(), limit).collect().await {
         Ok(collected) => collected.to_bytes(),
-        Err(err) if err.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+        Err(err)
+            if err
+                .downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
             return Err(ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "body_too_large",
@@ -37,7 +41,11 @@ pub async fn json_body<T: DeserializeOwned>(
             ));
         }
         Err(err) => {
-            return Err(ApiError::new(StatusCode::BAD_REQUEST, "bad_body", err.to_string()));
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_body",
+                err.to_string(),
+            ));
         }
     };
     let mut deserializer = serde_json::Deserializer::from_slice(&bytes);
@@ -133,7 +141,13 @@ impl Checks {
     }
 
     /// Parses one of a closed set of values, recording an error naming the allowed ones.
-    pub fn one_of<T>(&mut self, field: &str, value: &str, parse: fn(&str) -> Option<T>, allowed: &[&str]) -> Option<T> {
+    pub fn one_of<T>(
+        &mut self,
+        field: &str,
+        value: &str,
+        parse: fn(&str) -> Option<T>,
+        allowed: &[&str],
+    ) -> Option<T> {
         let parsed = parse(value);
         self.check(
             parsed.is_some(),
@@ -155,7 +169,11 @@ impl Checks {
 
     /// Fails when anything was recorded.
     pub fn finish(self) -> Result<(), ApiError> {
-        if self.0.is_empty() { Ok(()) } else { Err(ApiError::invalid(self.0)) }
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(ApiError::invalid(self.0))
+        }
     }
 }
 
@@ -184,10 +202,17 @@ pub fn int_param(params: &HashMap<String, String>, name: &str) -> Result<Option<
 }
 
 /// `limit` within `1..=max`, default `default`.
-pub fn page_limit(params: &HashMap<String, String>, default: i64, max: i64) -> Result<i64, ApiError> {
+pub fn page_limit(
+    params: &HashMap<String, String>,
+    default: i64,
+    max: i64,
+) -> Result<i64, ApiError> {
     let limit = int_param(params, "limit")?.unwrap_or(default);
     if !(1..=max).contains(&limit) {
-        return Err(FieldErrors::one("limit", &format!("must be between 1 and {max}")));
+        return Err(FieldErrors::one(
+            "limit",
+            &format!("must be between 1 and {max}"),
+        ));
     }
     Ok(limit)
 }
@@ -246,7 +271,10 @@ mod tests {
 
     #[test]
     fn percent_decoding() {
-        assert_eq!(percent_decode("project%3A42").as_deref(), Some("project:42"));
+        assert_eq!(
+            percent_decode("project%3A42").as_deref(),
+            Some("project:42")
+        );
         assert_eq!(percent_decode("a+b").as_deref(), Some("a b"));
         assert_eq!(percent_decode("%zz"), None);
     }
@@ -262,6 +290,9 @@ mod tests {
         headers.insert("if-match", "*".parse().unwrap());
         assert_eq!(if_match(&headers).unwrap(), None);
         headers.insert("if-match", "\"abc\"".parse().unwrap());
-        assert_eq!(if_match(&headers).unwrap_err().status, StatusCode::PRECONDITION_FAILED);
+        assert_eq!(
+            if_match(&headers).unwrap_err().status,
+            StatusCode::PRECONDITION_FAILED
+        );
     }
 }

@@ -1,9 +1,14 @@
 //! `/api/v1/issues` and `/api/v1/issues/{id}`.
 
 use super::input::{Checks, if_match, int_param, json_body, nullable, page_limit, query};
-use super::{Api, ApiError, Context, Reply, idempotency, key_reused, not_modified, page, replay, resource, stored_created};
+use super::{
+    Api, ApiError, Context, Reply, idempotency, key_reused, not_modified, page, replay, resource,
+    stored_created,
+};
 use crate::store::{IssueFilter, Outcome};
-use crate::tracker::{ASSIGNEE_MAX, IssuePatch, IssueType, NewIssue, Priority, Status, TEXT_MAX, TITLE_MAX};
+use crate::tracker::{
+    ASSIGNEE_MAX, IssuePatch, IssueType, NewIssue, Priority, Status, TEXT_MAX, TITLE_MAX,
+};
 use hyper::body::Incoming;
 use hyper::{Request, StatusCode};
 use serde::Deserialize;
@@ -56,10 +61,18 @@ fn location(id: i64) -> String {
 }
 
 pub async fn create(api: &Api, request: Request<Incoming>, context: &Context) -> Reply {
-    let (method, path, headers) = (request.method().clone(), request.uri().path().to_owned(), request.headers().clone());
+    let (method, path, headers) = (
+        request.method().clone(),
+        request.uri().path().to_owned(),
+        request.headers().clone(),
+    );
     let (body, raw): (CreateIssue, _) = json_body(request, api.config.max_body_bytes).await?;
     let mut checks = Checks::default();
-    checks.check(body.project_id > 0, "project_id", "must be a positive integer");
+    checks.check(
+        body.project_id > 0,
+        "project_id",
+        "must be a positive integer",
+    );
     checks.length("title", &body.title, 1, TITLE_MAX);
     checks.length("description", &body.description, 0, TEXT_MAX);
     let status = checks.one_of("status", &body.status, Status::parse, Status::ALL);
@@ -82,17 +95,28 @@ pub async fn create(api: &Api, request: Request<Incoming>, context: &Context) ->
     let mutation = context.mutation(key);
     match api
         .store
-        .create_issue(&mutation, new, |issue| stored_created(issue, issue.version, location(issue.id)))
+        .create_issue(&mutation, new, |issue| {
+            stored_created(issue, issue.version, location(issue.id))
+        })
         .await?
     {
-        Outcome::Done(issue) => Ok(resource(StatusCode::CREATED, &issue, issue.version, Some(location(issue.id)))),
+        Outcome::Done(issue) => Ok(resource(
+            StatusCode::CREATED,
+            &issue,
+            issue.version,
+            Some(location(issue.id)),
+        )),
         Outcome::Replay(stored) => Ok(replay(stored)),
         Outcome::KeyReused => Err(key_reused()),
     }
 }
 
 pub async fn get(api: &Api, request: Request<Incoming>, id: i64) -> Reply {
-    let issue = api.store.get_issue(id).await.map_err(|e| not_found_as(e, "issue"))?;
+    let issue = api
+        .store
+        .get_issue(id)
+        .await
+        .map_err(|e| not_found_as(e, "issue"))?;
     if let Some(response) = not_modified(request.headers(), issue.version) {
         return Ok(response);
     }
@@ -133,7 +157,10 @@ pub async fn update(api: &Api, request: Request<Incoming>, context: &Context, id
         checks.length("description", description, 0, TEXT_MAX);
     }
     let patch = IssuePatch {
-        status: body.status.as_deref().and_then(|s| checks.one_of("status", s, Status::parse, Status::ALL)),
+        status: body
+            .status
+            .as_deref()
+            .and_then(|s| checks.one_of("status", s, Status::parse, Status::ALL)),
         priority: body
             .priority
             .as_deref()

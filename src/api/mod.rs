@@ -68,7 +68,12 @@ pub type Reply = Result<Response<Body>, ApiError>;
 
 impl Api {
     /// Builds the API over an opened store.
-    pub fn new(config: &Config, store: Store, auth: Arc<Authenticator>, publisher: Arc<ConnectionContext>) -> Self {
+    pub fn new(
+        config: &Config,
+        store: Store,
+        auth: Arc<Authenticator>,
+        publisher: Arc<ConnectionContext>,
+    ) -> Self {
         Api {
             store,
             auth,
@@ -86,7 +91,12 @@ impl Api {
 
     /// Serves one request under `/api/v1/`. Returns the route template (for metrics)
     /// and the response.
-    pub async fn handle(&self, request: Request<Incoming>, peer: IpAddr, request_id: &str) -> (&'static str, Response<Body>) {
+    pub async fn handle(
+        &self,
+        request: Request<Incoming>,
+        peer: IpAddr,
+        request_id: &str,
+    ) -> (&'static str, Response<Body>) {
         let path = request.uri().path().trim_end_matches('/').to_owned();
         let segments: Vec<&str> = path
             .strip_prefix("/api/v1")
@@ -103,8 +113,9 @@ impl Api {
         let principal = match self.auth.authenticate(token) {
             Ok(principal) => principal,
             Err(err) => {
-                let error = ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", err.to_string())
-                    .with_header("www-authenticate", "Bearer");
+                let error =
+                    ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", err.to_string())
+                        .with_header("www-authenticate", "Bearer");
                 return (route, error.into_response());
             }
         };
@@ -128,7 +139,12 @@ impl Api {
             }
         } else {
             metrics::counter!("roomcast_http_rate_limited_total").increment(1);
-            ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "too many requests; slow down").into_response()
+            ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "too many requests; slow down",
+            )
+            .into_response()
         };
         for (name, value) in decision.headers() {
             if let Ok(value) = value.parse() {
@@ -138,15 +154,26 @@ impl Api {
         (route, response)
     }
 
-    async fn dispatch(&self, request: Request<Incoming>, segments: &[&str], context: &Context) -> Reply {
+    async fn dispatch(
+        &self,
+        request: Request<Incoming>,
+        segments: &[&str],
+        context: &Context,
+    ) -> Reply {
         let method = request.method().clone();
         match (segments, &method) {
             (["issues"], &Method::GET) => issues::list(self, request).await,
             (["issues"], &Method::POST) => issues::create(self, request, context).await,
             (["issues", id], &Method::GET) => issues::get(self, request, parse_id(id)?).await,
-            (["issues", id], &Method::PATCH) => issues::update(self, request, context, parse_id(id)?).await,
-            (["issues", id], &Method::DELETE) => issues::delete(self, request, context, parse_id(id)?).await,
-            (["issues", id, "comments"], &Method::GET) => comments::list(self, request, parse_id(id)?).await,
+            (["issues", id], &Method::PATCH) => {
+                issues::update(self, request, context, parse_id(id)?).await
+            }
+            (["issues", id], &Method::DELETE) => {
+                issues::delete(self, request, context, parse_id(id)?).await
+            }
+            (["issues", id, "comments"], &Method::GET) => {
+                comments::list(self, request, parse_id(id)?).await
+            }
             (["issues", id, "comments"], &Method::POST) => {
                 comments::create(self, request, context, parse_id(id)?).await
             }
@@ -162,10 +189,16 @@ impl Api {
             (["audit"], &Method::GET) => audit::search(self, request).await,
             (["audit", "export"], &Method::GET) => audit::export(self, request).await,
             (["publish"], &Method::POST) => rooms::publish(self, request, context).await,
-            (["rooms", room, "history"], &Method::GET) => rooms::history(self, request, context, room).await,
+            (["rooms", room, "history"], &Method::GET) => {
+                rooms::history(self, request, context, room).await
+            }
             _ => Err(match allowed_methods(segments) {
-                Some(allow) => ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", format!("use {allow}"))
-                    .with_header("allow", allow),
+                Some(allow) => ApiError::new(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "method_not_allowed",
+                    format!("use {allow}"),
+                )
+                .with_header("allow", allow),
                 None => ApiError::not_found("route"),
             }),
         }
@@ -223,11 +256,7 @@ fn idempotency(
         IdempotencyKey {
             principal: principal.key(),
             key,
-            request_hash: hash
-                .finalize()
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect(),
+            request_hash: hash.finalize().iter().map(|b| format!("{b:02x}")).collect(),
         }
     }))
 }
@@ -237,8 +266,14 @@ fn replay(stored: StoredResponse) -> Response<Body> {
     let mut response = Response::new(crate::server::full(stored.body));
     *response.status_mut() = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK);
     let headers = response.headers_mut();
-    headers.insert("content-type", hyper::header::HeaderValue::from_static("application/json"));
-    headers.insert("idempotent-replayed", hyper::header::HeaderValue::from_static("true"));
+    headers.insert(
+        "content-type",
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    headers.insert(
+        "idempotent-replayed",
+        hyper::header::HeaderValue::from_static("true"),
+    );
     if let Some(location) = stored.location.and_then(|l| l.parse().ok()) {
         headers.insert("location", location);
     }
@@ -257,7 +292,12 @@ fn key_reused() -> ApiError {
 }
 
 /// A JSON response with an ETag (and a Location for 201).
-fn resource<T: serde::Serialize>(status: StatusCode, value: &T, version: i64, location: Option<String>) -> Response<Body> {
+fn resource<T: serde::Serialize>(
+    status: StatusCode,
+    value: &T,
+    version: i64,
+    location: Option<String>,
+) -> Response<Body> {
     let mut response = crate::server::json_response(status, value);
     let headers = response.headers_mut();
     if let Ok(etag) = format!("\"{version}\"").parse() {
@@ -270,7 +310,11 @@ fn resource<T: serde::Serialize>(status: StatusCode, value: &T, version: i64, lo
 }
 
 /// The stored form of a 201 response, for idempotent replays.
-fn stored_created<T: serde::Serialize>(value: &T, version: i64, location: String) -> StoredResponse {
+fn stored_created<T: serde::Serialize>(
+    value: &T,
+    version: i64,
+    location: String,
+) -> StoredResponse {
     StoredResponse {
         status: 201,
         body: serde_json::to_string(value).expect("resources serialize"),
@@ -285,7 +329,10 @@ fn not_modified(headers: &hyper::HeaderMap, version: i64) -> Option<Response<Bod
     let matches = headers
         .get("if-none-match")
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|t| t.trim().trim_start_matches("W/") == tag || t.trim() == "*"));
+        .is_some_and(|v| {
+            v.split(',')
+                .any(|t| t.trim().trim_start_matches("W/") == tag || t.trim() == "*")
+        });
     matches.then(|| {
         let mut response = Response::new(crate::server::empty());
         *response.status_mut() = StatusCode::NOT_MODIFIED;
@@ -301,5 +348,8 @@ fn page<T: serde::Serialize>(items: &[T], limit: i64, id_of: impl Fn(&T) -> i64)
     let next = (items.len() as i64 == limit)
         .then(|| items.last().map(|item| id_of(item).to_string()))
         .flatten();
-    crate::server::json_response(StatusCode::OK, &serde_json::json!({ "items": items, "next_cursor": next }))
+    crate::server::json_response(
+        StatusCode::OK,
+        &serde_json::json!({ "items": items, "next_cursor": next }),
+    )
 }

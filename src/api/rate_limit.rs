@@ -71,12 +71,24 @@ impl RateLimiter {
         RateLimiter {
             buckets: DashMap::new(),
             user: [
-                Tier { per_second: config.user_reads_per_second, burst: config.user_read_burst },
-                Tier { per_second: config.user_writes_per_second, burst: config.user_write_burst },
+                Tier {
+                    per_second: config.user_reads_per_second,
+                    burst: config.user_read_burst,
+                },
+                Tier {
+                    per_second: config.user_writes_per_second,
+                    burst: config.user_write_burst,
+                },
             ],
             service: [
-                Tier { per_second: config.service_reads_per_second, burst: config.service_read_burst },
-                Tier { per_second: config.service_writes_per_second, burst: config.service_write_burst },
+                Tier {
+                    per_second: config.service_reads_per_second,
+                    burst: config.service_read_burst,
+                },
+                Tier {
+                    per_second: config.service_writes_per_second,
+                    burst: config.service_write_burst,
+                },
             ],
         }
     }
@@ -100,7 +112,10 @@ impl RateLimiter {
         let mut bucket = self
             .buckets
             .entry((key.to_owned(), class))
-            .or_insert_with(|| Bucket { tokens: burst, updated: now });
+            .or_insert_with(|| Bucket {
+                tokens: burst,
+                updated: now,
+            });
         let elapsed = now.saturating_duration_since(bucket.updated).as_secs_f64();
         bucket.tokens = (bucket.tokens + elapsed * tier.per_second).min(burst);
         bucket.updated = now;
@@ -114,14 +129,19 @@ impl RateLimiter {
             limit: tier.burst,
             remaining: tokens.floor() as u32,
             reset_secs: ((burst - tokens) / tier.per_second).ceil() as u64,
-            retry_after_secs: if allowed { 0 } else { ((1.0 - tokens) / tier.per_second).ceil().max(1.0) as u64 },
+            retry_after_secs: if allowed {
+                0
+            } else {
+                ((1.0 - tokens) / tier.per_second).ceil().max(1.0) as u64
+            },
         }
     }
 
     /// Forgets buckets idle for `idle` (they would be full again anyway).
     pub fn forget_idle(&self, idle: Duration) {
         let now = Instant::now();
-        self.buckets.retain(|_, bucket| now.duration_since(bucket.updated) < idle);
+        self.buckets
+            .retain(|_, bucket| now.duration_since(bucket.updated) < idle);
     }
 }
 
@@ -155,7 +175,11 @@ mod tests {
         assert!(!refused.allowed);
         assert_eq!(refused.retry_after_secs, 1);
         assert_eq!(refused.reset_secs, 2);
-        assert!(limiter.check_at(&user, "a", Class::Read, start + Duration::from_secs(1)).allowed);
+        assert!(
+            limiter
+                .check_at(&user, "a", Class::Read, start + Duration::from_secs(1))
+                .allowed
+        );
     }
 
     #[test]
@@ -164,12 +188,25 @@ mod tests {
         let user = Principal::Anonymous;
         let now = Instant::now();
         assert!(limiter.check_at(&user, "a", Class::Write, now).allowed);
-        assert!(!limiter.check_at(&user, "a", Class::Write, now).allowed, "writes are stricter");
-        assert!(limiter.check_at(&user, "a", Class::Read, now).allowed, "reads have their own bucket");
-        assert!(limiter.check_at(&user, "b", Class::Write, now).allowed, "other callers too");
+        assert!(
+            !limiter.check_at(&user, "a", Class::Write, now).allowed,
+            "writes are stricter"
+        );
+        assert!(
+            limiter.check_at(&user, "a", Class::Read, now).allowed,
+            "reads have their own bucket"
+        );
+        assert!(
+            limiter.check_at(&user, "b", Class::Write, now).allowed,
+            "other callers too"
+        );
         let service = Principal::Service { name: "s".into() };
         for _ in 0..50 {
-            assert!(limiter.check_at(&service, "service:s", Class::Write, now).allowed);
+            assert!(
+                limiter
+                    .check_at(&service, "service:s", Class::Write, now)
+                    .allowed
+            );
         }
     }
 }

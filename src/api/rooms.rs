@@ -35,7 +35,9 @@ fn forbidden(message: String) -> ApiError {
 
 pub async fn publish(api: &Api, request: Request<Incoming>, context: &Context) -> Reply {
     if matches!(context.principal, Principal::User { .. }) {
-        return Err(forbidden("publishing over HTTP needs a service token".into()));
+        return Err(forbidden(
+            "publishing over HTTP needs a service token".into(),
+        ));
     }
     let key = idempotency_key(request.headers())?;
     let (body, _): (PublishBody, _) = json_body(request, api.config.max_body_bytes).await?;
@@ -70,11 +72,18 @@ pub async fn publish(api: &Api, request: Request<Incoming>, context: &Context) -
     ))
 }
 
-pub async fn history(api: &Api, request: Request<Incoming>, context: &Context, room: &str) -> Reply {
+pub async fn history(
+    api: &Api,
+    request: Request<Incoming>,
+    context: &Context,
+    room: &str,
+) -> Reply {
     let room = percent_decode(room).ok_or_else(|| ApiError::not_found("room"))?;
     let room = room_name(api, "room", &room)?;
     if !context.principal.may_subscribe(room.as_str()) {
-        return Err(forbidden(format!("your token does not allow reading {room}")));
+        return Err(forbidden(format!(
+            "your token does not allow reading {room}"
+        )));
     }
     let params = query(&request);
     let since = match params.get("since") {
@@ -83,17 +92,28 @@ pub async fn history(api: &Api, request: Request<Incoming>, context: &Context, r
             let parsed = since
                 .rsplit_once(':')
                 .and_then(|(epoch, seq)| Some(Position::new(Epoch::new(epoch), seq.parse().ok()?)));
-            Some(parsed.ok_or_else(|| FieldErrors::one("since", "must be EPOCH:SEQ, e.g. 9f2c4e1a7b3d5e60:17"))?)
+            Some(parsed.ok_or_else(|| {
+                FieldErrors::one("since", "must be EPOCH:SEQ, e.g. 9f2c4e1a7b3d5e60:17")
+            })?)
         }
     };
     let max = api.publisher.limits.max_history as i64;
     let limit = int_param(&params, "limit")?.unwrap_or(max);
     if !(1..=max).contains(&limit) {
-        return Err(FieldErrors::one("limit", &format!("must be between 1 and {max}")));
+        return Err(FieldErrors::one(
+            "limit",
+            &format!("must be between 1 and {max}"),
+        ));
     }
     let reply = read_history(&**api.broker(), &room, since.as_ref(), limit as usize)
         .await
-        .map_err(|err| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "broker_unavailable", err.to_string()))?;
+        .map_err(|err| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "broker_unavailable",
+                err.to_string(),
+            )
+        })?;
     let messages: Vec<Value> = reply
         .publications
         .iter()

@@ -409,10 +409,22 @@ impl Config {
         )?;
         let l = &self.rate_limits;
         for (ok, key) in [
-            (l.user_reads_per_second > 0.0 && l.user_read_burst >= 1, "rate_limits.user_reads_per_second"),
-            (l.user_writes_per_second > 0.0 && l.user_write_burst >= 1, "rate_limits.user_writes_per_second"),
-            (l.service_reads_per_second > 0.0 && l.service_read_burst >= 1, "rate_limits.service_reads_per_second"),
-            (l.service_writes_per_second > 0.0 && l.service_write_burst >= 1, "rate_limits.service_writes_per_second"),
+            (
+                l.user_reads_per_second > 0.0 && l.user_read_burst >= 1,
+                "rate_limits.user_reads_per_second",
+            ),
+            (
+                l.user_writes_per_second > 0.0 && l.user_write_burst >= 1,
+                "rate_limits.user_writes_per_second",
+            ),
+            (
+                l.service_reads_per_second > 0.0 && l.service_read_burst >= 1,
+                "rate_limits.service_reads_per_second",
+            ),
+            (
+                l.service_writes_per_second > 0.0 && l.service_write_burst >= 1,
+                "rate_limits.service_writes_per_second",
+            ),
         ] {
             check(ok, key, "rates must be positive and bursts at least 1")?;
         }

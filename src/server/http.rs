@@ -45,14 +45,22 @@ pub async fn route(
         (&Method::GET, "/readyz") => ("/readyz", readiness(&app).await),
         (_, "/healthz" | "/readyz") => (
             "/health",
-            json_error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "use GET"),
+            json_error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "use GET",
+            ),
         ),
         (_, path) if path.starts_with("/api/v1/") || path == "/api/v1" => {
             app.api.handle(request, peer, &request_id).await
         }
         (_, path) => (
             "/other",
-            json_error(StatusCode::NOT_FOUND, "not_found", &format!("no route for {path}")),
+            json_error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                &format!("no route for {path}"),
+            ),
         ),
     };
     if let Ok(value) = HeaderValue::from_str(&request_id) {
@@ -74,7 +82,9 @@ fn request_id(headers: &hyper::HeaderMap) -> String {
         .and_then(|v| v.to_str().ok())
         .filter(|id| {
             (1..=128).contains(&id.len())
-                && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b))
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b))
         })
         .map(str::to_owned)
         .unwrap_or_else(|| uuid::Uuid::now_v7().to_string())

@@ -9,11 +9,11 @@ pub use http::{Body, BoxError, empty, full, json_error, json_response};
 use crate::api::Api;
 use crate::auth::{AuthConfigError, Authenticator};
 use crate::broker::{Broker, BrokerError, EventReceiver};
-use crate::store::{Store, StoreError};
 use crate::config::Config;
 use crate::connection::{ConnectionContext, Connections};
 use crate::protocol::CloseCode;
 use crate::room::{RestartPolicy, RoomSettings, Rooms};
+use crate::store::{Store, StoreError};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -132,7 +132,12 @@ impl Server {
         let store = Store::connect(&config.database_url)
             .await
             .map_err(ServerError::Store)?;
-        let api = Arc::new(Api::new(config, store.clone(), auth.clone(), context.clone()));
+        let api = Arc::new(Api::new(
+            config,
+            store.clone(),
+            auth.clone(),
+            context.clone(),
+        ));
         let relay_stop = CancellationToken::new();
         let relay = crate::relay::spawn_relay(store.clone(), context.clone(), relay_stop.clone());
         crate::api::spawn_maintenance(store, config.audit.clone());

@@ -1,8 +1,8 @@
 //! The WebSocket upgrade on the shared HTTP listener: validate the request, answer 101
 //! with the negotiated subprotocol, and hand the upgraded socket to the connections.
 
-use super::http::{Body, json_error};
 use super::App;
+use super::http::{Body, json_error};
 use crate::auth::bearer;
 use crate::protocol::Encoding;
 use hyper::header::{self, HeaderMap, HeaderValue};
@@ -26,11 +26,15 @@ pub fn upgrade(mut request: Request<hyper::body::Incoming>, app: &App) -> Respon
         .and_then(|v| v.to_str().ok())
         .and_then(bearer)
         .map(str::to_owned);
-    let principal = match app.auth.authenticate(header_token.or(query_token).as_deref()) {
+    let principal = match app
+        .auth
+        .authenticate(header_token.or(query_token).as_deref())
+    {
         Ok(principal) => principal,
         Err(err) => {
             metrics::counter!("roomcast_auth_failures_total", "endpoint" => "ws").increment(1);
-            let mut response = json_error(StatusCode::UNAUTHORIZED, "unauthorized", &err.to_string());
+            let mut response =
+                json_error(StatusCode::UNAUTHORIZED, "unauthorized", &err.to_string());
             response
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
@@ -87,7 +91,11 @@ pub fn upgrade(mut request: Request<hyper::body::Incoming>, app: &App) -> Respon
     let on_upgrade = hyper::upgrade::on(&mut request);
     tokio::spawn(async move {
         match on_upgrade.await {
-            Ok(upgraded) => connections.serve(TokioIo::new(upgraded), encoding, principal).await,
+            Ok(upgraded) => {
+                connections
+                    .serve(TokioIo::new(upgraded), encoding, principal)
+                    .await
+            }
             Err(err) => tracing::debug!(error = %err, "WebSocket upgrade did not complete"),
         }
     });

@@ -49,7 +49,17 @@ pub struct AuditEntry {
     pub request_id: String,
 }
 
-type Row = (i64, i64, String, String, String, i64, String, String, String);
+type Row = (
+    i64,
+    i64,
+    String,
+    String,
+    String,
+    i64,
+    String,
+    String,
+    String,
+);
 
 impl Store {
     /// A page of matching entries, oldest first.
@@ -73,17 +83,29 @@ impl Store {
         .await?;
         Ok(rows
             .into_iter()
-            .map(|(id, created_at, actor, actor_kind, entity, entity_id, action, changes, request_id)| AuditEntry {
-                id,
-                created_at,
-                actor,
-                actor_kind,
-                entity,
-                entity_id,
-                action,
-                changes: serde_json::from_str(&changes).unwrap_or(Value::Null),
-                request_id,
-            })
+            .map(
+                |(
+                    id,
+                    created_at,
+                    actor,
+                    actor_kind,
+                    entity,
+                    entity_id,
+                    action,
+                    changes,
+                    request_id,
+                )| AuditEntry {
+                    id,
+                    created_at,
+                    actor,
+                    actor_kind,
+                    entity,
+                    entity_id,
+                    action,
+                    changes: serde_json::from_str(&changes).unwrap_or(Value::Null),
+                    request_id,
+                },
+            )
             .collect())
     }
 

@@ -1,7 +1,10 @@
 //! Comments under an issue: create, read, list, update, delete.
 
 use super::idempotency::{self, StoredResponse};
-use super::{Change, Mutation, Outcome, Store, StoreError, is_unique_violation, issues, now_ms, record_change};
+use super::{
+    Change, Mutation, Outcome, Store, StoreError, is_unique_violation, issues, now_ms,
+    record_change,
+};
 use crate::tracker::{Action, Comment, Entity, changes, fields};
 use serde_json::Value;
 use sqlx::AnyConnection;
@@ -24,7 +27,10 @@ const SELECT_ONE: &str = "SELECT id, issue_id, author, body, version, created_at
      FROM comments WHERE id = $1 AND issue_id = $2";
 
 /// Every comment of an issue (used when the issue is deleted).
-pub(crate) async fn of_issue(conn: &mut AnyConnection, issue_id: i64) -> Result<Vec<Comment>, StoreError> {
+pub(crate) async fn of_issue(
+    conn: &mut AnyConnection,
+    issue_id: i64,
+) -> Result<Vec<Comment>, StoreError> {
     let rows: Vec<Row> = sqlx::query_as(
         "SELECT id, issue_id, author, body, version, created_at, updated_at FROM comments WHERE issue_id = $1 ORDER BY id",
     )
@@ -112,7 +118,12 @@ impl Store {
     }
 
     /// A page of an issue's comments (the issue must exist).
-    pub async fn list_comments(&self, issue_id: i64, after_id: i64, limit: i64) -> Result<Vec<Comment>, StoreError> {
+    pub async fn list_comments(
+        &self,
+        issue_id: i64,
+        after_id: i64,
+        limit: i64,
+    ) -> Result<Vec<Comment>, StoreError> {
         self.get_issue(issue_id).await?;
         let rows: Vec<Row> = sqlx::query_as(
             "SELECT id, issue_id, author, body, version, created_at, updated_at FROM comments \

@@ -28,12 +28,15 @@ pub struct StoredResponse {
     pub etag: Option<String>,
 }
 
+/// request_hash, status, body, location, etag
+type Row = (String, i64, String, Option<String>, Option<String>);
+
 /// A previous use of the key, if any, as the outcome to return instead of acting.
 pub(crate) async fn previous<T>(
     conn: &mut AnyConnection,
     key: &IdempotencyKey,
 ) -> Result<Option<Outcome<T>>, StoreError> {
-    let row: Option<(String, i64, String, Option<String>, Option<String>)> = sqlx::query_as(
+    let row: Option<Row> = sqlx::query_as(
         "SELECT request_hash, status, body, location, etag FROM idempotency_keys WHERE principal = $1 AND key = $2",
     )
     .bind(&key.principal)

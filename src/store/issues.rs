@@ -1,9 +1,13 @@
 //! Issues: create, read, list, update, delete.
 
 use super::idempotency::{self, StoredResponse};
-use super::{Change, Mutation, Outcome, Store, StoreError, is_unique_violation, now_ms, record_audit, record_change};
+use super::{
+    Change, Mutation, Outcome, Store, StoreError, is_unique_violation, now_ms, record_audit,
+    record_change,
+};
 use crate::tracker::{
-    Action, Comment, Entity, Issue, IssuePatch, IssueType, NewIssue, Priority, Status, changes, fields,
+    Action, Comment, Entity, Issue, IssuePatch, IssueType, NewIssue, Priority, Status, changes,
+    fields,
 };
 use sqlx::AnyConnection;
 
@@ -27,10 +31,36 @@ pub struct IssueFilter {
 const SELECT_ONE: &str = "SELECT id, project_id, title, description, status, priority, issue_type, assignee, \
      reporter, version, created_at, updated_at FROM issues WHERE id = $1";
 
-type Row = (i64, i64, String, String, String, String, String, Option<String>, String, i64, i64, i64);
+type Row = (
+    i64,
+    i64,
+    String,
+    String,
+    String,
+    String,
+    String,
+    Option<String>,
+    String,
+    i64,
+    i64,
+    i64,
+);
 
 fn from_row(row: Row) -> Result<Issue, StoreError> {
-    let (id, project_id, title, description, status, priority, issue_type, assignee, reporter, version, created_at, updated_at) = row;
+    let (
+        id,
+        project_id,
+        title,
+        description,
+        status,
+        priority,
+        issue_type,
+        assignee,
+        reporter,
+        version,
+        created_at,
+        updated_at,
+    ) = row;
     let corrupt = |what: &str| StoreError::Internal(format!("issue {id} has an invalid {what}"));
     Ok(Issue {
         id,
@@ -49,10 +79,7 @@ fn from_row(row: Row) -> Result<Issue, StoreError> {
 }
 
 pub(crate) async fn fetch(conn: &mut AnyConnection, id: i64) -> Result<Issue, StoreError> {
-    let row: Row = sqlx::query_as(SELECT_ONE)
-        .bind(id)
-        .fetch_one(conn)
-        .await?;
+    let row: Row = sqlx::query_as(SELECT_ONE).bind(id).fetch_one(conn).await?;
     from_row(row)
 }
 
@@ -122,8 +149,14 @@ impl Store {
     }
 
     /// Another request with the same key committed first: answer as it did.
-    pub(crate) async fn replay_after_race<T>(&self, mutation: &Mutation) -> Result<Outcome<T>, StoreError> {
-        let key = mutation.idempotency.as_ref().expect("only reached with a key");
+    pub(crate) async fn replay_after_race<T>(
+        &self,
+        mutation: &Mutation,
+    ) -> Result<Outcome<T>, StoreError> {
+        let key = mutation
+            .idempotency
+            .as_ref()
+            .expect("only reached with a key");
         let mut conn = self.pool.acquire().await?;
         idempotency::previous(&mut conn, key)
             .await?
@@ -222,7 +255,12 @@ impl Store {
     }
 
     /// Deletes an issue and its comments, if `if_match` (when given) is current.
-    pub async fn delete_issue(&self, mutation: &Mutation, id: i64, if_match: Option<i64>) -> Result<(), StoreError> {
+    pub async fn delete_issue(
+        &self,
+        mutation: &Mutation,
+        id: i64,
+        if_match: Option<i64>,
+    ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         let current = fetch(&mut tx, id).await?;
         if let Some(expected) = if_match

@@ -122,7 +122,9 @@ impl Store {
         } else if url.starts_with("sqlite:") {
             Backend::Sqlite
         } else {
-            return Err(StoreError::Internal(format!("unsupported database URL {url}")));
+            return Err(StoreError::Internal(format!(
+                "unsupported database URL {url}"
+            )));
         };
         let options = AnyConnectOptions::from_str(url)
             .map_err(|e| StoreError::Internal(format!("invalid database URL: {e}")))?
@@ -137,7 +139,9 @@ impl Store {
             .await
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;
         if backend == Backend::Sqlite {
-            sqlx::query("PRAGMA journal_mode = WAL").execute(&pool).await?;
+            sqlx::query("PRAGMA journal_mode = WAL")
+                .execute(&pool)
+                .await?;
         }
         migrator(backend)
             .run(&pool)
@@ -219,7 +223,16 @@ pub(crate) async fn record_change(
     change: &Change,
     response: Option<&StoredResponse>,
 ) -> Result<(), StoreError> {
-    record_audit(conn, mutation, change.entity, change.id, change.action, &change.changes, change.at).await?;
+    record_audit(
+        conn,
+        mutation,
+        change.entity,
+        change.id,
+        change.action,
+        &change.changes,
+        change.at,
+    )
+    .await?;
     let (rooms, event) = crate::tracker::event(
         change.entity,
         change.action,

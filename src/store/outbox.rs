@@ -78,10 +78,11 @@ impl Store {
 
     /// Deletes published events older than `before_ms`.
     pub async fn purge_outbox(&self, before_ms: i64) -> Result<u64, StoreError> {
-        let done = sqlx::query("DELETE FROM outbox WHERE published_at IS NOT NULL AND published_at < $1")
-            .bind(before_ms)
-            .execute(&self.pool)
-            .await?;
+        let done =
+            sqlx::query("DELETE FROM outbox WHERE published_at IS NOT NULL AND published_at < $1")
+                .bind(before_ms)
+                .execute(&self.pool)
+                .await?;
         Ok(done.rows_affected())
     }
 }

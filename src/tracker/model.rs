@@ -295,7 +295,10 @@ mod tests {
         }
         assert_eq!(Priority::parse("urgent"), Some(Priority::Urgent));
         assert_eq!(IssueType::parse("epic"), None);
-        assert_eq!(serde_json::to_value(Status::InProgress).unwrap(), json!("in_progress"));
+        assert_eq!(
+            serde_json::to_value(Status::InProgress).unwrap(),
+            json!("in_progress")
+        );
     }
 
     #[test]
@@ -303,7 +306,10 @@ mod tests {
         let before = json!({"title": "a", "status": "open", "version": 1});
         let after = json!({"title": "a", "status": "closed", "version": 2});
         let diff = changes(before.as_object(), after.as_object());
-        assert_eq!(diff, json!({"status": {"before": "open", "after": "closed"}}));
+        assert_eq!(
+            diff,
+            json!({"status": {"before": "open", "after": "closed"}})
+        );
         let created = changes(None, after.as_object());
         assert_eq!(created["title"], json!({"before": null, "after": "a"}));
     }

@@ -1,10 +1,13 @@
 //! Integration tests: real servers on ephemeral loopback ports, real sockets. One test
 //! binary (one link) for all of them.
 
+mod api;
+mod auth;
 mod bad_input;
 mod cluster;
 mod conformance;
 mod lagging;
+mod outbox;
 mod process;
 mod protocol;
 mod resume;

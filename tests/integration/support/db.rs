@@ -24,7 +24,9 @@ pub async fn postgres_url() -> Option<String> {
         .await
         .unwrap();
     let separator = if base.contains('?') { '&' } else { '?' };
-    Some(format!("{base}{separator}options=-c%20search_path%3D{schema}"))
+    Some(format!(
+        "{base}{separator}options=-c%20search_path%3D{schema}"
+    ))
 }
 
 /// Every database the suite runs the API tests on: SQLite always, PostgreSQL too when

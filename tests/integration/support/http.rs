@@ -37,13 +37,22 @@ impl Reply {
 }
 
 /// Sends one request to `addr` and reads the whole response.
-pub async fn send(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: Option<&[u8]>) -> Reply {
+pub async fn send(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> Reply {
     let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .unwrap();
     tokio::spawn(connection);
-    let mut request = Request::builder().method(method).uri(path).header("host", addr);
+    let mut request = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", addr);
     for (name, value) in headers {
         request = request.header(*name, *value);
     }
@@ -54,11 +63,21 @@ pub async fn send(addr: &str, method: &str, path: &str, headers: &[(&str, &str)]
     let status = response.status().as_u16();
     let headers = response.headers().clone();
     let body = response.into_body().collect().await.unwrap().to_bytes();
-    Reply { status, headers, body }
+    Reply {
+        status,
+        headers,
+        body,
+    }
 }
 
 /// A JSON request.
-pub async fn json(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &Value) -> Reply {
+pub async fn json(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &Value,
+) -> Reply {
     let mut all = vec![("content-type", "application/json")];
     all.extend_from_slice(headers);
     send(addr, method, path, &all, Some(body.to_string().as_bytes())).await
