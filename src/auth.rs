@@ -96,6 +96,13 @@ impl Principal {
         }
     }
 
+    /// The broker idempotency key for a publish this principal made with `key`. Client
+    /// keys live in their own namespace (`client:{principal}:{key}`): no client can
+    /// take a key the outbox relay will use (`outbox:…`), nor another principal's.
+    pub fn publish_key(&self, key: &str) -> String {
+        format!("client:{}:{key}", self.key())
+    }
+
     /// A stable key for rate limits and idempotency records.
     pub fn key(&self) -> String {
         match self {
@@ -229,13 +236,19 @@ impl Authenticator {
         .ok_or_else(|| AuthError::Invalid(format!("{:?} tokens are not accepted", header.alg)))?;
         let mut validation = Validation::new(header.alg);
         validation.leeway = 30;
+        let mut required = vec!["exp", "sub"];
         if let Some(issuer) = &self.issuer {
             validation.set_issuer(&[issuer]);
+            required.push("iss");
         }
         match &self.audience {
-            Some(audience) => validation.set_audience(&[audience]),
+            Some(audience) => {
+                validation.set_audience(&[audience]);
+                required.push("aud");
+            }
             None => validation.validate_aud = false,
         }
+        validation.set_required_spec_claims(&required);
         let data = jsonwebtoken::decode::<Claims>(token, key, &validation)
             .map_err(|e| AuthError::Invalid(e.to_string()))?;
         Ok(Principal::User {
@@ -318,6 +331,35 @@ mod tests {
             auth.authenticate(Some("garbage")),
             Err(AuthError::Invalid(_))
         ));
+    }
+
+    #[test]
+    fn configured_issuer_and_audience_are_required() {
+        let mut with_claims = config("s3cret", "");
+        with_claims.jwt_issuer = "https://issuer.example".into();
+        with_claims.jwt_audience = "roomcast".into();
+        let auth = Authenticator::from_config(&with_claims).unwrap();
+        let good =
+            json!({"sub": "a", "exp": exp(), "iss": "https://issuer.example", "aud": "roomcast"});
+        assert!(auth.authenticate(Some(&token("s3cret", good))).is_ok());
+        for missing in ["iss", "aud"] {
+            let mut claims = json!({"sub": "a", "exp": exp(), "iss": "https://issuer.example", "aud": "roomcast"});
+            claims.as_object_mut().unwrap().remove(missing);
+            assert!(
+                auth.authenticate(Some(&token("s3cret", claims))).is_err(),
+                "{missing} is required"
+            );
+        }
+    }
+
+    #[test]
+    fn client_publish_keys_cannot_collide_with_relay_keys() {
+        let key = Principal::Anonymous.publish_key("outbox:1:project:1");
+        assert!(key.starts_with("client:anonymous:"));
+        assert_ne!(
+            Principal::Service { name: "a".into() }.publish_key("k"),
+            Principal::Service { name: "b".into() }.publish_key("k")
+        );
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! `/api/v1/issues/{id}/comments` and `/api/v1/issues/{id}/comments/{comment_id}`.
 
-use super::input::{Checks, if_match, int_param, json_body, page_limit, query};
+use super::input::{Checks, idempotency_key, if_match, int_param, json_body, page_limit, query};
 use super::issues::not_found_as;
 use super::{
     Api, Context, Reply, idempotency, key_reused, not_modified, page, replay, resource,
@@ -41,6 +41,7 @@ pub async fn create(
         request.uri().path().to_owned(),
         request.headers().clone(),
     );
+    idempotency_key(&headers)?;
     let (body, raw): (CommentBody, _) = json_body(request, api.config.max_body_bytes).await?;
     let text = checked(body)?;
     let key = idempotency(&headers, &context.principal, &method, &path, &raw)?;

@@ -48,6 +48,13 @@ pub async fn json_body<T: DeserializeOwned>(
             ));
         }
     };
+    // Request bodies are JSON objects; serde would also take a positional array.
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+        return Err(ApiError::invalid(vec![FieldError {
+            field: String::new(),
+            message: "the body must be a JSON object".into(),
+        }]));
+    }
     let mut deserializer = serde_json::Deserializer::from_slice(&bytes);
     let parsed = serde_path_to_error::deserialize(&mut deserializer);
     let value: T = match parsed {
@@ -57,12 +64,19 @@ pub async fn json_body<T: DeserializeOwned>(
             if inner.is_syntax() || inner.is_eof() {
                 return Err(malformed(inner));
             }
+            let message = strip_position(&inner.to_string());
             let path = err.path().to_string();
-            let field = if path == "." { String::new() } else { path };
-            return Err(ApiError::invalid(vec![FieldError {
-                field,
-                message: strip_position(&inner.to_string()),
-            }]));
+            // A missing field is reported at its parent: name the field itself.
+            let missing = message
+                .strip_prefix("missing field `")
+                .and_then(|m| m.strip_suffix('`'));
+            let field = match missing {
+                Some(missing) if path == "." => missing.to_owned(),
+                Some(missing) => format!("{path}.{missing}"),
+                None if path == "." => String::new(),
+                None => path,
+            };
+            return Err(ApiError::invalid(vec![FieldError { field, message }]));
         }
     };
     // Trailing garbage after the value is malformed too.

@@ -1,6 +1,8 @@
 //! `/api/v1/issues` and `/api/v1/issues/{id}`.
 
-use super::input::{Checks, if_match, int_param, json_body, nullable, page_limit, query};
+use super::input::{
+    Checks, idempotency_key, if_match, int_param, json_body, nullable, page_limit, query,
+};
 use super::{
     Api, ApiError, Context, Reply, idempotency, key_reused, not_modified, page, replay, resource,
     stored_created,
@@ -46,13 +48,33 @@ fn default_type() -> String {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct UpdateIssue {
+    #[serde(default, deserialize_with = "nullable")]
+    title: Option<Option<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    description: Option<Option<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    status: Option<Option<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    priority: Option<Option<String>>,
+    #[serde(rename = "type", default, deserialize_with = "nullable")]
+    issue_type: Option<Option<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    assignee: Option<Option<String>>,
+}
+
+/// A PATCH field that may be absent but not null.
+fn not_null(checks: &mut Checks, field: &str, value: Option<Option<String>>) -> Option<String> {
+    checks.check(!matches!(value, Some(None)), field, "must not be null");
+    value.flatten()
+}
+
+/// [`UpdateIssue`] with nulls refused.
+struct UpdatePatch {
     title: Option<String>,
     description: Option<String>,
     status: Option<String>,
     priority: Option<String>,
-    #[serde(rename = "type")]
     issue_type: Option<String>,
-    #[serde(default, deserialize_with = "nullable")]
     assignee: Option<Option<String>>,
 }
 
@@ -66,6 +88,7 @@ pub async fn create(api: &Api, request: Request<Incoming>, context: &Context) ->
         request.uri().path().to_owned(),
         request.headers().clone(),
     );
+    idempotency_key(&headers)?;
     let (body, raw): (CreateIssue, _) = json_body(request, api.config.max_body_bytes).await?;
     let mut checks = Checks::default();
     checks.check(
@@ -148,8 +171,16 @@ pub async fn list(api: &Api, request: Request<Incoming>) -> Reply {
 
 pub async fn update(api: &Api, request: Request<Incoming>, context: &Context, id: i64) -> Reply {
     let expected = if_match(request.headers())?;
-    let (body, _): (UpdateIssue, _) = json_body(request, api.config.max_body_bytes).await?;
+    let (raw, _): (UpdateIssue, _) = json_body(request, api.config.max_body_bytes).await?;
     let mut checks = Checks::default();
+    let body = UpdatePatch {
+        title: not_null(&mut checks, "title", raw.title),
+        description: not_null(&mut checks, "description", raw.description),
+        status: not_null(&mut checks, "status", raw.status),
+        priority: not_null(&mut checks, "priority", raw.priority),
+        issue_type: not_null(&mut checks, "type", raw.issue_type),
+        assignee: raw.assignee,
+    };
     if let Some(title) = &body.title {
         checks.length("title", title, 1, TITLE_MAX);
     }

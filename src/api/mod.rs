@@ -12,6 +12,7 @@ mod rate_limit;
 mod rooms;
 
 pub use error::{ApiError, FieldError};
+pub use input::percent_decode;
 pub use maintenance::spawn_maintenance;
 pub use rate_limit::{Class, Decision, RateLimiter};
 
@@ -67,21 +68,32 @@ impl Context {
 pub type Reply = Result<Response<Body>, ApiError>;
 
 impl Api {
-    /// Builds the API over an opened store.
+    /// Builds the API over an opened store (inside a tokio runtime).
     pub fn new(
         config: &Config,
         store: Store,
         auth: Arc<Authenticator>,
         publisher: Arc<ConnectionContext>,
-    ) -> Self {
-        Api {
+    ) -> Arc<Self> {
+        let api = Arc::new(Api {
             store,
             auth,
             limiter: RateLimiter::new(&config.rate_limits),
             publisher,
             config: config.api.clone(),
             rooms: config.room_name_rules(),
-        }
+        });
+        // Forget idle rate-limit buckets now and then (they would be full anyway).
+        let weak = Arc::downgrade(&api);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+            loop {
+                tick.tick().await;
+                let Some(api) = weak.upgrade() else { return };
+                api.limiter.forget_idle(std::time::Duration::from_secs(600));
+            }
+        });
+        api
     }
 
     /// The broker.
@@ -113,9 +125,25 @@ impl Api {
         let principal = match self.auth.authenticate(token) {
             Ok(principal) => principal,
             Err(err) => {
-                let error =
+                metrics::counter!("roomcast_auth_failures_total", "endpoint" => "api").increment(1);
+                // Failed attempts spend the client address's write budget: guessing
+                // tokens is throttled like any other mutation.
+                let decision = self.limiter.check(
+                    &Principal::Anonymous,
+                    &format!("auth:{peer}"),
+                    Class::Write,
+                );
+                let error = if decision.allowed {
                     ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", err.to_string())
-                        .with_header("www-authenticate", "Bearer");
+                        .with_header("www-authenticate", "Bearer")
+                } else {
+                    ApiError::new(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "rate_limited",
+                        "too many failed attempts; slow down",
+                    )
+                    .with_header("retry-after", decision.retry_after_secs.to_string())
+                };
                 return (route, error.into_response());
             }
         };

@@ -4,7 +4,7 @@
 use super::input::{FieldErrors, idempotency_key, int_param, json_body, percent_decode, query};
 use super::{Api, ApiError, Context, FieldError, Reply};
 use crate::auth::Principal;
-use crate::broker::{PublishRequest, read_history};
+use crate::broker::{BrokerError, PublishRequest, read_history};
 use crate::protocol::RoomName;
 use crate::stream::{Epoch, Position};
 use hyper::body::Incoming;
@@ -29,6 +29,33 @@ fn room_name(api: &Api, field: &str, room: &str) -> Result<RoomName, ApiError> {
     })
 }
 
+/// A broker failure: 504 when it timed out (the outcome is unknown: retry with the same
+/// key), 503 when it is unreachable, 500 otherwise.
+fn broker_error(err: BrokerError) -> ApiError {
+    match err {
+        BrokerError::Timeout(_) => ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "broker_timeout",
+            err.to_string(),
+        )
+        .with_header("retry-after", "1"),
+        BrokerError::Unavailable(_) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "broker_unavailable",
+            err.to_string(),
+        )
+        .with_header("retry-after", "1"),
+        BrokerError::Internal(_) => {
+            tracing::error!(error = %err, "broker error");
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "internal error",
+            )
+        }
+    }
+}
+
 fn forbidden(message: String) -> ApiError {
     ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
 }
@@ -50,16 +77,13 @@ pub async fn publish(api: &Api, request: Request<Incoming>, context: &Context) -
     }
     let publish = PublishRequest {
         data: body.data,
-        // Keys of different principals never collide.
-        idempotency_key: key.map(|key| format!("{}:{key}", context.principal.key())),
+        idempotency_key: key.map(|key| context.principal.publish_key(&key)),
     };
-    let ack = api.publisher.publish(&room, publish).await.map_err(|err| {
-        let status = match err {
-            crate::broker::BrokerError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
-            _ => StatusCode::SERVICE_UNAVAILABLE,
-        };
-        ApiError::new(status, "broker_unavailable", err.to_string()).with_header("retry-after", "1")
-    })?;
+    let ack = api
+        .publisher
+        .publish(&room, publish)
+        .await
+        .map_err(broker_error)?;
     Ok(crate::server::json_response(
         StatusCode::OK,
         &json!({

@@ -42,6 +42,16 @@ pub struct Config {
     pub auth: AuthConfig,
     /// Rate limits.
     pub rate_limits: RateLimitConfig,
+    /// Prometheus endpoint.
+    pub metrics: MetricsConfig,
+}
+
+/// `[metrics]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Separate listener for `/metrics`; empty: the main listener.
+    pub listen: String,
 }
 
 /// `[api]`
@@ -435,6 +445,11 @@ impl Config {
             },
             message: e.message,
         })?;
+        check(
+            self.metrics.listen.is_empty() || self.metrics.listen.parse::<SocketAddr>().is_ok(),
+            "metrics.listen",
+            "must be empty or an address like 0.0.0.0:9100",
+        )?;
         check(
             !self.rooms.name_extra_chars.contains(['{', '}']),
             "rooms.name_extra_chars",

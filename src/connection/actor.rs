@@ -273,7 +273,7 @@ impl ConnectionActor {
         }
         let request = PublishRequest {
             data,
-            idempotency_key: key,
+            idempotency_key: key.map(|key| state.principal.publish_key(&key)),
         };
         match self.context.publish(&room, request).await {
             Ok(ack) => state.send(&ServerFrame::Ack {

@@ -17,7 +17,7 @@ pub use context::ConnectionContext;
 pub use outbound::{Item, Outbound, OutboundReceiver, QueueError, Received, channel};
 
 use crate::auth::Principal;
-use crate::protocol::{CloseCode, Encoding};
+use crate::protocol::{CloseCode, Encoding, ServerFrame};
 use dashmap::DashMap;
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 use socket::Ending;
@@ -36,6 +36,7 @@ struct Live {
     session: Box<str>,
     actor: ConnectionRef,
     outbound: Outbound,
+    encoding: Encoding,
 }
 
 /// The connections of this instance.
@@ -106,6 +107,7 @@ impl Connections {
                 session: session.into(),
                 actor: actor.clone(),
                 outbound,
+                encoding,
             },
         );
         metrics::gauge!("roomcast_connections").increment(1.0);
@@ -153,6 +155,29 @@ impl Connections {
     pub fn close_all(&self, code: CloseCode) {
         for entry in self.inner.live.iter() {
             entry.outbound.close(code);
+        }
+    }
+
+    /// Tells every client to reconnect elsewhere and closes it with 1012 after what was
+    /// already queued to it, spreading the closes evenly over `window` so that the other
+    /// instances are not hit by every client at once. Returns when every connection was
+    /// told (not when they are gone).
+    pub async fn drain(&self, window: Duration) {
+        let targets: Vec<(Outbound, Encoding)> = self
+            .inner
+            .live
+            .iter()
+            .map(|entry| (entry.outbound.clone(), entry.encoding))
+            .collect();
+        let count = targets.len().max(1) as u32;
+        let start = tokio::time::Instant::now();
+        tracing::info!(connections = targets.len(), ?window, "draining connections");
+        for (i, (outbound, encoding)) in targets.into_iter().enumerate() {
+            tokio::time::sleep_until(start + window * i as u32 / count).await;
+            let hint = ServerFrame::Reconnect {
+                reason: "draining".into(),
+            };
+            outbound.close_after(encoding.encode(&hint), CloseCode::ServiceRestart);
         }
     }
 

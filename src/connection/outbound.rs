@@ -29,6 +29,9 @@ pub enum Item {
     Frame(Message),
     /// Frames written back to back (a subscribe reply and its replay).
     Batch(Vec<Message>),
+    /// Close the connection with this code once everything queued before is written
+    /// (a drain: the client should get what it was sent, then go).
+    Close(CloseCode),
 }
 
 /// Why an item could not be queued.
@@ -157,6 +160,29 @@ impl Outbound {
         };
         if first {
             self.shared.wake.notify_one();
+        }
+    }
+
+    /// Queues `frame` and then a close with `code`, so both go out after everything
+    /// already queued; when the queue has no room, closes at once instead.
+    pub fn close_after(&self, frame: Message, code: CloseCode) {
+        let queued = {
+            let mut state = self.shared.lock();
+            if state.receiver_gone || state.close.is_some() {
+                return;
+            }
+            if state.items.len() + 2 > self.shared.capacity {
+                false
+            } else {
+                state.items.push_back(Item::Frame(frame));
+                state.items.push_back(Item::Close(code));
+                true
+            }
+        };
+        if queued {
+            self.shared.wake.notify_one();
+        } else {
+            self.close(code);
         }
     }
 

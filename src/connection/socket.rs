@@ -67,11 +67,11 @@ where
                     code = outbound.close_requested() => return Ending::Close(code),
                     // Boxed, like the ping below: space for these rarely pending futures
                     // would otherwise be reserved in every idle connection's task.
-                    written = Box::pin(write_all(ws, &mut batch)) => {
-                        if written.is_err() {
-                            return Ending::Gone;
-                        }
-                    }
+                    written = Box::pin(write_all(ws, &mut batch)) => match written {
+                        Err(_) => return Ending::Gone,
+                        Ok(Some(code)) => return Ending::Close(code),
+                        Ok(None) => {}
+                    },
                 }
                 // Idle connections should own no queue buffer.
                 batch = VecDeque::new();
@@ -108,14 +108,16 @@ where
 }
 
 /// Writes every queued item, then flushes once: a client with many frames queued costs
-/// one socket write, not one per frame.
+/// one socket write, not one per frame. Returns the close code of a queued
+/// [`Item::Close`], if one was reached.
 async fn write_all<S>(
     ws: &mut WebSocketStream<S>,
     batch: &mut VecDeque<Item>,
-) -> Result<(), WsError>
+) -> Result<Option<CloseCode>, WsError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    let mut close = None;
     while let Some(item) = batch.pop_front() {
         match item {
             Item::Frame(frame) => ws.feed(frame).await?,
@@ -124,9 +126,15 @@ where
                     ws.feed(frame).await?;
                 }
             }
+            Item::Close(code) => {
+                close = Some(code);
+                batch.clear();
+                break;
+            }
         }
     }
-    ws.flush().await
+    ws.flush().await?;
+    Ok(close)
 }
 
 /// Maps a read error to how the connection ends.

@@ -195,6 +195,12 @@ pub enum ServerFrame {
         /// Messages, oldest first.
         messages: Vec<HistoryItem>,
     },
+    /// The instance is going away (a deploy): reconnect, to any instance, and resume.
+    /// The close (code 1012) follows right after this frame.
+    Reconnect {
+        /// Why (`draining`).
+        reason: String,
+    },
     /// Reply to `ping`.
     Pong {
         /// Echo of the request id.

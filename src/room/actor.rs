@@ -592,6 +592,8 @@ impl RoomActor {
         }
         let delivered = deliver(&state.members, &outgoing);
         metrics::counter!("roomcast_messages_delivered_total").increment(delivered);
+        let latency_ms = unix_ms().saturating_sub(time);
+        metrics::histogram!("roomcast_delivery_latency_seconds").record(latency_ms as f64 / 1000.0);
     }
 
     fn linger_if_empty(&self, myself: &RoomRef, state: &mut RoomState) {

@@ -43,6 +43,7 @@ pub async fn route(
             ),
         ),
         (&Method::GET, "/readyz") => ("/readyz", readiness(&app).await),
+        (&Method::GET, "/metrics") if app.metrics_on_main_listener => ("/metrics", metrics()),
         (_, "/healthz" | "/readyz") => (
             "/health",
             json_error(
@@ -88,6 +89,16 @@ fn request_id(headers: &hyper::HeaderMap) -> String {
         })
         .map(str::to_owned)
         .unwrap_or_else(|| uuid::Uuid::now_v7().to_string())
+}
+
+/// `/metrics`: the Prometheus text format.
+pub fn metrics() -> Response<Body> {
+    let mut response = Response::new(full(crate::telemetry::metrics::render()));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    response
 }
 
 /// `/readyz`: ready to take new connections, with the reason when not.

@@ -40,6 +40,8 @@ pub struct App {
     pub api: Arc<Api>,
     /// Credentials for the API and the WebSocket endpoint.
     pub auth: Arc<Authenticator>,
+    /// Whether `/metrics` is served here (else on its own listener).
+    pub metrics_on_main_listener: bool,
 }
 
 /// Start-up failures.
@@ -103,6 +105,7 @@ impl Server {
         events_rx: EventReceiver,
     ) -> Result<Server, ServerError> {
         let node_id = node_id(config);
+        crate::telemetry::metrics::install();
         let rooms = Rooms::start(
             broker.clone(),
             events_rx,
@@ -132,12 +135,7 @@ impl Server {
         let store = Store::connect(&config.database_url)
             .await
             .map_err(ServerError::Store)?;
-        let api = Arc::new(Api::new(
-            config,
-            store.clone(),
-            auth.clone(),
-            context.clone(),
-        ));
+        let api = Api::new(config, store.clone(), auth.clone(), context.clone());
         let relay_stop = CancellationToken::new();
         let relay = crate::relay::spawn_relay(store.clone(), context.clone(), relay_stop.clone());
         crate::api::spawn_maintenance(store, config.audit.clone());
@@ -166,7 +164,16 @@ impl Server {
             broker,
             api,
             auth,
+            metrics_on_main_listener: config.metrics.listen.is_empty(),
         });
+        if !config.metrics.listen.is_empty() {
+            let addr: SocketAddr = config.metrics.listen.parse().expect("validated");
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|source| ServerError::Bind { addr, source })?;
+            tracing::info!(%addr, "metrics listening");
+            tokio::spawn(serve_metrics(listener));
+        }
         let stop_accepting = CancellationToken::new();
         let accept_loop = tokio::spawn(accept(
             listener,
@@ -306,5 +313,34 @@ async fn serve_http(stream: TcpStream, app: Arc<App>, options: SocketOptions) {
         } else {
             tracing::debug!(error = %err, "HTTP connection error");
         }
+    }
+}
+
+/// A listener that serves only `GET /metrics` (when `metrics.listen` is set).
+async fn serve_metrics(listener: TcpListener) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        tokio::spawn(async move {
+            let service = service_fn(
+                |request: hyper::Request<hyper::body::Incoming>| async move {
+                    let response = if request.uri().path() == "/metrics" {
+                        http::metrics()
+                    } else {
+                        json_error(
+                            hyper::StatusCode::NOT_FOUND,
+                            "not_found",
+                            "only /metrics is served here",
+                        )
+                    };
+                    Ok::<_, std::convert::Infallible>(response)
+                },
+            );
+            let _ = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
     }
 }

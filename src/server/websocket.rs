@@ -18,7 +18,7 @@ pub fn upgrade(mut request: Request<hyper::body::Incoming>, app: &App) -> Respon
         query
             .split('&')
             .find_map(|pair| pair.strip_prefix("access_token="))
-            .map(str::to_owned)
+            .and_then(crate::api::percent_decode)
     });
     let header_token = request
         .headers()

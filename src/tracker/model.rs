@@ -243,12 +243,11 @@ pub fn changes(before: Option<&Map<String, Value>>, after: Option<&Map<String, V
         if BOOKKEEPING.contains(&key.as_str()) || out.contains_key(key) {
             continue;
         }
-        let (old, new) = (b.get(key), a.get(key));
+        // An absent field and a null one are the same: no change.
+        let old = b.get(key).cloned().unwrap_or(Value::Null);
+        let new = a.get(key).cloned().unwrap_or(Value::Null);
         if old != new {
-            out.insert(
-                key.clone(),
-                json!({ "before": old.cloned().unwrap_or(Value::Null), "after": new.cloned().unwrap_or(Value::Null) }),
-            );
+            out.insert(key.clone(), json!({ "before": old, "after": new }));
         }
     }
     Value::Object(out)
@@ -278,6 +277,7 @@ pub fn event(
         "version": version,
         "changes": changes,
         "actor": actor.name,
+        "actor_kind": actor.kind,
         "request_id": request_id,
         "time": time_ms,
     });
@@ -312,5 +312,11 @@ mod tests {
         );
         let created = changes(None, after.as_object());
         assert_eq!(created["title"], json!({"before": null, "after": "a"}));
+        let with_null = json!({"title": "a", "assignee": null});
+        let created = changes(None, with_null.as_object());
+        assert!(
+            created.get("assignee").is_none(),
+            "null is no change from nothing"
+        );
     }
 }

@@ -94,6 +94,12 @@ async fn issues_can_be_created_read_listed_updated_and_deleted() {
         assert_eq!(patched.status, 200, "{}", patched.text());
         assert_eq!(patched.header("etag"), Some("\"2\""));
         assert_eq!(patched.json()["assignee"], Value::Null);
+        let null_title = json(&addr, "PATCH", &path, &[], &json!({"title": null})).await;
+        assert_eq!(
+            null_title.status, 422,
+            "only the assignee can be set to null"
+        );
+        assert_eq!(null_title.json()["error"]["details"][0]["field"], "title");
         let stale = json(
             &addr,
             "PATCH",
@@ -233,7 +239,33 @@ async fn bad_requests_get_clear_errors_and_write_nothing() {
                 create_issue(&addr, json!({"project_id": 1})).await,
                 422,
                 "validation_failed",
+                Some("title"),
+            ),
+            (
+                send(
+                    &addr,
+                    "POST",
+                    "/api/v1/issues",
+                    &[("content-type", "application/json")],
+                    Some(b"[1, \"positional\"]"),
+                )
+                .await,
+                422,
+                "validation_failed",
                 Some(""),
+            ),
+            (
+                json(
+                    &addr,
+                    "POST",
+                    "/api/v1/issues",
+                    &[("idempotency-key", "has spaces")],
+                    &json!({"project_id": 1, "title": "t"}),
+                )
+                .await,
+                400,
+                "bad_idempotency_key",
+                None,
             ),
             (
                 create_issue(

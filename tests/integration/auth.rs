@@ -92,6 +92,20 @@ async fn the_api_requires_valid_credentials_when_auth_is_configured() {
         .status,
         401
     );
+    // Guessing is throttled: failed attempts spend the address's mutation budget.
+    let mut statuses = Vec::new();
+    for _ in 0..12 {
+        statuses.push(
+            get(
+                &addr,
+                "/api/v1/issues",
+                &[("authorization", "Bearer guess")],
+            )
+            .await
+            .status,
+        );
+    }
+    assert!(statuses.contains(&429), "{statuses:?}");
 
     // HS256 and RS256 users, and a service: each recorded as who made the change.
     let ann = bearer(&hs256(json!({"sub": "ann", "exp": exp()})));
