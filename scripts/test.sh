@@ -39,6 +39,17 @@ if [ -n "${DATABASE_URL:-}" ] && command -v psql >/dev/null 2>&1; then
 fi
 rm -f "${TMPDIR:-/tmp}"/roomcast-test-*.db* 2>/dev/null || true
 
+# The metrics test validates /metrics with promtool (Debian package prometheus).
+if ! command -v promtool >/dev/null 2>&1; then
+  log "installing promtool"
+  sudo_cmd=""
+  if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null 2>&1; then sudo_cmd="sudo"; fi
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  # The package may start a Prometheus server; the tests need only promtool.
+  $sudo_cmd pkill -x prometheus >/dev/null 2>&1 || true
+fi
+
 log "formatting"
 cargo fmt --all -- --check
 

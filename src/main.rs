@@ -6,7 +6,6 @@ use roomcast::config::Config;
 use roomcast::server::Server;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 /// Exit status for unusable configuration (EX_CONFIG... EX_USAGE in sysexits.h).
 const EXIT_BAD_CONFIG: u8 = 64;
@@ -63,9 +62,20 @@ async fn run(config: Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    shutdown_signal().await;
-    tracing::info!("shutting down");
-    server.shutdown(Duration::from_secs(10)).await;
+    let requested = server.drain_requested();
+    tokio::select! {
+        _ = shutdown_signal() => {}
+        _ = requested.cancelled() => {}
+    }
+    let drain = server.drain(config.drain.window(), config.drain.deadline());
+    tokio::select! {
+        completed = drain => {
+            if !completed {
+                tracing::warn!("exited at the drain deadline");
+            }
+        }
+        _ = shutdown_signal() => tracing::warn!("second signal: exiting without finishing the drain"),
+    }
     ExitCode::SUCCESS
 }
 

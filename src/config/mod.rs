@@ -44,6 +44,30 @@ pub struct Config {
     pub rate_limits: RateLimitConfig,
     /// Prometheus endpoint.
     pub metrics: MetricsConfig,
+    /// Graceful drain.
+    pub drain: DrainConfig,
+}
+
+/// `[drain]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DrainConfig {
+    /// Clients are told to reconnect spread over this window (ms).
+    pub window_ms: u64,
+    /// The drain ends by then at the latest (ms).
+    pub deadline_ms: u64,
+}
+
+impl DrainConfig {
+    /// The window.
+    pub fn window(&self) -> Duration {
+        Duration::from_millis(self.window_ms)
+    }
+
+    /// The deadline.
+    pub fn deadline(&self) -> Duration {
+        Duration::from_millis(self.deadline_ms)
+    }
 }
 
 /// `[metrics]`
@@ -445,6 +469,11 @@ impl Config {
             },
             message: e.message,
         })?;
+        check(
+            self.drain.deadline_ms > self.drain.window_ms,
+            "drain.deadline_ms",
+            "must be longer than drain.window_ms",
+        )?;
         check(
             self.metrics.listen.is_empty() || self.metrics.listen.parse::<SocketAddr>().is_ok(),
             "metrics.listen",

@@ -43,6 +43,7 @@ pub async fn route(
             ),
         ),
         (&Method::GET, "/readyz") => ("/readyz", readiness(&app).await),
+        (&Method::POST, "/admin/drain") => ("/admin/drain", admin_drain(&request, &app, peer)),
         (&Method::GET, "/metrics") if app.metrics_on_main_listener => ("/metrics", metrics()),
         (_, "/healthz" | "/readyz") => (
             "/health",
@@ -91,6 +92,34 @@ fn request_id(headers: &hyper::HeaderMap) -> String {
         .unwrap_or_else(|| uuid::Uuid::now_v7().to_string())
 }
 
+/// `POST /admin/drain`: starts a drain (as SIGTERM does). Needs a service token when
+/// authentication is configured, and a loopback client when it is not.
+fn admin_drain(
+    request: &Request<hyper::body::Incoming>,
+    app: &App,
+    peer: IpAddr,
+) -> Response<Body> {
+    let token = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(crate::auth::bearer);
+    let allowed = match app.auth.authenticate(token) {
+        Ok(crate::auth::Principal::Service { .. }) => true,
+        Ok(crate::auth::Principal::Anonymous) => peer.is_loopback(),
+        _ => false,
+    };
+    if !allowed {
+        return json_error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "draining needs a service token (or, without authentication, a loopback client)",
+        );
+    }
+    app.drain_requested.cancel();
+    json_response(StatusCode::ACCEPTED, &json!({ "draining": true }))
+}
+
 /// `/metrics`: the Prometheus text format.
 pub fn metrics() -> Response<Body> {
     let mut response = Response::new(full(crate::telemetry::metrics::render()));
@@ -105,7 +134,8 @@ pub fn metrics() -> Response<Body> {
 async fn readiness(app: &App) -> Response<Body> {
     let broker = app.broker.status();
     let store = app.api.store.ping().await;
-    let ready = broker.ready && store.is_ok();
+    let draining = app.draining.load(std::sync::atomic::Ordering::SeqCst);
+    let ready = broker.ready && store.is_ok() && !draining;
     let status = if ready {
         StatusCode::OK
     } else {
@@ -114,7 +144,8 @@ async fn readiness(app: &App) -> Response<Body> {
     json_response(
         status,
         &json!({
-            "ready": ready,
+                        "ready": ready,
+            "draining": draining,
             "checks": {
                 "broker": { "ready": broker.ready, "kind": app.broker.kind(), "detail": broker.detail },
                 "store": {

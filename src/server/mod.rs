@@ -19,6 +19,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
@@ -42,6 +43,11 @@ pub struct App {
     pub auth: Arc<Authenticator>,
     /// Whether `/metrics` is served here (else on its own listener).
     pub metrics_on_main_listener: bool,
+    /// Set while the instance drains: not ready, no new connections.
+    pub draining: AtomicBool,
+    /// Cancelled to ask for a drain (the admin endpoint; the binary also drains on
+    /// SIGTERM).
+    pub drain_requested: CancellationToken,
 }
 
 /// Start-up failures.
@@ -81,7 +87,7 @@ pub struct Server {
     app: Arc<App>,
     local_addr: SocketAddr,
     stop_accepting: CancellationToken,
-    accept_loop: JoinHandle<()>,
+    accept_loop: Option<JoinHandle<()>>,
     relay: JoinHandle<()>,
     relay_stop: CancellationToken,
 }
@@ -165,6 +171,8 @@ impl Server {
             api,
             auth,
             metrics_on_main_listener: config.metrics.listen.is_empty(),
+            draining: AtomicBool::new(false),
+            drain_requested: CancellationToken::new(),
         });
         if !config.metrics.listen.is_empty() {
             let addr: SocketAddr = config.metrics.listen.parse().expect("validated");
@@ -189,7 +197,7 @@ impl Server {
             app,
             local_addr,
             stop_accepting,
-            accept_loop,
+            accept_loop: Some(accept_loop),
             relay,
             relay_stop,
         })
@@ -220,11 +228,56 @@ impl Server {
         &self.app.api.store
     }
 
+    async fn stop_accepting(&mut self) {
+        self.stop_accepting.cancel();
+        if let Some(accept_loop) = self.accept_loop.take() {
+            let _ = accept_loop.await;
+        }
+    }
+
+    /// Cancelled when someone asked for a drain through `POST /admin/drain`.
+    pub fn drain_requested(&self) -> CancellationToken {
+        self.app.drain_requested.clone()
+    }
+
+    /// Drains the instance for a deploy: not ready, no new connections, every client told
+    /// to reconnect elsewhere (spread over `window`) and closed with 1012 after what was
+    /// queued to it, the outbox published; everything within `deadline`, after which
+    /// whatever is left is closed with 1001. Returns true when the drain completed in time.
+    pub async fn drain(mut self, window: Duration, deadline: Duration) -> bool {
+        let until = tokio::time::Instant::now() + deadline;
+        self.app.draining.store(true, Ordering::SeqCst);
+        metrics::gauge!("roomcast_draining").set(1.0);
+        tracing::info!(?window, ?deadline, "draining");
+        self.stop_accepting().await;
+        let connections = self.app.connections.clone();
+        let store = self.app.api.store.clone();
+        let completed = tokio::time::timeout_at(until, async {
+            connections.drain(window).await;
+            while connections.count() > 0 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            // What was committed is broadcast before the instance goes.
+            while !matches!(store.outbox_backlog().await, Ok((0, _))) {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await
+        .is_ok();
+        if !completed {
+            tracing::warn!(
+                left = connections.count(),
+                "drain deadline reached; closing the remaining connections"
+            );
+        }
+        self.shutdown(Duration::from_secs(1)).await;
+        completed
+    }
+
     /// Stops accepting, closes every connection with 1001 and waits up to `deadline` for
     /// them to finish, then stops the actors.
-    pub async fn shutdown(self, deadline: Duration) {
-        self.stop_accepting.cancel();
-        let _ = self.accept_loop.await;
+    pub async fn shutdown(mut self, deadline: Duration) {
+        self.stop_accepting().await;
         let connections = &self.app.connections;
         connections.close_all(CloseCode::GoingAway);
         let until = tokio::time::Instant::now() + deadline;

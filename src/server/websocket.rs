@@ -41,6 +41,13 @@ pub fn upgrade(mut request: Request<hyper::body::Incoming>, app: &App) -> Respon
             return response;
         }
     };
+    if app.draining.load(std::sync::atomic::Ordering::SeqCst) {
+        return json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "draining",
+            "this instance is draining; connect to another one",
+        );
+    }
     let connections = app.connections.clone();
     let headers = request.headers();
     if request.method() != hyper::Method::GET {

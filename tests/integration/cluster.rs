@@ -46,6 +46,8 @@ struct Watcher {
     _client: Client,
     ledgers: Arc<std::sync::Mutex<HashMap<String, Ledger>>>,
     reconnects: Arc<AtomicU64>,
+    /// Close codes of the connections this watcher lost.
+    closes: Arc<std::sync::Mutex<Vec<Option<u16>>>>,
 }
 
 impl Watcher {
@@ -58,6 +60,8 @@ impl Watcher {
         let recorded = ledgers.clone();
         let reconnects = Arc::new(AtomicU64::new(0));
         let counted = reconnects.clone();
+        let closes: Arc<std::sync::Mutex<Vec<Option<u16>>>> = Default::default();
+        let closed = closes.clone();
         let names: Vec<String> = rooms.iter().map(|r| r.to_string()).collect();
         tokio::spawn(async move {
             while let Some(event) = events.recv().await {
@@ -69,6 +73,9 @@ impl Watcher {
                     }
                 ) {
                     counted.fetch_add(1, Ordering::Relaxed);
+                }
+                if let Event::Disconnected { code } = event {
+                    closed.lock().unwrap().push(code);
                 }
                 let mut ledgers = recorded.lock().unwrap();
                 for room in &names {
@@ -86,6 +93,7 @@ impl Watcher {
             _client: client,
             ledgers,
             reconnects,
+            closes,
         }
     }
 
@@ -655,4 +663,92 @@ async fn a_silently_dead_pubsub_connection_is_detected_and_replaced() {
     let ledger = watcher.wait_for("quiet-death", highest).await;
     assert_eq!(ledger.verdict(1, highest), Verdict::default());
     assert_eq!(ledger.losses, 0);
+}
+
+/// A drain (SIGTERM) of one of two instances under load: its clients are told to
+/// reconnect, closed with 1012 over the drain window, resume on the other instance with
+/// nothing lost or repeated, and the drained instance exits cleanly before its deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drained_instance_hands_its_clients_over_without_loss() {
+    const MESSAGES: u64 = 150;
+    let redis = RedisServer::start().await;
+    let url = redis.url();
+    let mut env = vec![
+        ("ROOMCAST_REDIS_URL", url.as_str()),
+        ("ROOMCAST_DRAIN__WINDOW_MS", "1000"),
+        ("ROOMCAST_DRAIN__DEADLINE_MS", "10000"),
+    ];
+    env.extend(FAST_PROBES);
+    let mut a = RoomcastProcess::start(&env).await;
+    let b = RoomcastProcess::start(&env).await;
+    wait_ready(&a.addr).await;
+    wait_ready(&b.addr).await;
+    let (a_url, b_url) = (a.url(), b.url());
+    let mut watchers = Vec::new();
+    for i in 0..10 {
+        let urls = if i % 2 == 0 {
+            vec![a_url.clone(), b_url.clone()]
+        } else {
+            vec![b_url.clone(), a_url.clone()]
+        };
+        watchers.push(Watcher::start(urls, &["deploy"], Encoding::MsgPack).await);
+    }
+    let progress = Arc::new(AtomicU64::new(0));
+    let publishers = [
+        spawn_publisher(
+            vec![a_url.clone(), b_url.clone()],
+            "deploy",
+            MESSAGES,
+            Duration::from_millis(5),
+            progress.clone(),
+        ),
+        spawn_publisher(
+            vec![b_url.clone(), a_url.clone()],
+            "deploy",
+            MESSAGES,
+            Duration::from_millis(5),
+            progress.clone(),
+        ),
+    ];
+    wait_progress(&progress, MESSAGES / 2).await;
+    let started = tokio::time::Instant::now();
+    a.signal("TERM");
+    assert_eq!(
+        a.wait(Duration::from_secs(15)).await,
+        Some(0),
+        "a clean exit"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "before the deadline"
+    );
+
+    let mut highest = 0;
+    for publisher in publishers {
+        highest = highest.max(publisher.await.unwrap());
+    }
+    let told: usize = watchers
+        .iter()
+        .map(|w| {
+            w.closes
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|c| **c == Some(1012))
+                .count()
+        })
+        .sum();
+    assert!(
+        told >= 5,
+        "the drained instance's clients were closed with 1012 ({told})"
+    );
+    for (i, watcher) in watchers.iter().enumerate() {
+        let ledger = watcher.wait_for("deploy", highest).await;
+        assert_eq!(ledger.losses, 0, "watcher {i}");
+        assert_eq!(
+            ledger.verdict(1, highest),
+            Verdict::default(),
+            "watcher {i}"
+        );
+    }
 }

@@ -7,6 +7,7 @@ mod bad_input;
 mod cluster;
 mod conformance;
 mod lagging;
+mod operations;
 mod outbox;
 mod process;
 mod protocol;

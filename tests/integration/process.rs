@@ -3,7 +3,7 @@
 
 use crate::support::process::{RoomcastProcess, run_to_exit};
 use crate::support::{TestClient, http_get};
-use roomcast::protocol::{CloseCode, Encoding};
+use roomcast::protocol::{CloseCode, Encoding, ServerFrame};
 use serde_json::json;
 use std::time::Duration;
 
@@ -18,8 +18,22 @@ async fn the_binary_serves_and_shuts_down_on_sigterm() {
     client.subscribe("p", None).await;
     client.publish("p", json!("hi"), None).await;
 
+    // SIGTERM drains: a reconnect hint, then close 1012, then a clean exit.
     process.signal("TERM");
-    assert_eq!(client.closed().await, Some(CloseCode::GoingAway.number()));
+    loop {
+        match client.next().await {
+            ServerFrame::Reconnect { reason } => {
+                assert_eq!(reason, "draining");
+                break;
+            }
+            ServerFrame::Message { .. } | ServerFrame::Ack { .. } => continue,
+            other => panic!("expected a reconnect hint, got {other:?}"),
+        }
+    }
+    assert_eq!(
+        client.closed().await,
+        Some(CloseCode::ServiceRestart.number())
+    );
     assert_eq!(process.wait(Duration::from_secs(15)).await, Some(0));
 }
 

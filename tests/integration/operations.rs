@@ -1,0 +1,140 @@
+//! What operators rely on: `/metrics` in a format Prometheus accepts, readiness during a
+//! drain, and the drain triggered over HTTP.
+
+use crate::support::process::RoomcastProcess;
+use crate::support::redis::free_port;
+use crate::support::{TestClient, TestServer, http};
+use roomcast::protocol::Encoding;
+use serde_json::json;
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+
+/// Runs `promtool check metrics` on `text`; returns its exit status and output.
+async fn promtool(text: &str) -> (bool, String) {
+    let mut child = tokio::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool must be installed (scripts/test.sh installs it)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .await
+        .unwrap();
+    let output = child.wait_with_output().await.unwrap();
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), all)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_cover_the_server_and_pass_promtool() {
+    let server = TestServer::start().await;
+    let addr = server.addr();
+    let mut client = TestClient::connect(&server.url, Encoding::Json).await;
+    client.subscribe("metered", None).await;
+    client.publish("metered", json!(1), None).await;
+    client.message().await;
+    client
+        .expect_error(
+            roomcast::protocol::ClientFrame::Subscribe {
+                id: Some(1),
+                room: "bad room".into(),
+                since: None,
+            },
+            roomcast::protocol::ErrorCode::InvalidRoom,
+        )
+        .await;
+    http::json(
+        &addr,
+        "POST",
+        "/api/v1/issues",
+        &[],
+        &json!({"project_id": 1, "title": "m"}),
+    )
+    .await;
+    http::get(&addr, "/api/v1/issues", &[]).await;
+
+    let scraped = http::get(&addr, "/metrics", &[]).await;
+    assert_eq!(scraped.status, 200);
+    assert!(
+        scraped
+            .header("content-type")
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    let text = scraped.text();
+    for name in [
+        "roomcast_build_info",
+        "roomcast_connections",
+        "roomcast_subscriptions",
+        "roomcast_rooms_active",
+        "roomcast_messages_published_total",
+        "roomcast_messages_delivered_total",
+        "roomcast_delivery_latency_seconds_bucket",
+        "roomcast_resumes_total",
+        "roomcast_protocol_errors_total{code=\"invalid_room\"}",
+        "roomcast_http_requests_total",
+        "roomcast_http_request_duration_seconds_bucket",
+        "roomcast_outbox_backlog",
+    ] {
+        assert!(text.contains(name), "{name} missing from /metrics");
+    }
+    let (ok, output) = promtool(&text).await;
+    assert!(ok, "promtool check metrics failed:\n{output}");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_can_have_a_listener_of_their_own() {
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let server = TestServer::with(|c| c.metrics.listen = listen.clone()).await;
+    assert_eq!(
+        http::get(&server.addr(), "/metrics", &[]).await.status,
+        404,
+        "not on the public port"
+    );
+    let scraped = http::get(&listen, "/metrics", &[]).await;
+    assert_eq!(scraped.status, 200);
+    assert!(scraped.text().contains("roomcast_build_info"));
+    server.stop().await;
+}
+
+/// `POST /admin/drain` from loopback starts a drain: the instance turns not ready, keeps
+/// serving its clients during the window, then exits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_drain_turns_the_instance_not_ready_and_ends_it() {
+    let mut process = RoomcastProcess::start(&[
+        ("ROOMCAST_DRAIN__WINDOW_MS", "3000"),
+        ("ROOMCAST_DRAIN__DEADLINE_MS", "8000"),
+    ])
+    .await;
+    // Two clients, so the drain window spreads them 1.5 s apart.
+    let mut first = TestClient::connect(&process.url(), Encoding::Json).await;
+    let _second = TestClient::connect(&process.url(), Encoding::Json).await;
+    first.subscribe("r", None).await;
+    let answer = http::send(&process.addr, "POST", "/admin/drain", &[], None).await;
+    assert_eq!(answer.status, 202);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let ready = http::get(&process.addr, "/readyz", &[]).await;
+        if ready.status == 503 {
+            assert_eq!(ready.json()["draining"], true);
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never reported not ready"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(process.wait(Duration::from_secs(15)).await, Some(0));
+}
