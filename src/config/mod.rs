@@ -46,6 +46,18 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// Graceful drain.
     pub drain: DrainConfig,
+    /// Feature flags.
+    pub flags: FlagsConfig,
+}
+
+/// `[flags]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlagsConfig {
+    /// File with percentages that override these, re-read on SIGHUP and on change.
+    pub file: String,
+    /// Rollout percentage of `coalesce_writes`.
+    pub coalesce_writes: u8,
 }
 
 /// `[drain]`
@@ -468,6 +480,15 @@ impl Config {
                 _ => "auth.jwt_rs256_public_key_file",
             },
             message: e.message,
+        })?;
+        check(
+            self.flags.coalesce_writes <= 100,
+            "flags.coalesce_writes",
+            "must be a percentage from 0 to 100",
+        )?;
+        crate::flags::Flags::from_config(&self.flags).map_err(|e| ConfigError::Invalid {
+            key: "flags.file",
+            message: e.to_string(),
         })?;
         check(
             self.drain.deadline_ms > self.drain.window_ms,

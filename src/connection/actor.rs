@@ -47,6 +47,8 @@ pub struct ConnectionArgs {
     pub outbound: Outbound,
     /// Who connected.
     pub principal: Principal,
+    /// Feature flags on for this connection.
+    pub features: Vec<String>,
 }
 
 /// The connection actor.
@@ -99,6 +101,7 @@ impl Actor for ConnectionActor {
             server: self.context.node_id.clone(),
             session: args.session,
             limits: self.context.limits.clone(),
+            features: args.features,
         });
         Ok(state)
     }

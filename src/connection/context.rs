@@ -2,6 +2,7 @@
 
 use crate::broker::{Broker, BrokerError, PublishAck, PublishRequest};
 use crate::config::Config;
+use crate::flags::Flags;
 use crate::protocol::{Limits, RoomName, RoomNameRules};
 use crate::room::Rooms;
 use std::sync::Arc;
@@ -26,11 +27,19 @@ pub struct ConnectionContext {
     pub outbound_queue: usize,
     /// WebSocket heartbeat interval.
     pub heartbeat: Duration,
+    /// Feature flags.
+    pub flags: Flags,
 }
 
 impl ConnectionContext {
     /// Builds the context from configuration.
-    pub fn new(config: &Config, node_id: String, rooms: Rooms, broker: Arc<dyn Broker>) -> Self {
+    pub fn new(
+        config: &Config,
+        node_id: String,
+        rooms: Rooms,
+        broker: Arc<dyn Broker>,
+        flags: Flags,
+    ) -> Self {
         let c = &config.connection;
         ConnectionContext {
             node_id,
@@ -46,6 +55,7 @@ impl ConnectionContext {
             broker,
             outbound_queue: c.outbound_queue,
             heartbeat: c.heartbeat(),
+            flags,
         }
     }
 

@@ -82,12 +82,15 @@ impl Connections {
         let conn_id = inner.next_id.fetch_add(1, Ordering::Relaxed);
         let session = uuid::Uuid::new_v4().to_string();
         let (outbound, mut receiver) = outbound::channel(inner.context.outbound_queue);
+        let features = inner.context.flags.enabled_for(&principal.key());
+        let coalesce = features.iter().any(|f| f == crate::flags::COALESCE_WRITES);
         let args = ConnectionArgs {
             conn_id,
             session: session.clone(),
             encoding,
             outbound: outbound.clone(),
             principal,
+            features,
         };
         let actor = ConnectionActor {
             context: inner.context.clone(),
@@ -120,7 +123,15 @@ impl Connections {
         );
 
         let heartbeat = inner.context.heartbeat;
-        let ending = socket::pump(&mut ws, &actor, &mut actor_done, &mut receiver, heartbeat).await;
+        let ending = socket::pump(
+            &mut ws,
+            &actor,
+            &mut actor_done,
+            &mut receiver,
+            heartbeat,
+            coalesce,
+        )
+        .await;
         match ending {
             Ending::Close(CloseCode::SlowConsumer) => {
                 tracing::info!(conn = conn_id, "slow consumer disconnected")

@@ -212,6 +212,14 @@ impl OutboundReceiver {
         }
     }
 
+    /// Appends whatever is queued now to `batch`, without waiting.
+    pub fn take_more(&mut self, batch: &mut VecDeque<Item>) {
+        let mut state = self.shared.lock();
+        if state.close.is_none() {
+            batch.append(&mut state.items);
+        }
+    }
+
     /// Waits until a close is requested.
     pub async fn close_requested(&self) -> CloseCode {
         loop {

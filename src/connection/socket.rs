@@ -24,6 +24,8 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 
 /// Client frames read but not yet handled by the actor, per connection.
 const INBOUND_IN_FLIGHT: usize = 16;
+/// How long a connection with `coalesce_writes` waits for more frames before writing.
+const COALESCE_WINDOW: Duration = Duration::from_millis(2);
 /// Longest wait for a close frame to be written to a client that may not be reading.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -46,6 +48,7 @@ pub async fn pump<S>(
     actor_done: &mut JoinHandle<()>,
     outbound: &mut OutboundReceiver,
     heartbeat: Duration,
+    coalesce: bool,
 ) -> Ending
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -59,8 +62,13 @@ where
             biased;
             _ = &mut *actor_done => return Ending::Close(CloseCode::InternalError),
             received = outbound.recv(&mut batch) => {
-                if let Received::Close(code) = received {
+                                if let Received::Close(code) = received {
                     return Ending::Close(code);
+                }
+                if coalesce {
+                    // Feature flag `coalesce_writes`: let more frames join this write.
+                    tokio::time::sleep(COALESCE_WINDOW).await;
+                    outbound.take_more(&mut batch);
                 }
                 tokio::select! {
                     biased;

@@ -108,6 +108,9 @@ pub enum ServerFrame {
         session: String,
         /// Limits that apply to this connection.
         limits: Limits,
+        /// Feature flags on for this connection (omitted when none).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        features: Vec<String>,
     },
     /// Reply to `subscribe`. Replayed messages (`replayed` of them) follow it, then live ones.
     Subscribed {

@@ -11,6 +11,7 @@ use crate::auth::{AuthConfigError, Authenticator};
 use crate::broker::{Broker, BrokerError, EventReceiver};
 use crate::config::Config;
 use crate::connection::{ConnectionContext, Connections};
+use crate::flags::{Flags, FlagsError};
 use crate::protocol::CloseCode;
 use crate::room::{RestartPolicy, RoomSettings, Rooms};
 use crate::store::{Store, StoreError};
@@ -68,6 +69,9 @@ pub enum ServerError {
     /// The database could not be opened or migrated.
     #[error("cannot open the database: {0}")]
     Store(#[source] StoreError),
+    /// The feature flags file cannot be used.
+    #[error("invalid feature flags: {0}")]
+    Flags(#[source] FlagsError),
     /// The authentication settings cannot be used.
     #[error("invalid authentication settings: {0}")]
     Auth(#[source] AuthConfigError),
@@ -126,11 +130,14 @@ impl Server {
             what: "the room supervisor",
             source,
         })?;
+        let flags = Flags::from_config(&config.flags).map_err(ServerError::Flags)?;
+        flags.watch(Duration::from_secs(2));
         let context = Arc::new(ConnectionContext::new(
             config,
             node_id.clone(),
             rooms.clone(),
             broker.clone(),
+            flags,
         ));
         let auth = Arc::new(Authenticator::from_config(&config.auth).map_err(ServerError::Auth)?);
         if auth.is_open() {

@@ -32,6 +32,15 @@ pub fn install() -> PrometheusHandle {
             }
             describe();
             metrics::gauge!("roomcast_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+            // Gauges a dashboard reads from the start, before anything happened.
+            for gauge in [
+                "roomcast_connections",
+                "roomcast_subscriptions",
+                "roomcast_rooms_active",
+                "roomcast_draining",
+            ] {
+                metrics::gauge!(gauge).increment(0.0);
+            }
             let upkeep = handle.clone();
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(Duration::from_secs(5));
@@ -210,5 +219,13 @@ fn describe() {
     describe_counter!(
         "roomcast_auth_failures_total",
         "Requests refused for missing or invalid credentials, by endpoint."
+    );
+    describe_gauge!(
+        "roomcast_feature_flag_rollout_percent",
+        "Rollout percentage of each feature flag."
+    );
+    describe_counter!(
+        "roomcast_feature_flag_evaluations_total",
+        "Feature flag evaluations, by flag and answer."
     );
 }

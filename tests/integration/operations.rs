@@ -138,3 +138,46 @@ async fn an_http_drain_turns_the_instance_not_ready_and_ends_it() {
     }
     assert_eq!(process.wait(Duration::from_secs(15)).await, Some(0));
 }
+
+async fn welcome_features(url: &str) -> Vec<String> {
+    let mut conn = roomcast::client::Connection::connect(url, Some(Encoding::Json))
+        .await
+        .unwrap();
+    match conn.next_frame(crate::support::WAIT).await.unwrap() {
+        roomcast::protocol::ServerFrame::Welcome { features, .. } => features,
+        other => panic!("expected welcome, got {other:?}"),
+    }
+}
+
+/// A flag's rollout changes at run time (SIGHUP re-reads the flags file), shows in
+/// the welcome frame of new connections and in the metrics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn feature_flags_change_without_a_restart() {
+    let path = std::env::temp_dir().join(format!("roomcast-flags-{}.toml", uuid::Uuid::new_v4()));
+    std::fs::write(&path, "coalesce_writes = 0\n").unwrap();
+    let file = path.display().to_string();
+    let process = RoomcastProcess::start(&[("ROOMCAST_FLAGS__FILE", file.as_str())]).await;
+    assert!(welcome_features(&process.url()).await.is_empty());
+
+    std::fs::write(&path, "coalesce_writes = 100\n").unwrap();
+    process.signal("HUP");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while welcome_features(&process.url()).await != vec!["coalesce_writes".to_owned()] {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the flag never turned on"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let metrics = http::get(&process.addr, "/metrics", &[]).await.text();
+    assert!(
+        metrics.contains("roomcast_feature_flag_rollout_percent{flag=\"coalesce_writes\"} 100"),
+        "{metrics}"
+    );
+    // A connection with the flag works as any other.
+    let mut client = TestClient::connect(&process.url(), Encoding::MsgPack).await;
+    client.subscribe("flagged", None).await;
+    client.publish("flagged", json!("x"), None).await;
+    client.message().await;
+    let _ = std::fs::remove_file(path);
+}

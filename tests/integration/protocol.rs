@@ -260,8 +260,10 @@ async fn welcome_announces_the_limits() {
             server: node,
             limits,
             session,
+            features,
         } => {
             assert_eq!(protocol, "roomcast.v1");
+            assert!(features.is_empty(), "no flag is on by default");
             assert_eq!(node, "test-node");
             assert!(!session.is_empty());
             assert_eq!(limits.max_rooms, 7);
