@@ -247,7 +247,7 @@ impl Server {
         self.app.drain_requested.clone()
     }
 
-    /// Drains the instance for a deploy: not ready, no new connections, every client told
+    /// Drains the instance for a deploy: not ready, no new WebSocket connections, every client told
     /// to reconnect elsewhere (spread over `window`) and closed with 1012 after what was
     /// queued to it, the outbox published; everything within `deadline`, after which
     /// whatever is left is closed with 1001. Returns true when the drain completed in time.
@@ -256,7 +256,9 @@ impl Server {
         self.app.draining.store(true, Ordering::SeqCst);
         metrics::gauge!("roomcast_draining").set(1.0);
         tracing::info!(?window, ?deadline, "draining");
-        self.stop_accepting().await;
+        // The listener stays open meanwhile: health checks see 503 (not a refused
+        // connection), HTTP requests are still served, and new WebSocket upgrades are
+        // refused with 503 so clients go to another instance.
         let connections = self.app.connections.clone();
         let store = self.app.api.store.clone();
         let completed = tokio::time::timeout_at(until, async {
