@@ -251,7 +251,7 @@ impl Server {
     /// to reconnect elsewhere (spread over `window`) and closed with 1012 after what was
     /// queued to it, the outbox published; everything within `deadline`, after which
     /// whatever is left is closed with 1001. Returns true when the drain completed in time.
-    pub async fn drain(mut self, window: Duration, deadline: Duration) -> bool {
+    pub async fn drain(self, window: Duration, deadline: Duration) -> bool {
         let until = tokio::time::Instant::now() + deadline;
         self.app.draining.store(true, Ordering::SeqCst);
         metrics::gauge!("roomcast_draining").set(1.0);
