@@ -37,10 +37,6 @@ fn main() -> ExitCode {
         println!("configuration is valid");
         return ExitCode::SUCCESS;
     }
-    roomcast::telemetry::init_logging(&config.log);
-    for warning in config.warnings() {
-        tracing::warn!("{warning}");
-    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -51,7 +47,21 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(run(config))
+    runtime.block_on(async {
+        let mut config = config;
+        if config.node_id.is_empty() {
+            config.node_id = format!("{:08x}", rand::random::<u32>());
+        }
+        let traces = roomcast::telemetry::init_logging(&config);
+        for warning in config.warnings() {
+            tracing::warn!("{warning}");
+        }
+        let status = run(config).await;
+        if let Some(traces) = traces {
+            let _ = traces.shutdown();
+        }
+        status
+    })
 }
 
 async fn run(config: Config) -> ExitCode {

@@ -11,9 +11,11 @@ use crate::broker::PublishRequest;
 use crate::connection::ConnectionContext;
 use crate::protocol::RoomName;
 use crate::store::{OutboxRow, Store, now_ms};
+use crate::telemetry::traces;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 /// Rows fetched per round.
 const BATCH: i64 = 100;
@@ -68,11 +70,23 @@ async fn relay_row(
     row: &OutboxRow,
     stop: &CancellationToken,
 ) -> bool {
+    let span = tracing::info_span!("outbox.relay", outbox = row.id);
+    traces::set_parent(&span, row.trace.as_deref());
+    publish_row(publisher, row, stop).instrument(span).await && mark(store, row, stop).await
+}
+
+/// Publishes a row to each of its rooms, retrying until acknowledged; false if stopped.
+async fn publish_row(
+    publisher: &ConnectionContext,
+    row: &OutboxRow,
+    stop: &CancellationToken,
+) -> bool {
     for room in &row.rooms {
         let name = RoomName::new_unchecked(room.as_str());
         let request = PublishRequest {
             data: row.event.clone(),
             idempotency_key: Some(format!("outbox:{}:{room}", row.id)),
+            trace: traces::current_traceparent(),
         };
         let mut backoff = Backoff::default();
         loop {
@@ -87,6 +101,11 @@ async fn relay_row(
             }
         }
     }
+    true
+}
+
+/// Marks a published row; false if stopped first.
+async fn mark(store: &Store, row: &OutboxRow, stop: &CancellationToken) -> bool {
     let mut backoff = Backoff::default();
     while let Err(err) = store.mark_published(row.id).await {
         tracing::warn!(outbox = row.id, error = %err, "cannot mark an outbox row published; retrying");

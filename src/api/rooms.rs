@@ -78,6 +78,7 @@ pub async fn publish(api: &Api, request: Request<Incoming>, context: &Context) -
     let publish = PublishRequest {
         data: body.data,
         idempotency_key: key.map(|key| context.principal.publish_key(&key)),
+        trace: crate::telemetry::traces::current_traceparent(),
     };
     let ack = api
         .publisher

@@ -147,6 +147,7 @@ impl Broker for MemoryBroker {
             time_ms: now,
             id: rand::random(),
             data: request.data,
+            trace: request.trace,
         });
         let seq = stream.seq;
         stream.buffer.prune(now);
@@ -243,6 +244,7 @@ mod tests {
         PublishRequest {
             data: json!({ "n": n }),
             idempotency_key: key.map(str::to_owned),
+            trace: None,
         }
     }
 

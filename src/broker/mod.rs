@@ -44,6 +44,8 @@ pub struct Publication {
     pub id: u64,
     /// The published value.
     pub data: Value,
+    /// W3C `traceparent` of the publish, when it was traced.
+    pub trace: Option<String>,
 }
 
 impl Publication {
@@ -60,6 +62,8 @@ pub struct PublishRequest {
     pub data: Value,
     /// Idempotency key; a retry with the same key gets the original ack.
     pub idempotency_key: Option<String>,
+    /// W3C `traceparent` of the publish, carried to every instance's fan-out.
+    pub trace: Option<String>,
 }
 
 /// The broker's answer to a publish: it is sequenced and stored.

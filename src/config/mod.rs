@@ -48,6 +48,20 @@ pub struct Config {
     pub drain: DrainConfig,
     /// Feature flags.
     pub flags: FlagsConfig,
+    /// OpenTelemetry traces.
+    pub tracing: TracingConfig,
+}
+
+/// `[tracing]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TracingConfig {
+    /// OTLP/HTTP endpoint for traces; empty: no export.
+    pub otlp_endpoint: String,
+    /// `service.name` of the spans.
+    pub service_name: String,
+    /// Share of new traces sampled (0.0 to 1.0); incoming sampled traces are followed.
+    pub sample_ratio: f64,
 }
 
 /// `[flags]`
@@ -481,6 +495,18 @@ impl Config {
             },
             message: e.message,
         })?;
+        check(
+            self.tracing.otlp_endpoint.is_empty()
+                || self.tracing.otlp_endpoint.starts_with("http://")
+                || self.tracing.otlp_endpoint.starts_with("https://"),
+            "tracing.otlp_endpoint",
+            "must be empty or an http:// URL such as http://collector:4318/v1/traces",
+        )?;
+        check(
+            (0.0..=1.0).contains(&self.tracing.sample_ratio),
+            "tracing.sample_ratio",
+            "must be between 0.0 and 1.0",
+        )?;
         check(
             self.flags.coalesce_writes <= 100,
             "flags.coalesce_writes",

@@ -16,12 +16,14 @@ use crate::protocol::{
 };
 use crate::room::{SubscribeError, Subscriber};
 use crate::stream::Position;
+use crate::telemetry::traces;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use serde_json::Value;
 use std::collections::HashSet;
 use std::sync::Arc;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_tungstenite::tungstenite::Message;
+use tracing::Instrument;
 
 /// Handle to a connection actor.
 pub type ConnectionRef = ActorRef<ConnectionMsg>;
@@ -274,11 +276,17 @@ impl ConnectionActor {
                 format!("subscribe to {room} before publishing to it"),
             );
         }
+        let span = if traces::enabled() {
+            tracing::info_span!("ws.publish", room = %room, conn = state.conn_id)
+        } else {
+            tracing::Span::none()
+        };
         let request = PublishRequest {
             data,
             idempotency_key: key.map(|key| state.principal.publish_key(&key)),
+            trace: span.in_scope(traces::current_traceparent),
         };
-        match self.context.publish(&room, request).await {
+        match self.context.publish(&room, request).instrument(span).await {
             Ok(ack) => state.send(&ServerFrame::Ack {
                 id,
                 room: room.to_string(),

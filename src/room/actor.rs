@@ -20,6 +20,7 @@ use crate::protocol::{RoomName, ServerFrame};
 use crate::stream::{
     Epoch, LossReason, Position, Recovery, ReplayBuffer, SeqCheck, check_seq, recover, unix_ms,
 };
+use crate::telemetry::traces;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -590,7 +591,16 @@ impl RoomActor {
             state.cache.clear();
             let _ = state.cache.push(seq, time, outgoing.clone());
         }
-        let delivered = deliver(&state.members, &outgoing);
+        let span = match &outgoing.publication.trace {
+            Some(trace) if traces::enabled() => {
+                let span = tracing::info_span!("room.deliver", room = %state.room, seq, delivered = tracing::field::Empty);
+                traces::set_parent(&span, Some(trace));
+                span
+            }
+            _ => tracing::Span::none(),
+        };
+        let delivered = span.in_scope(|| deliver(&state.members, &outgoing));
+        span.record("delivered", delivered);
         metrics::counter!("roomcast_messages_delivered_total").increment(delivered);
         let latency_ms = unix_ms().saturating_sub(time);
         metrics::histogram!("roomcast_delivery_latency_seconds").record(latency_ms as f64 / 1000.0);

@@ -2,6 +2,7 @@
 
 use super::App;
 use super::websocket;
+use crate::telemetry::traces;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Full, combinators::BoxBody};
 use hyper::header::{self, HeaderValue};
@@ -12,6 +13,7 @@ use std::convert::Infallible;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
+use tracing::Instrument;
 
 /// Any error a response body may fail with.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -25,8 +27,39 @@ pub async fn route(
     app: Arc<App>,
     peer: IpAddr,
 ) -> Result<Response<Body>, Infallible> {
-    let started = Instant::now();
     let request_id = request_id(request.headers());
+    let traceparent = request
+        .headers()
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    // Every log line of the request carries its id and trace id.
+    let span = tracing::info_span!(
+        "http.request",
+        method = %request.method(),
+        path = %request.uri().path(),
+        request_id = %request_id,
+        trace_id = tracing::field::Empty,
+    );
+    traces::set_parent(&span, traceparent.as_deref());
+    let trace_id = if traces::enabled() {
+        span.in_scope(traces::current_traceparent)
+    } else {
+        traceparent
+    };
+    if let Some(trace_id) = trace_id.as_deref().and_then(traces::trace_id) {
+        span.record("trace_id", trace_id);
+    }
+    serve(request, app, peer, request_id).instrument(span).await
+}
+
+async fn serve(
+    request: Request<hyper::body::Incoming>,
+    app: Arc<App>,
+    peer: IpAddr,
+    request_id: String,
+) -> Result<Response<Body>, Infallible> {
+    let started = Instant::now();
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
     let (route, mut response) = match (&method, path.as_str()) {

@@ -181,21 +181,39 @@ impl Store {
 
 /// The migrations of one backend, compiled in.
 fn migrator(backend: Backend) -> Migrator {
-    let (sqlite, postgres) = (
-        include_str!("../../migrations/sqlite/0001_init.sql"),
-        include_str!("../../migrations/postgres/0001_init.sql"),
-    );
-    let sql = match backend {
-        Backend::Sqlite => sqlite,
-        Backend::Postgres => postgres,
-    };
-    Migrator::with_migrations(vec![Migration::new(
-        1,
-        "init".into(),
-        MigrationType::Simple,
-        sql.into_sql_str(),
-        false,
-    )])
+    // (version, description, SQLite, PostgreSQL), in order.
+    let migrations = [
+        (
+            1,
+            "init",
+            include_str!("../../migrations/sqlite/0001_init.sql"),
+            include_str!("../../migrations/postgres/0001_init.sql"),
+        ),
+        (
+            2,
+            "outbox trace",
+            include_str!("../../migrations/sqlite/0002_outbox_trace.sql"),
+            include_str!("../../migrations/postgres/0002_outbox_trace.sql"),
+        ),
+    ];
+    Migrator::with_migrations(
+        migrations
+            .into_iter()
+            .map(|(version, description, sqlite, postgres)| {
+                let sql = match backend {
+                    Backend::Sqlite => sqlite,
+                    Backend::Postgres => postgres,
+                };
+                Migration::new(
+                    version,
+                    description.into(),
+                    MigrationType::Simple,
+                    sql.into_sql_str(),
+                    false,
+                )
+            })
+            .collect(),
+    )
 }
 
 /// Milliseconds since the Unix epoch, as stored.
@@ -245,7 +263,8 @@ pub(crate) async fn record_change(
         &mutation.request_id,
         change.at,
     );
-    outbox::enqueue(conn, &rooms, &event, change.at).await?;
+    let trace = crate::telemetry::traces::current_traceparent();
+    outbox::enqueue(conn, &rooms, &event, change.at, trace.as_deref()).await?;
     if let (Some(key), Some(response)) = (&mutation.idempotency, response) {
         idempotency::remember(conn, key, response).await?;
     }

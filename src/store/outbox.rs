@@ -15,6 +15,8 @@ pub struct OutboxRow {
     pub rooms: Vec<String>,
     /// The event.
     pub event: Value,
+    /// W3C `traceparent` of the change, when it was traced.
+    pub trace: Option<String>,
 }
 
 /// Writes an event inside the mutation's transaction.
@@ -23,11 +25,13 @@ pub(crate) async fn enqueue(
     rooms: &[String],
     event: &Value,
     at: i64,
+    trace: Option<&str>,
 ) -> Result<(), StoreError> {
-    sqlx::query("INSERT INTO outbox (created_at, rooms, event) VALUES ($1, $2, $3)")
+    sqlx::query("INSERT INTO outbox (created_at, rooms, event, trace) VALUES ($1, $2, $3, $4)")
         .bind(at)
         .bind(serde_json::to_string(rooms).expect("strings serialize"))
         .bind(event.to_string())
+        .bind(trace)
         .execute(conn)
         .await?;
     Ok(())
@@ -36,14 +40,14 @@ pub(crate) async fn enqueue(
 impl Store {
     /// The oldest unpublished events, in commit order.
     pub async fn pending_outbox(&self, limit: i64) -> Result<Vec<OutboxRow>, StoreError> {
-        let rows: Vec<(i64, i64, String, String)> = sqlx::query_as(
-            "SELECT id, created_at, rooms, event FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT $1",
+        let rows: Vec<(i64, i64, String, String, Option<String>)> = sqlx::query_as(
+            "SELECT id, created_at, rooms, event, trace FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT $1",
         )
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
         rows.into_iter()
-            .map(|(id, created_at, rooms, event)| {
+            .map(|(id, created_at, rooms, event, trace)| {
                 Ok(OutboxRow {
                     id,
                     created_at,
@@ -51,6 +55,7 @@ impl Store {
                         .map_err(|e| StoreError::Internal(format!("outbox {id}: {e}")))?,
                     event: serde_json::from_str(&event)
                         .map_err(|e| StoreError::Internal(format!("outbox {id}: {e}")))?,
+                    trace,
                 })
             })
             .collect()

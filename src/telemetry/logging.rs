@@ -1,24 +1,43 @@
-//! Logging through `tracing`: human-readable or JSON lines on stdout.
+//! Logs through `tracing` (human-readable or JSON lines on stdout), and, when an OTLP
+//! endpoint is configured, the OpenTelemetry layer beside them.
 
-use crate::config::{LogConfig, LogFormat};
-use tracing_subscriber::EnvFilter;
+use super::traces;
+use crate::config::{Config, LogFormat};
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing::Level;
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::prelude::*;
+use tracing_subscriber::{EnvFilter, Layer};
 
-/// Installs the global log subscriber. `RUST_LOG`, when set, replaces the configured
-/// filter. ractor's own per-actor spans are kept at `warn` unless a directive names
-/// ractor: at `info` they would cost a span per connection.
-pub fn init_logging(config: &LogConfig) {
-    let directives = std::env::var("RUST_LOG").unwrap_or_else(|_| config.level.clone());
+/// Installs the global subscriber: log lines filtered by `log.level` (or `RUST_LOG`),
+/// and roomcast's spans exported to OTLP when `tracing.otlp_endpoint` is set. Returns the
+/// tracer provider to flush at exit. Must be called inside a tokio runtime.
+///
+/// ractor's own per-actor spans are kept at `warn` unless a directive names ractor: at
+/// `info` they would cost a span per connection.
+pub fn init_logging(config: &Config) -> Option<SdkTracerProvider> {
+    let directives = std::env::var("RUST_LOG").unwrap_or_else(|_| config.log.level.clone());
     let directives = if directives.contains("ractor") {
         directives
     } else {
         format!("{directives},ractor=warn")
     };
     let filter = EnvFilter::try_new(&directives).unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(true);
-    match config.format {
-        LogFormat::Pretty => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
+    let lines = match config.log.format {
+        LogFormat::Pretty => tracing_subscriber::fmt::layer().with_target(true).boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .boxed(),
     }
+    .with_filter(filter);
+    let provider = traces::provider(&config.tracing, &config.node_id);
+    let spans = provider.as_ref().map(|provider| {
+        traces::layer(provider).with_filter(Targets::new().with_target("roomcast", Level::INFO))
+    });
+    tracing_subscriber::registry()
+        .with(lines)
+        .with(spans)
+        .init();
+    provider
 }

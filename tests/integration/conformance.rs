@@ -26,6 +26,7 @@ fn request(n: u64, key: Option<&str>) -> PublishRequest {
     PublishRequest {
         data: json!({ "n": n }),
         idempotency_key: key.map(str::to_owned),
+        trace: None,
     }
 }
 

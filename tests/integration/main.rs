@@ -15,3 +15,4 @@ mod resume;
 mod slow_consumer;
 mod supervision;
 mod support;
+mod traces;

@@ -18,6 +18,9 @@ pub struct Body {
     pub id: u64,
     /// The published value.
     pub data: Value,
+    /// W3C `traceparent` of the publish.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<String>,
 }
 
 /// Decoding failures (a foreign or corrupt message).
@@ -51,6 +54,7 @@ impl Body {
             time_ms,
             id: self.id,
             data: self.data,
+            trace: self.trace,
         }
     }
 }
@@ -75,6 +79,7 @@ mod tests {
         let body = Body {
             id: 42,
             data: json!({"a": [1, "x", null], "b": 2.5}),
+            trace: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
         };
         // What `cmsgpack.pack(epoch, seq, now) .. body` produces.
         let mut envelope = Vec::new();
@@ -89,6 +94,7 @@ mod tests {
             (7, 1_700_000_000_123, 42)
         );
         assert_eq!(publication.data, body.data);
+        assert_eq!(publication.trace, body.trace);
     }
 
     #[test]

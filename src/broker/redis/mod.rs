@@ -200,6 +200,7 @@ impl Broker for RedisBroker {
         let body = Body {
             id: rand::random(),
             data: request.data,
+            trace: request.trace,
         }
         .encode();
         let mut invocation = PUBLISH.prepare_invoke();
