@@ -42,7 +42,8 @@ async fn idle_memory(server: &ServerProcess, url: &str) {
     tokio::time::sleep(Duration::from_secs(2)).await;
 }
 
-async fn fanout(server: &ServerProcess, url: &str) {
+/// Fans messages out; returns server CPU per delivery in microseconds.
+async fn fanout(server: &ServerProcess, url: &str) -> f64 {
     let subscribers = env_or("BENCH_FANOUT_SUBSCRIBERS", 1_000);
     let messages = env_or("BENCH_FANOUT_MESSAGES", 2_000);
     let payload = "x".repeat(env_or("BENCH_PAYLOAD_BYTES", 100) as usize);
@@ -112,6 +113,36 @@ async fn fanout(server: &ServerProcess, url: &str) {
         user as f64 / deliveries as f64,
         system as f64 / deliveries as f64
     );
+    (user + system) as f64 / deliveries as f64
+}
+
+/// An OTLP/HTTP endpoint that accepts and discards spans, for the tracing-on run.
+async fn discarding_collector() -> String {
+    use http_body_util::BodyExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(
+                    |request: hyper::Request<hyper::body::Incoming>| async move {
+                        let _ = request.into_body().collect().await;
+                        let mut response = hyper::Response::new(http_body_util::Full::new(
+                            bytes::Bytes::from_static(b"{}"),
+                        ));
+                        response
+                            .headers_mut()
+                            .insert("content-type", "application/json".parse().unwrap());
+                        Ok::<_, std::convert::Infallible>(response)
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    format!("http://{addr}/v1/traces")
 }
 
 fn main() {
@@ -121,14 +152,28 @@ fn main() {
         .unwrap();
     runtime.block_on(async {
         // The bench publisher outpaces one socket on purpose; let queues absorb it.
-        let mut server = ServerProcess::start(&[
+        let base = [
             ("ROOMCAST_CONNECTION__OUTBOUND_QUEUE", "100000"),
             ("ROOMCAST_HISTORY__SIZE", "200000"),
-        ])
-        .await;
-        let url = format!("ws://{}/ws", server.addr);
+        ];
+        let mut server = ServerProcess::start(&base).await;
+        let url = server.url();
         idle_memory(&server, &url).await;
-        fanout(&server, &url).await;
+        println!("-- tracing off");
+        let off = fanout(&server, &url).await;
+        let _ = server.child.kill().await;
+
+        // The same fan-out with every publish traced and exported over OTLP.
+        let endpoint = discarding_collector().await;
+        let mut traced = base.to_vec();
+        traced.push(("ROOMCAST_TRACING__OTLP_ENDPOINT", endpoint.as_str()));
+        let mut server = ServerProcess::start(&traced).await;
+        println!("-- tracing on (every publish traced, exported over OTLP)");
+        let on = fanout(&server, &server.url()).await;
+        println!(
+            "tracing overhead:           {:+.1}% server CPU per delivery",
+            (on / off - 1.0) * 100.0
+        );
         let _ = server.child.kill().await;
     });
 }
