@@ -28,6 +28,19 @@ pub fn spawn_relay(
     publisher: Arc<ConnectionContext>,
     stop: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
+    let watched = store.clone();
+    let watch_stop = stop.clone();
+    // The backlog gauges are refreshed on their own clock, so they keep moving while the
+    // relay is stuck retrying one event.
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(2));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => record_backlog(&watched).await,
+                _ = watch_stop.cancelled() => return,
+            }
+        }
+    });
     tokio::spawn(async move {
         let written = store.outbox_written();
         let mut backoff = Backoff::default();
@@ -45,7 +58,6 @@ pub fn spawn_relay(
                     continue;
                 }
             };
-            record_backlog(&store).await;
             if rows.is_empty() {
                 tokio::select! {
                     _ = written.notified() => {}

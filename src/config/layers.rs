@@ -31,7 +31,7 @@ pub fn merged(
     }
     let mut env: Vec<(String, String)> = env
         .into_iter()
-        .filter(|(name, _)| name.starts_with(ENV_PREFIX))
+        .filter(|(name, _)| name.starts_with(ENV_PREFIX) && !is_service_link(name))
         .collect();
     env.sort();
     for (name, value) in env {
@@ -74,6 +74,17 @@ fn overlay_table(
         }
     }
     Ok(())
+}
+
+/// Whether `name` is a variable Kubernetes injects for a Service named `roomcast`
+/// (`ROOMCAST_SERVICE_HOST`, `ROOMCAST_PORT_8080_TCP`, …): none of them is a key of ours,
+/// and failing on them would crash-loop every pod in a namespace with such a Service.
+fn is_service_link(name: &str) -> bool {
+    let rest = &name[ENV_PREFIX.len()..];
+    rest == "PORT"
+        || rest.starts_with("PORT_")
+        || rest.starts_with("SERVICE_HOST")
+        || rest.starts_with("SERVICE_PORT")
 }
 
 /// Applies `ROOMCAST_SECTION__KEY=value`. The value is read as the type the default has,

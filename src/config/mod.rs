@@ -404,10 +404,9 @@ impl Config {
         check(
             self.redis_url.is_empty()
                 || self.redis_url.starts_with("redis://")
-                || self.redis_url.starts_with("rediss://")
                 || self.redis_url.starts_with("redis-cluster://"),
             "redis_url",
-            "must be empty, redis://… or redis-cluster://host:port,host:port",
+            "must be empty, redis://… or redis-cluster://host:port,host:port (TLS to Redis is not supported)",
         )?;
         let r = &self.redis;
         check(
@@ -497,10 +496,9 @@ impl Config {
         })?;
         check(
             self.tracing.otlp_endpoint.is_empty()
-                || self.tracing.otlp_endpoint.starts_with("http://")
-                || self.tracing.otlp_endpoint.starts_with("https://"),
+                || self.tracing.otlp_endpoint.starts_with("http://"),
             "tracing.otlp_endpoint",
-            "must be empty or an http:// URL such as http://collector:4318/v1/traces",
+            "must be empty or an http:// URL such as http://collector:4318/v1/traces (no TLS: send to a local collector)",
         )?;
         check(
             (0.0..=1.0).contains(&self.tracing.sample_ratio),
@@ -604,6 +602,10 @@ mod tests {
                 ("ROOMCAST_CONNECTION__PUBLISH_REQUIRES_SUBSCRIPTION", "true"),
                 ("ROOMCAST_LOG__FORMAT", "json"),
                 ("UNRELATED", "x"),
+                // Injected by Kubernetes for a Service named roomcast: not ours, ignored.
+                ("ROOMCAST_SERVICE_HOST", "10.0.0.1"),
+                ("ROOMCAST_PORT", "tcp://10.0.0.1:80"),
+                ("ROOMCAST_PORT_80_TCP_ADDR", "10.0.0.1"),
             ]),
         )
         .unwrap();

@@ -181,3 +181,79 @@ async fn feature_flags_change_without_a_restart() {
     client.message().await;
     let _ = std::fs::remove_file(path);
 }
+
+fn repo_file(path: &str) -> String {
+    let full = format!("{}/{path}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("{full}: {e}"))
+}
+
+async fn promtool_on(args: &[&str]) -> (bool, String) {
+    let output = tokio::process::Command::new("promtool")
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .await
+        .expect("promtool must be installed (scripts/test.sh installs it)");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), text)
+}
+
+/// The alert rules and the Prometheus configuration in deploy/ are valid, the rules'
+/// unit tests pass, and every metric the rules and the dashboard use is one roomcast
+/// exports.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_deploy_monitoring_assets_are_valid_and_use_real_metrics() {
+    for args in [
+        &["check", "rules", "deploy/prometheus/alerts.yml"][..],
+        &["test", "rules", "deploy/prometheus/alerts.test.yml"][..],
+        &["check", "config", "deploy/prometheus/prometheus.yml"][..],
+    ] {
+        let (ok, output) = promtool_on(args).await;
+        assert!(ok, "promtool {args:?} failed:\n{output}");
+    }
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&repo_file("deploy/grafana/dashboards/roomcast.json"))
+            .expect("the dashboard is JSON");
+    assert!(!dashboard["panels"].as_array().unwrap().is_empty());
+
+    let described = repo_file("src/telemetry/metrics.rs");
+    for file in [
+        "deploy/prometheus/alerts.yml",
+        "deploy/grafana/dashboards/roomcast.json",
+    ] {
+        for name in metric_names(&repo_file(file)) {
+            let base = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|suffix| name.strip_suffix(suffix))
+                .unwrap_or(&name);
+            assert!(
+                described.contains(&format!("\"{base}\"")),
+                "{file} uses {name}, which roomcast does not export"
+            );
+        }
+    }
+}
+
+/// Every `roomcast_…` identifier in a text.
+fn metric_names(text: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("roomcast_") {
+        let tail = &rest[at..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'))
+            .unwrap_or(tail.len());
+        // `roomcast_broker_*` in a comment names a family, not a metric.
+        if !tail[..end].ends_with('_') {
+            names.push(tail[..end].to_owned());
+        }
+        rest = &tail[end..];
+    }
+    names.sort();
+    names.dedup();
+    names
+}

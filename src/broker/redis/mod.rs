@@ -158,12 +158,14 @@ impl RedisBroker {
         invocation: redis::ScriptInvocation<'_>,
         op: &'static str,
     ) -> Result<Value, BrokerError> {
-        let mut connection = self.link.get()?;
         metrics::counter!("roomcast_broker_commands_total", "op" => op).increment(1);
-        let result = invocation
-            .invoke_async::<Value>(&mut connection)
-            .await
-            .map_err(broker_error);
+        let result = match self.link.get() {
+            Ok(mut connection) => invocation
+                .invoke_async::<Value>(&mut connection)
+                .await
+                .map_err(broker_error),
+            Err(err) => Err(err),
+        };
         match &result {
             Ok(_) => self.health.set_commands(Ok(())),
             Err(err) => {
