@@ -42,8 +42,18 @@ async fn idle_memory(server: &ServerProcess, url: &str) {
     tokio::time::sleep(Duration::from_secs(2)).await;
 }
 
+/// How the benchmark publishes.
+#[derive(Clone, Copy, PartialEq)]
+enum Via {
+    /// Pipelined `publish` frames on one WebSocket.
+    WebSocket,
+    /// `POST /api/v1/publish`, one after the other on a keep-alive connection (these
+    /// requests are traced when tracing is on).
+    Http,
+}
+
 /// Fans messages out; returns server CPU per delivery in microseconds.
-async fn fanout(server: &ServerProcess, url: &str) -> f64 {
+async fn fanout(server: &ServerProcess, url: &str, via: Via) -> f64 {
     let subscribers = env_or("BENCH_FANOUT_SUBSCRIBERS", 1_000);
     let messages = env_or("BENCH_FANOUT_MESSAGES", 2_000);
     let payload = "x".repeat(env_or("BENCH_PAYLOAD_BYTES", 100) as usize);
@@ -78,19 +88,41 @@ async fn fanout(server: &ServerProcess, url: &str) -> f64 {
         .collect();
 
     let mut publisher = connect(url).await;
+    let mut http = match via {
+        Via::Http => Some(http_client(&server.addr).await),
+        Via::WebSocket => None,
+    };
     let cpu_before = server.cpu_micros();
     let start = Instant::now();
-    // Publishes without waiting for each ack (the server answers them in order).
     for n in 0..messages {
-        publisher
-            .send(&ClientFrame::Publish {
-                id: Some(n),
-                room: "fanout".into(),
-                data: json!({"n": n, "pad": payload}),
-                key: None,
-            })
-            .await
-            .unwrap();
+        let data = json!({"n": n, "pad": payload});
+        match &mut http {
+            // Publishes without waiting for each ack (the server answers them in order).
+            None => publisher
+                .send(&ClientFrame::Publish {
+                    id: Some(n),
+                    room: "fanout".into(),
+                    data,
+                    key: None,
+                })
+                .await
+                .unwrap(),
+            Some(sender) => {
+                let body = json!({"room": "fanout", "data": data}).to_string();
+                let request = hyper::Request::post("/api/v1/publish")
+                    .header("host", &server.addr)
+                    .header("content-type", "application/json")
+                    .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+                    .unwrap();
+                sender.ready().await.expect("the connection stays open");
+                let response = sender
+                    .send_request(request)
+                    .await
+                    .expect("publish over HTTP");
+                assert_eq!(response.status(), 200);
+                let _ = http_body_util::BodyExt::collect(response.into_body()).await;
+            }
+        }
     }
     let mut finished = start;
     for reader in readers {
@@ -101,7 +133,16 @@ async fn fanout(server: &ServerProcess, url: &str) -> f64 {
     let deliveries = subscribers * messages;
     let user = cpu_after.0 - cpu_before.0;
     let system = cpu_after.1 - cpu_before.1;
-    println!("fan-out:                    {subscribers} subscribers x {messages} messages");
+    let via_name = if via == Via::Http {
+        "HTTP"
+    } else {
+        "WebSocket"
+    };
+    println!(
+        "fan-out ({via_name}):{:>width$}{subscribers} subscribers x {messages} messages",
+        "",
+        width = 15 - via_name.len()
+    );
     println!("elapsed:                    {:.2} s", elapsed.as_secs_f64());
     println!(
         "deliveries per second:      {:.0}",
@@ -114,6 +155,19 @@ async fn fanout(server: &ServerProcess, url: &str) -> f64 {
         system as f64 / deliveries as f64
     );
     (user + system) as f64 / deliveries as f64
+}
+
+/// A keep-alive HTTP/1.1 connection to `addr`.
+async fn http_client(
+    addr: &str,
+) -> hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>> {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    sender
 }
 
 /// An OTLP/HTTP endpoint that accepts and discards spans, for the tracing-on run.
@@ -151,29 +205,38 @@ fn main() {
         .build()
         .unwrap();
     runtime.block_on(async {
-        // The bench publisher outpaces one socket on purpose; let queues absorb it.
+        // The bench publisher outpaces one socket on purpose; let queues absorb it. The
+        // HTTP publisher is anonymous: lift the rate limits.
         let base = [
             ("ROOMCAST_CONNECTION__OUTBOUND_QUEUE", "100000"),
             ("ROOMCAST_HISTORY__SIZE", "200000"),
+            ("ROOMCAST_RATE_LIMITS__USER_WRITES_PER_SECOND", "1000000"),
+            ("ROOMCAST_RATE_LIMITS__USER_WRITE_BURST", "1000000"),
         ];
         let mut server = ServerProcess::start(&base).await;
         let url = server.url();
         idle_memory(&server, &url).await;
         println!("-- tracing off");
-        let off = fanout(&server, &url).await;
+        let off = [fanout(&server, &url, Via::WebSocket).await, fanout(&server, &url, Via::Http).await];
         let _ = server.child.kill().await;
 
-        // The same fan-out with every publish traced and exported over OTLP.
+        // The same fan-outs with tracing exported over OTLP: HTTP publishes are traced
+        // (at a production sampling ratio, then every one), WebSocket publishes are not.
         let endpoint = discarding_collector().await;
-        let mut traced = base.to_vec();
-        traced.push(("ROOMCAST_TRACING__OTLP_ENDPOINT", endpoint.as_str()));
-        let mut server = ServerProcess::start(&traced).await;
-        println!("-- tracing on (every publish traced, exported over OTLP)");
-        let on = fanout(&server, &server.url()).await;
-        println!(
-            "tracing overhead:           {:+.1}% server CPU per delivery",
-            (on / off - 1.0) * 100.0
-        );
-        let _ = server.child.kill().await;
+        for ratio in ["0.1", "1.0"] {
+            let mut traced = base.to_vec();
+            traced.push(("ROOMCAST_TRACING__OTLP_ENDPOINT", endpoint.as_str()));
+            traced.push(("ROOMCAST_TRACING__SAMPLE_RATIO", ratio));
+            let mut server = ServerProcess::start(&traced).await;
+            let url = server.url();
+            println!("-- tracing on, sample ratio {ratio}");
+            let on = [fanout(&server, &url, Via::WebSocket).await, fanout(&server, &url, Via::Http).await];
+            println!(
+                "tracing overhead at {ratio}:    WebSocket publishes {:+.1}%, HTTP publishes {:+.1}% server CPU per delivery",
+                (on[0] / off[0] - 1.0) * 100.0,
+                (on[1] / off[1] - 1.0) * 100.0
+            );
+            let _ = server.child.kill().await;
+        }
     });
 }

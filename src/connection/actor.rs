@@ -16,14 +16,12 @@ use crate::protocol::{
 };
 use crate::room::{SubscribeError, Subscriber};
 use crate::stream::Position;
-use crate::telemetry::traces;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use serde_json::Value;
 use std::collections::HashSet;
 use std::sync::Arc;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_tungstenite::tungstenite::Message;
-use tracing::Instrument;
 
 /// Handle to a connection actor.
 pub type ConnectionRef = ActorRef<ConnectionMsg>;
@@ -276,17 +274,14 @@ impl ConnectionActor {
                 format!("subscribe to {room} before publishing to it"),
             );
         }
-        let span = if traces::enabled() {
-            tracing::info_span!("ws.publish", room = %room, conn = state.conn_id)
-        } else {
-            tracing::Span::none()
-        };
+        // WebSocket publishes are not traced: traces start at HTTP changes (or at an
+        // incoming traceparent), so the WebSocket path pays nothing for tracing.
         let request = PublishRequest {
             data,
             idempotency_key: key.map(|key| state.principal.publish_key(&key)),
-            trace: span.in_scope(traces::current_traceparent),
+            trace: None,
         };
-        match self.context.publish(&room, request).instrument(span).await {
+        match self.context.publish(&room, request).await {
             Ok(ack) => state.send(&ServerFrame::Ack {
                 id,
                 room: room.to_string(),

@@ -9,7 +9,7 @@
 
 use crate::config::TracingConfig;
 use opentelemetry::propagation::TextMapPropagator;
-use opentelemetry::trace::TracerProvider as _;
+use opentelemetry::trace::{TraceContextExt as _, TracerProvider as _};
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_otlp::{Protocol, WithExportConfig};
 use opentelemetry_sdk::Resource;
@@ -77,6 +77,10 @@ pub fn current_traceparent() -> Option<String> {
         return None;
     }
     let context = tracing::Span::current().context();
+    // Unsampled traces are not carried: no instance creates spans for them downstream.
+    if !context.span().span_context().is_sampled() {
+        return None;
+    }
     let mut carrier = HashMap::new();
     TraceContextPropagator::new().inject_context(&context, &mut carrier);
     carrier.remove("traceparent")
