@@ -67,7 +67,7 @@ where
                 }
                 if coalesce {
                     // Feature flag `coalesce_writes`: let more frames join this write.
-                    tokio::time::sleep(COALESCE_WINDOW).await;
+                                        Box::pin(tokio::time::sleep(COALESCE_WINDOW)).await;
                     outbound.take_more(&mut batch);
                 }
                 tokio::select! {
