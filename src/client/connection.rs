@@ -4,8 +4,9 @@
 use super::ClientError;
 use crate::protocol::{ClientFrame, CloseCode, Encoding, ServerFrame};
 use futures_util::{SinkExt, StreamExt};
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
@@ -43,6 +44,17 @@ impl Connection {
         encoding: Option<Encoding>,
         headers: &[(&str, &str)],
     ) -> Result<Connection, ClientError> {
+        Self::connect_from(url, encoding, headers, None).await
+    }
+
+    /// Like [`Connection::connect_with`], from a chosen local address (load tests spread
+    /// many sockets over several loopback addresses, past the ~28K ports of one).
+    pub async fn connect_from(
+        url: &str,
+        encoding: Option<Encoding>,
+        headers: &[(&str, &str)],
+        local: Option<IpAddr>,
+    ) -> Result<Connection, ClientError> {
         let mut request = url
             .into_client_request()
             .map_err(|e| ClientError::Connect(e.to_string()))?;
@@ -63,10 +75,44 @@ impl Connection {
         let config = WebSocketConfig::default()
             .read_buffer_size(4096)
             .write_buffer_size(0);
-        let (socket, response) =
-            tokio_tungstenite::connect_async_with_config(request, Some(config), true)
+        let connect_error = |e: &dyn std::fmt::Display| ClientError::Connect(e.to_string());
+        let (socket, response) = match local {
+            None => tokio_tungstenite::connect_async_with_config(request, Some(config), true)
                 .await
-                .map_err(|e| ClientError::Connect(e.to_string()))?;
+                .map_err(|e| connect_error(&e))?,
+            Some(local) => {
+                let host = request.uri().host().unwrap_or("127.0.0.1").to_owned();
+                let port = request.uri().port_u16().unwrap_or(80);
+                let remote = tokio::net::lookup_host((host.as_str(), port))
+                    .await
+                    .map_err(|e| connect_error(&e))?
+                    .find(|addr| addr.is_ipv4() == local.is_ipv4())
+                    .ok_or_else(|| {
+                        ClientError::Connect(format!("no address of {host} matches {local}"))
+                    })?;
+                let socket = if local.is_ipv4() {
+                    TcpSocket::new_v4()
+                } else {
+                    TcpSocket::new_v6()
+                }
+                .map_err(|e| connect_error(&e))?;
+                socket
+                    .bind(SocketAddr::new(local, 0))
+                    .map_err(|e| connect_error(&e))?;
+                let stream = socket
+                    .connect(remote)
+                    .await
+                    .map_err(|e| connect_error(&e))?;
+                let _ = stream.set_nodelay(true);
+                tokio_tungstenite::client_async_with_config(
+                    request,
+                    MaybeTlsStream::Plain(stream),
+                    Some(config),
+                )
+                .await
+                .map_err(|e| connect_error(&e))?
+            }
+        };
         let negotiated = response
             .headers()
             .get("Sec-WebSocket-Protocol")

@@ -68,6 +68,8 @@ pub struct ClientConfig {
     pub request_timeout: Duration,
     /// Events buffered for the application before the client stops reading the socket.
     pub event_buffer: usize,
+    /// Local address to connect from (`None`: the system's choice).
+    pub local_address: Option<std::net::IpAddr>,
 }
 
 impl ClientConfig {
@@ -81,6 +83,7 @@ impl ClientConfig {
             reconnect_max: Duration::from_secs(2),
             request_timeout: Duration::from_secs(10),
             event_buffer: 4096,
+            local_address: None,
         }
     }
 }

@@ -125,7 +125,9 @@ async fn connect(
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
-    let mut connection = Connection::connect_with(url, Some(config.encoding), &headers).await?;
+    let mut connection =
+        Connection::connect_from(url, Some(config.encoding), &headers, config.local_address)
+            .await?;
     match connection.next_frame(WELCOME_TIMEOUT).await? {
         ServerFrame::Welcome {
             session, server, ..

@@ -1,0 +1,419 @@
+//! The report as one self-contained HTML page: summary tables and inline SVG charts of
+//! latency, throughput, connected users and CPU over time, with the start of publishing
+//! and every timed action marked.
+
+use crate::report::{Percentiles, Point, Report};
+use std::fmt::Write as _;
+
+const WIDTH: f64 = 880.0;
+const HEIGHT: f64 = 240.0;
+const LEFT: f64 = 64.0;
+const RIGHT: f64 = 16.0;
+const TOP: f64 = 16.0;
+const BOTTOM: f64 = 32.0;
+
+/// A named line of a chart.
+struct Series<'a> {
+    name: &'a str,
+    color: &'a str,
+    value: fn(&Point) -> f64,
+}
+
+/// A vertical line at a time, with a label.
+struct Marker {
+    t: f64,
+    label: String,
+}
+
+/// Renders the whole page.
+pub fn render(report: &Report) -> String {
+    let mut markers = vec![Marker {
+        t: report.phases.publish_started_at,
+        label: "publishing starts".into(),
+    }];
+    markers.push(Marker {
+        t: report.phases.publish_started_at + report.phases.publish_secs,
+        label: "publishing ends".into(),
+    });
+    for action in &report.actions {
+        markers.push(Marker {
+            t: action.at_secs,
+            label: action.label.clone(),
+        });
+    }
+    let mut page = String::new();
+    let verdict = if report.verdict.passed {
+        "<p class=pass>PASS</p>".to_owned()
+    } else {
+        format!(
+            "<p class=fail>FAIL: {}</p>",
+            escape(&report.verdict.failures.join("; "))
+        )
+    };
+    let _ = write!(
+        page,
+        "<!doctype html><html><head><meta charset=utf-8><title>roomcast-load: {name}</title>\
+         <style>body{{font-family:sans-serif;max-width:920px;margin:2em auto;color:#222}}\
+         table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}\
+         th{{background:#f4f4f4}}td:first-child,th:first-child{{text-align:left}}\
+         .pass{{color:#080;font-weight:bold}}.fail{{color:#b00;font-weight:bold}}\
+         svg{{background:#fff;border:1px solid #ddd}}text{{font-size:11px}}</style></head><body>\
+         <h1>roomcast-load: {name}</h1><p>{description}</p>{verdict}",
+        name = escape(&report.scenario),
+        description = escape(&report.description),
+    );
+    page.push_str(&summary(report));
+    let charts: [(&str, Vec<Series>); 5] = [
+        (
+            "Publish-to-receive latency (ms), per second",
+            vec![
+                Series {
+                    name: "p50",
+                    color: "#1f77b4",
+                    value: |p| p.p50_ms,
+                },
+                Series {
+                    name: "p99",
+                    color: "#d62728",
+                    value: |p| p.p99_ms,
+                },
+                Series {
+                    name: "max",
+                    color: "#bbbbbb",
+                    value: |p| p.max_ms,
+                },
+            ],
+        ),
+        (
+            "Deliveries per second",
+            vec![Series {
+                name: "delivered/s",
+                color: "#2ca02c",
+                value: |p| p.delivered_per_sec,
+            }],
+        ),
+        (
+            "Acknowledged publishes per second",
+            vec![Series {
+                name: "acked/s",
+                color: "#9467bd",
+                value: |p| p.acked_per_sec,
+            }],
+        ),
+        (
+            "Connected users (every room subscribed)",
+            vec![Series {
+                name: "users",
+                color: "#ff7f0e",
+                value: |p| p.connected as f64,
+            }],
+        ),
+        (
+            "CPU (cores)",
+            vec![
+                Series {
+                    name: "load generator",
+                    color: "#8c564b",
+                    value: |p| p.generator_cores,
+                },
+                Series {
+                    name: "servers",
+                    color: "#17becf",
+                    value: |p| p.server_cores,
+                },
+            ],
+        ),
+    ];
+    for (title, series) in charts {
+        let _ = write!(page, "<h2>{}</h2>", escape(title));
+        page.push_str(&chart(&report.timeline, &series, &markers));
+    }
+    page.push_str("</body></html>\n");
+    page
+}
+
+fn summary(report: &Report) -> String {
+    let mut html = String::from("<table><tr><th>figure</th><th>value</th></tr>");
+    let mut row = |key: &str, value: String| {
+        let _ = write!(
+            html,
+            "<tr><td>{}</td><td>{}</td></tr>",
+            escape(key),
+            escape(&value)
+        );
+    };
+    row(
+        "users / rooms / subscriptions",
+        format!(
+            "{} / {} / {}",
+            report.setup.users, report.setup.rooms, report.setup.subscriptions
+        ),
+    );
+    row("instances", report.setup.targets.join(" "));
+    row(
+        "users ready / never / gave up",
+        format!(
+            "{} / {} / {}",
+            report.users.ready, report.users.never_ready, report.users.gave_up
+        ),
+    );
+    row(
+        "publishes acked / failed",
+        format!(
+            "{} / {} ({:.1}/s)",
+            report.publishes.acked, report.publishes.failed, report.publishes.per_second
+        ),
+    );
+    row(
+        "deliveries",
+        format!(
+            "{} ({:.0}/s)",
+            report.deliveries.received, report.deliveries.per_second
+        ),
+    );
+    row("latency ms", percentiles(&report.latency_ms));
+    row("resume ms", percentiles(&report.resume_ms));
+    row(
+        "missing / duplicated / out of order / foreign epoch",
+        format!(
+            "{} / {} / {} / {}",
+            report.accounting.missing,
+            report.accounting.duplicated,
+            report.accounting.out_of_order,
+            report.accounting.foreign_epoch
+        ),
+    );
+    row(
+        "announced losses",
+        report.accounting.announced_losses.to_string(),
+    );
+    row("disconnects", report.users.disconnects.to_string());
+    row(
+        "load generator CPU",
+        format!(
+            "{:.1} s, average {:.2} / peak {:.2} of {} cores",
+            report.generator.cpu_seconds,
+            report.generator.average_cores,
+            report.generator.peak_cores,
+            report.generator.machine_cores
+        ),
+    );
+    for server in &report.servers {
+        row(
+            &format!("server {}", server.name),
+            format!(
+                "CPU {:.2} s publishing; RSS {:.1} → {:.1} MiB{}",
+                server.publish_cpu_seconds,
+                server.rss_before_mib,
+                server.rss_ready_mib,
+                server
+                    .kib_per_connection
+                    .map(|k| format!("; {k:.1} KiB/connection"))
+                    .unwrap_or_default()
+            ),
+        );
+    }
+    if let Some(us) = report.server_cpu_us_per_delivery {
+        row("server CPU per delivery", format!("{us:.2} µs"));
+    }
+    for step in &report.steps {
+        row(
+            &format!("step {} msg/s/room", step.rate_per_room),
+            format!(
+                "{:.0} of {:.0} deliveries/s; p99 {:.2} ms",
+                step.delivered_per_sec, step.offered_deliveries_per_sec, step.latency_ms.p99
+            ),
+        );
+    }
+    if let Some(knee) = &report.knee {
+        row(
+            "knee",
+            format!(
+                "last good {:?} msg/s/room; degraded at {} ({})",
+                knee.last_good_rate, knee.degraded_rate, knee.reason
+            ),
+        );
+    }
+    for action in &report.actions {
+        row(
+            &format!("action at {:.1} s", action.at_secs),
+            format!("{} (exit {:?})", action.label, action.exit_code),
+        );
+    }
+    html.push_str("</table>");
+    html
+}
+
+fn percentiles(p: &Percentiles) -> String {
+    format!(
+        "p50 {:.2}, p90 {:.2}, p99 {:.2}, p99.9 {:.2}, max {:.2} (n = {})",
+        p.p50, p.p90, p.p99, p.p999, p.max, p.count
+    )
+}
+
+/// One line chart as inline SVG.
+fn chart(points: &[Point], series: &[Series], markers: &[Marker]) -> String {
+    let t_max = points
+        .iter()
+        .map(|p| p.t)
+        .chain(markers.iter().map(|m| m.t))
+        .fold(1.0, f64::max);
+    let y_max = nice_ceiling(
+        points
+            .iter()
+            .flat_map(|p| series.iter().map(move |s| (s.value)(p)))
+            .fold(0.0, f64::max),
+    );
+    let x = |t: f64| LEFT + (WIDTH - LEFT - RIGHT) * t / t_max;
+    let y = |v: f64| HEIGHT - BOTTOM - (HEIGHT - TOP - BOTTOM) * v / y_max;
+    let mut svg = format!(
+        "<svg width={WIDTH} height={HEIGHT} viewBox='0 0 {WIDTH} {HEIGHT}' xmlns='http://www.w3.org/2000/svg'>"
+    );
+    for tick in 0..=4 {
+        let value = y_max * f64::from(tick) / 4.0;
+        let _ = write!(
+            svg,
+            "<line x1={LEFT} x2={} y1={y:.1} y2={y:.1} stroke='#eee'/>\
+             <text x={} y={:.1} text-anchor=end>{}</text>",
+            WIDTH - RIGHT,
+            LEFT - 4.0,
+            y(value) + 4.0,
+            format_value(value),
+            y = y(value)
+        );
+    }
+    let x_step = nice_ceiling(t_max / 8.0).max(1.0);
+    let mut t = 0.0;
+    while t <= t_max {
+        let _ = write!(
+            svg,
+            "<text x={:.1} y={} text-anchor=middle>{}s</text>",
+            x(t),
+            HEIGHT - BOTTOM + 16.0,
+            format_value(t)
+        );
+        t += x_step;
+    }
+    for marker in markers {
+        let _ = write!(
+            svg,
+            "<line x1={x:.1} x2={x:.1} y1={TOP} y2={} stroke='#999' stroke-dasharray='4 3'/>\
+             <text x={:.1} y={} fill='#555'>{}</text>",
+            HEIGHT - BOTTOM,
+            x(marker.t) + 3.0,
+            TOP + 10.0,
+            escape(&marker.label),
+            x = x(marker.t)
+        );
+    }
+    for (index, line) in series.iter().enumerate() {
+        let coordinates: Vec<String> = points
+            .iter()
+            .map(|p| format!("{:.1},{:.1}", x(p.t), y((line.value)(p))))
+            .collect();
+        let _ = write!(
+            svg,
+            "<polyline fill=none stroke='{color}' stroke-width=1.5 points='{}'/>\
+             <rect x={lx} y={ly} width=10 height=10 fill='{color}'/><text x={} y={}>{}</text>",
+            coordinates.join(" "),
+            LEFT + 26.0 + 130.0 * index as f64,
+            TOP + 29.0,
+            escape(line.name),
+            color = line.color,
+            lx = LEFT + 12.0 + 130.0 * index as f64,
+            ly = TOP + 20.0,
+        );
+    }
+    svg.push_str("</svg>");
+    svg
+}
+
+/// The smallest of 1, 2, 5 × 10^k at or above `value` (1 for nothing).
+fn nice_ceiling(value: f64) -> f64 {
+    if value <= 0.0 || !value.is_finite() {
+        return 1.0;
+    }
+    let magnitude = 10f64.powf(value.log10().floor());
+    [1.0, 2.0, 5.0, 10.0]
+        .into_iter()
+        .map(|m| m * magnitude)
+        .find(|candidate| *candidate >= value)
+        .unwrap_or(10.0 * magnitude)
+}
+
+fn format_value(value: f64) -> String {
+    if value >= 10_000.0 {
+        format!("{:.0}k", value / 1000.0)
+    } else if value >= 10.0 || value == 0.0 {
+        format!("{value:.0}")
+    } else {
+        format!("{value:.2}")
+    }
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn axis_maxima_are_round() {
+        assert_eq!(nice_ceiling(0.0), 1.0);
+        assert_eq!(nice_ceiling(3.2), 5.0);
+        assert_eq!(nice_ceiling(120.0), 200.0);
+        assert_eq!(nice_ceiling(1000.0), 1000.0);
+    }
+
+    #[test]
+    fn labels_are_escaped() {
+        assert_eq!(
+            escape("kill -9 <a> & 'b'"),
+            "kill -9 &lt;a&gt; &amp; &#39;b&#39;"
+        );
+    }
+
+    #[test]
+    fn a_chart_draws_every_series_and_marker() {
+        let point = |t: f64| Point {
+            t,
+            connected: 10,
+            delivered_per_sec: 100.0 * t,
+            acked_per_sec: 1.0,
+            p50_ms: 1.0,
+            p99_ms: 2.0,
+            max_ms: 3.0,
+            disconnects: 0,
+            generator_cores: 0.5,
+            server_cores: 0.5,
+        };
+        let svg = chart(
+            &[point(0.0), point(1.0), point(2.0)],
+            &[
+                Series {
+                    name: "p50",
+                    color: "#000",
+                    value: |p| p.p50_ms,
+                },
+                Series {
+                    name: "p99",
+                    color: "#f00",
+                    value: |p| p.p99_ms,
+                },
+            ],
+            &[Marker {
+                t: 1.5,
+                label: "kill -9 instance-0".into(),
+            }],
+        );
+        assert_eq!(svg.matches("<polyline").count(), 2);
+        assert!(svg.contains("kill -9 instance-0"));
+        assert!(svg.starts_with("<svg") && svg.ends_with("</svg>"));
+    }
+}

@@ -1,0 +1,73 @@
+//! What a process costs, read from `/proc` (Linux): CPU time and resident memory of the
+//! load generator itself and of the servers it started, and the open-file limit that
+//! bounds how many sockets one process may hold.
+
+use std::time::Duration;
+
+/// Kernel clock ticks per second for `/proc/*/stat` times (USER_HZ, 100 on Linux).
+const TICKS_PER_SECOND: f64 = 100.0;
+
+/// User plus system CPU time of process `pid` (`None`: this process), if readable.
+pub fn cpu_time(pid: Option<u32>) -> Option<Duration> {
+    let path = match pid {
+        Some(pid) => format!("/proc/{pid}/stat"),
+        None => "/proc/self/stat".to_owned(),
+    };
+    let stat = std::fs::read_to_string(path).ok()?;
+    // The command name (field 2) may contain spaces; the fields after it are fixed.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some(Duration::from_secs_f64((utime + stime) / TICKS_PER_SECOND))
+}
+
+/// Resident set size of process `pid` in bytes, if readable.
+pub fn resident_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// The soft limit on open files of this process, if readable.
+pub fn open_files_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits
+        .lines()
+        .find(|line| line.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
+/// CPU use between two readings, as a share of one core (1.0 = one core busy).
+pub fn cpu_share(before: Duration, after: Duration, wall: Duration) -> f64 {
+    if wall.is_zero() {
+        return 0.0;
+    }
+    after.saturating_sub(before).as_secs_f64() / wall.as_secs_f64()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn this_process_is_readable() {
+        assert!(cpu_time(None).is_some());
+        assert!(resident_bytes(std::process::id()).unwrap() > 0);
+        assert!(open_files_limit().unwrap() > 0);
+    }
+
+    #[test]
+    fn cpu_share_is_relative_to_wall_time() {
+        let share = cpu_share(
+            Duration::from_secs(1),
+            Duration::from_secs(2),
+            Duration::from_secs(4),
+        );
+        assert!((share - 0.25).abs() < 1e-9);
+        assert_eq!(
+            cpu_share(Duration::ZERO, Duration::ZERO, Duration::ZERO),
+            0.0
+        );
+    }
+}

@@ -1,0 +1,542 @@
+//! The run's figures: one serializable report (written as JSON), printed as a table, and
+//! rendered as HTML by [`crate::html`].
+
+use crate::accounting::Tally;
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use std::fmt::Write as _;
+
+/// Everything a run measured.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    /// Scenario name.
+    pub scenario: String,
+    /// What the scenario shows.
+    pub description: String,
+    /// Start of the run (seconds since the Unix epoch).
+    pub started_unix: u64,
+    /// What was run.
+    pub setup: Setup,
+    /// How long each phase took.
+    pub phases: Phases,
+    /// Simulated users.
+    pub users: UserFigures,
+    /// Publishes.
+    pub publishes: PublishFigures,
+    /// Messages received by users.
+    pub deliveries: DeliveryFigures,
+    /// Publish-to-receive latency over the publishing and settling phases.
+    pub latency_ms: Percentiles,
+    /// Time from losing a connection to having every room resubscribed.
+    pub resume_ms: Percentiles,
+    /// Missing, duplicated and out-of-order messages over every user and room.
+    pub accounting: Tally,
+    /// The subscribers with the most faults (at most ten).
+    pub worst_subscribers: Vec<Worst>,
+    /// The load generator's own cost.
+    pub generator: Generator,
+    /// Servers started for the run.
+    pub servers: Vec<ServerFigures>,
+    /// Server CPU (all instances) per delivered message during publishing, µs.
+    pub server_cpu_us_per_delivery: Option<f64>,
+    /// Figures per publish-rate step (with `rate_steps`).
+    pub steps: Vec<Step>,
+    /// Where latency degraded (with `rate_steps`).
+    pub knee: Option<Knee>,
+    /// Timed actions and how they went.
+    pub actions: Vec<ActionOutcome>,
+    /// One point per second.
+    pub timeline: Vec<Point>,
+    /// Pass or fail, and why.
+    pub verdict: Verdict,
+}
+
+/// What was run.
+#[derive(Debug, Serialize)]
+pub struct Setup {
+    /// Simulated users.
+    pub users: usize,
+    /// Publisher connections.
+    pub publishers: usize,
+    /// Rooms.
+    pub rooms: usize,
+    /// Room subscriptions over all users.
+    pub subscriptions: usize,
+    /// Server URLs.
+    pub targets: Vec<String>,
+    /// Frame encoding.
+    pub encoding: String,
+    /// Padding per message, bytes.
+    pub message_bytes: usize,
+    /// Messages per second per room, per step.
+    pub rate_per_room: Vec<f64>,
+    /// Seconds per rate step.
+    pub step_secs: f64,
+    /// Ramp-up, seconds.
+    pub ramp_up_secs: f64,
+    /// Loopback source addresses used.
+    pub source_addresses: Vec<String>,
+}
+
+/// Phase durations, seconds.
+#[derive(Debug, Default, Serialize)]
+pub struct Phases {
+    /// Connecting and subscribing every user.
+    pub ramp_secs: f64,
+    /// Publishing (or holding idle connections).
+    pub publish_secs: f64,
+    /// Waiting for the last deliveries.
+    pub settle_secs: f64,
+    /// The whole run.
+    pub total_secs: f64,
+    /// When publishing started, seconds after the run's start.
+    pub publish_started_at: f64,
+}
+
+/// Users.
+#[derive(Debug, Default, Serialize)]
+pub struct UserFigures {
+    /// Users that subscribed all their rooms.
+    pub ready: u64,
+    /// Users that never did.
+    pub never_ready: u64,
+    /// Users or subscriptions whose client gave up.
+    pub gave_up: u64,
+    /// Connections lost (users and publishers).
+    pub disconnects: u64,
+    /// Users whole (every room subscribed) at the end.
+    pub connected_at_end: i64,
+}
+
+/// Publishes.
+#[derive(Debug, Default, Serialize)]
+pub struct PublishFigures {
+    /// Sent.
+    pub attempted: u64,
+    /// Acknowledged.
+    pub acked: u64,
+    /// Failed for good.
+    pub failed: u64,
+    /// Acknowledged per second of publishing.
+    pub per_second: f64,
+    /// Failed share of attempted.
+    pub error_rate: f64,
+}
+
+/// Deliveries.
+#[derive(Debug, Default, Serialize)]
+pub struct DeliveryFigures {
+    /// Messages received by users.
+    pub received: u64,
+    /// Received per second of publishing.
+    pub per_second: f64,
+}
+
+/// Percentiles of a histogram, in milliseconds.
+#[derive(Debug, Default, Clone, Copy, Serialize)]
+pub struct Percentiles {
+    /// Values recorded.
+    pub count: u64,
+    /// Median.
+    pub p50: f64,
+    /// 90th percentile.
+    pub p90: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// 99.9th percentile.
+    pub p999: f64,
+    /// Largest.
+    pub max: f64,
+    /// Mean.
+    pub mean: f64,
+}
+
+impl Percentiles {
+    /// From a histogram in microseconds.
+    pub fn of(histogram: &Histogram<u64>) -> Percentiles {
+        if histogram.is_empty() {
+            return Percentiles::default();
+        }
+        let ms = |micros: u64| micros as f64 / 1000.0;
+        Percentiles {
+            count: histogram.len(),
+            p50: ms(histogram.value_at_quantile(0.50)),
+            p90: ms(histogram.value_at_quantile(0.90)),
+            p99: ms(histogram.value_at_quantile(0.99)),
+            p999: ms(histogram.value_at_quantile(0.999)),
+            max: ms(histogram.max()),
+            mean: histogram.mean() / 1000.0,
+        }
+    }
+}
+
+/// One subscriber's faults in one room.
+#[derive(Debug, Serialize)]
+pub struct Worst {
+    /// User number.
+    pub user: usize,
+    /// Room name.
+    pub room: String,
+    /// Its tally.
+    pub tally: Tally,
+}
+
+/// The load generator's own resource use.
+#[derive(Debug, Default, Serialize)]
+pub struct Generator {
+    /// CPU seconds over the run.
+    pub cpu_seconds: f64,
+    /// Average CPU over the run, in cores.
+    pub average_cores: f64,
+    /// Highest one-second CPU, in cores.
+    pub peak_cores: f64,
+    /// Cores on this machine.
+    pub machine_cores: usize,
+    /// Resident memory at the end, MiB.
+    pub rss_mib: f64,
+}
+
+/// One started server.
+#[derive(Debug, Default, Serialize)]
+pub struct ServerFigures {
+    /// `instance-N` or `redis`.
+    pub name: String,
+    /// Process id.
+    pub pid: u32,
+    /// CPU seconds during publishing.
+    pub publish_cpu_seconds: f64,
+    /// Resident memory before users connected, MiB.
+    pub rss_before_mib: f64,
+    /// Resident memory once every user was subscribed, MiB.
+    pub rss_ready_mib: f64,
+    /// Connections it held when the ramp-up ended (by assignment).
+    pub connections: usize,
+    /// (rss_ready − rss_before) / connections, KiB.
+    pub kib_per_connection: Option<f64>,
+}
+
+/// One publish-rate step.
+#[derive(Debug, Serialize)]
+pub struct Step {
+    /// Messages per second per room.
+    pub rate_per_room: f64,
+    /// Deliveries per second asked for (rate × subscriptions).
+    pub offered_deliveries_per_sec: f64,
+    /// Deliveries per second measured.
+    pub delivered_per_sec: f64,
+    /// Latency during the step.
+    pub latency_ms: Percentiles,
+}
+
+/// Where latency degraded.
+#[derive(Debug, Serialize)]
+pub struct Knee {
+    /// Highest rate per room before degradation (None: the first step already degraded).
+    pub last_good_rate: Option<f64>,
+    /// The first degraded rate.
+    pub degraded_rate: f64,
+    /// Why it counts as degraded.
+    pub reason: String,
+}
+
+/// A timed action.
+#[derive(Debug, Serialize)]
+pub struct ActionOutcome {
+    /// When it ran, seconds after the run's start.
+    pub at_secs: f64,
+    /// Label.
+    pub label: String,
+    /// Exit code of the command.
+    pub exit_code: Option<i32>,
+}
+
+/// One second of the run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Point {
+    /// Seconds since the run's start.
+    pub t: f64,
+    /// Users whole.
+    pub connected: i64,
+    /// Deliveries per second.
+    pub delivered_per_sec: f64,
+    /// Acknowledged publishes per second.
+    pub acked_per_sec: f64,
+    /// Latency of this second's deliveries.
+    pub p50_ms: f64,
+    /// …
+    pub p99_ms: f64,
+    /// …
+    pub max_ms: f64,
+    /// Connections lost so far.
+    pub disconnects: u64,
+    /// Load generator CPU, cores.
+    pub generator_cores: f64,
+    /// Started servers' CPU (all), cores.
+    pub server_cores: f64,
+}
+
+/// Pass or fail.
+#[derive(Debug, Default, Serialize)]
+pub struct Verdict {
+    /// True when nothing failed.
+    pub passed: bool,
+    /// What failed.
+    pub failures: Vec<String>,
+}
+
+impl Report {
+    /// A plain-text summary for the terminal.
+    pub fn table(&self) -> String {
+        let mut out = String::new();
+        let line = |out: &mut String, key: &str, value: String| {
+            let _ = writeln!(out, "  {key:<28} {value}");
+        };
+        let _ = writeln!(out, "\nscenario {}: {}", self.scenario, self.description);
+        line(
+            &mut out,
+            "users / rooms / subs",
+            format!(
+                "{} / {} / {} over {} instance(s), {}",
+                self.setup.users,
+                self.setup.rooms,
+                self.setup.subscriptions,
+                self.setup.targets.len(),
+                self.setup.encoding
+            ),
+        );
+        line(
+            &mut out,
+            "phases (s)",
+            format!(
+                "ramp {:.1}, publish {:.1}, settle {:.1}, total {:.1}",
+                self.phases.ramp_secs,
+                self.phases.publish_secs,
+                self.phases.settle_secs,
+                self.phases.total_secs
+            ),
+        );
+        line(
+            &mut out,
+            "users ready / never / gave up",
+            format!(
+                "{} / {} / {}",
+                self.users.ready, self.users.never_ready, self.users.gave_up
+            ),
+        );
+        line(
+            &mut out,
+            "publishes acked / failed",
+            format!(
+                "{} / {} ({:.1}/s)",
+                self.publishes.acked, self.publishes.failed, self.publishes.per_second
+            ),
+        );
+        line(
+            &mut out,
+            "deliveries",
+            format!(
+                "{} ({:.0}/s)",
+                self.deliveries.received, self.deliveries.per_second
+            ),
+        );
+        let percentiles = |p: &Percentiles| {
+            format!(
+                "p50 {:.2}  p90 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}  (n={})",
+                p.p50, p.p90, p.p99, p.p999, p.max, p.count
+            )
+        };
+        line(&mut out, "latency (ms)", percentiles(&self.latency_ms));
+        line(
+            &mut out,
+            "accounting",
+            format!(
+                "missing {}  duplicated {}  out of order {}  foreign epoch {}  (announced losses {})",
+                self.accounting.missing,
+                self.accounting.duplicated,
+                self.accounting.out_of_order,
+                self.accounting.foreign_epoch,
+                self.accounting.announced_losses
+            ),
+        );
+        line(
+            &mut out,
+            "disconnects / resumes",
+            format!("{} / {}", self.users.disconnects, self.resume_ms.count),
+        );
+        if self.resume_ms.count > 0 {
+            line(
+                &mut out,
+                "resume (ms)",
+                format!(
+                    "p50 {:.1}  p99 {:.1}  max {:.1}",
+                    self.resume_ms.p50, self.resume_ms.p99, self.resume_ms.max
+                ),
+            );
+        }
+        line(
+            &mut out,
+            "load generator CPU",
+            format!(
+                "{:.1} s, average {:.2} cores, peak {:.2} of {} (RSS {:.0} MiB)",
+                self.generator.cpu_seconds,
+                self.generator.average_cores,
+                self.generator.peak_cores,
+                self.generator.machine_cores,
+                self.generator.rss_mib
+            ),
+        );
+        for server in &self.servers {
+            let per_connection = server
+                .kib_per_connection
+                .map(|kib| format!(", {kib:.1} KiB/connection over {}", server.connections))
+                .unwrap_or_default();
+            line(
+                &mut out,
+                &format!("server {}", server.name),
+                format!(
+                    "CPU {:.2} s while publishing, RSS {:.1} -> {:.1} MiB{per_connection}",
+                    server.publish_cpu_seconds, server.rss_before_mib, server.rss_ready_mib
+                ),
+            );
+        }
+        if let Some(us) = self.server_cpu_us_per_delivery {
+            line(&mut out, "server CPU per delivery", format!("{us:.2} µs"));
+        }
+        for step in &self.steps {
+            line(
+                &mut out,
+                &format!("step {:>8.1} msg/s/room", step.rate_per_room),
+                format!(
+                    "{:>10.0} deliveries/s of {:>10.0}, p50 {:.2} ms, p99 {:.2} ms",
+                    step.delivered_per_sec,
+                    step.offered_deliveries_per_sec,
+                    step.latency_ms.p50,
+                    step.latency_ms.p99
+                ),
+            );
+        }
+        if let Some(knee) = &self.knee {
+            line(
+                &mut out,
+                "knee",
+                format!(
+                    "last good {} msg/s/room, degraded at {} ({})",
+                    knee.last_good_rate
+                        .map(|r| r.to_string())
+                        .unwrap_or_else(|| "none".into()),
+                    knee.degraded_rate,
+                    knee.reason
+                ),
+            );
+        }
+        for action in &self.actions {
+            line(
+                &mut out,
+                &format!("action at {:.1} s", action.at_secs),
+                format!("{} (exit {:?})", action.label, action.exit_code),
+            );
+        }
+        for worst in &self.worst_subscribers {
+            line(
+                &mut out,
+                &format!("worst: user {} {}", worst.user, worst.room),
+                format!(
+                    "missing {} duplicated {} out of order {}",
+                    worst.tally.missing, worst.tally.duplicated, worst.tally.out_of_order
+                ),
+            );
+        }
+        let verdict = if self.verdict.passed {
+            "PASS".to_owned()
+        } else {
+            format!("FAIL: {}", self.verdict.failures.join("; "))
+        };
+        line(&mut out, "verdict", verdict);
+        out
+    }
+}
+
+/// Finds the first step whose latency or throughput degraded: p99 above three times the
+/// best step's p99 (and above 5 ms), or fewer than 95% of the offered deliveries.
+pub fn find_knee(steps: &[Step]) -> Option<Knee> {
+    let best_p99 = steps
+        .iter()
+        .map(|step| step.latency_ms.p99)
+        .filter(|p99| *p99 > 0.0)
+        .fold(f64::INFINITY, f64::min);
+    let mut last_good = None;
+    for step in steps {
+        let reason = if step.latency_ms.p99 > (3.0 * best_p99).max(5.0) {
+            Some(format!(
+                "p99 {:.1} ms > 3 x best step's {:.1} ms",
+                step.latency_ms.p99, best_p99
+            ))
+        } else if step.delivered_per_sec < 0.95 * step.offered_deliveries_per_sec {
+            Some(format!(
+                "{:.0} deliveries/s < 95% of {:.0} offered",
+                step.delivered_per_sec, step.offered_deliveries_per_sec
+            ))
+        } else {
+            None
+        };
+        match reason {
+            Some(reason) => {
+                return Some(Knee {
+                    last_good_rate: last_good,
+                    degraded_rate: step.rate_per_room,
+                    reason,
+                });
+            }
+            None => last_good = Some(step.rate_per_room),
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn step(rate: f64, p99: f64, delivered: f64, offered: f64) -> Step {
+        Step {
+            rate_per_room: rate,
+            offered_deliveries_per_sec: offered,
+            delivered_per_sec: delivered,
+            latency_ms: Percentiles {
+                p99,
+                ..Percentiles::default()
+            },
+        }
+    }
+
+    #[test]
+    fn the_knee_is_the_first_step_that_degrades() {
+        let steps = [
+            step(10.0, 2.0, 1000.0, 1000.0),
+            step(20.0, 2.5, 2000.0, 2000.0),
+            step(40.0, 9.0, 4000.0, 4000.0),
+        ];
+        let knee = find_knee(&steps).unwrap();
+        assert_eq!(
+            (knee.last_good_rate, knee.degraded_rate),
+            (Some(20.0), 40.0)
+        );
+        let starved = [
+            step(10.0, 2.0, 1000.0, 1000.0),
+            step(20.0, 2.0, 1500.0, 2000.0),
+        ];
+        assert_eq!(find_knee(&starved).unwrap().degraded_rate, 20.0);
+        assert!(find_knee(&steps[..2]).is_none());
+    }
+
+    #[test]
+    fn percentiles_are_in_milliseconds() {
+        let mut histogram = crate::stats::histogram();
+        for micros in [1000, 2000, 3000] {
+            histogram.record(micros).unwrap();
+        }
+        let p = Percentiles::of(&histogram);
+        assert_eq!(p.count, 3);
+        assert!((p.max - 3.0).abs() < 0.01 && (p.p50 - 2.0).abs() < 0.01);
+    }
+}
