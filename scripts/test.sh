@@ -54,10 +54,10 @@ log "formatting"
 cargo fmt --all -- --check
 
 log "lints"
-cargo clippy --all-targets --locked -- -D warnings
+cargo clippy --workspace --all-targets --locked -- -D warnings
 
 log "tests"
 # Each integration test bounds its own waits; the outer timeout only guards CI against a
 # hang nobody foresaw.
 # (Benchmarks are not run here: they measure, they do not assert. See README.md.)
-timeout 45m cargo test --locked
+timeout 45m cargo test --workspace --locked

@@ -202,8 +202,9 @@ fn summary(report: &Report) -> String {
         row(
             &format!("server {}", server.name),
             format!(
-                "CPU {:.2} s publishing; RSS {:.1} → {:.1} MiB{}",
-                server.publish_cpu_seconds,
+                "CPU {:.2} s user + {:.2} s system publishing; RSS {:.1} → {:.1} MiB{}",
+                server.publish_cpu_user_seconds,
+                server.publish_cpu_system_seconds,
                 server.rss_before_mib,
                 server.rss_ready_mib,
                 server
@@ -213,8 +214,14 @@ fn summary(report: &Report) -> String {
             ),
         );
     }
-    if let Some(us) = report.server_cpu_us_per_delivery {
-        row("server CPU per delivery", format!("{us:.2} µs"));
+    if let Some(cpu) = &report.server_cpu_per_delivery {
+        row(
+            "server CPU per delivery",
+            format!(
+                "{:.2} µs (user {:.2}, system {:.2}); with Redis {:.2} µs",
+                cpu.instances_us, cpu.instances_user_us, cpu.instances_system_us, cpu.all_in_us
+            ),
+        );
     }
     for step in &report.steps {
         row(

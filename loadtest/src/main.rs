@@ -13,6 +13,7 @@ mod progress;
 mod publishers;
 mod report;
 mod run;
+mod sampler;
 mod scenario;
 mod stats;
 mod topology;

@@ -7,8 +7,33 @@ use std::time::Duration;
 /// Kernel clock ticks per second for `/proc/*/stat` times (USER_HZ, 100 on Linux).
 const TICKS_PER_SECOND: f64 = 100.0;
 
-/// User plus system CPU time of process `pid` (`None`: this process), if readable.
-pub fn cpu_time(pid: Option<u32>) -> Option<Duration> {
+/// CPU time of a process, split the way the kernel accounts it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CpuTimes {
+    /// In user space.
+    pub user: Duration,
+    /// In the kernel on the process's behalf (system calls, and on loopback much of the
+    /// peer's TCP receive path).
+    pub system: Duration,
+}
+
+impl CpuTimes {
+    /// User plus system.
+    pub fn total(&self) -> Duration {
+        self.user + self.system
+    }
+
+    /// The time spent since `earlier`.
+    pub fn since(&self, earlier: &CpuTimes) -> CpuTimes {
+        CpuTimes {
+            user: self.user.saturating_sub(earlier.user),
+            system: self.system.saturating_sub(earlier.system),
+        }
+    }
+}
+
+/// CPU time of process `pid` (`None`: this process), if readable.
+pub fn cpu_times(pid: Option<u32>) -> Option<CpuTimes> {
     let path = match pid {
         Some(pid) => format!("/proc/{pid}/stat"),
         None => "/proc/self/stat".to_owned(),
@@ -16,9 +41,19 @@ pub fn cpu_time(pid: Option<u32>) -> Option<Duration> {
     let stat = std::fs::read_to_string(path).ok()?;
     // The command name (field 2) may contain spaces; the fields after it are fixed.
     let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    let utime: f64 = fields.get(11)?.parse().ok()?;
-    let stime: f64 = fields.get(12)?.parse().ok()?;
-    Some(Duration::from_secs_f64((utime + stime) / TICKS_PER_SECOND))
+    let ticks = |index: usize| -> Option<Duration> {
+        let value: f64 = fields.get(index)?.parse().ok()?;
+        Some(Duration::from_secs_f64(value / TICKS_PER_SECOND))
+    };
+    Some(CpuTimes {
+        user: ticks(11)?,
+        system: ticks(12)?,
+    })
+}
+
+/// User plus system CPU time of process `pid` (`None`: this process), if readable.
+pub fn cpu_time(pid: Option<u32>) -> Option<Duration> {
+    cpu_times(pid).map(|times| times.total())
 }
 
 /// Resident set size of process `pid` in bytes, if readable.
@@ -52,7 +87,8 @@ mod tests {
 
     #[test]
     fn this_process_is_readable() {
-        assert!(cpu_time(None).is_some());
+        let times = cpu_times(None).unwrap();
+        assert!(cpu_time(None).unwrap() >= times.total());
         assert!(resident_bytes(std::process::id()).unwrap() > 0);
         assert!(open_files_limit().unwrap() > 0);
     }

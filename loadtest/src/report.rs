@@ -37,8 +37,8 @@ pub struct Report {
     pub generator: Generator,
     /// Servers started for the run.
     pub servers: Vec<ServerFigures>,
-    /// Server CPU (all instances) per delivered message during publishing, µs.
-    pub server_cpu_us_per_delivery: Option<f64>,
+    /// Server CPU per delivered message during publishing.
+    pub server_cpu_per_delivery: Option<CpuPerDelivery>,
     /// Figures per publish-rate step (with `rate_steps`).
     pub steps: Vec<Step>,
     /// Where latency degraded (with `rate_steps`).
@@ -203,8 +203,10 @@ pub struct ServerFigures {
     pub name: String,
     /// Process id.
     pub pid: u32,
-    /// CPU seconds during publishing.
-    pub publish_cpu_seconds: f64,
+    /// User-space CPU seconds during publishing.
+    pub publish_cpu_user_seconds: f64,
+    /// Kernel CPU seconds during publishing.
+    pub publish_cpu_system_seconds: f64,
     /// Resident memory before users connected, MiB.
     pub rss_before_mib: f64,
     /// Resident memory once every user was subscribed, MiB.
@@ -213,6 +215,42 @@ pub struct ServerFigures {
     pub connections: usize,
     /// (rss_ready − rss_before) / connections, KiB.
     pub kib_per_connection: Option<f64>,
+}
+
+/// Server CPU per delivered message during publishing, µs.
+#[derive(Debug, Serialize)]
+pub struct CpuPerDelivery {
+    /// roomcast instances, user space.
+    pub instances_user_us: f64,
+    /// roomcast instances, kernel.
+    pub instances_system_us: f64,
+    /// roomcast instances, both.
+    pub instances_us: f64,
+    /// Instances and Redis together.
+    pub all_in_us: f64,
+}
+
+impl CpuPerDelivery {
+    /// From the servers' CPU during publishing and the deliveries meanwhile.
+    pub fn of(servers: &[ServerFigures], delivered: u64) -> Option<CpuPerDelivery> {
+        if delivered == 0 || servers.is_empty() {
+            return None;
+        }
+        let per = |seconds: f64| seconds * 1e6 / delivered as f64;
+        let instances = servers.iter().filter(|s| s.name.starts_with("instance"));
+        let user: f64 = instances.clone().map(|s| s.publish_cpu_user_seconds).sum();
+        let system: f64 = instances.map(|s| s.publish_cpu_system_seconds).sum();
+        let all: f64 = servers
+            .iter()
+            .map(|s| s.publish_cpu_user_seconds + s.publish_cpu_system_seconds)
+            .sum();
+        Some(CpuPerDelivery {
+            instances_user_us: per(user),
+            instances_system_us: per(system),
+            instances_us: per(user + system),
+            all_in_us: per(all),
+        })
+    }
 }
 
 /// One publish-rate step.
@@ -394,13 +432,23 @@ impl Report {
                 &mut out,
                 &format!("server {}", server.name),
                 format!(
-                    "CPU {:.2} s while publishing, RSS {:.1} -> {:.1} MiB{per_connection}",
-                    server.publish_cpu_seconds, server.rss_before_mib, server.rss_ready_mib
+                    "CPU {:.2} s user + {:.2} s system while publishing, RSS {:.1} -> {:.1} MiB{per_connection}",
+                    server.publish_cpu_user_seconds,
+                    server.publish_cpu_system_seconds,
+                    server.rss_before_mib,
+                    server.rss_ready_mib
                 ),
             );
         }
-        if let Some(us) = self.server_cpu_us_per_delivery {
-            line(&mut out, "server CPU per delivery", format!("{us:.2} µs"));
+        if let Some(cpu) = &self.server_cpu_per_delivery {
+            line(
+                &mut out,
+                "server CPU per delivery",
+                format!(
+                    "{:.2} µs (user {:.2}, system {:.2}); with Redis {:.2} µs",
+                    cpu.instances_us, cpu.instances_user_us, cpu.instances_system_us, cpu.all_in_us
+                ),
+            );
         }
         for step in &self.steps {
             line(

@@ -247,42 +247,35 @@ impl Scenario {
         Ok(())
     }
 
-    /// The rooms user `user` subscribes to.
-    pub fn rooms_of(&self, user: usize) -> Vec<String> {
-        let rooms = &self.rooms;
-        let name = |n: usize| format!("{}{n}", rooms.prefix);
-        let mut chosen = Vec::with_capacity(rooms.per_user);
-        if rooms.distribution == "hot" && rooms.count > 1 {
-            // A stable share of users gets the hot room first.
-            let hot = (user as f64 * 0.618_033_988_75).fract() < rooms.hot_share;
-            if hot {
-                chosen.push(name(0));
-            }
-            let mut n = 1 + user % (rooms.count - 1);
-            while chosen.len() < rooms.per_user {
-                chosen.push(name(n));
-                n = 1 + n % (rooms.count - 1);
-                if chosen.len() >= rooms.count {
-                    break;
-                }
-            }
-        } else {
-            for k in 0..rooms.per_user {
-                chosen.push(name(
-                    (user + k * (rooms.count / rooms.per_user).max(1)) % rooms.count,
-                ));
-            }
-        }
-        chosen.sort();
-        chosen.dedup();
-        chosen
+    /// The name of room number `room`.
+    pub fn room_name(&self, room: usize) -> String {
+        format!("{}{room}", self.rooms.prefix)
     }
 
-    /// Every room name.
-    pub fn all_rooms(&self) -> Vec<String> {
-        (0..self.rooms.count)
-            .map(|n| format!("{}{n}", self.rooms.prefix))
-            .collect()
+    /// The numbers of the rooms user `user` subscribes to, ascending.
+    pub fn room_indexes_of(&self, user: usize) -> Vec<usize> {
+        let rooms = &self.rooms;
+        let mut chosen = Vec::with_capacity(rooms.per_user);
+        if rooms.distribution == "hot" && rooms.count > 1 {
+            // A stable share of users (by a low-discrepancy sequence) gets the hot room.
+            if (user as f64 * 0.618_033_988_75).fract() < rooms.hot_share {
+                chosen.push(0);
+            }
+            let others = rooms.count - 1;
+            let mut room = user % others;
+            while chosen.len() < rooms.per_user.min(rooms.count) {
+                chosen.push(1 + room);
+                room = (room + 1) % others;
+            }
+        } else {
+            let stride = (rooms.count / rooms.per_user).max(1);
+            for k in 0..rooms.per_user {
+                chosen.push((user + k * stride) % rooms.count);
+            }
+        }
+        chosen.sort_unstable();
+        chosen.dedup();
+        chosen
     }
 }
 
@@ -305,9 +298,10 @@ mod tests {
         let scenario = Scenario::parse(MINIMAL).unwrap();
         assert_eq!(scenario.encoding, "msgpack");
         assert_eq!(scenario.publish.publishers, 1);
-        assert_eq!(scenario.rooms_of(0).len(), 2);
-        let all: std::collections::BTreeSet<String> =
-            (0..10).flat_map(|u| scenario.rooms_of(u)).collect();
+        assert_eq!(scenario.room_indexes_of(0).len(), 2);
+        assert_eq!(scenario.room_name(3), "load-3");
+        let all: std::collections::BTreeSet<usize> =
+            (0..10).flat_map(|u| scenario.room_indexes_of(u)).collect();
         assert_eq!(all.len(), 4, "every room has subscribers");
     }
 
@@ -319,9 +313,19 @@ mod tests {
         );
         let scenario = Scenario::parse(&text).unwrap();
         let hot = (0..1000)
-            .filter(|u| scenario.rooms_of(*u).contains(&"load-0".to_owned()))
+            .filter(|u| scenario.room_indexes_of(*u).contains(&0))
             .count();
         assert!((400..600).contains(&hot), "{hot}");
+        let mixed = Scenario::parse(&MINIMAL.replace(
+            "per_user = 2",
+            "per_user = 3\ndistribution = \"hot\"\nhot_share = 0.2",
+        ))
+        .unwrap();
+        for user in 0..100 {
+            let rooms = mixed.room_indexes_of(user);
+            assert!((2..=3).contains(&rooms.len()), "{rooms:?}");
+            assert!(rooms.iter().all(|room| *room < 4));
+        }
     }
 
     #[test]

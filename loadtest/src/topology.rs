@@ -116,9 +116,18 @@ impl Topology {
         env
     }
 
-    /// Process ids of the instances, in order.
-    pub fn instance_pids(&self) -> Vec<u32> {
-        self.instances.iter().map(|i| i.pid).collect()
+    /// Every process started, named `instance-N` and `redis`, instances first.
+    pub fn processes(&self) -> Vec<(String, u32)> {
+        let mut processes: Vec<(String, u32)> = self
+            .instances
+            .iter()
+            .enumerate()
+            .map(|(index, instance)| (format!("instance-{index}"), instance.pid))
+            .collect();
+        if let Some(redis) = &self.redis {
+            processes.push(("redis".into(), redis.pid));
+        }
+        processes
     }
 
     /// Stops everything: instances first (SIGKILL), then Redis.
