@@ -200,6 +200,8 @@ pub struct ConnectionConfig {
     pub heartbeat_ms: u64,
     /// SO_SNDBUF of client sockets; 0 keeps the OS default.
     pub send_buffer_bytes: usize,
+    /// Pending-connection queue of the listener (capped by the kernel's somaxconn).
+    pub listen_backlog: u32,
     /// Whether publishing requires a subscription.
     pub publish_requires_subscription: bool,
 }
@@ -363,6 +365,11 @@ impl Config {
             c.max_rooms >= 1,
             "connection.max_rooms",
             "must be at least 1",
+        )?;
+        check(
+            (1..=65535).contains(&c.listen_backlog),
+            "connection.listen_backlog",
+            "must be between 1 and 65535",
         )?;
         check(
             c.heartbeat_ms >= 100,

@@ -158,13 +158,12 @@ impl Server {
                 what: "the connection supervisor",
                 source,
             })?;
-        let listener =
-            TcpListener::bind(config.listen)
-                .await
-                .map_err(|source| ServerError::Bind {
-                    addr: config.listen,
-                    source,
-                })?;
+        let listener = bind(config.listen, config.connection.listen_backlog).map_err(|source| {
+            ServerError::Bind {
+                addr: config.listen,
+                source,
+            }
+        })?;
         let local_addr = listener.local_addr().map_err(|source| ServerError::Bind {
             addr: config.listen,
             source,
@@ -183,8 +182,7 @@ impl Server {
         });
         if !config.metrics.listen.is_empty() {
             let addr: SocketAddr = config.metrics.listen.parse().expect("validated");
-            let listener = TcpListener::bind(addr)
-                .await
+            let listener = bind(addr, config.connection.listen_backlog)
                 .map_err(|source| ServerError::Bind { addr, source })?;
             tracing::info!(%addr, "metrics listening");
             tokio::spawn(serve_metrics(listener));
@@ -302,6 +300,20 @@ impl Server {
 }
 
 /// The configured instance name, or a random one.
+/// Binds a listener with an explicit backlog (tokio's `TcpListener::bind` uses 1024,
+/// too short for the reconnect storm after another instance dies).
+fn bind(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    // As std and tokio do: a restarted instance can bind while old connections linger.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
+}
+
 fn node_id(config: &Config) -> String {
     if config.node_id.is_empty() {
         format!("{:08x}", rand::random::<u32>())
