@@ -10,7 +10,7 @@ const HEIGHT: f64 = 240.0;
 const LEFT: f64 = 64.0;
 const RIGHT: f64 = 16.0;
 const TOP: f64 = 16.0;
-const BOTTOM: f64 = 32.0;
+const BOTTOM: f64 = 46.0;
 
 /// A named line of a chart.
 struct Series<'a> {
@@ -39,6 +39,12 @@ pub fn render(report: &Report) -> String {
         markers.push(Marker {
             t: action.at_secs,
             label: action.label.clone(),
+        });
+    }
+    for (index, step) in report.steps.iter().enumerate().skip(1) {
+        markers.push(Marker {
+            t: report.phases.publish_started_at + report.setup.step_secs * index as f64,
+            label: format!("{}/s", step.rate_per_room),
         });
     }
     let mut page = String::new();
@@ -236,15 +242,18 @@ fn summary(report: &Report) -> String {
         row(
             "knee",
             format!(
-                "last good {:?} msg/s/room; degraded at {} ({})",
-                knee.last_good_rate, knee.degraded_rate, knee.reason
+                "last good {} msg/s/room; degraded at {} ({})",
+                knee.last_good_rate
+                    .map_or_else(|| "none".to_owned(), |rate| rate.to_string()),
+                knee.degraded_rate,
+                knee.reason
             ),
         );
     }
     for action in &report.actions {
         row(
             &format!("action at {:.1} s", action.at_secs),
-            format!("{} (exit {:?})", action.label, action.exit_code),
+            format!("{} ({})", action.label, action.exit()),
         );
     }
     html.push_str("</table>");
@@ -294,23 +303,29 @@ fn chart(points: &[Point], series: &[Series], markers: &[Marker]) -> String {
     while t <= t_max {
         let _ = write!(
             svg,
-            "<text x={:.1} y={} text-anchor=middle>{}s</text>",
+            "<text x={:.1} y={} text-anchor=middle>{t:.0}s</text>",
             x(t),
             HEIGHT - BOTTOM + 16.0,
-            format_value(t)
         );
         t += x_step;
     }
-    for marker in markers {
+    for (index, marker) in markers.iter().enumerate() {
+        // Labels near the right edge go to the left of their line; labels alternate
+        // between two heights so that neighbours do not overlap.
+        let at = x(marker.t);
+        let (anchor, dx) = if at > WIDTH * 0.75 {
+            ("end", -3.0)
+        } else {
+            ("start", 3.0)
+        };
         let _ = write!(
             svg,
-            "<line x1={x:.1} x2={x:.1} y1={TOP} y2={} stroke='#999' stroke-dasharray='4 3'/>\
-             <text x={:.1} y={} fill='#555'>{}</text>",
+            "<line x1={at:.1} x2={at:.1} y1={TOP} y2={} stroke='#999' stroke-dasharray='4 3'/>\
+             <text x={:.1} y={} text-anchor={anchor} fill='#555'>{}</text>",
             HEIGHT - BOTTOM,
-            x(marker.t) + 3.0,
-            TOP + 10.0,
+            at + dx,
+            TOP + 10.0 + 12.0 * (index % 2) as f64,
             escape(&marker.label),
-            x = x(marker.t)
         );
     }
     for (index, line) in series.iter().enumerate() {
@@ -324,11 +339,11 @@ fn chart(points: &[Point], series: &[Series], markers: &[Marker]) -> String {
              <rect x={lx} y={ly} width=10 height=10 fill='{color}'/><text x={} y={}>{}</text>",
             coordinates.join(" "),
             LEFT + 26.0 + 130.0 * index as f64,
-            TOP + 29.0,
+            HEIGHT - 5.0,
             escape(line.name),
             color = line.color,
             lx = LEFT + 12.0 + 130.0 * index as f64,
-            ly = TOP + 20.0,
+            ly = HEIGHT - 14.0,
         );
     }
     svg.push_str("</svg>");

@@ -10,7 +10,7 @@ use serde_json::json;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
@@ -78,30 +78,91 @@ impl Tops {
     }
 }
 
-/// Publishes to `rooms` (index, name) following `schedule` from `start`; returns once
-/// the schedule is over and every publish was acknowledged or failed.
-pub async fn publish(
-    config: ClientConfig,
-    rooms: Vec<(usize, String)>,
-    schedule: Schedule,
-    message_bytes: usize,
-    start: Instant,
+/// How long a publisher may take to connect before the schedule starts anyway (its
+/// publishes are then queued by the client until it connects).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What one publisher publishes.
+pub struct Plan {
+    /// Its rooms (index, name).
+    pub rooms: Vec<(usize, String)>,
+    /// Its rate over time.
+    pub schedule: Schedule,
+    /// Padding per message.
+    pub message_bytes: usize,
+    /// When the schedule starts.
+    pub start: Instant,
+}
+
+/// A connected publisher.
+pub struct Publisher {
+    client: Arc<Client>,
+    watcher: tokio::task::JoinHandle<()>,
+}
+
+impl Publisher {
+    /// Starts a publisher's client and waits for its first connection, so that the
+    /// schedule's first second is not spent connecting.
+    pub async fn connect(config: ClientConfig, live: Arc<Live>) -> Publisher {
+        let (client, mut events) = Client::start(config);
+        let (connected_tx, connected) = tokio::sync::oneshot::channel();
+        let watcher = tokio::spawn(async move {
+            let mut connected_tx = Some(connected_tx);
+            while let Some(event) = events.recv().await {
+                match event {
+                    Event::Connected { .. } => {
+                        if let Some(tx) = connected_tx.take() {
+                            let _ = tx.send(());
+                        }
+                    }
+                    Event::Disconnected { .. } => {
+                        live.disconnects.fetch_add(1, Ordering::Relaxed);
+                    }
+                    _ => {}
+                }
+            }
+        });
+        let _ = tokio::time::timeout(CONNECT_TIMEOUT, connected).await;
+        Publisher {
+            client: Arc::new(client),
+            watcher,
+        }
+    }
+
+    /// Publishes following the plan; returns once the schedule is over (or `stop` says
+    /// so) and every publish was acknowledged or failed.
+    pub async fn run(
+        self,
+        plan: Plan,
+        stop: watch::Receiver<bool>,
+        live: Arc<Live>,
+        tops: Arc<Tops>,
+    ) {
+        let Publisher { client, watcher } = self;
+        publish(&client, plan, stop, live, tops).await;
+        if let Ok(client) = Arc::try_unwrap(client) {
+            client.stop().await;
+        }
+        watcher.abort();
+    }
+}
+
+async fn publish(
+    client: &Arc<Client>,
+    plan: Plan,
+    stop: watch::Receiver<bool>,
     live: Arc<Live>,
     tops: Arc<Tops>,
 ) {
+    let Plan {
+        rooms,
+        schedule,
+        message_bytes,
+        start,
+    } = plan;
     if rooms.is_empty() {
         return;
     }
-    let (client, mut events) = Client::start(config);
-    let client = Arc::new(client);
-    let events_live = live.clone();
-    let watcher = tokio::spawn(async move {
-        while let Some(event) = events.recv().await {
-            if let Event::Disconnected { .. } = event {
-                events_live.disconnects.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-    });
     let padding = "x".repeat(message_bytes);
     let limit = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let mut in_flight = JoinSet::new();
@@ -115,6 +176,9 @@ pub async fn publish(
         let Some(rate) = schedule.rate_at(now.saturating_duration_since(start)) else {
             break;
         };
+        if *stop.borrow() {
+            break;
+        }
         credit += rate * rooms.len() as f64 * now.saturating_duration_since(last).as_secs_f64();
         last = now;
         while credit >= 1.0 {
@@ -143,10 +207,6 @@ pub async fn publish(
         while in_flight.try_join_next().is_some() {}
     }
     while in_flight.join_next().await.is_some() {}
-    if let Ok(client) = Arc::try_unwrap(client) {
-        client.stop().await;
-    }
-    watcher.abort();
 }
 
 #[cfg(test)]

@@ -288,6 +288,16 @@ pub struct ActionOutcome {
     pub exit_code: Option<i32>,
 }
 
+impl ActionOutcome {
+    /// How the command ended, for people.
+    pub fn exit(&self) -> String {
+        match self.exit_code {
+            Some(code) => format!("exit {code}"),
+            None => "killed by a signal or not started".into(),
+        }
+    }
+}
+
 /// One second of the run.
 #[derive(Debug, Clone, Serialize)]
 pub struct Point {
@@ -481,7 +491,7 @@ impl Report {
             line(
                 &mut out,
                 &format!("action at {:.1} s", action.at_secs),
-                format!("{} (exit {:?})", action.label, action.exit_code),
+                format!("{} ({})", action.label, action.exit()),
             );
         }
         for worst in &self.worst_subscribers {

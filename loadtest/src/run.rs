@@ -5,12 +5,12 @@
 use crate::accounting::Tally;
 use crate::procstat::{self, CpuTimes};
 use crate::progress::Progress;
-use crate::publishers::{self, Schedule, Tops};
+use crate::publishers::{Plan, Publisher, Schedule, Tops};
 use crate::report::{
     ActionOutcome, CpuPerDelivery, DeliveryFigures, Generator, Percentiles, Phases, PublishFigures,
     Report, ServerFigures, Setup, Step, UserFigures, Verdict, Worst, find_knee,
 };
-use crate::sampler::{Phase, Sampled, ServerSet, sample};
+use crate::sampler::{Phase, Sampled, ServerSet, StepLog, sample};
 use crate::scenario::{Action, Scenario};
 use crate::stats::Live;
 use crate::topology::{Topology, TopologyError};
@@ -29,6 +29,8 @@ use tokio::time::Instant;
 const READY_GRACE: Duration = Duration::from_secs(60);
 /// How long to wait, after publishing, for every acknowledged message to arrive.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long after a rate step ends its figures are complete.
+const KNEE_CHECK_DELAY: Duration = Duration::from_millis(1500);
 /// File descriptors kept free besides one per connection.
 const SPARE_FILES: u64 = 64;
 /// Faulty subscribers listed by name in the report.
@@ -63,7 +65,7 @@ pub async fn run(scenario: &Scenario, options: &Options) -> Result<Report, RunEr
     let settle_secs = run.settle(&users).await;
     let actions = collect_actions(published.actions).await;
     let _ = run.phase.send(Phase::Done);
-    let sampled = run.sampler.await.unwrap_or_else(|_| Sampled::new(0));
+    let sampled = run.sampler.await.unwrap_or_default();
     let (accounting, worst) = account(&users, &run.tops.snapshot());
     let connected_at_end = run.live.connected.load(Ordering::Relaxed);
     let mut stopping = JoinSet::new();
@@ -78,6 +80,8 @@ pub async fn run(scenario: &Scenario, options: &Options) -> Result<Report, RunEr
         scenario,
         targets: run.targets,
         schedule: &run.schedule,
+        steps: run.steps.summary(&run.schedule.rates, run.subscriptions),
+        subscriptions: run.subscriptions,
         live: &run.live,
         started_unix: run.started_unix,
         run_start: run.run_start,
@@ -107,6 +111,10 @@ struct Run<'a> {
     servers: Arc<ServerSet>,
     live: Arc<Live>,
     schedule: Schedule,
+    /// Figures per rate step, as they are measured.
+    steps: Arc<StepLog>,
+    /// Room subscriptions over all users.
+    subscriptions: usize,
     tops: Arc<Tops>,
     phase: watch::Sender<Phase>,
     sampler: tokio::task::JoinHandle<Sampled>,
@@ -160,11 +168,13 @@ impl<'a> Run<'a> {
         ));
         let live = Arc::new(Live::default());
         let schedule = schedule_of(scenario);
+        let steps = Arc::new(StepLog::new(schedule.rates.len()));
         let (phase, phase_rx) = watch::channel(Phase::Ramp);
         let sampler = tokio::spawn(sample(
             live.clone(),
             servers.clone(),
             schedule.clone(),
+            steps.clone(),
             run_start,
             phase_rx,
             Progress::new(options.quiet, scenario.users),
@@ -179,6 +189,10 @@ impl<'a> Run<'a> {
             servers,
             live,
             schedule,
+            steps,
+            subscriptions: (0..scenario.users)
+                .map(|user| scenario.room_indexes_of(user).len())
+                .sum(),
             tops: Arc::new(Tops::new(scenario.rooms.count)),
             phase,
             sampler,
@@ -225,28 +239,39 @@ impl<'a> Run<'a> {
     /// Publishes on schedule (or holds the connections idle) while the timed actions run.
     async fn publish(&self) -> Published {
         let scenario = self.scenario;
+        let mut connecting = JoinSet::new();
+        if self.schedule.publishes() {
+            for index in 0..scenario.publish.publishers {
+                let config = client_config(scenario, &self.targets, index);
+                let live = self.live.clone();
+                connecting.spawn(async move { (index, Publisher::connect(config, live).await) });
+            }
+        }
+        let mut ready = connecting.join_all().await;
+        ready.sort_by_key(|(index, _)| *index);
         let start = Instant::now();
         let _ = self.phase.send(Phase::Publish(start));
         let cpu_before = self.servers.cpu();
         let delivered_before = Live::get(&self.live.delivered);
+        let (stop_publishing, publishing_stopped) = watch::channel(false);
         let mut publishers = JoinSet::new();
-        if self.schedule.publishes() {
-            let count = scenario.publish.publishers;
-            for index in 0..count {
-                let rooms = (0..scenario.rooms.count)
+        let count = scenario.publish.publishers;
+        for (index, publisher) in ready {
+            let plan = Plan {
+                rooms: (0..scenario.rooms.count)
                     .filter(|room| room % count == index)
                     .map(|room| (room, scenario.room_name(room)))
-                    .collect();
-                publishers.spawn(publishers::publish(
-                    client_config(scenario, &self.targets, index),
-                    rooms,
-                    self.schedule.clone(),
-                    scenario.publish.message_bytes,
-                    start,
-                    self.live.clone(),
-                    self.tops.clone(),
-                ));
-            }
+                    .collect(),
+                schedule: self.schedule.clone(),
+                message_bytes: scenario.publish.message_bytes,
+                start,
+            };
+            publishers.spawn(publisher.run(
+                plan,
+                publishing_stopped.clone(),
+                self.live.clone(),
+                self.tops.clone(),
+            ));
         }
         let env = self
             .topology
@@ -264,7 +289,12 @@ impl<'a> Run<'a> {
                 env.clone(),
             ));
         }
-        tokio::time::sleep_until(start + self.schedule.duration()).await;
+        if self.schedule.rates.len() > 1 && scenario.publish.stop_at_knee {
+            self.step_until_degraded(start).await;
+            let _ = stop_publishing.send(true);
+        } else {
+            tokio::time::sleep_until(start + self.schedule.duration()).await;
+        }
         while publishers.join_next().await.is_some() {}
         let cpu_after = self.servers.cpu();
         Published {
@@ -280,6 +310,21 @@ impl<'a> Run<'a> {
             },
             actions,
         }
+    }
+
+    /// Lets the rate steps run until one of them degrades (the knee), or all ran.
+    async fn step_until_degraded(&self, start: Instant) {
+        let rates = &self.schedule.rates;
+        for step in 1..rates.len() {
+            // The sampler attributes each second to a step after it ends.
+            tokio::time::sleep_until(start + self.schedule.step * step as u32 + KNEE_CHECK_DELAY)
+                .await;
+            let measured = self.steps.summary(&rates[..step], self.subscriptions);
+            if find_knee(&measured).is_some() {
+                return;
+            }
+        }
+        tokio::time::sleep_until(start + self.schedule.duration()).await;
     }
 
     /// Waits until every acknowledged message reached every subscriber (or time is up).
@@ -343,6 +388,8 @@ struct Assembly<'a> {
     scenario: &'a Scenario,
     targets: Vec<String>,
     schedule: &'a Schedule,
+    steps: Vec<Step>,
+    subscriptions: usize,
     live: &'a Live,
     started_unix: u64,
     run_start: Instant,
@@ -367,9 +414,6 @@ fn assemble(a: Assembly<'_>) -> Report {
         .unwrap_or_default()
         .saturating_sub(a.generator_cpu_start)
         .as_secs_f64();
-    let subscriptions: usize = (0..scenario.users)
-        .map(|user| scenario.room_indexes_of(user).len())
-        .sum();
     let attempted = Live::get(&live.publish_attempts);
     let failed = Live::get(&live.publish_failures);
     let acked = Live::get(&live.acked);
@@ -402,22 +446,8 @@ fn assemble(a: Assembly<'_>) -> Report {
             }
         })
         .collect();
-    let steps: Vec<Step> = if a.schedule.rates.len() > 1 {
-        a.schedule
-            .rates
-            .iter()
-            .zip(&a.sampled.steps)
-            .map(|(rate, (histogram, delivered, secs))| Step {
-                rate_per_room: *rate,
-                offered_deliveries_per_sec: rate * subscriptions as f64,
-                delivered_per_sec: if *secs > 0.0 {
-                    *delivered as f64 / secs
-                } else {
-                    0.0
-                },
-                latency_ms: Percentiles::of(histogram),
-            })
-            .collect()
+    let steps = if a.schedule.rates.len() > 1 {
+        a.steps
     } else {
         Vec::new()
     };
@@ -429,7 +459,7 @@ fn assemble(a: Assembly<'_>) -> Report {
             users: scenario.users,
             publishers,
             rooms: scenario.rooms.count,
-            subscriptions,
+            subscriptions: a.subscriptions,
             targets: a.targets,
             encoding: scenario.encoding.clone(),
             message_bytes: scenario.publish.message_bytes,

@@ -5,7 +5,7 @@
 use crate::procstat::{self, CpuTimes};
 use crate::progress::Progress;
 use crate::publishers::Schedule;
-use crate::report::Point;
+use crate::report::{Percentiles, Point, Step};
 use crate::stats::{Live, histogram};
 use hdrhistogram::Histogram;
 use std::sync::atomic::Ordering;
@@ -82,21 +82,68 @@ pub struct Sampled {
     pub timeline: Vec<Point>,
     /// Every latency recorded.
     pub total: Histogram<u64>,
-    /// Per rate step: latencies, deliveries, seconds.
-    pub steps: Vec<(Histogram<u64>, u64, f64)>,
     /// Highest one-second CPU of the load generator, in cores.
     pub peak_generator: f64,
 }
 
-impl Sampled {
-    /// Nothing yet, for `steps` rate steps.
-    pub fn new(steps: usize) -> Sampled {
+impl Default for Sampled {
+    fn default() -> Self {
         Sampled {
             timeline: Vec::new(),
             total: histogram(),
-            steps: (0..steps).map(|_| (histogram(), 0, 0.0)).collect(),
             peak_generator: 0.0,
         }
+    }
+}
+
+/// Latencies and deliveries per publish-rate step, filled as the steps go by (the run
+/// reads it to stop stepping once latency has degraded).
+pub struct StepLog(Mutex<Vec<StepAccumulator>>);
+
+struct StepAccumulator {
+    latency: Histogram<u64>,
+    delivered: u64,
+    secs: f64,
+}
+
+impl StepLog {
+    /// An empty log for `steps` steps.
+    pub fn new(steps: usize) -> StepLog {
+        StepLog(Mutex::new(
+            (0..steps)
+                .map(|_| StepAccumulator {
+                    latency: histogram(),
+                    delivered: 0,
+                    secs: 0.0,
+                })
+                .collect(),
+        ))
+    }
+
+    fn add(&self, step: usize, latency: &Histogram<u64>, delivered: u64, secs: f64) {
+        let mut steps = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(accumulator) = steps.get_mut(step) {
+            let _ = accumulator.latency.add(latency);
+            accumulator.delivered += delivered;
+            accumulator.secs += secs;
+        }
+    }
+
+    /// The figures of every step that ran, given the steps' rates and the number of
+    /// subscriptions (which sets the deliveries each rate asks for).
+    pub fn summary(&self, rates: &[f64], subscriptions: usize) -> Vec<Step> {
+        let steps = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        rates
+            .iter()
+            .zip(steps.iter())
+            .filter(|(_, step)| step.secs > 0.0)
+            .map(|(rate, step)| Step {
+                rate_per_room: *rate,
+                offered_deliveries_per_sec: rate * subscriptions as f64,
+                delivered_per_sec: step.delivered as f64 / step.secs,
+                latency_ms: Percentiles::of(&step.latency),
+            })
+            .collect()
     }
 }
 
@@ -105,12 +152,16 @@ pub async fn sample(
     live: Arc<Live>,
     servers: Arc<ServerSet>,
     schedule: Schedule,
+    steps: Arc<StepLog>,
     run_start: Instant,
     phase: watch::Receiver<Phase>,
     mut progress: Progress,
 ) -> Sampled {
-    let mut sampled = Sampled::new(schedule.rates.len());
+    let mut sampled = Sampled::default();
     let mut tick = tokio::time::interval(SAMPLE_EVERY);
+    // A late tick must not be followed by a burst of short ones (CPU shares over a few
+    // milliseconds mean nothing at the kernel's 10 ms accounting granularity).
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
     let mut last = Instant::now();
     let mut last_delivered = 0;
@@ -144,15 +195,15 @@ pub async fn sample(
             generator_cores: procstat::cpu_share(last_generator, generator, dt),
             server_cores: procstat::cpu_share(last_servers, server_cpu, dt),
         };
-        if let Phase::Publish(start) = current {
-            // The second belongs to the step its middle fell in.
-            let middle = now.saturating_duration_since(start).saturating_sub(dt / 2);
-            let step = (middle.as_secs_f64() / schedule.step.as_secs_f64()) as usize;
-            if let Some((histogram, count, secs)) = sampled.steps.get_mut(step) {
-                let _ = histogram.add(&interval);
-                *count += delivered - last_delivered;
-                *secs += dt.as_secs_f64();
-            }
+        if let Phase::Publish(start) = current
+            && let Some(step) = whole_step(&schedule, start, now, dt)
+        {
+            steps.add(
+                step,
+                &interval,
+                delivered - last_delivered,
+                dt.as_secs_f64(),
+            );
         }
         last_delivered = delivered;
         last_acked = acked;
@@ -168,10 +219,42 @@ pub async fn sample(
     }
 }
 
+/// The rate step the interval `(now - dt, now]` lies in entirely, if any: a second that
+/// straddles two steps (or the start) would blur both.
+fn whole_step(schedule: &Schedule, start: Instant, now: Instant, dt: Duration) -> Option<usize> {
+    let end = now.checked_duration_since(start)?;
+    let begin = end.checked_sub(dt)?;
+    let step = schedule.step.as_secs_f64();
+    let first = (begin.as_secs_f64() / step) as usize;
+    let last = ((end.as_secs_f64() - 1e-6).max(0.0) / step) as usize;
+    (first == last).then_some(first)
+}
+
 fn quantile_ms(histogram: &Histogram<u64>, quantile: f64) -> f64 {
     if histogram.is_empty() {
         0.0
     } else {
         histogram.value_at_quantile(quantile) as f64 / 1000.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_seconds_inside_one_step_count_for_it() {
+        let schedule = Schedule {
+            rates: vec![1.0, 2.0],
+            step: Duration::from_secs(8),
+        };
+        let start = Instant::now();
+        let at = |secs: f64| start + Duration::from_secs_f64(secs);
+        let second = Duration::from_secs(1);
+        assert_eq!(whole_step(&schedule, start, at(1.0), second), Some(0));
+        assert_eq!(whole_step(&schedule, start, at(8.0), second), Some(0));
+        assert_eq!(whole_step(&schedule, start, at(8.5), second), None);
+        assert_eq!(whole_step(&schedule, start, at(9.5), second), Some(1));
+        assert_eq!(whole_step(&schedule, start, at(0.5), second), None);
     }
 }

@@ -101,6 +101,10 @@ pub struct Publish {
     /// Duration of each rate step, seconds.
     #[serde(default = "default_step")]
     pub step_secs: f64,
+    /// With `rate_steps`: stop at the first step where latency degraded (the knee)
+    /// instead of overloading the servers with the rest.
+    #[serde(default = "yes")]
+    pub stop_at_knee: bool,
     /// Publisher connections (spread over the targets); the rooms are divided among them.
     #[serde(default = "one")]
     pub publishers: usize,
@@ -115,6 +119,7 @@ impl Default for Publish {
             rate_per_room: 0.0,
             rate_steps: Vec::new(),
             step_secs: default_step(),
+            stop_at_knee: true,
             publishers: 1,
             message_bytes: default_message_bytes(),
         }
