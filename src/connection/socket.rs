@@ -54,6 +54,9 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let permits = Arc::new(Semaphore::new(INBOUND_IN_FLIGHT));
+    // The permit the next inbound frame will carry. Held across loop turns, so that
+    // writing outbound frames (the hot path) does not take and return one each time.
+    let mut inbound_permit = permits.clone().try_acquire_owned().ok();
     let mut ticker = tokio::time::interval_at(Instant::now() + heartbeat, heartbeat);
     let mut last_heard = Instant::now();
     let mut batch = VecDeque::new();
@@ -62,12 +65,12 @@ where
             biased;
             _ = &mut *actor_done => return Ending::Close(CloseCode::InternalError),
             received = outbound.recv(&mut batch) => {
-                                if let Received::Close(code) = received {
+                if let Received::Close(code) = received {
                     return Ending::Close(code);
                 }
                 if coalesce {
                     // Feature flag `coalesce_writes`: let more frames join this write.
-                                        Box::pin(tokio::time::sleep(COALESCE_WINDOW)).await;
+                    Box::pin(tokio::time::sleep(COALESCE_WINDOW)).await;
                     outbound.take_more(&mut batch);
                 }
                 tokio::select! {
@@ -84,16 +87,18 @@ where
                 // Idle connections should own no queue buffer.
                 batch = VecDeque::new();
             }
-            (permit, inbound) = async {
-                let permit = permits.clone().acquire_owned().await.expect("never closed");
-                (permit, ws.next().await)
-            } => {
+            permit = permits.clone().acquire_owned(), if inbound_permit.is_none() => {
+                inbound_permit = Some(permit.expect("never closed"));
+            }
+            inbound = ws.next(), if inbound_permit.is_some() => {
                 last_heard = Instant::now();
                 match inbound {
                     Some(Ok(frame @ (Message::Text(_) | Message::Binary(_)))) => {
+                        let permit = inbound_permit.take().expect("branch guard");
                         if actor.cast(ConnectionMsg::Inbound(frame, permit)).is_err() {
                             return Ending::Close(CloseCode::InternalError);
                         }
+                        inbound_permit = permits.clone().try_acquire_owned().ok();
                     }
                     // tungstenite answers pings itself; pongs only prove liveness.
                     Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
