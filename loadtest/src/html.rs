@@ -2,7 +2,7 @@
 //! latency, throughput, connected users and CPU over time, with the start of publishing
 //! and every timed action marked.
 
-use crate::report::{Percentiles, Point, Report};
+use crate::report::{Point, Report};
 use std::fmt::Write as _;
 
 const WIDTH: f64 = 880.0;
@@ -48,14 +48,15 @@ pub fn render(report: &Report) -> String {
         });
     }
     let mut page = String::new();
-    let verdict = if report.verdict.passed {
-        "<p class=pass>PASS</p>".to_owned()
-    } else {
-        format!(
-            "<p class=fail>FAIL: {}</p>",
-            escape(&report.verdict.failures.join("; "))
-        )
-    };
+    let verdict = format!(
+        "<p class={}>{}</p>",
+        if report.verdict.passed {
+            "pass"
+        } else {
+            "fail"
+        },
+        escape(&report.verdict_line())
+    );
     let _ = write!(
         page,
         "<!doctype html><html><head><meta charset=utf-8><title>roomcast-load: {name}</title>\
@@ -140,131 +141,16 @@ pub fn render(report: &Report) -> String {
 
 fn summary(report: &Report) -> String {
     let mut html = String::from("<table><tr><th>figure</th><th>value</th></tr>");
-    let mut row = |key: &str, value: String| {
+    for (key, value) in report.rows() {
         let _ = write!(
             html,
             "<tr><td>{}</td><td>{}</td></tr>",
-            escape(key),
+            escape(&key),
             escape(&value)
-        );
-    };
-    row(
-        "users / rooms / subscriptions",
-        format!(
-            "{} / {} / {}",
-            report.setup.users, report.setup.rooms, report.setup.subscriptions
-        ),
-    );
-    row("instances", report.setup.targets.join(" "));
-    row(
-        "users ready / never / gave up",
-        format!(
-            "{} / {} / {}",
-            report.users.ready, report.users.never_ready, report.users.gave_up
-        ),
-    );
-    row(
-        "publishes acked / failed",
-        format!(
-            "{} / {} ({:.1}/s)",
-            report.publishes.acked, report.publishes.failed, report.publishes.per_second
-        ),
-    );
-    row(
-        "deliveries",
-        format!(
-            "{} ({:.0}/s)",
-            report.deliveries.received, report.deliveries.per_second
-        ),
-    );
-    row("latency ms", percentiles(&report.latency_ms));
-    row("resume ms", percentiles(&report.resume_ms));
-    row(
-        "missing / duplicated / out of order / foreign epoch",
-        format!(
-            "{} / {} / {} / {}",
-            report.accounting.missing,
-            report.accounting.duplicated,
-            report.accounting.out_of_order,
-            report.accounting.foreign_epoch
-        ),
-    );
-    row(
-        "announced losses",
-        report.accounting.announced_losses.to_string(),
-    );
-    row("disconnects", report.users.disconnects.to_string());
-    row(
-        "load generator CPU",
-        format!(
-            "{:.1} s, average {:.2} / peak {:.2} of {} cores",
-            report.generator.cpu_seconds,
-            report.generator.average_cores,
-            report.generator.peak_cores,
-            report.generator.machine_cores
-        ),
-    );
-    for server in &report.servers {
-        row(
-            &format!("server {}", server.name),
-            format!(
-                "CPU {:.2} s user + {:.2} s system publishing; RSS {:.1} → {:.1} MiB{}",
-                server.publish_cpu_user_seconds,
-                server.publish_cpu_system_seconds,
-                server.rss_before_mib,
-                server.rss_ready_mib,
-                server
-                    .kib_per_connection
-                    .map(|k| format!("; {k:.1} KiB/connection"))
-                    .unwrap_or_default()
-            ),
-        );
-    }
-    if let Some(cpu) = &report.server_cpu_per_delivery {
-        row(
-            "server CPU per delivery",
-            format!(
-                "{:.2} µs (user {:.2}, system {:.2}); with Redis {:.2} µs",
-                cpu.instances_us, cpu.instances_user_us, cpu.instances_system_us, cpu.all_in_us
-            ),
-        );
-    }
-    for step in &report.steps {
-        row(
-            &format!("step {} msg/s/room", step.rate_per_room),
-            format!(
-                "{:.0} of {:.0} deliveries/s; p99 {:.2} ms",
-                step.delivered_per_sec, step.offered_deliveries_per_sec, step.latency_ms.p99
-            ),
-        );
-    }
-    if let Some(knee) = &report.knee {
-        row(
-            "knee",
-            format!(
-                "last good {} msg/s/room; degraded at {} ({})",
-                knee.last_good_rate
-                    .map_or_else(|| "none".to_owned(), |rate| rate.to_string()),
-                knee.degraded_rate,
-                knee.reason
-            ),
-        );
-    }
-    for action in &report.actions {
-        row(
-            &format!("action at {:.1} s", action.at_secs),
-            format!("{} ({})", action.label, action.exit()),
         );
     }
     html.push_str("</table>");
     html
-}
-
-fn percentiles(p: &Percentiles) -> String {
-    format!(
-        "p50 {:.2}, p90 {:.2}, p99 {:.2}, p99.9 {:.2}, max {:.2} (n = {})",
-        p.p50, p.p90, p.p99, p.p999, p.max, p.count
-    )
 }
 
 /// One line chart as inline SVG.

@@ -152,6 +152,14 @@ pub struct Percentiles {
 }
 
 impl Percentiles {
+    /// One line: p50, p90, p99, p99.9, max and the count.
+    pub fn summary(&self) -> String {
+        format!(
+            "p50 {:.2}, p90 {:.2}, p99 {:.2}, p99.9 {:.2}, max {:.2} (n = {})",
+            self.p50, self.p90, self.p99, self.p999, self.max, self.count
+        )
+    }
+
     /// From a histogram in microseconds.
     pub fn of(histogram: &Histogram<u64>) -> Percentiles {
         if histogram.is_empty() {
@@ -333,16 +341,13 @@ pub struct Verdict {
 }
 
 impl Report {
-    /// A plain-text summary for the terminal.
-    pub fn table(&self) -> String {
-        let mut out = String::new();
-        let line = |out: &mut String, key: &str, value: String| {
-            let _ = writeln!(out, "  {key:<28} {value}");
-        };
-        let _ = writeln!(out, "\nscenario {}: {}", self.scenario, self.description);
-        line(
-            &mut out,
-            "users / rooms / subs",
+    /// Every headline figure as (label, value), in reading order: what the terminal
+    /// table and the HTML summary both show.
+    pub fn rows(&self) -> Vec<(String, String)> {
+        let mut rows: Vec<(String, String)> = Vec::new();
+        let mut row = |key: &str, value: String| rows.push((key.to_owned(), value));
+        row(
+            "users / rooms / subscriptions",
             format!(
                 "{} / {} / {} over {} instance(s), {}",
                 self.setup.users,
@@ -352,8 +357,7 @@ impl Report {
                 self.setup.encoding
             ),
         );
-        line(
-            &mut out,
+        row(
             "phases (s)",
             format!(
                 "ramp {:.1}, publish {:.1}, settle {:.1}, total {:.1}",
@@ -363,42 +367,32 @@ impl Report {
                 self.phases.total_secs
             ),
         );
-        line(
-            &mut out,
+        row(
             "users ready / never / gave up",
             format!(
                 "{} / {} / {}",
                 self.users.ready, self.users.never_ready, self.users.gave_up
             ),
         );
-        line(
-            &mut out,
+        row(
             "publishes acked / failed",
             format!(
                 "{} / {} ({:.1}/s)",
                 self.publishes.acked, self.publishes.failed, self.publishes.per_second
             ),
         );
-        line(
-            &mut out,
+        row(
             "deliveries",
             format!(
                 "{} ({:.0}/s)",
                 self.deliveries.received, self.deliveries.per_second
             ),
         );
-        let percentiles = |p: &Percentiles| {
-            format!(
-                "p50 {:.2}  p90 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}  (n={})",
-                p.p50, p.p90, p.p99, p.p999, p.max, p.count
-            )
-        };
-        line(&mut out, "latency (ms)", percentiles(&self.latency_ms));
-        line(
-            &mut out,
+        row("latency (ms)", self.latency_ms.summary());
+        row(
             "accounting",
             format!(
-                "missing {}  duplicated {}  out of order {}  foreign epoch {}  (announced losses {})",
+                "missing {}, duplicated {}, out of order {}, foreign epoch {} (announced losses {})",
                 self.accounting.missing,
                 self.accounting.duplicated,
                 self.accounting.out_of_order,
@@ -406,23 +400,14 @@ impl Report {
                 self.accounting.announced_losses
             ),
         );
-        line(
-            &mut out,
+        row(
             "disconnects / resumes",
             format!("{} / {}", self.users.disconnects, self.resume_ms.count),
         );
         if self.resume_ms.count > 0 {
-            line(
-                &mut out,
-                "resume (ms)",
-                format!(
-                    "p50 {:.1}  p99 {:.1}  max {:.1}",
-                    self.resume_ms.p50, self.resume_ms.p99, self.resume_ms.max
-                ),
-            );
+            row("resume (ms)", self.resume_ms.summary());
         }
-        line(
-            &mut out,
+        row(
             "load generator CPU",
             format!(
                 "{:.1} s, average {:.2} cores, peak {:.2} of {} (RSS {:.0} MiB)",
@@ -438,8 +423,7 @@ impl Report {
                 .kib_per_connection
                 .map(|kib| format!(", {kib:.1} KiB/connection over {}", server.connections))
                 .unwrap_or_default();
-            line(
-                &mut out,
+            row(
                 &format!("server {}", server.name),
                 format!(
                     "CPU {:.2} s user + {:.2} s system while publishing, RSS {:.1} -> {:.1} MiB{per_connection}",
@@ -451,8 +435,7 @@ impl Report {
             );
         }
         if let Some(cpu) = &self.server_cpu_per_delivery {
-            line(
-                &mut out,
+            row(
                 "server CPU per delivery",
                 format!(
                     "{:.2} µs (user {:.2}, system {:.2}); with Redis {:.2} µs",
@@ -461,11 +444,10 @@ impl Report {
             );
         }
         for step in &self.steps {
-            line(
-                &mut out,
-                &format!("step {:>8.1} msg/s/room", step.rate_per_room),
+            row(
+                &format!("step {:>5} msg/s/room", step.rate_per_room),
                 format!(
-                    "{:>10.0} deliveries/s of {:>10.0}, p50 {:.2} ms, p99 {:.2} ms",
+                    "{:>8.0} deliveries/s of {:>8.0}, p50 {:.2} ms, p99 {:.2} ms",
                     step.delivered_per_sec,
                     step.offered_deliveries_per_sec,
                     step.latency_ms.p50,
@@ -474,42 +456,54 @@ impl Report {
             );
         }
         if let Some(knee) = &self.knee {
-            line(
-                &mut out,
+            row(
                 "knee",
                 format!(
                     "last good {} msg/s/room, degraded at {} ({})",
                     knee.last_good_rate
-                        .map(|r| r.to_string())
-                        .unwrap_or_else(|| "none".into()),
+                        .map_or_else(|| "none".to_owned(), |rate| rate.to_string()),
                     knee.degraded_rate,
                     knee.reason
                 ),
             );
         }
         for action in &self.actions {
-            line(
-                &mut out,
+            row(
                 &format!("action at {:.1} s", action.at_secs),
                 format!("{} ({})", action.label, action.exit()),
             );
         }
         for worst in &self.worst_subscribers {
-            line(
-                &mut out,
-                &format!("worst: user {} {}", worst.user, worst.room),
+            row(
+                &format!("worst: user {} in {}", worst.user, worst.room),
                 format!(
-                    "missing {} duplicated {} out of order {}",
-                    worst.tally.missing, worst.tally.duplicated, worst.tally.out_of_order
+                    "missing {}, duplicated {}, out of order {}, foreign epoch {}",
+                    worst.tally.missing,
+                    worst.tally.duplicated,
+                    worst.tally.out_of_order,
+                    worst.tally.foreign_epoch
                 ),
             );
         }
-        let verdict = if self.verdict.passed {
+        rows
+    }
+
+    /// The verdict in one line.
+    pub fn verdict_line(&self) -> String {
+        if self.verdict.passed {
             "PASS".to_owned()
         } else {
             format!("FAIL: {}", self.verdict.failures.join("; "))
-        };
-        line(&mut out, "verdict", verdict);
+        }
+    }
+
+    /// A plain-text summary for the terminal.
+    pub fn table(&self) -> String {
+        let mut out = format!("\nscenario {}: {}\n", self.scenario, self.description);
+        for (key, value) in self.rows() {
+            let _ = writeln!(out, "  {key:<30} {value}");
+        }
+        let _ = writeln!(out, "  {:<30} {}", "verdict", self.verdict_line());
         out
     }
 }

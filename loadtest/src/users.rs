@@ -27,6 +27,17 @@ pub struct RoomSlot {
 }
 
 impl RoomSlot {
+    /// Room number `room`, called `name`, before its first subscription.
+    fn new(room: usize, name: String) -> RoomSlot {
+        RoomSlot {
+            room,
+            name,
+            epoch: None,
+            ledger: RoomLedger::default(),
+            active: false,
+        }
+    }
+
     /// The server said continuity was lost and live messages continue after `position`.
     fn announced_loss(&mut self, position: &Position) {
         if self.epoch.as_ref() == Some(&position.epoch) {
@@ -80,13 +91,7 @@ impl User {
             index,
             rooms: rooms
                 .iter()
-                .map(|(room, name)| RoomSlot {
-                    room: *room,
-                    name: name.clone(),
-                    epoch: None,
-                    ledger: RoomLedger::default(),
-                    active: false,
-                })
+                .map(|(room, name)| RoomSlot::new(*room, name.clone()))
                 .collect(),
             lost_at: None,
             ready: false,
@@ -251,13 +256,7 @@ mod tests {
             rooms: rooms
                 .iter()
                 .enumerate()
-                .map(|(room, name)| RoomSlot {
-                    room,
-                    name: (*name).to_owned(),
-                    epoch: None,
-                    ledger: RoomLedger::default(),
-                    active: false,
-                })
+                .map(|(room, name)| RoomSlot::new(room, (*name).to_owned()))
                 .collect(),
             lost_at: None,
             ready: false,
