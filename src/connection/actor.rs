@@ -11,8 +11,8 @@ use super::context::ConnectionContext;
 use crate::auth::Principal;
 use crate::broker::{PublishRequest, read_history};
 use crate::protocol::{
-    ClientFrame, DecodeError, Encoding, ErrorCode, HistoryItem, PROTOCOL_VERSION, RoomName,
-    ServerFrame,
+    ClientFrame, CloseCode, DecodeError, Encoding, ErrorCode, HistoryItem, PROTOCOL_VERSION,
+    RoomName, ServerFrame,
 };
 use crate::room::{SubscribeError, Subscriber};
 use crate::stream::Position;
@@ -64,6 +64,15 @@ pub struct ConnectionState {
     outbound: Outbound,
     principal: Principal,
     subscriptions: HashSet<RoomName>,
+}
+
+/// The state goes when the actor does — stopped, or failed in a handler — and with it
+/// the only reader of the client's frames: the socket is closed with 1011 then. (When the
+/// socket ended first, nobody reads the queue any more and this does nothing.)
+impl Drop for ConnectionState {
+    fn drop(&mut self) {
+        self.outbound.close(CloseCode::InternalError);
+    }
 }
 
 impl ConnectionState {

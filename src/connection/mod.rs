@@ -95,7 +95,7 @@ impl Connections {
         let actor = ConnectionActor {
             context: inner.context.clone(),
         };
-        let (actor, mut actor_done) =
+        let (actor, actor_done) =
             match Actor::spawn_linked(None, actor, args, inner.supervisor.get_cell()).await {
                 Ok(spawned) => spawned,
                 Err(err) => {
@@ -123,15 +123,7 @@ impl Connections {
         );
 
         let heartbeat = inner.context.heartbeat;
-        let ending = socket::pump(
-            &mut ws,
-            &actor,
-            &mut actor_done,
-            &mut receiver,
-            heartbeat,
-            coalesce,
-        )
-        .await;
+        let ending = socket::pump(&mut ws, &actor, &mut receiver, heartbeat, coalesce).await;
         match ending {
             Ending::Close(CloseCode::SlowConsumer) => {
                 tracing::info!(conn = conn_id, "slow consumer disconnected")

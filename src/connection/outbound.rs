@@ -15,11 +15,16 @@
 //! front, ~2 KiB per connection), and the socket task takes everything queued in one
 //! lock, then writes it with one flush. Producers (one room actor per room, plus the
 //! connection actor) and the one consumer hold the lock for a push or a swap only.
+//!
+//! The consumer's waker lives under the same lock: a producer that finds the queue empty
+//! takes it and wakes the socket task after unlocking — one lock per delivery, where a
+//! separate `Notify` would take a second one on each side.
 
 use crate::protocol::CloseCode;
 use std::collections::VecDeque;
+use std::future::poll_fn;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use tokio::sync::Notify;
+use std::task::{Context, Poll, Waker};
 use tokio_tungstenite::tungstenite::Message;
 
 /// One entry of the outbound queue.
@@ -57,13 +62,30 @@ struct State {
     items: VecDeque<Item>,
     close: Option<CloseCode>,
     receiver_gone: bool,
+    /// The socket task, when it waits for items or a close.
+    waker: Option<Waker>,
+}
+
+impl State {
+    /// Stores the consumer's waker, cloning only when it changed.
+    fn register(&mut self, cx: &Context<'_>) {
+        match &self.waker {
+            Some(waker) if waker.will_wake(cx.waker()) => {}
+            _ => self.waker = Some(cx.waker().clone()),
+        }
+    }
+}
+
+/// Wakes the consumer, if it was waiting, once the lock is released.
+fn wake(waker: Option<Waker>) {
+    if let Some(waker) = waker {
+        waker.wake();
+    }
 }
 
 #[derive(Debug)]
 struct Shared {
     state: Mutex<State>,
-    /// Wakes the consumer: new items after the queue was empty, or a close request.
-    wake: Notify,
     capacity: usize,
 }
 
@@ -90,7 +112,6 @@ pub struct OutboundReceiver {
 pub fn channel(capacity: usize) -> (Outbound, OutboundReceiver) {
     let shared = Arc::new(Shared {
         state: Mutex::new(State::default()),
-        wake: Notify::new(),
         capacity,
     });
     (
@@ -104,7 +125,7 @@ pub fn channel(capacity: usize) -> (Outbound, OutboundReceiver) {
 impl Outbound {
     /// Queues an item without waiting.
     pub fn try_send(&self, item: Item) -> Result<(), QueueError> {
-        let was_empty = {
+        let waker = {
             let mut state = self.shared.lock();
             if state.receiver_gone || state.close.is_some() {
                 return Err(QueueError::Closed);
@@ -113,12 +134,14 @@ impl Outbound {
                 return Err(QueueError::Full);
             }
             state.items.push_back(item);
-            state.items.len() == 1
+            // The consumer takes everything at once, so only the first item wakes it.
+            if state.items.len() == 1 {
+                state.waker.take()
+            } else {
+                None
+            }
         };
-        // The consumer takes everything at once, so only the first item needs a wake-up.
-        if was_empty {
-            self.shared.wake.notify_one();
-        }
+        wake(waker);
         Ok(())
     }
 
@@ -149,18 +172,16 @@ impl Outbound {
     /// Asks the socket task to close the connection with `code`. The first request wins;
     /// queued frames are dropped, since the client resumes from its last position.
     pub fn close(&self, code: CloseCode) {
-        let first = {
+        let waker = {
             let mut state = self.shared.lock();
-            let first = state.close.is_none();
-            if first {
-                state.close = Some(code);
-                state.items.clear();
+            if state.close.is_some() {
+                return;
             }
-            first
+            state.close = Some(code);
+            state.items.clear();
+            state.waker.take()
         };
-        if first {
-            self.shared.wake.notify_one();
-        }
+        wake(waker);
     }
 
     /// Queues `frame` and then a close with `code`, so both go out after everything
@@ -172,17 +193,16 @@ impl Outbound {
                 return;
             }
             if state.items.len() + 2 > self.shared.capacity {
-                false
+                None
             } else {
                 state.items.push_back(Item::Frame(frame));
                 state.items.push_back(Item::Close(code));
-                true
+                Some(state.waker.take())
             }
         };
-        if queued {
-            self.shared.wake.notify_one();
-        } else {
-            self.close(code);
+        match queued {
+            Some(waker) => wake(waker),
+            None => self.close(code),
         }
     }
 
@@ -197,19 +217,21 @@ impl OutboundReceiver {
     /// Waits until items are queued or a close is requested. Items are swapped into
     /// `batch` (which must be empty) in one step, so its allocation is reused.
     pub async fn recv(&mut self, batch: &mut VecDeque<Item>) -> Received {
-        loop {
-            {
-                let mut state = self.shared.lock();
-                if let Some(code) = state.close {
-                    return Received::Close(code);
-                }
-                if !state.items.is_empty() {
-                    std::mem::swap(&mut state.items, batch);
-                    return Received::Items;
-                }
-            }
-            self.shared.wake.notified().await;
+        poll_fn(|cx| self.poll_recv(cx, batch)).await
+    }
+
+    /// Poll form of [`OutboundReceiver::recv`].
+    pub fn poll_recv(&mut self, cx: &Context<'_>, batch: &mut VecDeque<Item>) -> Poll<Received> {
+        let mut state = self.shared.lock();
+        if let Some(code) = state.close {
+            return Poll::Ready(Received::Close(code));
         }
+        if state.items.is_empty() {
+            state.register(cx);
+            return Poll::Pending;
+        }
+        std::mem::swap(&mut state.items, batch);
+        Poll::Ready(Received::Items)
     }
 
     /// Appends whatever is queued now to `batch`, without waiting.
@@ -222,12 +244,17 @@ impl OutboundReceiver {
 
     /// Waits until a close is requested.
     pub async fn close_requested(&self) -> CloseCode {
-        loop {
-            if let Some(code) = self.shared.lock().close {
-                return code;
+        poll_fn(|cx| {
+            let mut state = self.shared.lock();
+            match state.close {
+                Some(code) => Poll::Ready(code),
+                None => {
+                    state.register(cx);
+                    Poll::Pending
+                }
             }
-            self.shared.wake.notified().await;
-        }
+        })
+        .await
     }
 }
 
@@ -236,6 +263,7 @@ impl Drop for OutboundReceiver {
         let mut state = self.shared.lock();
         state.receiver_gone = true;
         state.items = VecDeque::new();
+        state.waker = None;
     }
 }
 
@@ -298,5 +326,17 @@ mod tests {
         tokio::task::yield_now().await;
         outbound.try_send(text("late")).unwrap();
         assert_eq!(consumer.await.unwrap(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_receiver_waiting_during_a_write_is_woken_by_a_close_only() {
+        let (outbound, receiver) = channel(4);
+        let consumer = tokio::spawn(async move { receiver.close_requested().await });
+        tokio::task::yield_now().await;
+        outbound.try_send(text("more")).unwrap();
+        tokio::task::yield_now().await;
+        assert!(!consumer.is_finished(), "new items do not end a write");
+        outbound.close(CloseCode::ServiceRestart);
+        assert_eq!(consumer.await.unwrap(), CloseCode::ServiceRestart);
     }
 }

@@ -4,18 +4,25 @@
 //! `INBOUND_IN_FLIGHT` waiting, so a client that floods stops being read instead of
 //! growing a mailbox), writes the outbound queue in batches (one flush for all frames
 //! queued at that moment), pings the client, and closes the socket when asked by the
-//! close signal, when the actor dies, or when the client goes away.
+//! close signal (which the connection actor also raises when it stops or fails), or when
+//! the client goes away.
+//!
+//! This loop runs once per delivery, so it avoids work per turn: no allocation for a
+//! write, no future created for a branch that is disabled, nothing polled that cannot
+//! have changed.
 
 use super::actor::{ConnectionMsg, ConnectionRef};
 use super::outbound::{Item, OutboundReceiver, Received};
 use crate::protocol::CloseCode;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{Sink, SinkExt, StreamExt};
 use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::Semaphore;
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
@@ -40,12 +47,10 @@ pub enum Ending {
     Gone,
 }
 
-/// Runs the connection until it ends; returns how it ended. `actor_done` resolves when
-/// the connection actor stops for any reason (including a panic).
+/// Runs the connection until it ends; returns how it ended.
 pub async fn pump<S>(
     ws: &mut WebSocketStream<S>,
     actor: &ConnectionRef,
-    actor_done: &mut JoinHandle<()>,
     outbound: &mut OutboundReceiver,
     heartbeat: Duration,
     coalesce: bool,
@@ -63,7 +68,6 @@ where
     loop {
         tokio::select! {
             biased;
-            _ = &mut *actor_done => return Ending::Close(CloseCode::InternalError),
             received = outbound.recv(&mut batch) => {
                 if let Received::Close(code) = received {
                     return Ending::Close(code);
@@ -73,21 +77,24 @@ where
                     Box::pin(tokio::time::sleep(COALESCE_WINDOW)).await;
                     outbound.take_more(&mut batch);
                 }
+                let mut closing = None;
                 tokio::select! {
                     biased;
                     code = outbound.close_requested() => return Ending::Close(code),
-                    // Boxed, like the ping below: space for these rarely pending futures
-                    // would otherwise be reserved in every idle connection's task.
-                    written = Box::pin(write_all(ws, &mut batch)) => match written {
-                        Err(_) => return Ending::Gone,
-                        Ok(Some(code)) => return Ending::Close(code),
-                        Ok(None) => {}
-                    },
+                    written = poll_fn(|cx| poll_write(ws, &mut batch, &mut closing, cx)) => {
+                        match (written, closing) {
+                            (Err(_), _) => return Ending::Gone,
+                            (Ok(()), Some(code)) => return Ending::Close(code),
+                            (Ok(()), None) => {}
+                        }
+                    }
                 }
                 // Idle connections should own no queue buffer.
                 batch = VecDeque::new();
             }
-            permit = permits.clone().acquire_owned(), if inbound_permit.is_none() => {
+            // select! builds every branch's future each turn, enabled or not: the async
+            // block makes that free, the semaphore is touched only when it is polled.
+            permit = async { permits.clone().acquire_owned().await }, if inbound_permit.is_none() => {
                 inbound_permit = Some(permit.expect("never closed"));
             }
             inbound = ws.next(), if inbound_permit.is_some() => {
@@ -121,33 +128,42 @@ where
 }
 
 /// Writes every queued item, then flushes once: a client with many frames queued costs
-/// one socket write, not one per frame. Returns the close code of a queued
-/// [`Item::Close`], if one was reached.
-async fn write_all<S>(
+/// one socket write, not one per frame. A queued [`Item::Close`] ends the batch and is
+/// reported in `closing`. What is not written yet stays at the front of `batch`, so the
+/// next poll goes on where this one stopped; the state lives in the caller, and a write
+/// needs no future of its own (nor an allocation to keep idle tasks small).
+fn poll_write<S>(
     ws: &mut WebSocketStream<S>,
     batch: &mut VecDeque<Item>,
-) -> Result<Option<CloseCode>, WsError>
+    closing: &mut Option<CloseCode>,
+    cx: &mut Context<'_>,
+) -> Poll<Result<(), WsError>>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut close = None;
+    let mut ws = Pin::new(ws);
     while let Some(item) = batch.pop_front() {
         match item {
-            Item::Frame(frame) => ws.feed(frame).await?,
+            Item::Frame(frame) => match ws.as_mut().poll_ready(cx) {
+                Poll::Ready(Ok(())) => ws.as_mut().start_send(frame)?,
+                Poll::Ready(Err(err)) => return Poll::Ready(Err(err)),
+                Poll::Pending => {
+                    batch.push_front(Item::Frame(frame));
+                    return Poll::Pending;
+                }
+            },
             Item::Batch(frames) => {
-                for frame in frames {
-                    ws.feed(frame).await?;
+                for frame in frames.into_iter().rev() {
+                    batch.push_front(Item::Frame(frame));
                 }
             }
             Item::Close(code) => {
-                close = Some(code);
+                *closing = Some(code);
                 batch.clear();
-                break;
             }
         }
     }
-    ws.flush().await?;
-    Ok(close)
+    ws.poll_flush(cx)
 }
 
 /// Maps a read error to how the connection ends.
