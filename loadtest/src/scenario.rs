@@ -334,6 +334,20 @@ mod tests {
     }
 
     #[test]
+    fn every_shipped_scenario_loads() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
+        let mut loaded = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|ext| ext == "toml") {
+                Scenario::load(&path).unwrap_or_else(|err| panic!("{}: {err}", path.display()));
+                loaded += 1;
+            }
+        }
+        assert!(loaded >= 7, "found {loaded} scenarios in {}", dir.display());
+    }
+
+    #[test]
     fn bad_scenarios_are_refused() {
         assert!(
             Scenario::parse(&MINIMAL.replace("targets = [\"ws://127.0.0.1:1/ws\"]", "")).is_err()

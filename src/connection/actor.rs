@@ -121,15 +121,9 @@ impl Actor for ConnectionActor {
         message: ConnectionMsg,
         state: &mut ConnectionState,
     ) -> Result<(), ActorProcessingErr> {
-        match message {
-            ConnectionMsg::Inbound(frame, _permit) => match state.encoding.decode_client(&frame) {
-                // Boxed: request futures are large, and an unboxed one would be reserved
-                // inside every idle connection's actor task.
-                Ok(frame) => Box::pin(self.handle_frame(state, frame)).await,
-                Err(DecodeError { id, code, message }) => state.send_error(id, code, message),
-            },
-            ConnectionMsg::Crash => panic!("fault injected into connection {}", state.conn_id),
-        }
+        // Boxed: handling a request takes a large future, and an unboxed one would be
+        // reserved inside every idle connection's actor task.
+        Box::pin(self.handle_message(message, state)).await;
         Ok(())
     }
 
@@ -146,6 +140,16 @@ impl Actor for ConnectionActor {
 }
 
 impl ConnectionActor {
+    async fn handle_message(&self, message: ConnectionMsg, state: &mut ConnectionState) {
+        match message {
+            ConnectionMsg::Inbound(frame, _permit) => match state.encoding.decode_client(&frame) {
+                Ok(frame) => self.handle_frame(state, frame).await,
+                Err(DecodeError { id, code, message }) => state.send_error(id, code, message),
+            },
+            ConnectionMsg::Crash => panic!("fault injected into connection {}", state.conn_id),
+        }
+    }
+
     async fn handle_frame(&self, state: &mut ConnectionState, frame: ClientFrame) {
         match frame {
             ClientFrame::Subscribe { id, room, since } => {

@@ -95,15 +95,22 @@ impl Connections {
         let actor = ConnectionActor {
             context: inner.context.clone(),
         };
-        let (actor, actor_done) =
-            match Actor::spawn_linked(None, actor, args, inner.supervisor.get_cell()).await {
-                Ok(spawned) => spawned,
-                Err(err) => {
-                    tracing::error!(error = %err, "cannot start a connection actor");
-                    socket::finish(&mut ws, Ending::Close(CloseCode::InternalError)).await;
-                    return;
-                }
-            };
+        // Boxed: the spawn future is larger than everything this task holds afterwards,
+        // and an unboxed one would be reserved in every connection's task for its life.
+        let spawn = Box::pin(Actor::spawn_linked(
+            None,
+            actor,
+            args,
+            inner.supervisor.get_cell(),
+        ));
+        let (actor, actor_done) = match spawn.await {
+            Ok(spawned) => spawned,
+            Err(err) => {
+                tracing::error!(error = %err, "cannot start a connection actor");
+                socket::finish(&mut ws, Ending::Close(CloseCode::InternalError)).await;
+                return;
+            }
+        };
         inner.live.insert(
             conn_id,
             Live {
