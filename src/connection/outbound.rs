@@ -220,8 +220,7 @@ impl OutboundReceiver {
         poll_fn(|cx| self.poll_recv(cx, batch)).await
     }
 
-    /// Poll form of [`OutboundReceiver::recv`].
-    pub fn poll_recv(&mut self, cx: &Context<'_>, batch: &mut VecDeque<Item>) -> Poll<Received> {
+    fn poll_recv(&mut self, cx: &Context<'_>, batch: &mut VecDeque<Item>) -> Poll<Received> {
         let mut state = self.shared.lock();
         if let Some(code) = state.close {
             return Poll::Ready(Received::Close(code));

@@ -7,9 +7,9 @@
 //! close signal (which the connection actor also raises when it stops or fails), or when
 //! the client goes away.
 //!
-//! This loop runs once per delivery, so it avoids work per turn: no allocation for a
-//! write, no future created for a branch that is disabled, nothing polled that cannot
-//! have changed.
+//! This loop turns once per delivery, so a turn does little: no allocation for a write,
+//! no future built for a disabled branch, and no watch on the actor's task (the actor's
+//! end arrives as a close request instead).
 
 use super::actor::{ConnectionMsg, ConnectionRef};
 use super::outbound::{Item, OutboundReceiver, Received};
