@@ -110,9 +110,21 @@ pub struct HistoryPage {
 pub enum BrokerEvent {
     /// A publication of a room this instance is subscribed to.
     Publication(Arc<Publication>),
-    /// The broker's fan-out connection was re-established: messages may have been lost,
-    /// every room must compare its position with the broker's top and fill gaps.
-    Resync,
+    /// Messages of these rooms may have been lost or may be being lost (a fan-out
+    /// connection died, was re-established, or a room's channel moved to another
+    /// server): each room compares its position with the broker's top, fills what it
+    /// missed, and until that succeeds checks with the broker before answering a
+    /// subscribe.
+    Resync(ResyncScope),
+}
+
+/// Which rooms a [`BrokerEvent::Resync`] concerns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResyncScope {
+    /// Every room of this instance.
+    All,
+    /// These rooms only (those served by one failed part of the broker).
+    Rooms(Vec<RoomName>),
 }
 
 /// Sender half of the channel a broker pushes its events into.

@@ -116,6 +116,10 @@ pub struct RoomState {
     /// A publication reused a delivered sequence number and the broker could not be
     /// told yet: retried with the next resync.
     rewind_pending: bool,
+    /// The broker said this room may have missed messages (its Pub/Sub subscription
+    /// died or moved) and no comparison with the broker has succeeded since: until one
+    /// does, a subscribe checks with the broker first instead of trusting the cursor.
+    stale: bool,
 }
 
 impl RoomState {
@@ -143,6 +147,11 @@ impl Actor for RoomActor {
             Ok(state) => Ok(state),
             Err(err) => {
                 self.registry.remove_if_current(&room, myself.get_id());
+                // The broker subscription may have been made before the failure; the
+                // next actor of this room subscribes again (requests stay in order).
+                if let Err(err) = self.broker.unsubscribe(&room).await {
+                    tracing::debug!(%room, error = %err, "broker unsubscribe after a failed start");
+                }
                 Err(err.into())
             }
         }
@@ -171,6 +180,7 @@ impl Actor for RoomActor {
             }
             RoomMsg::Resync => {
                 state.fill_retry_scheduled = false;
+                state.stale = true;
                 self.resync(&myself, state).await;
             }
             RoomMsg::Sweep => {
@@ -241,6 +251,7 @@ impl RoomActor {
             linger_generation: 0,
             fill_retry_scheduled: false,
             rewind_pending: false,
+            stale: false,
         };
         let (inherited, previous_epoch) = {
             let mut members = state.members.lock();
@@ -298,12 +309,15 @@ impl RoomActor {
             return Ok(());
         }
         // A client coming from an instance that is further along (or already in a newer
-        // epoch) than this room: catch this room up from the broker first, so the client
-        // neither waits for messages it has nor gets them twice.
-        if let Some(since) = &since
-            && (since.epoch != state.epoch || since.seq > state.cursor)
-        {
+        // epoch) than this room, or a room that may have missed messages: catch this
+        // room up from the broker first, so the client neither waits for messages it
+        // has, nor gets them twice, nor is told a position the broker has moved past.
+        let ahead = since
+            .as_ref()
+            .is_some_and(|since| since.epoch != state.epoch || since.seq > state.cursor);
+        if ahead || state.stale {
             self.fill_to_top(state).await?;
+            state.stale = false;
         }
         let (replay, loss) = match &since {
             Some(since) => self.plan_replay(state, since).await?,
@@ -460,17 +474,17 @@ impl RoomActor {
         if state.rewind_pending {
             let fresh = self.broker.reset_epoch(&state.room, &state.epoch).await?;
             state.rewind_pending = false;
-            self.adopt_epoch(state, fresh);
+            if fresh.epoch != state.epoch {
+                self.adopt_epoch(state, fresh.epoch);
+            }
         }
         let page = self
             .broker
             .history(&state.room, HistoryQuery::Latest { limit: 0 })
             .await?;
-        if self.reconcile(state, &page.top).await? {
-            return Ok(());
-        }
-        if page.top.seq > state.cursor {
-            self.fill(state, page.top.seq).await?;
+        let top = self.reconcile(state, &page.top).await?.unwrap_or(page.top);
+        if top.seq > state.cursor {
+            self.fill(state, top.seq).await?;
         }
         Ok(())
     }
@@ -478,39 +492,55 @@ impl RoomActor {
     /// Compares the broker's top with what was delivered. A new epoch is adopted; a top
     /// below the cursor in the same epoch means the stream was rewound (the broker came
     /// back from older data), so the room is moved to a new epoch before any reused
-    /// sequence number can be mistaken for a delivered one. Returns true when the room
-    /// changed epoch (a page read with the old epoch is then stale).
-    async fn reconcile(&self, state: &mut RoomState, top: &Position) -> Result<bool, BrokerError> {
+    /// sequence number can be mistaken for a delivered one. Returns the new epoch's top
+    /// when the room changed epoch: the cursor is then 0, and everything up to that top
+    /// is still to be delivered (a page read in the old epoch is stale).
+    async fn reconcile(
+        &self,
+        state: &mut RoomState,
+        top: &Position,
+    ) -> Result<Option<Position>, BrokerError> {
         if top.epoch != state.epoch {
-            self.adopt_epoch(state, top.clone());
-            return Ok(true);
+            self.adopt_epoch(state, top.epoch.clone());
+            return Ok(Some(top.clone()));
         }
         if top.seq < state.cursor {
             tracing::warn!(room = %state.room, top = top.seq, delivered = state.cursor, "room stream went backwards; starting a new epoch");
             let fresh = self.broker.reset_epoch(&state.room, &state.epoch).await?;
-            self.adopt_epoch(state, fresh);
-            return Ok(true);
+            if fresh.epoch != state.epoch {
+                self.adopt_epoch(state, fresh.epoch.clone());
+                return Ok(Some(fresh));
+            }
         }
-        Ok(false)
+        Ok(None)
     }
 
     /// Delivers `(cursor, up_to]` from the broker's replay buffer, or resets subscribers
     /// when the buffer no longer has it.
-    async fn fill(&self, state: &mut RoomState, up_to: u64) -> Result<(), BrokerError> {
-        let after = state.cursor;
-        let page = self
-            .broker
-            .history(
-                &state.room,
-                HistoryQuery::After {
-                    seq: after,
-                    limit: (up_to - after) as usize,
-                },
-            )
-            .await?;
-        if self.reconcile(state, &page.top).await? {
-            return Ok(());
-        }
+    async fn fill(&self, state: &mut RoomState, mut up_to: u64) -> Result<(), BrokerError> {
+        let (after, page) = loop {
+            let after = state.cursor;
+            let page = self
+                .broker
+                .history(
+                    &state.room,
+                    HistoryQuery::After {
+                        seq: after,
+                        limit: (up_to - after) as usize,
+                    },
+                )
+                .await?;
+            match self.reconcile(state, &page.top).await? {
+                // A new epoch: its stream is read again from its first message.
+                Some(top) => {
+                    up_to = top.seq;
+                    if up_to <= state.cursor {
+                        return Ok(());
+                    }
+                }
+                None => break (after, page),
+            }
+        };
         if page.publications.first().map(|p| p.seq) != Some(after + 1) {
             // The replay buffer no longer holds the next message: continue from what it
             // has, after telling subscribers they missed something.
@@ -540,6 +570,7 @@ impl RoomActor {
             self.schedule_fill_retry(myself, state);
             return;
         }
+        state.stale = false;
         self.drain_pending(myself, state).await;
     }
 
@@ -550,18 +581,16 @@ impl RoomActor {
         }
     }
 
-    /// The broker's stream is a new incarnation: every subscriber is told, and delivery
-    /// continues after the new top.
-    fn adopt_epoch(&self, state: &mut RoomState, top: Position) {
-        tracing::warn!(room = %state.room, old = %state.epoch, new = %top.epoch, "room epoch changed; history was lost");
-        state.epoch = top.epoch.clone();
-        state.members.lock().epoch = Some(top.epoch);
+    /// The broker's stream is a new incarnation: every subscriber is told the old epoch
+    /// ended, and the new epoch is delivered from its first message (the caller fills
+    /// it), so nothing acknowledged in the new epoch is skipped.
+    fn adopt_epoch(&self, state: &mut RoomState, epoch: Epoch) {
+        tracing::warn!(room = %state.room, old = %state.epoch, new = %epoch, "room epoch changed; history was lost");
+        state.epoch = epoch.clone();
+        state.members.lock().epoch = Some(epoch);
         state.cache.clear();
         state.pending.retain(|_, p| p.epoch == state.epoch);
-        self.reset_subscribers(state, LossReason::EpochChanged, top.seq);
-        // `reset_subscribers` moved the cursor; drop anything pending at or below it.
-        let cursor = state.cursor;
-        state.pending.retain(|seq, _| *seq > cursor);
+        self.reset_subscribers(state, LossReason::EpochChanged, 0);
     }
 
     /// Tells every subscriber that continuity was lost and moves the cursor to `seq`.

@@ -11,7 +11,7 @@ pub use actor::{RoomMsg, RoomRef, RoomSettings, SubscribeRequest};
 pub use members::Subscriber;
 pub use supervisor::RestartPolicy;
 
-use crate::broker::{Broker, BrokerError, BrokerEvent, EventReceiver};
+use crate::broker::{Broker, BrokerError, BrokerEvent, EventReceiver, ResyncScope};
 use crate::protocol::RoomName;
 use crate::stream::Position;
 use ractor::rpc::CallResult;
@@ -177,9 +177,16 @@ async fn dispatch(registry: Arc<Registry>, mut events: EventReceiver) {
                     let _ = actor.cast(RoomMsg::Publication(publication));
                 }
             }
-            BrokerEvent::Resync => {
+            BrokerEvent::Resync(ResyncScope::All) => {
                 for actor in registry.all() {
                     let _ = actor.cast(RoomMsg::Resync);
+                }
+            }
+            BrokerEvent::Resync(ResyncScope::Rooms(rooms)) => {
+                for room in rooms {
+                    if let Some(actor) = registry.get(room.as_str()) {
+                        let _ = actor.cast(RoomMsg::Resync);
+                    }
                 }
             }
         }

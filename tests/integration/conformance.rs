@@ -38,7 +38,7 @@ async fn next_publication_seq(events: &mut EventReceiver) -> u64 {
             .expect("channel open")
         {
             BrokerEvent::Publication(p) => return p.seq,
-            BrokerEvent::Resync => continue,
+            BrokerEvent::Resync(_) => continue,
         }
     }
 }
@@ -108,7 +108,10 @@ async fn conformance(broker: &dyn Broker, events: &mut EventReceiver) {
     broker.unsubscribe(&room).await.unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
     while let Ok(event) = events.try_recv() {
-        assert!(matches!(event, BrokerEvent::Resync), "unexpected {event:?}");
+        assert!(
+            matches!(event, BrokerEvent::Resync(_)),
+            "unexpected {event:?}"
+        );
     }
     broker.publish(&room, request(7, None)).await.unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;

@@ -6,7 +6,7 @@ use crate::support::{TestClient, TestServer};
 use async_trait::async_trait;
 use roomcast::broker::{
     Broker, BrokerError, BrokerEvent, BrokerStatus, EventSender, HistoryPage, HistoryQuery,
-    HistorySettings, MemoryBroker, PublishAck, PublishRequest,
+    HistorySettings, MemoryBroker, PublishAck, PublishRequest, ResyncScope,
 };
 use roomcast::config::Config;
 use roomcast::protocol::{Encoding, RoomName, ServerFrame};
@@ -54,7 +54,7 @@ impl GatedBroker {
     }
 
     fn resync(&self) {
-        let _ = self.out.send(BrokerEvent::Resync);
+        let _ = self.out.send(BrokerEvent::Resync(ResyncScope::All));
     }
 
     fn rewind_to(&self, seq: u64) {

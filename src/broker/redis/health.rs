@@ -32,14 +32,6 @@ impl Health {
         *self.commands.lock().unwrap_or_else(|e| e.into_inner()) = state;
     }
 
-    /// Whether publications are arriving.
-    pub fn pubsub_ready(&self) -> bool {
-        self.pubsub
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_ok()
-    }
-
     /// Ready when both connections work; otherwise says which does not.
     pub fn status(&self) -> BrokerStatus {
         let pubsub = self

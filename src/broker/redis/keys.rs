@@ -19,6 +19,11 @@ impl Keys {
         }
     }
 
+    /// The prefix of every name.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
     /// The room's position: hash with `epoch`, `seq` and `rid` (the Redis run id).
     pub fn meta(&self, room: &RoomName) -> String {
         format!("{}:{{{}}}:meta", self.prefix, room)

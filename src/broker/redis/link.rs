@@ -11,15 +11,13 @@ use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, RedisError, RedisFuture, Value};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
-use tokio::sync::mpsc;
 
 /// Where to connect.
 #[derive(Debug, Clone)]
 pub enum Target {
     /// One Redis.
     Single(redis::Client),
-    /// A Redis Cluster, with push messages (sharded Pub/Sub, disconnections) sent to the
-    /// given channel.
+    /// A Redis Cluster, by its seed nodes (Pub/Sub has connections of its own).
     Cluster(Vec<String>),
 }
 
@@ -66,18 +64,15 @@ pub struct Link {
     current: Arc<RwLock<Option<Connection>>>,
 }
 
-/// Sender of the push messages of a cluster connection.
-pub type PushSender = mpsc::UnboundedSender<redis::PushInfo>;
-
 impl Link {
     /// A handle that keeps trying to connect to `target` until it succeeds.
-    pub fn connect(target: Target, settings: RedisSettings, pushes: Option<PushSender>) -> Link {
+    pub fn connect(target: Target, settings: RedisSettings) -> Link {
         let link = Link::default();
         let slot = link.current.clone();
         tokio::spawn(async move {
             let mut delay = Duration::from_millis(50);
             loop {
-                match open(&target, &settings, pushes.clone()).await {
+                match open(&target, &settings).await {
                     Ok(connection) => {
                         *slot.write().unwrap_or_else(|e| e.into_inner()) = Some(connection);
                         tracing::info!("connected to Redis");
@@ -104,11 +99,7 @@ impl Link {
     }
 }
 
-async fn open(
-    target: &Target,
-    settings: &RedisSettings,
-    pushes: Option<PushSender>,
-) -> Result<Connection, RedisError> {
+async fn open(target: &Target, settings: &RedisSettings) -> Result<Connection, RedisError> {
     match target {
         Target::Single(client) => {
             let config = ConnectionManagerConfig::new()
@@ -120,15 +111,13 @@ async fn open(
             Ok(Connection::Single(manager))
         }
         Target::Cluster(nodes) => {
-            let mut builder = redis::cluster::ClusterClientBuilder::new(nodes.clone())
-                .use_protocol(redis::ProtocolVersion::RESP3)
+            let connection = redis::cluster::ClusterClientBuilder::new(nodes.clone())
                 .connection_timeout(settings.connect_timeout)
                 .response_timeout(settings.command_timeout)
-                .retries(2);
-            if let Some(pushes) = pushes {
-                builder = builder.push_sender(pushes);
-            }
-            let connection = builder.build()?.get_async_connection().await?;
+                .retries(2)
+                .build()?
+                .get_async_connection()
+                .await?;
             Ok(Connection::Cluster(connection))
         }
     }

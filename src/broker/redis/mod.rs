@@ -14,10 +14,13 @@
 //!   empty, from an older snapshot, or as a promoted replica — gives rooms new epochs
 //!   instead of reusing sequence numbers (see `publish.lua`).
 
+mod cluster;
 mod envelope;
 mod health;
 mod keys;
 mod link;
+mod shard;
+mod slots;
 mod subscriber;
 
 use super::{
@@ -109,27 +112,31 @@ impl RedisBroker {
         let (requests, requests_rx) = mpsc::unbounded_channel();
         let (mode, link) = match url.strip_prefix("redis-cluster://") {
             Some(nodes) => {
-                let nodes: Vec<String> = nodes
-                    .split(',')
-                    .map(|n| format!("redis://{}", n.trim()))
-                    .collect();
-                let (pushes, pushes_rx) = mpsc::unbounded_channel();
-                let link = Link::connect(Target::Cluster(nodes), settings.clone(), Some(pushes));
-                let subscriber = Subscriber {
+                let nodes: Vec<&str> = nodes.split(',').map(str::trim).collect();
+                // Credentials of the seed nodes (`user:password@host:port`) serve every
+                // master the slot map names.
+                let userinfo = nodes[0]
+                    .rsplit_once('@')
+                    .map(|(userinfo, _)| format!("{userinfo}@"))
+                    .unwrap_or_default();
+                let seeds = nodes.iter().map(|n| format!("redis://{n}")).collect();
+                let link = Link::connect(Target::Cluster(seeds), settings.clone());
+                let subscriber = cluster::ClusterSubscriber {
                     keys: keys.clone(),
-                    probe_channel: keys.probe_channel(node_id),
+                    node_id: node_id.to_owned(),
+                    userinfo,
                     events,
                     health: health.clone(),
                     settings: settings.clone(),
                     link: link.clone(),
                 };
-                tokio::spawn(subscriber::run_cluster(subscriber, pushes_rx, requests_rx));
+                tokio::spawn(cluster::run_cluster(subscriber, requests_rx));
                 (Mode::Cluster, link)
             }
             None => {
                 let client = redis::Client::open(url)
                     .map_err(|e| BrokerError::Internal(format!("invalid Redis URL: {e}")))?;
-                let link = Link::connect(Target::Single(client.clone()), settings.clone(), None);
+                let link = Link::connect(Target::Single(client.clone()), settings.clone());
                 let subscriber = Subscriber {
                     keys: keys.clone(),
                     probe_channel: keys.probe_channel(node_id),

@@ -12,14 +12,14 @@
 //!   fill what it missed.
 //!
 //! One Redis: a dedicated Pub/Sub connection owned by one task ([`run_single`]).
-//! A Redis Cluster: sharded Pub/Sub on the cluster connection, which resubscribes by
-//! itself after reconnects and reports disconnections as push messages ([`run_cluster`]).
+//! A Redis Cluster: one connection per master, see the `cluster` and `shard` modules,
+//! which share [`deliver`] and [`publish_probe`] with this one.
 
 use super::health::Health;
 use super::keys::Keys;
-use super::link::{Connection, Link, broker_error};
+use super::link::{Link, broker_error};
 use super::{RedisSettings, envelope};
-use crate::broker::{BrokerError, BrokerEvent, EventSender};
+use crate::broker::{BrokerError, BrokerEvent, EventSender, ResyncScope};
 use futures_util::StreamExt;
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -50,39 +50,37 @@ pub struct Subscriber {
     pub link: Link,
 }
 
-impl Subscriber {
-    fn deliver(&self, channel: &[u8], payload: &[u8]) {
-        let Some(room) = self.keys.room_of_channel(channel) else {
-            return;
-        };
-        match envelope::decode(room, payload) {
-            Ok(publication) => {
-                let _ = self
-                    .events
-                    .send(BrokerEvent::Publication(Arc::new(publication)));
-            }
-            Err(err) => tracing::warn!(error = %err, "dropping a malformed publication"),
+/// Decodes a publication received on `channel` and hands it to the rooms.
+pub fn deliver(keys: &Keys, events: &EventSender, channel: &[u8], payload: &[u8]) {
+    let Some(room) = keys.room_of_channel(channel) else {
+        return;
+    };
+    match envelope::decode(room, payload) {
+        Ok(publication) => {
+            let _ = events.send(BrokerEvent::Publication(Arc::new(publication)));
         }
+        Err(err) => tracing::warn!(error = %err, "dropping a malformed publication"),
     }
+}
 
-    /// Publishes one probe in the background; records whether Redis took it.
-    fn send_probe(&self, command: &'static str) {
-        let link = self.link.clone();
-        let channel = self.probe_channel.clone();
-        let health = self.health.clone();
-        tokio::spawn(async move {
-            let result = match link.get() {
-                Ok(mut connection) => redis::cmd(command)
-                    .arg(&channel)
-                    .arg("probe")
-                    .query_async::<i64>(&mut connection)
-                    .await
-                    .map_err(broker_error),
-                Err(err) => Err(err),
-            };
-            health.set_commands(result.as_ref().map(|_| ()).map_err(|e| e.to_string()));
-        });
-    }
+/// Publishes one probe on `channel` in the background (`PUBLISH` or `SPUBLISH`, through
+/// the command connection); records whether Redis took it.
+pub fn publish_probe(link: &Link, health: &Arc<Health>, command: &'static str, channel: &str) {
+    let link = link.clone();
+    let channel = channel.to_owned();
+    let health = health.clone();
+    tokio::spawn(async move {
+        let result = match link.get() {
+            Ok(mut connection) => redis::cmd(command)
+                .arg(&channel)
+                .arg("probe")
+                .query_async::<i64>(&mut connection)
+                .await
+                .map_err(broker_error),
+            Err(err) => Err(err),
+        };
+        health.set_commands(result.as_ref().map(|_| ()).map_err(|e| e.to_string()));
+    });
 }
 
 /// One Redis: owns the Pub/Sub connection, reconnects it, probes it.
@@ -140,7 +138,7 @@ pub async fn run_single(
         metrics::counter!("roomcast_broker_pubsub_connects_total").increment(1);
         this.health.set_pubsub(Ok(()));
         // Anything published while we were not subscribed is in the replay buffers.
-        let _ = this.events.send(BrokerEvent::Resync);
+        let _ = this.events.send(BrokerEvent::Resync(ResyncScope::All));
 
         let mut probe = tokio::time::interval(this.settings.probe_interval);
         let mut last_probe = Instant::now();
@@ -152,7 +150,7 @@ pub async fn run_single(
                     if channel == this.probe_channel.as_bytes() {
                         last_probe = Instant::now();
                     } else {
-                        this.deliver(channel, message.get_payload_bytes());
+                        deliver(&this.keys, &this.events, channel, message.get_payload_bytes());
                     }
                 }
                 request = requests.recv() => match request {
@@ -186,102 +184,12 @@ pub async fn run_single(
                         metrics::counter!("roomcast_broker_probe_failures_total").increment(1);
                         break format!("no probe received for {:?}", last_probe.elapsed());
                     }
-                    this.send_probe("PUBLISH");
+                    publish_probe(&this.link, &this.health, "PUBLISH", &this.probe_channel);
                 }
             }
         };
         tracing::warn!(reason = %why, "Redis Pub/Sub connection lost; reconnecting");
         metrics::counter!("roomcast_broker_reconnects_total").increment(1);
         this.health.set_pubsub(Err(why));
-    }
-}
-
-/// A Redis Cluster: sharded subscriptions go through the cluster connection (which
-/// resubscribes after reconnects); this task reads its push messages, probes, and asks
-/// rooms to resync after any disconnection.
-pub async fn run_cluster(
-    this: Subscriber,
-    mut pushes: mpsc::UnboundedReceiver<redis::PushInfo>,
-    mut requests: mpsc::UnboundedReceiver<Request>,
-) {
-    let mut probe = tokio::time::interval(this.settings.probe_interval);
-    let mut last_probe = Instant::now();
-    let mut probe_subscribed = false;
-    let mut resync_at: Option<Instant> = None;
-    loop {
-        let resync_due = async {
-            match resync_at {
-                Some(at) => tokio::time::sleep_until(at).await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            push = pushes.recv() => {
-                let Some(push) = push else { return };
-                match push.kind {
-                    redis::PushKind::SMessage | redis::PushKind::Message => {
-                        if let [redis::Value::BulkString(channel), redis::Value::BulkString(payload), ..] = push.data.as_slice() {
-                            if channel.as_slice() == this.probe_channel.as_bytes() {
-                                last_probe = Instant::now();
-                                if !this.health.pubsub_ready() {
-                                    // Back after an outage: rooms compare and fill.
-                                    resync_at = Some(Instant::now());
-                                }
-                                this.health.set_pubsub(Ok(()));
-                            } else {
-                                this.deliver(channel, payload);
-                            }
-                        }
-                    }
-                    redis::PushKind::Disconnection => {
-                        metrics::counter!("roomcast_broker_reconnects_total").increment(1);
-                        // The cluster connection resubscribes after reconnecting; resync
-                        // once that had a moment, and again when probes flow.
-                        resync_at = Some(Instant::now() + this.settings.probe_interval);
-                    }
-                    _ => {}
-                }
-            }
-            request = requests.recv() => match request {
-                None => return,
-                Some(Request::Subscribe(channel, reply)) => {
-                    let result = match this.link.get() {
-                        Ok(Connection::Cluster(mut connection)) => connection.ssubscribe(&channel).await.map_err(broker_error),
-                        Ok(Connection::Single(_)) => Err(BrokerError::Internal("cluster subscriber on a single-node link".into())),
-                        Err(err) => Err(err),
-                    };
-                    let _ = reply.send(result);
-                }
-                Some(Request::Unsubscribe(channel)) => {
-                    if let Ok(Connection::Cluster(mut connection)) = this.link.get() {
-                        let _ = connection.sunsubscribe(&channel).await;
-                    }
-                }
-            },
-            _ = resync_due => {
-                resync_at = None;
-                let _ = this.events.send(BrokerEvent::Resync);
-            }
-            _ = probe.tick() => {
-                if !probe_subscribed {
-                    if let Ok(Connection::Cluster(mut connection)) = this.link.get()
-                        && connection.ssubscribe(&this.probe_channel).await.is_ok()
-                    {
-                        probe_subscribed = true;
-                        last_probe = Instant::now();
-                    }
-                    continue;
-                }
-                if last_probe.elapsed() > this.settings.probe_timeout {
-                    if this.health.pubsub_ready() {
-                        metrics::counter!("roomcast_broker_probe_failures_total").increment(1);
-                        tracing::warn!("no Pub/Sub probe received from the cluster; not ready");
-                        resync_at = Some(Instant::now() + this.settings.probe_interval);
-                    }
-                    this.health.set_pubsub(Err(format!("no probe received for {:?}", last_probe.elapsed())));
-                }
-                this.send_probe("SPUBLISH");
-            }
-        }
     }
 }
