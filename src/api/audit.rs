@@ -2,22 +2,47 @@
 //! as CSV or JSON: rows are read in batches and sent as they come, so a large export
 //! never sits in memory).
 
-use super::input::{Checks, int_param, page_limit, query};
+use super::input::{Checks, Params, int_param, page_limit};
 use super::{Api, ApiError, FieldError, Reply, page};
 use crate::server::{Body, BoxError};
 use crate::store::{AuditEntry, AuditQuery, Store};
 use crate::tracker::format_time;
 use bytes::Bytes;
 use http_body_util::{BodyExt, StreamBody};
-use hyper::body::{Frame, Incoming};
-use hyper::{Request, Response, StatusCode};
-use std::collections::HashMap;
+use hyper::body::Frame;
+use hyper::{Response, StatusCode};
 use tokio::sync::mpsc;
 
 /// Rows read per batch while exporting.
 const EXPORT_BATCH: i64 = 500;
 
-fn filters(params: &HashMap<String, String>) -> Result<AuditQuery, ApiError> {
+/// The query parameters of `GET /api/v1/audit`.
+pub const SEARCH_PARAMS: &[&str] = &[
+    "entity",
+    "entity_id",
+    "actor",
+    "action",
+    "from",
+    "to",
+    "cursor",
+    "limit",
+];
+
+/// The query parameters of `GET /api/v1/audit/export`: the filters and the format, but
+/// no `limit` (an export has no page size; a `limit` that was silently ignored would
+/// hand over more than was asked for).
+pub const EXPORT_PARAMS: &[&str] = &[
+    "format",
+    "entity",
+    "entity_id",
+    "actor",
+    "action",
+    "from",
+    "to",
+    "cursor",
+];
+
+fn filters(params: &Params) -> Result<AuditQuery, ApiError> {
     let mut checks = Checks::default();
     if let Some(entity) = params.get("entity") {
         checks.check(
@@ -46,27 +71,64 @@ fn filters(params: &HashMap<String, String>) -> Result<AuditQuery, ApiError> {
     })
 }
 
-/// An RFC 3339 time (`2026-12-01T00:00:00Z`) as ms since the Unix epoch.
-fn time_param(params: &HashMap<String, String>, name: &str) -> Result<Option<i64>, ApiError> {
+/// A UTC time (`2026-12-01T00:00:00Z`) as ms since the Unix epoch.
+fn time_param(params: &Params, name: &str) -> Result<Option<i64>, ApiError> {
     let Some(value) = params.get(name) else {
         return Ok(None);
     };
-    humantime::parse_rfc3339_weak(value)
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map(|d| Some(d.as_millis() as i64))
-        .ok_or_else(|| {
-            ApiError::invalid(vec![FieldError {
-                field: name.to_owned(),
-                message: "must be an RFC 3339 time, e.g. 2026-12-01T00:00:00Z".into(),
-            }])
-        })
+    utc_millis(value).map(Some).ok_or_else(|| {
+        ApiError::invalid(vec![FieldError {
+            field: name.to_owned(),
+            message: "must be a UTC time such as 2026-12-01T00:00:00Z".into(),
+        }])
+    })
 }
 
-pub async fn search(api: &Api, request: Request<Incoming>) -> Reply {
-    let params = query(&request);
-    let mut audit = filters(&params)?;
-    audit.limit = page_limit(&params, api.config.page_default, api.config.page_max)?;
+/// Parses `YYYY-MM-DD`, `T` or a space, `hh:mm:ss`, an optional fraction of 1 to 9
+/// digits and an optional `Z`, from 1970 on. The shape is checked before humantime
+/// parses: alone, it also takes text after the `Z`, `+00:00`, and an offset after a
+/// fraction that it then ignores, reading such a time as UTC.
+fn utc_millis(text: &str) -> Option<i64> {
+    if !utc_shape(text) {
+        return None;
+    }
+    let time = humantime::parse_rfc3339_weak(text).ok()?;
+    let since_epoch = time.duration_since(std::time::UNIX_EPOCH).ok()?;
+    i64::try_from(since_epoch.as_millis()).ok()
+}
+
+fn utc_shape(text: &str) -> bool {
+    let b = text.as_bytes();
+    let digits = |from: usize, to: usize| b[from..to].iter().all(u8::is_ascii_digit);
+    let date_time = b.len() >= 19
+        && digits(0, 4)
+        && b[4] == b'-'
+        && digits(5, 7)
+        && b[7] == b'-'
+        && digits(8, 10)
+        && matches!(b[10], b'T' | b' ')
+        && digits(11, 13)
+        && b[13] == b':'
+        && digits(14, 16)
+        && b[16] == b':'
+        && digits(17, 19);
+    if !date_time {
+        return false;
+    }
+    // The first 19 bytes are ASCII, so 19 is a character boundary.
+    let rest = &text[19..];
+    let rest = rest.strip_suffix('Z').unwrap_or(rest);
+    match rest.strip_prefix('.') {
+        None => rest.is_empty(),
+        Some(fraction) => {
+            (1..=9).contains(&fraction.len()) && fraction.bytes().all(|d| d.is_ascii_digit())
+        }
+    }
+}
+
+pub async fn search(api: &Api, params: &Params) -> Reply {
+    let mut audit = filters(params)?;
+    audit.limit = page_limit(params, api.config.page_default, api.config.page_max)?;
     let entries = api.store.search_audit(&audit).await?;
     Ok(page(&entries, audit.limit, |entry| entry.id))
 }
@@ -78,8 +140,9 @@ enum Format {
     Json,
 }
 
-pub async fn export(api: &Api, request: Request<Incoming>) -> Reply {
-    let params = query(&request);
+/// Every check of the request happens here, before the 200 and the first row: once
+/// streaming started, a problem can only break the transfer.
+pub async fn export(api: &Api, params: &Params) -> Reply {
     let format = match params.get("format").map(String::as_str) {
         None | Some("json") => Format::Json,
         Some("csv") => Format::Csv,
@@ -90,7 +153,7 @@ pub async fn export(api: &Api, request: Request<Incoming>) -> Reply {
             }]));
         }
     };
-    let mut audit = filters(&params)?;
+    let mut audit = filters(params)?;
     audit.limit = EXPORT_BATCH;
     // Fail before the 200 if the database cannot answer at all.
     api.store.ping().await?;
@@ -198,4 +261,33 @@ fn csv_line(out: &mut String, entry: &AuditEntry) {
         }
     }
     out.push('\n');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::utc_millis;
+
+    #[test]
+    fn utc_times_in_one_shape_only() {
+        let day = 20_423 * 86_400_000;
+        assert_eq!(utc_millis("2025-12-01T00:00:00Z"), Some(day));
+        assert_eq!(utc_millis("2025-12-01 00:00:00"), Some(day));
+        assert_eq!(utc_millis("2025-12-01T00:00:00.5Z"), Some(day + 500));
+        assert_eq!(utc_millis("2025-12-01T00:00:00.123456789"), Some(day + 123));
+        for refused in [
+            "2025-12-01",
+            "2025-12-01T00:00:00+00:00",
+            "2025-12-01T00:00:00.5+05:00",
+            "2025-12-01T00:00:00Zjunk",
+            "2025-12-01T00:00:00.",
+            "2025-12-01T00:00:00.1234567890Z",
+            "2025-12-01t00:00:00z",
+            "2025-02-30T00:00:00Z",
+            "1969-12-31T23:59:59Z",
+            "2025-12-01T24:00:00Z",
+            "\u{661}025-12-01T00:00:00Z",
+        ] {
+            assert_eq!(utc_millis(refused), None, "{refused}");
+        }
+    }
 }

@@ -1,6 +1,6 @@
 //! `/api/v1/issues/{id}/comments` and `/api/v1/issues/{id}/comments/{comment_id}`.
 
-use super::input::{Checks, idempotency_key, if_match, int_param, json_body, page_limit, query};
+use super::input::{Checks, Params, idempotency_key, if_match, int_param, json_body, page_limit};
 use super::issues::not_found_as;
 use super::{
     Api, Context, Reply, idempotency, key_reused, not_modified, page, replay, resource,
@@ -25,7 +25,7 @@ fn location(issue_id: i64, id: i64) -> String {
 
 fn checked(body: CommentBody) -> Result<String, super::ApiError> {
     let mut checks = Checks::default();
-    checks.length("body", &body.body, 1, TEXT_MAX);
+    checks.text("body", &body.body, 1, TEXT_MAX);
     checks.finish()?;
     Ok(body.body)
 }
@@ -76,10 +76,12 @@ pub async fn get(api: &Api, request: Request<Incoming>, issue_id: i64, id: i64) 
     Ok(resource(StatusCode::OK, &comment, comment.version, None))
 }
 
-pub async fn list(api: &Api, request: Request<Incoming>, issue_id: i64) -> Reply {
-    let params = query(&request);
-    let limit = page_limit(&params, api.config.page_default, api.config.page_max)?;
-    let after = int_param(&params, "cursor")?.unwrap_or(0);
+/// The query parameters of `GET /api/v1/issues/{id}/comments`.
+pub const LIST_PARAMS: &[&str] = &["cursor", "limit"];
+
+pub async fn list(api: &Api, params: &Params, issue_id: i64) -> Reply {
+    let limit = page_limit(params, api.config.page_default, api.config.page_max)?;
+    let after = int_param(params, "cursor")?.unwrap_or(0);
     let comments = api
         .store
         .list_comments(issue_id, after, limit)

@@ -11,8 +11,8 @@ use serde::de::DeserializeOwned;
 use std::collections::HashMap;
 
 /// Reads a JSON body of at most `limit` bytes. Malformed JSON is 400; wrong types,
-/// unknown and missing fields are 422 naming the field; a larger body is 413; a body
-/// that says it is not JSON is 415.
+/// unknown and missing fields, lone surrogate escapes and numbers out of range are 422
+/// naming the field; a larger body is 413; a body that says it is not JSON is 415.
 pub async fn json_body<T: DeserializeOwned>(
     request: Request<Incoming>,
     limit: usize,
@@ -48,6 +48,12 @@ pub async fn json_body<T: DeserializeOwned>(
             ));
         }
     };
+    let value = parse_json(&bytes)?;
+    Ok((value, bytes))
+}
+
+/// Parses a request body: a JSON object of the shape `T`. Errors as [`json_body`] says.
+fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     // Request bodies are JSON objects; serde would also take a positional array.
     if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
         return Err(ApiError::invalid(vec![FieldError {
@@ -55,33 +61,50 @@ pub async fn json_body<T: DeserializeOwned>(
             message: "the body must be a JSON object".into(),
         }]));
     }
-    let mut deserializer = serde_json::Deserializer::from_slice(&bytes);
-    let parsed = serde_path_to_error::deserialize(&mut deserializer);
-    let value: T = match parsed {
-        Ok(value) => value,
-        Err(err) => {
-            let inner = err.inner();
-            if inner.is_syntax() || inner.is_eof() {
-                return Err(malformed(inner));
-            }
-            let message = strip_position(&inner.to_string());
-            let path = err.path().to_string();
-            // A missing field is reported at its parent: name the field itself.
-            let missing = message
-                .strip_prefix("missing field `")
-                .and_then(|m| m.strip_suffix('`'));
-            let field = match missing {
-                Some(missing) if path == "." => missing.to_owned(),
-                Some(missing) => format!("{path}.{missing}"),
-                None if path == "." => String::new(),
-                None => path,
-            };
-            return Err(ApiError::invalid(vec![FieldError { field, message }]));
-        }
-    };
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(field_error)?;
     // Trailing garbage after the value is malformed too.
     deserializer.end().map_err(|e| malformed(&e))?;
-    Ok((value, bytes))
+    Ok(value)
+}
+
+/// A body that did not parse as `T`: 400 when it is not JSON, else 422 naming the field.
+fn field_error(err: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
+    let inner = err.inner();
+    let mut message = strip_position(&inner.to_string());
+    if inner.is_syntax() || inner.is_eof() {
+        match unrepresentable(&message) {
+            Some(explained) => message = explained.to_owned(),
+            None => return malformed(inner),
+        }
+    }
+    let path = err.path().to_string();
+    // A missing field is reported at its parent: name the field itself.
+    let missing = message
+        .strip_prefix("missing field `")
+        .and_then(|m| m.strip_suffix('`'));
+    let field = match missing {
+        Some(missing) if path == "." => missing.to_owned(),
+        Some(missing) => format!("{path}.{missing}"),
+        None if path == "." => String::new(),
+        None => path,
+    };
+    ApiError::invalid(vec![FieldError { field, message }])
+}
+
+/// JSON that follows the grammar but holds a value no field can take: a UTF-16
+/// surrogate escape without its pair (`"\ud800"` is not Unicode text) or a number too
+/// large for any numeric type (`1e400`). serde_json files these under syntax errors; they
+/// are the value's fault, so the field is named (422) instead of the body being called
+/// malformed (400). Returns the message for the field.
+fn unrepresentable(message: &str) -> Option<&'static str> {
+    match message {
+        "lone leading surrogate in hex escape" | "unexpected end of hex escape" => {
+            Some("must be Unicode text (an escaped UTF-16 surrogate needs its pair)")
+        }
+        "number out of range" => Some("number out of range"),
+        _ => None,
+    }
 }
 
 fn malformed(err: &serde_json::Error) -> ApiError {
@@ -99,19 +122,46 @@ fn strip_position(message: &str) -> String {
     }
 }
 
-/// Query parameters (percent-decoded).
-pub fn query(request: &Request<Incoming>) -> HashMap<String, String> {
-    request
-        .uri()
-        .query()
-        .unwrap_or("")
-        .split('&')
-        .filter(|pair| !pair.is_empty())
-        .filter_map(|pair| {
-            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            Some((percent_decode(key)?, percent_decode(value)?))
-        })
-        .collect()
+/// A request's query parameters, percent-decoded; the last of a repeated name wins.
+pub type Params = HashMap<String, String>;
+
+/// The query parameters of `uri`, checked against the `names` its route takes. An
+/// unknown name, a value that does not decode to UTF-8 text (a `%` without two hex
+/// digits, invalid UTF-8) and a value holding U+0000 are each a 422 naming the
+/// parameter: a filter is never dropped, nor applied to something else than was meant.
+pub fn query(uri: &hyper::Uri, names: &[&str]) -> Result<Params, ApiError> {
+    let mut checks = Checks::default();
+    let mut params = Params::new();
+    let pairs = uri.query().unwrap_or("").split('&');
+    for pair in pairs.filter(|pair| !pair.is_empty()) {
+        let (raw_name, raw_value) = pair.split_once('=').unwrap_or((pair, ""));
+        let decoded = percent_decode(raw_name);
+        let Some(name) = decoded
+            .clone()
+            .filter(|name| names.contains(&name.as_str()))
+        else {
+            let takes = match names {
+                [] => "this route takes no query parameters".to_owned(),
+                _ => format!("this route takes {}", names.join(", ")),
+            };
+            let field = decoded.as_deref().unwrap_or(raw_name);
+            checks.check(false, field, format!("unknown query parameter; {takes}"));
+            continue;
+        };
+        match percent_decode(raw_value) {
+            Some(value) => {
+                checks.no_nul(&name, &value);
+                params.insert(name, value);
+            }
+            None => checks.check(
+                false,
+                &name,
+                "must be percent-encoded UTF-8 (each % followed by two hex digits)",
+            ),
+        }
+    }
+    checks.finish()?;
+    Ok(params)
 }
 
 /// Decodes `%XX` escapes and `+` (as a space in query strings); `None` if malformed.
@@ -122,8 +172,9 @@ pub fn percent_decode(text: &str) -> Option<String> {
     while i < bytes.len() {
         match bytes[i] {
             b'%' => {
-                let hex = text.get(i + 1..i + 3)?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
+                // Two hex digits exactly: from_str_radix alone would take `%+1`.
+                let hex = bytes.get(i + 1..i + 3)?;
+                out.push((hex_value(hex[0])? << 4) | hex_value(hex[1])?);
                 i += 3;
             }
             b'+' => {
@@ -137,6 +188,10 @@ pub fn percent_decode(text: &str) -> Option<String> {
         }
     }
     String::from_utf8(out).ok()
+}
+
+fn hex_value(digit: u8) -> Option<u8> {
+    char::from(digit).to_digit(16).map(|d| d as u8)
 }
 
 /// Collects field errors, then fails with all of them at once.
@@ -171,14 +226,26 @@ impl Checks {
         parsed
     }
 
-    /// Checks a text length in characters.
-    pub fn length(&mut self, field: &str, value: &str, min: usize, max: usize) {
+    /// Checks a text to be stored: no U+0000 (PostgreSQL refuses it in text, and
+    /// SQLite's `length()` stops at it, so the database's checks would disagree with
+    /// this one), and a length in characters within `min..=max`.
+    pub fn text(&mut self, field: &str, value: &str, min: usize, max: usize) {
+        if !self.no_nul(field, value) {
+            return;
+        }
         let len = value.chars().count();
         self.check(
             (min..=max).contains(&len),
             field,
             format!("must be {min} to {max} characters long"),
         );
+    }
+
+    /// Records an error unless `value` is free of U+0000; returns whether it is.
+    pub fn no_nul(&mut self, field: &str, value: &str) -> bool {
+        let clean = !value.contains('\0');
+        self.check(clean, field, "must not contain U+0000 (NUL)");
+        clean
     }
 
     /// Fails when anything was recorded.
@@ -205,7 +272,7 @@ impl FieldErrors {
 }
 
 /// Parses a numeric query parameter.
-pub fn int_param(params: &HashMap<String, String>, name: &str) -> Result<Option<i64>, ApiError> {
+pub fn int_param(params: &Params, name: &str) -> Result<Option<i64>, ApiError> {
     match params.get(name) {
         None => Ok(None),
         Some(value) => value
@@ -216,11 +283,7 @@ pub fn int_param(params: &HashMap<String, String>, name: &str) -> Result<Option<
 }
 
 /// `limit` within `1..=max`, default `default`.
-pub fn page_limit(
-    params: &HashMap<String, String>,
-    default: i64,
-    max: i64,
-) -> Result<i64, ApiError> {
+pub fn page_limit(params: &Params, default: i64, max: i64) -> Result<i64, ApiError> {
     let limit = int_param(params, "limit")?.unwrap_or(default);
     if !(1..=max).contains(&limit) {
         return Err(FieldErrors::one(
@@ -231,7 +294,10 @@ pub fn page_limit(
     Ok(limit)
 }
 
-/// The version named by `If-Match` (`"3"`, `W/"3"`, `3`); `*` or absent means any.
+/// The version named by `If-Match`: `"3"`, `W/"3"` or a bare `3`, the number written
+/// as the server writes it (no sign, no leading zero), so that one tag names one
+/// version. `*` or absent means any. Anything else is 412: it names no version of the
+/// resource.
 pub fn if_match(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
     let Some(value) = headers.get("if-match") else {
         return Ok(None);
@@ -240,14 +306,27 @@ pub fn if_match(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
     if text == "*" {
         return Ok(None);
     }
-    let bare = text.trim_start_matches("W/").trim_matches('"');
-    bare.parse().map(Some).map_err(|_| {
+    let tag = text.strip_prefix("W/").unwrap_or(text);
+    let quoted = tag.strip_prefix('"').and_then(|t| t.strip_suffix('"'));
+    let number = match quoted {
+        Some(inner) => inner,
+        None if tag.len() == text.len() => tag,
+        // `W/3`: a weak tag must be quoted.
+        None => "",
+    };
+    canonical_version(number).map(Some).ok_or_else(|| {
         ApiError::new(
             StatusCode::PRECONDITION_FAILED,
             "version_mismatch",
             format!("If-Match {text:?} is not a version of this resource"),
         )
     })
+}
+
+/// A version in its one written form: 1 to 19 decimal digits, the first not 0.
+fn canonical_version(text: &str) -> Option<i64> {
+    let digits = text.bytes().all(|b| b.is_ascii_digit());
+    (digits && !text.starts_with('0')).then(|| text.parse().ok())?
 }
 
 /// The `Idempotency-Key` header: 1 to 255 visible ASCII characters.
@@ -291,6 +370,10 @@ mod tests {
         );
         assert_eq!(percent_decode("a+b").as_deref(), Some("a b"));
         assert_eq!(percent_decode("%zz"), None);
+        assert_eq!(percent_decode("%+1"), None);
+        assert_eq!(percent_decode("%4"), None);
+        assert_eq!(percent_decode("%e2%82%AC").as_deref(), Some("\u{20ac}"));
+        assert_eq!(percent_decode("%FF"), None, "not UTF-8");
     }
 
     #[test]
@@ -303,10 +386,116 @@ mod tests {
         assert_eq!(if_match(&headers).unwrap(), Some(4));
         headers.insert("if-match", "*".parse().unwrap());
         assert_eq!(if_match(&headers).unwrap(), None);
-        headers.insert("if-match", "\"abc\"".parse().unwrap());
-        assert_eq!(
-            if_match(&headers).unwrap_err().status,
-            StatusCode::PRECONDITION_FAILED
+        headers.insert("if-match", "5".parse().unwrap());
+        assert_eq!(if_match(&headers).unwrap(), Some(5));
+        for not_a_version in [
+            "\"abc\"",
+            "\"+1\"",
+            "\"01\"",
+            "\"0\"",
+            "\"-1\"",
+            "\"\"",
+            "\"1",
+            "W/1",
+            "\"1\", \"2\"",
+            "\"99999999999999999999\"",
+        ] {
+            headers.insert("if-match", not_a_version.parse().unwrap());
+            assert_eq!(
+                if_match(&headers).unwrap_err().status,
+                StatusCode::PRECONDITION_FAILED,
+                "{not_a_version}"
+            );
+        }
+    }
+
+    fn fields(error: ApiError) -> Vec<String> {
+        assert_eq!(error.status, StatusCode::UNPROCESSABLE_ENTITY);
+        error.details.into_iter().map(|d| d.field).collect()
+    }
+
+    #[test]
+    fn query_values_decode_or_are_refused_by_name() {
+        let uri = |text: &str| text.parse::<hyper::Uri>().unwrap();
+        let params = query(&uri("/x?a=project%3A1&b=x+y&a=2&&c"), &["a", "b", "c"]).unwrap();
+        assert_eq!(params["a"], "2", "the last one wins");
+        assert_eq!(params["b"], "x y");
+        assert_eq!(params["c"], "");
+        let refused = query(&uri("/x?a=%ZZ&b=%FF&c=%00&d=1"), &["a", "b", "c"]).unwrap_err();
+        assert_eq!(fields(refused), ["a", "b", "c", "d"]);
+        let none = query(&uri("/x?a=1"), &[]).unwrap_err();
+        assert!(
+            none.details[0]
+                .message
+                .contains("takes no query parameters")
         );
+    }
+
+    #[test]
+    fn text_refuses_nul_anywhere() {
+        let mut checks = Checks::default();
+        checks.text("a", "\0x", 1, 10);
+        checks.text("b", "x\0", 1, 10);
+        checks.text("c", "fine", 1, 10);
+        checks.text("d", "", 1, 10);
+        assert_eq!(fields(checks.finish().unwrap_err()), ["a", "b", "d"]);
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Sample {
+        name: String,
+        count: i64,
+        data: Option<serde_json::Value>,
+    }
+
+    /// The status and the field named when `body` is refused as a [`Sample`].
+    fn refused(body: &str) -> (StatusCode, Option<String>) {
+        let error = parse_json::<Sample>(body.as_bytes()).unwrap_err();
+        (error.status, error.details.first().map(|d| d.field.clone()))
+    }
+
+    #[test]
+    fn grammatical_but_unrepresentable_values_name_their_field() {
+        let invalid = |field: &str| (StatusCode::UNPROCESSABLE_ENTITY, Some(field.to_owned()));
+        assert_eq!(
+            refused(r#"{"name": "\ud800", "count": 1}"#),
+            invalid("name")
+        );
+        assert_eq!(
+            refused(r#"{"name": "a\udc00b", "count": 1}"#),
+            invalid("name")
+        );
+        assert_eq!(
+            refused(r#"{"name": "\ud800\u0041", "count": 1}"#),
+            invalid("name")
+        );
+        assert_eq!(
+            refused(r#"{"name": "x", "count": 1e400}"#),
+            invalid("count")
+        );
+        assert_eq!(
+            refused(r#"{"name": "x", "count": 99999999999999999999}"#),
+            invalid("count")
+        );
+        assert_eq!(
+            refused(r#"{"name": "x", "count": 1, "data": {"k": [-1e999]}}"#),
+            invalid("data.k[0]")
+        );
+        assert_eq!(
+            refused(r#"{"name": "x", "count": 1,"#),
+            (StatusCode::BAD_REQUEST, None)
+        );
+        assert_eq!(
+            refused(r#"{"name": "\u12"}"#),
+            (StatusCode::BAD_REQUEST, None)
+        );
+        assert_eq!(
+            refused(r#"{"name": "x", "count": 1} x"#),
+            (StatusCode::BAD_REQUEST, None)
+        );
+        let ok: Sample = parse_json(br#"{"name": "\ud83d\ude00", "count": 1}"#).unwrap();
+        assert_eq!(ok.name, "\u{1F600}", "a surrogate pair is one character");
     }
 }

@@ -1,7 +1,7 @@
 //! `/api/v1/issues` and `/api/v1/issues/{id}`.
 
 use super::input::{
-    Checks, idempotency_key, if_match, int_param, json_body, nullable, page_limit, query,
+    Checks, Params, idempotency_key, if_match, int_param, json_body, nullable, page_limit,
 };
 use super::{
     Api, ApiError, Context, Reply, idempotency, key_reused, not_modified, page, replay, resource,
@@ -96,13 +96,13 @@ pub async fn create(api: &Api, request: Request<Incoming>, context: &Context) ->
         "project_id",
         "must be a positive integer",
     );
-    checks.length("title", &body.title, 1, TITLE_MAX);
-    checks.length("description", &body.description, 0, TEXT_MAX);
+    checks.text("title", &body.title, 1, TITLE_MAX);
+    checks.text("description", &body.description, 0, TEXT_MAX);
     let status = checks.one_of("status", &body.status, Status::parse, Status::ALL);
     let priority = checks.one_of("priority", &body.priority, Priority::parse, Priority::ALL);
     let issue_type = checks.one_of("type", &body.issue_type, IssueType::parse, IssueType::ALL);
     if let Some(assignee) = &body.assignee {
-        checks.length("assignee", assignee, 1, ASSIGNEE_MAX);
+        checks.text("assignee", assignee, 1, ASSIGNEE_MAX);
     }
     checks.finish()?;
     let new = NewIssue {
@@ -146,8 +146,17 @@ pub async fn get(api: &Api, request: Request<Incoming>, id: i64) -> Reply {
     Ok(resource(StatusCode::OK, &issue, issue.version, None))
 }
 
-pub async fn list(api: &Api, request: Request<Incoming>) -> Reply {
-    let params = query(&request);
+/// The query parameters of `GET /api/v1/issues`.
+pub const LIST_PARAMS: &[&str] = &[
+    "project_id",
+    "status",
+    "priority",
+    "assignee",
+    "cursor",
+    "limit",
+];
+
+pub async fn list(api: &Api, params: &Params) -> Reply {
     let mut checks = Checks::default();
     let status = params
         .get("status")
@@ -156,13 +165,13 @@ pub async fn list(api: &Api, request: Request<Incoming>) -> Reply {
         .get("priority")
         .and_then(|p| checks.one_of("priority", p, Priority::parse, Priority::ALL));
     checks.finish()?;
-    let limit = page_limit(&params, api.config.page_default, api.config.page_max)?;
+    let limit = page_limit(params, api.config.page_default, api.config.page_max)?;
     let filter = IssueFilter {
-        project_id: int_param(&params, "project_id")?,
+        project_id: int_param(params, "project_id")?,
         status,
         priority,
         assignee: params.get("assignee").cloned(),
-        after_id: int_param(&params, "cursor")?.unwrap_or(0),
+        after_id: int_param(params, "cursor")?.unwrap_or(0),
         limit,
     };
     let issues = api.store.list_issues(&filter).await?;
@@ -182,10 +191,10 @@ pub async fn update(api: &Api, request: Request<Incoming>, context: &Context, id
         assignee: raw.assignee,
     };
     if let Some(title) = &body.title {
-        checks.length("title", title, 1, TITLE_MAX);
+        checks.text("title", title, 1, TITLE_MAX);
     }
     if let Some(description) = &body.description {
-        checks.length("description", description, 0, TEXT_MAX);
+        checks.text("description", description, 0, TEXT_MAX);
     }
     let patch = IssuePatch {
         status: body
@@ -205,7 +214,7 @@ pub async fn update(api: &Api, request: Request<Incoming>, context: &Context, id
         assignee: body.assignee,
     };
     if let Some(Some(assignee)) = &patch.assignee {
-        checks.length("assignee", assignee, 1, ASSIGNEE_MAX);
+        checks.text("assignee", assignee, 1, ASSIGNEE_MAX);
     }
     checks.finish()?;
     let issue = api

@@ -189,8 +189,13 @@ impl Api {
         context: &Context,
     ) -> Reply {
         let method = request.method().clone();
+        let Some(names) = query_names(segments, &method) else {
+            return Err(unrouted(segments));
+        };
+        // Checked for every route, so that no parameter is silently ignored anywhere.
+        let params = input::query(request.uri(), names)?;
         match (segments, &method) {
-            (["issues"], &Method::GET) => issues::list(self, request).await,
+            (["issues"], &Method::GET) => issues::list(self, &params).await,
             (["issues"], &Method::POST) => issues::create(self, request, context).await,
             (["issues", id], &Method::GET) => issues::get(self, request, parse_id(id)?).await,
             (["issues", id], &Method::PATCH) => {
@@ -200,7 +205,7 @@ impl Api {
                 issues::delete(self, request, context, parse_id(id)?).await
             }
             (["issues", id, "comments"], &Method::GET) => {
-                comments::list(self, request, parse_id(id)?).await
+                comments::list(self, &params, parse_id(id)?).await
             }
             (["issues", id, "comments"], &Method::POST) => {
                 comments::create(self, request, context, parse_id(id)?).await
@@ -214,22 +219,42 @@ impl Api {
             (["issues", id, "comments", cid], &Method::DELETE) => {
                 comments::delete(self, request, context, parse_id(id)?, parse_id(cid)?).await
             }
-            (["audit"], &Method::GET) => audit::search(self, request).await,
-            (["audit", "export"], &Method::GET) => audit::export(self, request).await,
+            (["audit"], &Method::GET) => audit::search(self, &params).await,
+            (["audit", "export"], &Method::GET) => audit::export(self, &params).await,
             (["publish"], &Method::POST) => rooms::publish(self, request, context).await,
             (["rooms", room, "history"], &Method::GET) => {
-                rooms::history(self, request, context, room).await
+                rooms::history(self, &params, context, room).await
             }
-            _ => Err(match allowed_methods(segments) {
-                Some(allow) => ApiError::new(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    "method_not_allowed",
-                    format!("use {allow}"),
-                )
-                .with_header("allow", allow),
-                None => ApiError::not_found("route"),
-            }),
+            _ => Err(unrouted(segments)),
         }
+    }
+}
+
+/// 405 with `Allow` for a known path, else 404.
+fn unrouted(segments: &[&str]) -> ApiError {
+    match allowed_methods(segments) {
+        Some(allow) => ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!("use {allow}"),
+        )
+        .with_header("allow", allow),
+        None => ApiError::not_found("route"),
+    }
+}
+
+/// The query parameters a route takes with `method`; `None` when the path does not
+/// exist or has no such method.
+fn query_names(segments: &[&str], method: &Method) -> Option<&'static [&'static str]> {
+    match (segments, method) {
+        (["issues"], &Method::GET) => Some(issues::LIST_PARAMS),
+        (["issues", _, "comments"], &Method::GET) => Some(comments::LIST_PARAMS),
+        (["audit"], &Method::GET) => Some(audit::SEARCH_PARAMS),
+        (["audit", "export"], &Method::GET) => Some(audit::EXPORT_PARAMS),
+        (["rooms", _, "history"], &Method::GET) => Some(rooms::HISTORY_PARAMS),
+        _ => allowed_methods(segments)
+            .filter(|allow| allow.split(", ").any(|m| m == method.as_str()))
+            .map(|_| &[][..]),
     }
 }
 

@@ -1,7 +1,7 @@
 //! `POST /api/v1/publish` (services publish to a room) and
 //! `GET /api/v1/rooms/{room}/history` (read a room's replay buffer).
 
-use super::input::{FieldErrors, idempotency_key, int_param, json_body, percent_decode, query};
+use super::input::{FieldErrors, Params, idempotency_key, int_param, json_body, percent_decode};
 use super::{Api, ApiError, Context, FieldError, Reply};
 use crate::auth::Principal;
 use crate::broker::{BrokerError, PublishRequest, read_history};
@@ -97,12 +97,10 @@ pub async fn publish(api: &Api, request: Request<Incoming>, context: &Context) -
     ))
 }
 
-pub async fn history(
-    api: &Api,
-    request: Request<Incoming>,
-    context: &Context,
-    room: &str,
-) -> Reply {
+/// The query parameters of `GET /api/v1/rooms/{room}/history`.
+pub const HISTORY_PARAMS: &[&str] = &["since", "limit"];
+
+pub async fn history(api: &Api, params: &Params, context: &Context, room: &str) -> Reply {
     let room = percent_decode(room).ok_or_else(|| ApiError::not_found("room"))?;
     let room = room_name(api, "room", &room)?;
     if !context.principal.may_subscribe(room.as_str()) {
@@ -110,7 +108,6 @@ pub async fn history(
             "your token does not allow reading {room}"
         )));
     }
-    let params = query(&request);
     let since = match params.get("since") {
         None => None,
         Some(since) => {
@@ -123,7 +120,7 @@ pub async fn history(
         }
     };
     let max = api.publisher.limits.max_history as i64;
-    let limit = int_param(&params, "limit")?.unwrap_or(max);
+    let limit = int_param(params, "limit")?.unwrap_or(max);
     if !(1..=max).contains(&limit) {
         return Err(FieldErrors::one(
             "limit",

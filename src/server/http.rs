@@ -64,7 +64,9 @@ async fn serve(
     let path = request.uri().path().to_owned();
     let (route, mut response) = match (&method, path.as_str()) {
         (_, "/ws") => ("/ws", websocket::upgrade(request, &app)),
-        (&Method::GET, "/healthz") => (
+        // HEAD too, for load balancers: hyper sends the GET's headers (Content-Length
+        // included) and leaves the body out.
+        (&Method::GET | &Method::HEAD, "/healthz") => (
             "/healthz",
             json_response(
                 StatusCode::OK,
@@ -75,17 +77,10 @@ async fn serve(
                 }),
             ),
         ),
-        (&Method::GET, "/readyz") => ("/readyz", readiness(&app).await),
+        (&Method::GET | &Method::HEAD, "/readyz") => ("/readyz", readiness(&app).await),
         (&Method::POST, "/admin/drain") => ("/admin/drain", admin_drain(&request, &app, peer)),
         (&Method::GET, "/metrics") if app.metrics_on_main_listener => ("/metrics", metrics()),
-        (_, "/healthz" | "/readyz") => (
-            "/health",
-            json_error(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                "use GET",
-            ),
-        ),
+        (_, "/healthz" | "/readyz") => ("/health", probe_method_not_allowed()),
         (_, path) if path.starts_with("/api/v1/") || path == "/api/v1" => {
             app.api.handle(request, peer, &request_id).await
         }
@@ -153,6 +148,20 @@ fn admin_drain(
     json_response(StatusCode::ACCEPTED, &json!({ "draining": true }))
 }
 
+/// 405 for a probe called with another method than GET or HEAD; RFC 9110 requires the
+/// `Allow` header.
+fn probe_method_not_allowed() -> Response<Body> {
+    let mut response = json_error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "use GET or HEAD",
+    );
+    response
+        .headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+    response
+}
+
 /// `/metrics`: the Prometheus text format.
 pub fn metrics() -> Response<Body> {
     let mut response = Response::new(full(crate::telemetry::metrics::render()));
@@ -177,7 +186,7 @@ async fn readiness(app: &App) -> Response<Body> {
     json_response(
         status,
         &json!({
-                        "ready": ready,
+            "ready": ready,
             "draining": draining,
             "checks": {
                 "broker": { "ready": broker.ready, "kind": app.broker.kind(), "detail": broker.detail },
