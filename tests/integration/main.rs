@@ -2,11 +2,13 @@
 //! binary (one link) for all of them.
 
 mod api;
+mod api_input;
 mod auth;
 mod bad_input;
 mod cluster;
 mod conformance;
 mod lagging;
+mod openapi;
 mod operations;
 mod outbox;
 mod process;

@@ -3,6 +3,7 @@
 pub mod db;
 pub mod http;
 pub mod ledger;
+pub mod openapi;
 pub mod process;
 pub mod proxy;
 pub mod redis;
