@@ -3,11 +3,14 @@
 //! replies. Room messages do not pass through it: room actors queue them directly.
 //!
 //! Frames are handled one at a time, in the order the client sent them, so a client that
-//! subscribes and then publishes sees its subscribe done first. Socket I/O is the socket
+//! subscribes and then publishes sees its subscribe done first. Publishes are only
+//! handed over in that order: they run in per-room lanes, several at once (see
+//! `publishing.rs`), so their acks may come back in another order than they were sent. Socket I/O is the socket
 //! task's job (see `socket.rs`); this actor never waits on the client.
 
 use super::Outbound;
 use super::context::ConnectionContext;
+use super::publishing::{Publishing, Replies};
 use crate::auth::Principal;
 use crate::broker::{PublishRequest, read_history};
 use crate::protocol::{
@@ -59,11 +62,11 @@ pub struct ConnectionActor {
 
 /// Mutable state of a connection.
 pub struct ConnectionState {
-    conn_id: u64,
-    encoding: Encoding,
-    outbound: Outbound,
+    /// The connection's id, encoding and outbound queue.
+    replies: Replies,
     principal: Principal,
     subscriptions: HashSet<RoomName>,
+    publishing: Publishing,
 }
 
 /// The state goes when the actor does — stopped, or failed in a handler — and with it
@@ -71,20 +74,17 @@ pub struct ConnectionState {
 /// socket ended first, nobody reads the queue any more and this does nothing.)
 impl Drop for ConnectionState {
     fn drop(&mut self) {
-        self.outbound.close(CloseCode::InternalError);
+        self.replies.outbound.close(CloseCode::InternalError);
     }
 }
 
 impl ConnectionState {
     fn send(&self, frame: &ServerFrame) {
-        self.outbound.send_or_evict(self.encoding.encode(frame));
+        self.replies.send(frame);
     }
 
     fn send_error(&self, id: Option<u64>, code: ErrorCode, message: impl Into<String>) {
-        let message = message.into();
-        tracing::debug!(conn = self.conn_id, code = code.name(), %message, "request refused");
-        metrics::counter!("roomcast_protocol_errors_total", "code" => code.name()).increment(1);
-        self.send(&ServerFrame::error(id, code, message));
+        self.replies.send_error(id, code, message);
     }
 }
 
@@ -99,11 +99,14 @@ impl Actor for ConnectionActor {
         args: ConnectionArgs,
     ) -> Result<ConnectionState, ActorProcessingErr> {
         let state = ConnectionState {
-            conn_id: args.conn_id,
-            encoding: args.encoding,
-            outbound: args.outbound,
+            replies: Replies {
+                conn_id: args.conn_id,
+                encoding: args.encoding,
+                outbound: args.outbound,
+            },
             principal: args.principal,
             subscriptions: HashSet::new(),
+            publishing: Publishing::default(),
         };
         state.send(&ServerFrame::Welcome {
             protocol: PROTOCOL_VERSION.to_owned(),
@@ -133,7 +136,7 @@ impl Actor for ConnectionActor {
         state: &mut ConnectionState,
     ) -> Result<(), ActorProcessingErr> {
         for room in state.subscriptions.drain() {
-            self.context.rooms.unsubscribe(&room, state.conn_id);
+            self.context.rooms.unsubscribe(&room, state.replies.conn_id);
         }
         Ok(())
     }
@@ -142,11 +145,15 @@ impl Actor for ConnectionActor {
 impl ConnectionActor {
     async fn handle_message(&self, message: ConnectionMsg, state: &mut ConnectionState) {
         match message {
-            ConnectionMsg::Inbound(frame, _permit) => match state.encoding.decode_client(&frame) {
-                Ok(frame) => self.handle_frame(state, frame).await,
-                Err(DecodeError { id, code, message }) => state.send_error(id, code, message),
-            },
-            ConnectionMsg::Crash => panic!("fault injected into connection {}", state.conn_id),
+            ConnectionMsg::Inbound(frame, _permit) => {
+                match state.replies.encoding.decode_client(&frame) {
+                    Ok(frame) => self.handle_frame(state, frame).await,
+                    Err(DecodeError { id, code, message }) => state.send_error(id, code, message),
+                }
+            }
+            ConnectionMsg::Crash => {
+                panic!("fault injected into connection {}", state.replies.conn_id)
+            }
         }
     }
 
@@ -214,7 +221,11 @@ impl ConnectionActor {
                 format!("a connection may subscribe to at most {max} rooms"),
             );
         }
-        let subscriber = Subscriber::new(state.conn_id, state.encoding, state.outbound.clone());
+        let subscriber = Subscriber::new(
+            state.replies.conn_id,
+            state.replies.encoding,
+            state.replies.outbound.clone(),
+        );
         let result = self
             .context
             .rooms
@@ -253,7 +264,7 @@ impl ConnectionActor {
         // Waits for the room to drop us, so no message of the room follows `unsubscribed`.
         self.context
             .rooms
-            .unsubscribe_and_wait(&room, state.conn_id)
+            .unsubscribe_and_wait(&room, state.replies.conn_id)
             .await;
         state.send(&ServerFrame::Unsubscribed {
             id,
@@ -294,19 +305,10 @@ impl ConnectionActor {
             idempotency_key: key.map(|key| state.principal.publish_key(&key)),
             trace: None,
         };
-        match self.context.publish(&room, request).await {
-            Ok(ack) => state.send(&ServerFrame::Ack {
-                id,
-                room: room.to_string(),
-                epoch: ack.position.epoch,
-                seq: ack.position.seq,
-                time: ack.time_ms,
-                duplicate: ack.duplicate,
-            }),
-            Err(err) => {
-                state.send_error(id, err.code(), format!("publish to {room} failed: {err}"))
-            }
-        }
+        state
+            .publishing
+            .submit(&self.context, &state.replies, room, id, request)
+            .await;
     }
 
     async fn history(

@@ -10,6 +10,7 @@
 mod actor;
 mod context;
 mod outbound;
+mod publishing;
 mod socket;
 
 pub use actor::{ConnectionActor, ConnectionArgs, ConnectionMsg, ConnectionRef};
