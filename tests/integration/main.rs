@@ -7,6 +7,7 @@ mod auth;
 mod bad_input;
 mod cluster;
 mod conformance;
+mod failover;
 mod lagging;
 mod openapi;
 mod operations;
