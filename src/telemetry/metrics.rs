@@ -172,6 +172,14 @@ fn describe() {
         "roomcast_broker_probe_failures_total",
         "Pub/Sub liveness probes that did not come back in time."
     );
+    describe_counter!(
+        "roomcast_broker_subscriptions_dropped_total",
+        "Sharded subscriptions Redis dropped because their slot changed owner."
+    );
+    describe_counter!(
+        "roomcast_broker_topology_changes_total",
+        "Changes of the Redis Cluster slot map seen by this instance."
+    );
     describe_gauge!(
         "roomcast_broker_pubsub_up",
         "1 while the Pub/Sub connection delivers probes, else 0."
