@@ -9,7 +9,7 @@ use roomcast::broker::{
     HistorySettings, MemoryBroker, PublishAck, PublishRequest, ResyncScope,
 };
 use roomcast::config::Config;
-use roomcast::protocol::{Encoding, RoomName, ServerFrame};
+use roomcast::protocol::{ClientFrame, Encoding, RoomName, ServerFrame};
 use roomcast::server::Server;
 use roomcast::stream::{Epoch, Position};
 use serde_json::json;
@@ -34,6 +34,9 @@ struct GatedBroker {
     out: EventSender,
     /// When set, history reports this top (same epoch), as a restored snapshot would.
     rewound_top: Mutex<Option<u64>>,
+    /// Publishes to this room wait until it is cleared (a failing Redis node).
+    stalled_room: Mutex<Option<String>>,
+    unstalled: tokio::sync::Notify,
 }
 
 impl GatedBroker {
@@ -60,6 +63,15 @@ impl GatedBroker {
     fn rewind_to(&self, seq: u64) {
         *self.rewound_top.lock().unwrap() = Some(seq);
     }
+
+    fn stall(&self, room: &str) {
+        *self.stalled_room.lock().unwrap() = Some(room.to_owned());
+    }
+
+    fn unstall(&self) {
+        *self.stalled_room.lock().unwrap() = None;
+        self.unstalled.notify_waiters();
+    }
 }
 
 #[async_trait]
@@ -72,6 +84,13 @@ impl Broker for GatedBroker {
         room: &RoomName,
         request: PublishRequest,
     ) -> Result<PublishAck, BrokerError> {
+        loop {
+            let unstalled = self.unstalled.notified();
+            if self.stalled_room.lock().unwrap().as_deref() != Some(room.as_str()) {
+                break;
+            }
+            unstalled.await;
+        }
         self.inner.publish(room, request).await
     }
     async fn history(
@@ -113,6 +132,8 @@ async fn gated_server() -> (TestServer, Arc<GatedBroker>) {
         gate: Arc::default(),
         out: out_tx.clone(),
         rewound_top: Mutex::new(None),
+        stalled_room: Mutex::new(None),
+        unstalled: tokio::sync::Notify::new(),
     });
     let gate = broker.gate.clone();
     tokio::spawn(async move {
@@ -238,4 +259,31 @@ async fn a_stream_seen_going_backwards_gets_a_new_epoch() {
         }
         other => panic!("expected reset, got {other:?}"),
     }
+}
+
+/// Publishes of one connection to a room whose broker node hangs do not hold up its
+/// publishes to other rooms; publishes to the stalled room keep their order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_room_does_not_hold_up_publishes_to_other_rooms() {
+    let (server, broker) = gated_server().await;
+    let mut client = TestClient::connect(&server.url, Encoding::Json).await;
+    broker.stall("slow");
+    let publish = |id: u64, room: &str| ClientFrame::Publish {
+        id: Some(id),
+        room: room.to_owned(),
+        data: json!(id),
+        key: None,
+    };
+    client.send(publish(1, "slow")).await;
+    client.send(publish(2, "slow")).await;
+    client.send(publish(3, "fast")).await;
+    let acked = |frame: ServerFrame| match frame {
+        ServerFrame::Ack { id, room, seq, .. } => (id.unwrap(), room, seq),
+        other => panic!("expected an ack, got {other:?}"),
+    };
+    assert_eq!(acked(client.next().await), (3, "fast".to_owned(), 1));
+    assert_eq!(client.maybe_next(Duration::from_millis(200)).await, None);
+    broker.unstall();
+    assert_eq!(acked(client.next().await), (1, "slow".to_owned(), 1));
+    assert_eq!(acked(client.next().await), (2, "slow".to_owned(), 2));
 }
