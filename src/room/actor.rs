@@ -376,16 +376,7 @@ impl RoomActor {
         }
         // The cache does not reach back: ask the broker.
         let after = since.seq;
-        let page = self
-            .broker
-            .history(
-                &state.room,
-                HistoryQuery::After {
-                    seq: after,
-                    limit: (state.cursor - after) as usize,
-                },
-            )
-            .await?;
+        let page = self.read_after(&state.room, after, state.cursor).await?;
         metrics::counter!("roomcast_broker_replays_total").increment(1);
         let covered = page.top.epoch == state.epoch
             && matches!(
@@ -515,21 +506,26 @@ impl RoomActor {
         Ok(None)
     }
 
+    /// Reads `(after, up_to]` from the broker's replay buffer.
+    async fn read_after(
+        &self,
+        room: &RoomName,
+        after: u64,
+        up_to: u64,
+    ) -> Result<crate::broker::HistoryPage, BrokerError> {
+        let query = HistoryQuery::After {
+            seq: after,
+            limit: up_to.saturating_sub(after) as usize,
+        };
+        self.broker.history(room, query).await
+    }
+
     /// Delivers `(cursor, up_to]` from the broker's replay buffer, or resets subscribers
     /// when the buffer no longer has it.
     async fn fill(&self, state: &mut RoomState, mut up_to: u64) -> Result<(), BrokerError> {
         let (after, page) = loop {
             let after = state.cursor;
-            let page = self
-                .broker
-                .history(
-                    &state.room,
-                    HistoryQuery::After {
-                        seq: after,
-                        limit: (up_to - after) as usize,
-                    },
-                )
-                .await?;
+            let page = self.read_after(&state.room, after, up_to).await?;
             match self.reconcile(state, &page.top).await? {
                 // A new epoch: its stream is read again from its first message.
                 Some(top) => {
