@@ -21,6 +21,10 @@ pub enum Principal {
         subject: String,
         /// Rooms the token allows.
         rooms: RoomGrants,
+        /// Whether the token's `roles` claim holds `"admin"` (a global administrator).
+        admin: bool,
+        /// The token's `exp` claim (seconds since the Unix epoch).
+        expires_at: u64,
     },
     /// A backend service, from a service token.
     Service {
@@ -29,8 +33,9 @@ pub enum Principal {
     },
 }
 
-/// Room patterns a user may use: exact names, or prefixes ending in `*`. `None` means
-/// every room.
+/// Room patterns a user's token grants, matched segment by segment (see
+/// [`pattern_matches`]). A missing list grants no room: rooms of the issue tracker
+/// (`project:{id}`, `issue:{id}`) are granted by project membership instead.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 pub struct RoomGrants {
     /// Rooms the user may subscribe to (and read the history of).
@@ -45,35 +50,67 @@ pub struct RoomGrants {
 #[derive(Debug, Deserialize)]
 struct Claims {
     sub: String,
+    exp: u64,
     #[serde(default)]
     rooms: Option<RoomGrants>,
+    #[serde(default)]
+    roles: Vec<String>,
+}
+
+/// The role in a token's `roles` claim that makes a user a global administrator.
+pub const ADMIN_ROLE: &str = "admin";
+
+/// Whether a room pattern matches a room name. Both are split at `:`; the pattern must
+/// have as many segments as the name, and each pattern segment is either `*` (any one
+/// segment) or equal to the name's segment. A last pattern segment `**` matches one or
+/// more remaining segments. So `project:1` matches only `project:1` (not `project:10`),
+/// `issue:*` matches `issue:42` but not `issue:42:comments`, and `team:**` matches both
+/// `team:a` and `team:a:b`.
+pub fn pattern_matches(pattern: &str, room: &str) -> bool {
+    let mut names = room.split(':');
+    let mut patterns = pattern.split(':').peekable();
+    while let Some(segment) = patterns.next() {
+        if segment == "**" && patterns.peek().is_none() {
+            return names.next().is_some();
+        }
+        match names.next() {
+            Some(name) if segment == "*" || segment == name => {}
+            _ => return false,
+        }
+    }
+    names.next().is_none()
 }
 
 fn allows(patterns: &Option<Vec<String>>, room: &str) -> bool {
-    match patterns {
-        None => true,
-        Some(patterns) => patterns
-            .iter()
-            .any(|pattern| match pattern.strip_suffix('*') {
-                Some(prefix) => room.starts_with(prefix),
-                None => pattern == room,
-            }),
-    }
+    patterns
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .any(|pattern| pattern_matches(pattern, room))
 }
 
 impl Principal {
-    /// Whether the principal may subscribe to (or read) `room`.
-    pub fn may_subscribe(&self, room: &str) -> bool {
+    /// Whether the principal acts with every right: a global administrator, a backend
+    /// service, or anyone on an open (unauthenticated) server.
+    pub fn is_admin(&self) -> bool {
         match self {
-            Principal::User { rooms, .. } => allows(&rooms.subscribe, room),
+            Principal::User { admin, .. } => *admin,
             Principal::Anonymous | Principal::Service { .. } => true,
         }
     }
 
-    /// Whether the principal may publish to `room`.
+    /// Whether the principal's token grants subscribing to (or reading) `room`.
+    pub fn may_subscribe(&self, room: &str) -> bool {
+        match self {
+            Principal::User { rooms, admin, .. } => *admin || allows(&rooms.subscribe, room),
+            Principal::Anonymous | Principal::Service { .. } => true,
+        }
+    }
+
+    /// Whether the principal's token grants publishing to `room`.
     pub fn may_publish(&self, room: &str) -> bool {
         match self {
-            Principal::User { rooms, .. } => allows(&rooms.publish, room),
+            Principal::User { rooms, admin, .. } => *admin || allows(&rooms.publish, room),
             Principal::Anonymous | Principal::Service { .. } => true,
         }
     }
@@ -251,9 +288,12 @@ impl Authenticator {
         validation.set_required_spec_claims(&required);
         let data = jsonwebtoken::decode::<Claims>(token, key, &validation)
             .map_err(|e| AuthError::Invalid(e.to_string()))?;
+        let claims = data.claims;
         Ok(Principal::User {
-            subject: data.claims.sub,
-            rooms: data.claims.rooms.unwrap_or_default(),
+            admin: claims.roles.iter().any(|role| role == ADMIN_ROLE),
+            subject: claims.sub,
+            rooms: claims.rooms.unwrap_or_default(),
+            expires_at: claims.exp,
         })
     }
 }
@@ -318,7 +358,8 @@ mod tests {
             )))
             .unwrap();
         assert_eq!(user.actor().name, "alice");
-        assert!(user.may_publish("anything"));
+        assert!(!user.may_publish("anything"), "no rooms claim grants no room");
+        assert!(!user.is_admin());
         assert!(matches!(
             auth.authenticate(Some(&token("wrong", json!({"sub": "alice", "exp": exp()})))),
             Err(AuthError::Invalid(_))
@@ -371,6 +412,32 @@ mod tests {
         assert!(user.may_subscribe("issue:42"));
         assert!(!user.may_subscribe("project:8"));
         assert!(!user.may_publish("project:7"));
+    }
+
+    #[test]
+    fn patterns_match_whole_segments() {
+        assert!(pattern_matches("project:1", "project:1"));
+        assert!(!pattern_matches("project:1", "project:10"));
+        assert!(!pattern_matches("project:1*", "project:10"), "no raw prefixes");
+        assert!(pattern_matches("project:*", "project:10"));
+        assert!(!pattern_matches("project:*", "project"));
+        assert!(!pattern_matches("project:*", "project:1:comments"));
+        assert!(pattern_matches("*:1", "issue:1"));
+        assert!(pattern_matches("team:**", "team:a"));
+        assert!(pattern_matches("team:**", "team:a:b"));
+        assert!(!pattern_matches("team:**", "team"));
+        assert!(!pattern_matches("team:**", "teams:a"));
+        assert!(!pattern_matches("", "a"));
+    }
+
+    #[test]
+    fn admin_role_grants_every_room() {
+        let auth = Authenticator::from_config(&config("s3cret", "")).unwrap();
+        let claims = json!({"sub": "root", "exp": exp(), "roles": ["admin"]});
+        let admin = auth.authenticate(Some(&token("s3cret", claims))).unwrap();
+        assert!(admin.is_admin());
+        assert!(admin.may_subscribe("anything:at:all"));
+        assert!(admin.may_publish("x"));
     }
 
     #[test]
