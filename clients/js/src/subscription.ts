@@ -1,0 +1,304 @@
+import { RoomcastError } from './errors.js';
+import type { Ack, HistoryOptions, HistoryResult, LossReason, Message, Position, ResetInfo, SubscribedInfo } from './types.js';
+import { Emitter } from './util.js';
+
+/** Events of one subscription. */
+export interface SubscriptionEvents<T> {
+  /** A message, in `seq` order, never twice. */
+  message: (message: Message<T>) => void;
+  /** The server confirmed the (re)subscription. */
+  subscribed: (info: SubscribedInfo) => void;
+  /** Continuity was lost (new epoch, or messages gone from the replay buffer): re-fetch state. */
+  reset: (info: ResetInfo) => void;
+  /** The subscription failed for good (e.g. 107 forbidden), or a gap fill failed. */
+  error: (error: RoomcastError) => void;
+}
+
+/** Handlers given to `Client.subscribe`. */
+export interface SubscriptionHandlers<T> {
+  onMessage?: SubscriptionEvents<T>['message'];
+  onSubscribed?: SubscriptionEvents<T>['subscribed'];
+  onReset?: SubscriptionEvents<T>['reset'];
+  onError?: SubscriptionEvents<T>['error'];
+  /** Resume from this position instead of starting at the room's top. */
+  since?: Position;
+}
+
+/** What a subscription needs from its client. @internal */
+export interface SubscriptionHost {
+  publish(room: string, data: unknown, options?: PublishOptions): Promise<Ack>;
+  history(room: string, options?: HistoryOptions): Promise<HistoryResult>;
+  gapFill(sub: Subscription<any>, since: Position, limit: number, attempt: number): void;
+  detach(sub: Subscription<any>): Promise<void>;
+}
+
+export interface PublishOptions {
+  /** Idempotency key; the SDK generates a UUID when none is given. */
+  idempotencyKey?: string;
+  /** Give up (reject with `publish_timeout`) after this long; default: the client's. */
+  timeoutMs?: number;
+}
+
+/** Subscription states: `pending` waits for a connection, `subscribing` for the reply. */
+export type SubscriptionState = 'pending' | 'subscribing' | 'active' | 'closed';
+
+/** Most messages kept beyond a gap while the gap is being filled. */
+const MAX_BUFFERED = 10_000;
+
+/**
+ * One room the application follows. The SDK keeps its position across reconnects and
+ * delivers every message once, in order.
+ */
+export class Subscription<T = unknown> extends Emitter<SubscriptionEvents<T>> {
+  readonly room: string;
+  /** @internal */ state: SubscriptionState = 'pending';
+  private pos: Position | undefined;
+  /** Messages received beyond a gap, by seq, waiting for the gap to be filled. */
+  private buffered = new Map<number, Message<T>>();
+  private filling = false;
+  /** Fills in a row that brought nothing. */
+  private fruitlessFills = 0;
+  private confirmed = false;
+  private resolveReady!: (info: SubscribedInfo) => void;
+  private rejectReady!: (err: RoomcastError) => void;
+  /** Settles on the first `subscribed` (or a definitive subscribe error). */
+  readonly ready: Promise<SubscribedInfo>;
+
+  /** @internal */
+  constructor(
+    private readonly host: SubscriptionHost,
+    room: string,
+    handlers: SubscriptionHandlers<T> = {},
+  ) {
+    super();
+    this.room = room;
+    this.pos = handlers.since ? { ...handlers.since } : undefined;
+    if (handlers.onMessage) this.on('message', handlers.onMessage);
+    if (handlers.onSubscribed) this.on('subscribed', handlers.onSubscribed);
+    if (handlers.onReset) this.on('reset', handlers.onReset);
+    if (handlers.onError) this.on('error', handlers.onError);
+    this.ready = new Promise<SubscribedInfo>((resolve, reject) => {
+      this.resolveReady = resolve;
+      this.rejectReady = reject;
+    });
+    // An application that only uses handlers must not see an unhandled rejection.
+    this.ready.catch(() => {});
+  }
+
+  /** The last position delivered to the application (undefined before the first reply). */
+  get position(): Position | undefined {
+    return this.pos ? { ...this.pos } : undefined;
+  }
+
+  /** Whether the subscription is confirmed on the current connection. */
+  get active(): boolean {
+    return this.state === 'active';
+  }
+
+  get closed(): boolean {
+    return this.state === 'closed';
+  }
+
+  /** Publishes to this room; resolves with the ack. Re-sent with the same key across reconnects. */
+  publish(data: T, options?: PublishOptions): Promise<Ack> {
+    return this.host.publish(this.room, data, options);
+  }
+
+  /** Reads the room's replay buffer. */
+  history(options?: HistoryOptions): Promise<HistoryResult<T>> {
+    return this.host.history(this.room, options) as Promise<HistoryResult<T>>;
+  }
+
+  /** Stops the subscription; resolves when the server confirmed (or the connection is gone). */
+  unsubscribe(): Promise<void> {
+    if (this.state === 'closed') return Promise.resolve();
+    return this.host.detach(this);
+  }
+
+  // ---- driven by the client ----
+
+  /** The position to send with `subscribe`. @internal */
+  resumeFrom(): Position | undefined {
+    return this.pos ? { ...this.pos } : undefined;
+  }
+
+  /** The connection is gone: forget what belonged to it. @internal */
+  connectionLost(): void {
+    this.buffered.clear();
+    this.filling = false;
+    if (this.state !== 'closed') this.state = 'pending';
+  }
+
+  /** @internal */
+  close(error?: RoomcastError): void {
+    this.state = 'closed';
+    this.buffered.clear();
+    this.filling = false;
+    if (error) {
+      if (!this.confirmed) this.rejectReady(error);
+      this.emit('error', error);
+    }
+  }
+
+  /** The client stopped before the first confirmation. @internal */
+  failReady(error: RoomcastError): void {
+    if (!this.confirmed) this.rejectReady(error);
+  }
+
+  /** Reply to our subscribe. @internal */
+  handleSubscribed(frame: Record<string, any>, sentSince: Position | undefined): void {
+    if (this.state === 'closed') return;
+    this.state = 'active';
+    const previous = this.pos ? { ...this.pos } : undefined;
+    const recovered = frame.recovered === true;
+    const replayed = Number(frame.replayed ?? 0);
+    if (!(recovered && replayed > 0 && this.pos)) {
+      // Position stays where it is while replayed messages arrive; otherwise it is the reply's.
+      this.pos = { epoch: String(frame.epoch), seq: Number(frame.seq) };
+    }
+    const info: SubscribedInfo = {
+      room: this.room,
+      epoch: String(frame.epoch),
+      seq: Number(frame.seq),
+      recovered,
+      replayed,
+      resumed: sentSince !== undefined,
+    };
+    if (typeof frame.reason === 'string') info.reason = frame.reason as LossReason;
+    this.emit('subscribed', info);
+    if (sentSince !== undefined && !recovered) {
+      this.emit('reset', {
+        room: this.room,
+        epoch: info.epoch,
+        seq: info.seq,
+        reason: info.reason ?? 'epoch_changed',
+        previous,
+        source: 'resume',
+      });
+    }
+    if (!this.confirmed) {
+      this.confirmed = true;
+      this.resolveReady(info);
+    }
+  }
+
+  /** A `reset` frame. @internal */
+  handleReset(frame: Record<string, any>): void {
+    if (this.state !== 'active') return;
+    const previous = this.pos ? { ...this.pos } : undefined;
+    this.pos = { epoch: String(frame.epoch), seq: Number(frame.seq) };
+    // What was buffered beyond a gap belongs to the stream before the reset.
+    this.buffered.clear();
+    this.filling = false;
+    this.emit('reset', {
+      room: this.room,
+      epoch: this.pos.epoch,
+      seq: this.pos.seq,
+      reason: (frame.reason as LossReason) ?? 'epoch_changed',
+      previous,
+      source: 'reset',
+    });
+  }
+
+  /** A `message` frame. @internal */
+  handleMessage(frame: Record<string, any>): void {
+    if (this.state !== 'active') return;
+    const message: Message<T> = {
+      room: this.room,
+      epoch: String(frame.epoch),
+      seq: Number(frame.seq),
+      time: Number(frame.time),
+      data: frame.data as T,
+    };
+    if (!this.pos) {
+      this.pos = { epoch: message.epoch, seq: message.seq - 1 };
+    } else if (message.epoch !== this.pos.epoch) {
+      // A new epoch without a `reset` first: continuity is lost, say so, and take the new
+      // epoch from its beginning (filling from history whatever came before this message).
+      const previous = { ...this.pos };
+      this.pos = { epoch: message.epoch, seq: 0 };
+      this.buffered.clear();
+      this.filling = false;
+      this.emit('reset', { room: this.room, epoch: message.epoch, seq: 0, reason: 'epoch_changed', previous, source: 'gap' });
+    }
+    this.accept(message);
+  }
+
+  private accept(message: Message<T>): void {
+    const pos = this.pos!;
+    if (message.seq <= pos.seq) return; // already delivered
+    if (message.seq === pos.seq + 1) {
+      this.deliver(message);
+      this.drain();
+      return;
+    }
+    // A gap: keep the message and fetch what is missing rather than skipping ahead.
+    if (this.buffered.size < MAX_BUFFERED) this.buffered.set(message.seq, message);
+    this.requestFill();
+  }
+
+  private deliver(message: Message<T>): void {
+    this.pos = { epoch: message.epoch, seq: message.seq };
+    this.emit('message', message);
+  }
+
+  private drain(): void {
+    let next: Message<T> | undefined;
+    while (this.pos && (next = this.buffered.get(this.pos.seq + 1))) {
+      this.buffered.delete(next.seq);
+      if (this.state !== 'active') return;
+      this.deliver(next);
+    }
+    // Anything at or below the position is stale.
+    for (const seq of this.buffered.keys()) if (this.pos && seq <= this.pos.seq) this.buffered.delete(seq);
+  }
+
+  private requestFill(): void {
+    if (this.filling || this.buffered.size === 0 || !this.pos) return;
+    const first = Math.min(...this.buffered.keys());
+    this.filling = true;
+    this.host.gapFill(this, { ...this.pos }, first - this.pos.seq - 1, this.fruitlessFills);
+  }
+
+  /** The reply to a gap fill (or null when it failed). @internal */
+  handleGapFill(since: Position, reply: HistoryResult<T> | null, error?: RoomcastError): void {
+    if (this.state !== 'active' || !this.pos || this.pos.epoch !== since.epoch || this.pos.seq !== since.seq) {
+      // Superseded by a reset, a reconnect or messages that arrived meanwhile.
+      this.filling = false;
+      if (this.state === 'active') this.requestFill();
+      return;
+    }
+    this.filling = false;
+    if (reply && reply.recovered === true && reply.epoch === this.pos.epoch) {
+      for (const m of reply.messages) {
+        if (m.seq === this.pos.seq + 1) this.deliver({ ...m, room: this.room, epoch: reply.epoch });
+      }
+      this.drain();
+      if (this.pos.seq === since.seq) {
+        // Nothing new (the instance's buffer lags the live stream): ask again, a few times.
+        if (++this.fruitlessFills >= 3) {
+          this.fruitlessFills = 0;
+          this.skipToBuffered('too_far_behind');
+          return;
+        }
+      } else {
+        this.fruitlessFills = 0;
+      }
+      this.requestFill();
+      return;
+    }
+    if (error) this.emit('error', error);
+    this.fruitlessFills = 0;
+    this.skipToBuffered(reply && reply.epoch !== since.epoch ? 'epoch_changed' : 'too_far_behind');
+  }
+
+  /** The gap cannot be filled: announce the loss and continue from what was received. */
+  private skipToBuffered(reason: LossReason): void {
+    if (this.buffered.size === 0 || !this.pos) return;
+    const first = Math.min(...this.buffered.keys());
+    const previous = { ...this.pos };
+    this.pos = { epoch: this.pos.epoch, seq: first - 1 };
+    this.emit('reset', { room: this.room, epoch: this.pos.epoch, seq: this.pos.seq, reason, previous, source: 'gap' });
+    this.drain();
+  }
+}
