@@ -116,6 +116,8 @@ type Inflight =
   | { kind: 'refresh' };
 
 const WS_OPEN = 1;
+/** Longest idempotency key the server takes. */
+const MAX_KEY_BYTES = 255;
 
 /**
  * A roomcast client: one WebSocket at a time, rotated over the configured URLs, that
@@ -238,6 +240,9 @@ export class Client extends Emitter<ClientEvents> implements SubscriptionHost {
     return new Promise<Ack>((resolve, reject) => {
       if (this._state === 'closed') return reject(new RoomcastError('client_closed', 'the client is closed', null, room));
       if (data === null || data === undefined) return reject(new RoomcastError('invalid_frame', 'data must not be null', null, room));
+      if (options.idempotencyKey !== undefined && new TextEncoder().encode(options.idempotencyKey).length > MAX_KEY_BYTES) {
+        return reject(new RoomcastError('invalid_frame', `an idempotency key has at most ${MAX_KEY_BYTES} bytes`, null, room));
+      }
       const pub: PendingPublish = {
         room,
         data,
@@ -294,12 +299,13 @@ export class Client extends Emitter<ClientEvents> implements SubscriptionHost {
     const wasOnServer = sub.state === 'active' || sub.state === 'subscribing';
     sub.close();
     if (this.subs.get(sub.room) === sub) this.subs.delete(sub.room);
-    if (!wasOnServer || !this.ws || !this.welcomeFrame) return Promise.resolve();
-    return new Promise<void>((resolve) => {
+    const done = new Promise<void>((resolve) => {
+      if (!wasOnServer || !this.ws || !this.welcomeFrame) return resolve();
       const id = this.nextId++;
       this.inflight.set(id, { kind: 'unsubscribe', done: resolve });
       this.send({ type: 'unsubscribe', id, room: sub.room });
     });
+    return done.then(() => sub.unsubscribed());
   }
 
   // ---- connection ----
@@ -417,6 +423,16 @@ export class Client extends Emitter<ClientEvents> implements SubscriptionHost {
         return;
       }
       case 'unsubscribed': {
+        if (frame.id === undefined || frame.id === null) {
+          // The server removed the subscription by itself (an operator, or membership
+          // ended): do not subscribe again.
+          const sub = this.subs.get(frame.room);
+          if (sub && sub.state === 'active') {
+            this.subs.delete(sub.room);
+            sub.removedByServer();
+          }
+          return;
+        }
         const entry = this.take(frame.id);
         if (entry?.kind === 'unsubscribe') entry.done();
         return;
@@ -742,8 +758,10 @@ export class Client extends Emitter<ClientEvents> implements SubscriptionHost {
       }
       this.tokenStale = true;
     } else if (code >= 4100 && code <= 4999) {
+      // 4102: an operator disconnected this user; others: do not come back with these credentials.
       this.emit('disconnected', { code, reason, willReconnect: false });
-      this.stop(`closed by the server (${code})`, new RoomcastError('unauthorized', `the server closed the connection with ${code} ${reason}`), true);
+      const kind = code === 4102 ? 'disconnected' : 'unauthorized';
+      this.stop(`closed by the server (${code} ${reason})`, new RoomcastError(kind, `the server closed the connection with ${code} ${reason}`), true);
       return;
     } else if (wasWelcomed) {
       this.authFailures = 0;

@@ -12,6 +12,12 @@ export interface SubscriptionEvents<T> {
   reset: (info: ResetInfo) => void;
   /** The subscription failed for good (e.g. 107 forbidden), or a gap fill failed. */
   error: (error: RoomcastError) => void;
+  /**
+   * The subscription ended: `byServer` when the server removed it by itself (an operator
+   * took the user out of the room, or their membership ended; do not subscribe again
+   * by yourself), otherwise after `unsubscribe()`.
+   */
+  unsubscribed: (info: { room: string; byServer: boolean }) => void;
 }
 
 /** Handlers given to `Client.subscribe`. */
@@ -20,6 +26,7 @@ export interface SubscriptionHandlers<T> {
   onSubscribed?: SubscriptionEvents<T>['subscribed'];
   onReset?: SubscriptionEvents<T>['reset'];
   onError?: SubscriptionEvents<T>['error'];
+  onUnsubscribed?: SubscriptionEvents<T>['unsubscribed'];
   /** Resume from this position instead of starting at the room's top. */
   since?: Position;
 }
@@ -77,6 +84,7 @@ export class Subscription<T = unknown> extends Emitter<SubscriptionEvents<T>> {
     if (handlers.onSubscribed) this.on('subscribed', handlers.onSubscribed);
     if (handlers.onReset) this.on('reset', handlers.onReset);
     if (handlers.onError) this.on('error', handlers.onError);
+    if (handlers.onUnsubscribed) this.on('unsubscribed', handlers.onUnsubscribed);
     this.ready = new Promise<SubscribedInfo>((resolve, reject) => {
       this.resolveReady = resolve;
       this.rejectReady = reject;
@@ -138,6 +146,17 @@ export class Subscription<T = unknown> extends Emitter<SubscriptionEvents<T>> {
       if (!this.confirmed) this.rejectReady(error);
       this.emit('error', error);
     }
+  }
+
+  /** `unsubscribe()` completed. @internal */
+  unsubscribed(): void {
+    this.emit('unsubscribed', { room: this.room, byServer: false });
+  }
+
+  /** The server ended the subscription by itself. @internal */
+  removedByServer(): void {
+    this.close();
+    this.emit('unsubscribed', { room: this.room, byServer: true });
   }
 
   /** The client stopped before the first confirmation. @internal */

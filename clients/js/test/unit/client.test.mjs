@@ -168,7 +168,46 @@ describe('positions and delivery', () => {
     ws.push({ type: 'unsubscribed', id: u.id, room: 'r' });
     await done;
     assert.equal(log.messages.length, 0);
+    assert.equal(sub.closed, true);
     assert.equal(c.subscription('r'), undefined);
+  });
+});
+
+describe('server-side removal', () => {
+  it('an unsubscribed without id ends the subscription for good: no resubscribe after a reconnect', async () => {
+    const { c, ws, sub, log } = await subscribed('r', 'e1', 0);
+    const ended = [];
+    sub.on('unsubscribed', (i) => ended.push(i));
+    ws.push({ type: 'unsubscribed', room: 'r' });
+    ws.push(message('r', 'e1', 1));
+    assert.deepEqual(ended, [{ room: 'r', byServer: true }]);
+    assert.equal(sub.closed, true);
+    assert.equal(c.subscription('r'), undefined);
+    assert.equal(log.messages.length, 0);
+    ws.serverClose(1006);
+    mock.timers.tick(125);
+    await flush();
+    FakeSocket.last().accept();
+    assert.equal(FakeSocket.last().sent('subscribe').length, 0);
+  });
+
+  it('4102 (an operator disconnected the user): does not reconnect', async () => {
+    const { c, ws } = await subscribed('r', 'e1', 0);
+    const closed = [];
+    c.on('closed', (x) => closed.push(x.error.kind));
+    c.on('error', () => {});
+    ws.serverClose(4102, 'disconnected');
+    mock.timers.tick(60_000);
+    await flush();
+    assert.deepEqual(closed, ['disconnected']);
+    assert.equal(FakeSocket.instances.length, 1);
+  });
+
+  it('refuses an idempotency key longer than 255 bytes before sending it', async () => {
+    const { c, ws } = await subscribed('r', 'e1', 0);
+    await assert.rejects(c.publish('r', 1, { idempotencyKey: 'k'.repeat(256) }), (e) => e.kind === 'invalid_frame');
+    await assert.rejects(c.publish('r', null), (e) => e.kind === 'invalid_frame');
+    assert.equal(ws.sent('publish').length, 0);
   });
 });
 
