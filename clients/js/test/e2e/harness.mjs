@@ -142,6 +142,9 @@ export async function startRoomcast(scope, env = {}) {
   const node = 'e2e-' + randomBytes(4).toString('hex');
   const db = path.join(tmpdir(), `roomcast-js-${node}.db`);
   const childEnv = { ...process.env };
+  // The server reads every ROOMCAST_* variable as configuration and refuses unknown keys
+  // (ROOMCAST_BIN among them): pass only the ones set here.
+  for (const key of Object.keys(childEnv)) if (key.startsWith('ROOMCAST_')) delete childEnv[key];
   delete childEnv.RUST_LOG;
   delete childEnv.DATABASE_URL;
   Object.assign(childEnv, {
