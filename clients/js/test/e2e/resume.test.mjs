@@ -7,8 +7,8 @@ import path from 'node:path';
 import { test } from 'node:test';
 import { Scope, launchBrowser, openPage, percentile, pkgRoot, startRedis, startRoomcast, startStatic } from './harness.mjs';
 
-const SUBSCRIBERS = 4;
-const ROOMS_EACH = 5;
+const SUBSCRIBERS = 8;
+const ROOMS_EACH = 3;
 
 test('kill -9 of the page\'s instance: every room resumes on the other, 0 missing, 0 duplicated, 0 out of order', { timeout: 120_000 }, async (t) => {
   const scope = new Scope();
