@@ -71,6 +71,8 @@ export interface ClientEvents {
   connected: (welcome: Welcome) => void;
   /** The connection ended; `willReconnect` says whether the client goes on. */
   disconnected: (info: { code: number; reason: string; willReconnect: boolean }) => void;
+  /** The server asked this client to move (it is draining); a reconnect follows. */
+  draining: (info: { reason: string }) => void;
   /** A reconnect is scheduled. */
   reconnecting: (info: { attempt: number; delayMs: number; url: string }) => void;
   /** The token was replaced on the live connection. */
@@ -480,6 +482,7 @@ export class Client extends Emitter<ClientEvents> implements SubscriptionHost {
         this.draining = true;
         clearTimeout(this.drainTimer);
         this.drainTimer = setTimeout(() => this.abandon('drain'), 2_000);
+        this.emit('draining', { reason: String(frame.reason ?? 'draining') });
         return;
       case 'refreshed': {
         const entry = this.take(frame.id);

@@ -20,7 +20,7 @@ export const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 
 /** Every child still running, by PID. */
 const running = new Map();
-process.on('exit', () => {
+function killAll() {
   for (const pid of running.keys()) {
     try {
       process.kill(pid, 'SIGKILL');
@@ -28,7 +28,15 @@ process.on('exit', () => {
       // gone already
     }
   }
-});
+}
+process.on('exit', killAll);
+// A runner stopped by a timeout (SIGTERM) or by hand still leaves nothing behind.
+for (const signal of ['SIGTERM', 'SIGINT', 'SIGHUP']) {
+  process.once(signal, () => {
+    killAll();
+    process.exit(1);
+  });
+}
 
 /** Resources of one test, released by `cleanup()` in reverse order. */
 export class Scope {

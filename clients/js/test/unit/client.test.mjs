@@ -342,7 +342,10 @@ describe('close codes', () => {
     const { c, ws } = await subscribed('r', 'e1', 4, { random: () => 0.9 });
     const reconnecting = [];
     c.on('reconnecting', (r) => reconnecting.push(r));
+    const draining = [];
+    c.on('draining', (d) => draining.push(d));
     ws.push({ type: 'reconnect', reason: 'draining' });
+    assert.deepEqual(draining, [{ reason: 'draining' }]);
     ws.serverClose(1012, 'service_restart');
     assert.equal(reconnecting[0].delayMs, 90);
     mock.timers.tick(90);
@@ -352,14 +355,24 @@ describe('close codes', () => {
     assert.deepEqual(ws2.sent('subscribe')[0].since, { epoch: 'e1', seq: 4 });
   });
 
-  it('a reconnect frame without a close is followed by leaving the instance anyway', async () => {
-    const { ws } = await subscribed('r', 'e1', 4);
+  it('a reconnect frame without a close is followed by leaving the instance anyway, and the connection cut after it counts as a drain', async () => {
+    const { c, ws } = await subscribed('r', 'e1', 4);
     ws.push({ type: 'reconnect', reason: 'draining' });
     mock.timers.tick(2_000);
     assert.ok(ws.closedByClient);
     mock.timers.tick(100);
     await flush();
     assert.equal(FakeSocket.instances.length, 2);
+    // A drain whose close frame got lost (1006): still the drain delay, not a backoff.
+    const reconnecting = [];
+    c.on('reconnecting', (r) => reconnecting.push(r));
+    FakeSocket.last().accept();
+    FakeSocket.last().push({ type: 'reconnect', reason: 'draining' });
+    FakeSocket.last().serverClose(1006);
+    assert.equal(reconnecting[0].delayMs, 50);
+    mock.timers.tick(50);
+    await flush();
+    assert.equal(FakeSocket.instances.length, 3);
   });
 
   it('4000 slow consumer: reconnects and resumes from the last message received', async () => {

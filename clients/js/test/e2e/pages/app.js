@@ -37,7 +37,7 @@ function follow(client, room) {
 function makeClient(name, options) {
   const client = new roomcast.Client(options);
   client.name = name;
-  for (const event of ['connected', 'disconnected', 'reconnecting', 'refreshed', 'closed', 'error']) {
+  for (const event of ['connected', 'disconnected', 'draining', 'reconnecting', 'refreshed', 'closed', 'error']) {
     client.on(event, (info) => {
       const entry = { client: name, event, at: Date.now() };
       if (event === 'connected') entry.server = info.server;
