@@ -19,6 +19,7 @@ pub mod broker;
 pub mod client;
 pub mod config;
 pub mod connection;
+pub mod control;
 pub mod flags;
 pub mod protocol;
 pub mod relay;

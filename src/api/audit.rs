@@ -252,20 +252,48 @@ fn csv_line(out: &mut String, entry: &AuditEntry) {
         if i > 0 {
             out.push(',');
         }
-        if field.contains([',', '"', '\n', '\r']) {
-            out.push('"');
-            out.push_str(&field.replace('"', "\"\""));
-            out.push('"');
-        } else {
-            out.push_str(field);
-        }
+        csv_cell(out, field);
     }
     out.push('\n');
 }
 
+/// One CSV cell. A value a spreadsheet would run as a formula (it starts with `=`, `+`,
+/// `-`, `@`, a tab or a carriage return) gets a leading `'`, so opening an export never
+/// runs what a user typed into an issue.
+fn csv_cell(out: &mut String, field: &str) {
+    let formula = field.starts_with(['=', '+', '-', '@', '\t', '\r']);
+    let quoted = formula || field.contains([',', '"', '\n', '\r']);
+    if quoted {
+        out.push('"');
+    }
+    if formula {
+        out.push('\'');
+    }
+    out.push_str(&field.replace('"', "\"\""));
+    if quoted {
+        out.push('"');
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::utc_millis;
+    use super::{csv_cell, utc_millis};
+
+    #[test]
+    fn csv_cells_are_quoted_and_never_formulas() {
+        let cell = |value: &str| {
+            let mut out = String::new();
+            csv_cell(&mut out, value);
+            out
+        };
+        assert_eq!(cell("plain"), "plain");
+        assert_eq!(cell("a,b"), "\"a,b\"");
+        assert_eq!(cell("say \"hi\""), "\"say \"\"hi\"\"\"");
+        assert_eq!(cell("=HYPERLINK(\"x\")"), "\"'=HYPERLINK(\"\"x\"\")\"");
+        for prefix in ["+", "-", "@", "\t"] {
+            assert!(cell(&format!("{prefix}1")).starts_with("\"'"), "{prefix:?}");
+        }
+    }
 
     #[test]
     fn utc_times_in_one_shape_only() {

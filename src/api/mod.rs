@@ -2,6 +2,7 @@
 //! audited, broadcast through the outbox), the audit log, publishing to rooms and
 //! reading their history. Every request is authenticated and rate limited first.
 
+mod admin;
 mod audit;
 mod comments;
 mod error;
@@ -222,6 +223,12 @@ impl Api {
             (["audit"], &Method::GET) => audit::search(self, &params).await,
             (["audit", "export"], &Method::GET) => audit::export(self, &params).await,
             (["publish"], &Method::POST) => rooms::publish(self, request, context).await,
+            (["admin", "disconnect"], &Method::POST) => {
+                admin::disconnect(self, request, context).await
+            }
+            (["admin", "unsubscribe"], &Method::POST) => {
+                admin::unsubscribe(self, request, context).await
+            }
             (["rooms", room, "history"], &Method::GET) => {
                 rooms::history(self, &params, context, room).await
             }
@@ -268,6 +275,8 @@ fn route_template(segments: &[&str]) -> &'static str {
         ["audit"] => "/api/v1/audit",
         ["audit", "export"] => "/api/v1/audit/export",
         ["publish"] => "/api/v1/publish",
+        ["admin", "disconnect"] => "/api/v1/admin/disconnect",
+        ["admin", "unsubscribe"] => "/api/v1/admin/unsubscribe",
         ["rooms", _, "history"] => "/api/v1/rooms/{room}/history",
         _ => "/api/v1/other",
     }
@@ -278,7 +287,7 @@ fn allowed_methods(segments: &[&str]) -> Option<&'static str> {
         ["issues"] | ["issues", _, "comments"] => Some("GET, POST"),
         ["issues", _] | ["issues", _, "comments", _] => Some("GET, PATCH, DELETE"),
         ["audit"] | ["audit", "export"] | ["rooms", _, "history"] => Some("GET"),
-        ["publish"] => Some("POST"),
+        ["publish"] | ["admin", "disconnect"] | ["admin", "unsubscribe"] => Some("POST"),
         _ => None,
     }
 }

@@ -159,6 +159,8 @@ mod tests {
             service_read_burst: 100,
             service_writes_per_second: 100.0,
             service_write_burst: 100,
+            ws_publishes_per_second: 1.0,
+            ws_publish_burst: 1,
         })
     }
 

@@ -31,7 +31,7 @@ fn room_name(api: &Api, field: &str, room: &str) -> Result<RoomName, ApiError> {
 
 /// A broker failure: 504 when it timed out (the outcome is unknown: retry with the same
 /// key), 503 when it is unreachable, 500 otherwise.
-fn broker_error(err: BrokerError) -> ApiError {
+pub(super) fn broker_error(err: BrokerError) -> ApiError {
     match err {
         BrokerError::Timeout(_) => ApiError::new(
             StatusCode::GATEWAY_TIMEOUT,

@@ -133,7 +133,15 @@ fn apply_env(table: &mut Table, name: &str, raw: String) -> Result<(), ConfigErr
                 ),
             });
         }
-        Value::Array(_) | Value::Datetime(_) => {
+        // Lists (of strings: every list key is one) are written comma separated.
+        Value::Array(_) => Value::Array(
+            raw.split(',')
+                .map(str::trim)
+                .filter(|item| !item.is_empty())
+                .map(|item| Value::String(item.to_owned()))
+                .collect(),
+        ),
+        Value::Datetime(_) => {
             return Err(ConfigError::Type {
                 key: dotted.clone(),
                 message: format!("cannot be set from the environment ({name})"),

@@ -1,7 +1,10 @@
 //! Typed configuration: defaults compiled from `config/default.toml`, then an optional
 //! file, then `ROOMCAST_*` environment variables; validated before anything binds.
 
+mod access;
 mod layers;
+
+pub use access::{AuthMode, CorsConfig, OriginList, WebSocketConfig};
 
 use crate::protocol::RoomNameRules;
 use serde::Deserialize;
@@ -40,6 +43,10 @@ pub struct Config {
     pub audit: AuditConfig,
     /// Authentication.
     pub auth: AuthConfig,
+    /// `[cors]`
+    pub cors: CorsConfig,
+    /// `[websocket]`
+    pub websocket: WebSocketConfig,
     /// Rate limits.
     pub rate_limits: RateLimitConfig,
     /// Prometheus endpoint.
@@ -140,6 +147,8 @@ pub struct AuthConfig {
     pub jwt_audience: String,
     /// `name:token,…`
     pub service_tokens: String,
+    /// Whether anonymous clients are allowed on a public address.
+    pub mode: AuthMode,
 }
 
 /// `[rate_limits]`
@@ -162,6 +171,10 @@ pub struct RateLimitConfig {
     pub service_writes_per_second: f64,
     /// Service mutation burst.
     pub service_write_burst: u32,
+    /// WebSocket publishes per second per principal.
+    pub ws_publishes_per_second: f64,
+    /// WebSocket publish burst per principal.
+    pub ws_publish_burst: u32,
 }
 
 /// `[log]`
@@ -204,6 +217,10 @@ pub struct ConnectionConfig {
     pub listen_backlog: u32,
     /// Whether publishing requires a subscription.
     pub publish_requires_subscription: bool,
+    /// Most WebSocket connections on this instance.
+    pub max_connections: usize,
+    /// Most connections of one user or service on this instance (0: no limit).
+    pub max_connections_per_user: usize,
 }
 
 /// `[rooms]`
@@ -491,9 +508,19 @@ impl Config {
                 l.service_writes_per_second > 0.0 && l.service_write_burst >= 1,
                 "rate_limits.service_writes_per_second",
             ),
+            (
+                l.ws_publishes_per_second > 0.0 && l.ws_publish_burst >= 1,
+                "rate_limits.ws_publishes_per_second",
+            ),
         ] {
             check(ok, key, "rates must be positive and bursts at least 1")?;
         }
+        check(
+            self.connection.max_connections >= 1,
+            "connection.max_connections",
+            "must be at least 1",
+        )?;
+        access::validate(self)?;
         crate::auth::Authenticator::from_config(&self.auth).map_err(|e| ConfigError::Invalid {
             key: match e.key {
                 "service_tokens" => "auth.service_tokens",
@@ -535,6 +562,11 @@ impl Config {
             !self.rooms.name_extra_chars.contains(['{', '}']),
             "rooms.name_extra_chars",
             "may not contain braces (they delimit Redis hash tags)",
+        )?;
+        check(
+            !self.rooms.name_extra_chars.contains('$'),
+            "rooms.name_extra_chars",
+            "may not contain `$` (it starts the server's internal rooms)",
         )?;
         check(
             tracing_subscriber::EnvFilter::try_new(&self.log.level).is_ok(),
@@ -604,6 +636,7 @@ mod tests {
             None,
             env(&[
                 ("ROOMCAST_LISTEN", "0.0.0.0:9000"),
+                ("ROOMCAST_AUTH__MODE", "open"),
                 ("ROOMCAST_NODE_ID", "1234"),
                 ("ROOMCAST_CONNECTION__MAX_ROOMS", "7"),
                 ("ROOMCAST_CONNECTION__PUBLISH_REQUIRES_SUBSCRIPTION", "true"),

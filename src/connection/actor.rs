@@ -10,6 +10,7 @@
 
 use super::Outbound;
 use super::context::ConnectionContext;
+use super::lifetime::TokenLifetime;
 use super::publishing::{Publishing, Replies};
 use crate::auth::Principal;
 use crate::broker::{PublishRequest, read_history};
@@ -26,6 +27,9 @@ use std::sync::Arc;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_tungstenite::tungstenite::Message;
 
+/// Longest idempotency key (bytes), as for the HTTP API's `Idempotency-Key`.
+pub const MAX_KEY_BYTES: usize = 255;
+
 /// Handle to a connection actor.
 pub type ConnectionRef = ActorRef<ConnectionMsg>;
 
@@ -34,6 +38,10 @@ pub enum ConnectionMsg {
     /// A data frame read from the socket. The permit bounds how many frames may wait in
     /// the mailbox; it is released when the frame has been handled.
     Inbound(Message, OwnedSemaphorePermit),
+    /// The token of the given generation reached its expiry (see `lifetime.rs`).
+    TokenExpired(u64),
+    /// An operator removed the user from this room: unsubscribe without being asked.
+    Revoke(RoomName),
     /// Panic on purpose: fault injection for supervision tests.
     Crash,
 }
@@ -52,6 +60,9 @@ pub struct ConnectionArgs {
     pub principal: Principal,
     /// Feature flags on for this connection.
     pub features: Vec<String>,
+    /// Key of the publish rate limit (see [`ConnectionContext::publish_limiter`]);
+    /// `None` for connections it does not limit.
+    pub rate_key: Option<Box<str>>,
 }
 
 /// The connection actor.
@@ -65,8 +76,10 @@ pub struct ConnectionState {
     /// The connection's id, encoding and outbound queue.
     replies: Replies,
     principal: Principal,
+    rate_key: Option<Box<str>>,
     subscriptions: HashSet<RoomName>,
     publishing: Publishing,
+    lifetime: TokenLifetime,
 }
 
 /// The state goes when the actor does — stopped, or failed in a handler — and with it
@@ -95,9 +108,11 @@ impl Actor for ConnectionActor {
 
     async fn pre_start(
         &self,
-        _myself: ConnectionRef,
+        myself: ConnectionRef,
         args: ConnectionArgs,
     ) -> Result<ConnectionState, ActorProcessingErr> {
+        let mut lifetime = TokenLifetime::default();
+        let expires_at = lifetime.watch(&myself, &args.principal);
         let state = ConnectionState {
             replies: Replies {
                 conn_id: args.conn_id,
@@ -105,8 +120,10 @@ impl Actor for ConnectionActor {
                 outbound: args.outbound,
             },
             principal: args.principal,
+            rate_key: args.rate_key,
             subscriptions: HashSet::new(),
             publishing: Publishing::default(),
+            lifetime,
         };
         state.send(&ServerFrame::Welcome {
             protocol: PROTOCOL_VERSION.to_owned(),
@@ -114,19 +131,20 @@ impl Actor for ConnectionActor {
             session: args.session,
             limits: self.context.limits.clone(),
             features: args.features,
+            expires_at,
         });
         Ok(state)
     }
 
     async fn handle(
         &self,
-        _myself: ConnectionRef,
+        myself: ConnectionRef,
         message: ConnectionMsg,
         state: &mut ConnectionState,
     ) -> Result<(), ActorProcessingErr> {
         // Boxed: handling a request takes a large future, and an unboxed one would be
         // reserved inside every idle connection's actor task.
-        Box::pin(self.handle_message(message, state)).await;
+        Box::pin(self.handle_message(&myself, message, state)).await;
         Ok(())
     }
 
@@ -143,14 +161,29 @@ impl Actor for ConnectionActor {
 }
 
 impl ConnectionActor {
-    async fn handle_message(&self, message: ConnectionMsg, state: &mut ConnectionState) {
+    async fn handle_message(
+        &self,
+        myself: &ConnectionRef,
+        message: ConnectionMsg,
+        state: &mut ConnectionState,
+    ) {
         match message {
             ConnectionMsg::Inbound(frame, _permit) => {
                 match state.replies.encoding.decode_client(&frame) {
+                    Ok(ClientFrame::Refresh { id, token }) => {
+                        self.refresh(myself, state, id, &token)
+                    }
                     Ok(frame) => self.handle_frame(state, frame).await,
                     Err(DecodeError { id, code, message }) => state.send_error(id, code, message),
                 }
             }
+            ConnectionMsg::TokenExpired(generation) => {
+                if state.lifetime.is_current(generation) {
+                    metrics::counter!("roomcast_tokens_expired_total").increment(1);
+                    state.replies.outbound.close(CloseCode::TokenExpired);
+                }
+            }
+            ConnectionMsg::Revoke(room) => self.revoke(state, room).await,
             ConnectionMsg::Crash => {
                 panic!("fault injected into connection {}", state.replies.conn_id)
             }
@@ -176,7 +209,60 @@ impl ConnectionActor {
                 since,
                 limit,
             } => self.history(state, id, &room, since, limit).await,
+            // Handled before: it needs the actor's own reference.
+            ClientFrame::Refresh { .. } => {}
         }
+    }
+
+    /// `refresh`: a new token of the same user replaces the connection's one.
+    fn refresh(
+        &self,
+        myself: &ConnectionRef,
+        state: &mut ConnectionState,
+        id: Option<u64>,
+        token: &str,
+    ) {
+        let principal = match self.context.auth.authenticate(Some(token)) {
+            Ok(principal) => principal,
+            Err(err) => {
+                metrics::counter!("roomcast_auth_failures_total", "endpoint" => "ws_refresh")
+                    .increment(1);
+                return state.send_error(id, ErrorCode::Unauthorized, err.to_string());
+            }
+        };
+        if principal.key() != state.principal.key() {
+            return state.send_error(
+                id,
+                ErrorCode::Unauthorized,
+                "a refreshed token must name the same user as the connection's",
+            );
+        }
+        let expires_at = state.lifetime.watch(myself, &principal);
+        state.principal = principal;
+        match expires_at {
+            Some(expires_at) => state.send(&ServerFrame::Refreshed { id, expires_at }),
+            None => state.send_error(
+                id,
+                ErrorCode::InvalidFrame,
+                "this connection's credentials do not expire; there is nothing to refresh",
+            ),
+        }
+    }
+
+    /// An operator removed the user from `room`: the client is told with an
+    /// `unsubscribed` frame without `id`.
+    async fn revoke(&self, state: &mut ConnectionState, room: RoomName) {
+        if !state.subscriptions.remove(&room) {
+            return;
+        }
+        self.context
+            .rooms
+            .unsubscribe_and_wait(&room, state.replies.conn_id)
+            .await;
+        state.send(&ServerFrame::Unsubscribed {
+            id: None,
+            room: room.to_string(),
+        });
     }
 
     fn room_name(&self, state: &ConnectionState, id: Option<u64>, room: &str) -> Option<RoomName> {
@@ -289,6 +375,31 @@ impl ConnectionActor {
                 ErrorCode::Forbidden,
                 format!("your token does not allow publishing to {room}"),
             );
+        }
+        if key.as_ref().is_some_and(|key| key.len() > MAX_KEY_BYTES) {
+            return state.send_error(
+                id,
+                ErrorCode::InvalidFrame,
+                format!("key is longer than {MAX_KEY_BYTES} bytes"),
+            );
+        }
+        if let Some(Err(wait)) = state
+            .rate_key
+            .as_deref()
+            .map(|key| self.context.publish_limiter.check(key))
+        {
+            metrics::counter!("roomcast_rate_limited_total", "endpoint" => "ws_publish")
+                .increment(1);
+            return state.send(&ServerFrame::Error {
+                id,
+                code: ErrorCode::RateLimited,
+                name: ErrorCode::RateLimited.name().to_owned(),
+                message: format!(
+                    "too many publishes; retry in {} ms",
+                    wait.as_millis().max(1)
+                ),
+                retry_after_ms: Some(wait.as_millis().max(1) as u64),
+            });
         }
         if self.context.limits.publish_requires_subscription && !state.subscriptions.contains(&room)
         {

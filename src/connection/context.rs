@@ -1,5 +1,7 @@
 //! What every connection of an instance shares: the broker, the rooms, limits and rules.
 
+use super::admission::{Admissions, PublishLimiter};
+use crate::auth::Authenticator;
 use crate::broker::{Broker, BrokerError, PublishAck, PublishRequest};
 use crate::config::Config;
 use crate::flags::Flags;
@@ -29,6 +31,16 @@ pub struct ConnectionContext {
     pub heartbeat: Duration,
     /// Feature flags.
     pub flags: Flags,
+    /// Verifies tokens sent in `refresh` frames.
+    pub auth: Arc<Authenticator>,
+    /// Connection counts against their bounds.
+    pub admissions: Arc<Admissions>,
+    /// Publish rate per user, and per address for anonymous clients of a server opened
+    /// on purpose (`auth.mode = "open"`). Services (trusted backends) and anonymous
+    /// clients of a loopback-only development server are not limited.
+    pub publish_limiter: PublishLimiter,
+    /// Whether anonymous publishes are limited (per client address).
+    pub limit_anonymous_publishes: bool,
 }
 
 impl ConnectionContext {
@@ -39,6 +51,7 @@ impl ConnectionContext {
         rooms: Rooms,
         broker: Arc<dyn Broker>,
         flags: Flags,
+        auth: Arc<Authenticator>,
     ) -> Self {
         let c = &config.connection;
         ConnectionContext {
@@ -56,6 +69,10 @@ impl ConnectionContext {
             outbound_queue: c.outbound_queue,
             heartbeat: c.heartbeat(),
             flags,
+            auth,
+            admissions: Admissions::new(config),
+            publish_limiter: PublishLimiter::new(config),
+            limit_anonymous_publishes: config.auth.mode == crate::config::AuthMode::Open,
         }
     }
 

@@ -8,12 +8,15 @@
 //! subscriptions when they find its queue closed. Other connections are not affected.
 
 mod actor;
+mod admission;
 mod context;
+mod lifetime;
 mod outbound;
 mod publishing;
 mod socket;
 
 pub use actor::{ConnectionActor, ConnectionArgs, ConnectionMsg, ConnectionRef};
+pub use admission::{Admission, Refusal};
 pub use context::ConnectionContext;
 pub use outbound::{Item, Outbound, OutboundReceiver, QueueError, Received, channel};
 
@@ -35,6 +38,8 @@ const ACTOR_STOP_TIMEOUT: Duration = Duration::from_secs(5);
 /// A live connection, as seen from outside it.
 struct Live {
     session: Box<str>,
+    /// The principal key of an authenticated connection (for operator actions).
+    user: Option<Box<str>>,
     actor: ConnectionRef,
     outbound: Outbound,
     encoding: Encoding,
@@ -72,9 +77,23 @@ impl Connections {
         })
     }
 
-    /// Serves one upgraded connection until it ends.
-    pub async fn serve<S>(&self, io: S, encoding: Encoding, principal: Principal)
-    where
+    /// Takes a place for a new connection of `principal` (before the upgrade is
+    /// answered), or says why there is none.
+    pub fn admit(&self, principal: &Principal) -> Result<Admission, Refusal> {
+        self.inner.context.admissions.admit(principal)
+    }
+
+    /// Serves one upgraded connection until it ends. `peer` keys the publish rate limit
+    /// of anonymous clients of an open server; `admission` is released when the
+    /// connection ends.
+    pub async fn serve<S>(
+        &self,
+        io: S,
+        encoding: Encoding,
+        principal: Principal,
+        admission: Admission,
+        peer: std::net::IpAddr,
+    ) where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let inner = &self.inner;
@@ -85,6 +104,14 @@ impl Connections {
         let (outbound, mut receiver) = outbound::channel(inner.context.outbound_queue);
         let features = inner.context.flags.enabled_for(&principal.key());
         let coalesce = features.iter().any(|f| f == crate::flags::COALESCE_WRITES);
+        let user: Option<Box<str>> = admission.user().map(Box::from);
+        let rate_key = match &principal {
+            Principal::User { .. } => Some(principal.key().into_boxed_str()),
+            Principal::Anonymous if inner.context.limit_anonymous_publishes => {
+                Some(format!("address:{peer}").into_boxed_str())
+            }
+            Principal::Anonymous | Principal::Service { .. } => None,
+        };
         let args = ConnectionArgs {
             conn_id,
             session: session.clone(),
@@ -92,6 +119,7 @@ impl Connections {
             outbound: outbound.clone(),
             principal,
             features,
+            rate_key,
         };
         let actor = ConnectionActor {
             context: inner.context.clone(),
@@ -116,6 +144,7 @@ impl Connections {
             conn_id,
             Live {
                 session: session.into(),
+                user,
                 actor: actor.clone(),
                 outbound,
                 encoding,
@@ -155,6 +184,48 @@ impl Connections {
             let _ = tokio::time::timeout(ACTOR_STOP_TIMEOUT, actor_done).await;
         }
         metrics::gauge!("roomcast_connections").decrement(1.0);
+        drop(admission);
+    }
+
+    /// Disconnects every connection of `user` (a principal key such as `user:alice`):
+    /// with `reconnect`, as a drain does (a `reconnect` frame, then 1012); without, with
+    /// 4102 (the client does not come back by itself). Returns how many were open.
+    pub fn disconnect_user(&self, user: &str, reconnect: bool) -> usize {
+        let mut count = 0;
+        for entry in self.inner.live.iter() {
+            if entry.user.as_deref() != Some(user) {
+                continue;
+            }
+            count += 1;
+            if reconnect {
+                let hint = ServerFrame::Reconnect {
+                    reason: "disconnected".into(),
+                };
+                entry
+                    .outbound
+                    .close_after(entry.encoding.encode(&hint), CloseCode::ServiceRestart);
+            } else {
+                entry.outbound.close(CloseCode::Disconnected);
+            }
+        }
+        count
+    }
+
+    /// Unsubscribes every connection of `user` from `room` (each client gets an
+    /// `unsubscribed` frame without `id`). Returns how many connections were told.
+    pub fn revoke(&self, user: &str, room: &crate::protocol::RoomName) -> usize {
+        let mut count = 0;
+        for entry in self.inner.live.iter() {
+            if entry.user.as_deref() == Some(user)
+                && entry
+                    .actor
+                    .cast(ConnectionMsg::Revoke(room.clone()))
+                    .is_ok()
+            {
+                count += 1;
+            }
+        }
+        count
     }
 
     /// Number of open connections.

@@ -28,6 +28,8 @@ pub enum ErrorCode {
     AlreadySubscribed,
     /// The credentials do not allow this operation on this room.
     Forbidden,
+    /// A token sent in a frame (`refresh`) is invalid, expired, or names another user.
+    Unauthorized,
     /// The broker (sequencer and replay buffer) is unreachable; nothing was published.
     Unavailable,
     /// An unexpected server-side failure.
@@ -41,7 +43,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for documentation and exhaustive tests.
-    pub const ALL: [ErrorCode; 12] = [
+    pub const ALL: [ErrorCode; 13] = [
         ErrorCode::BadFrame,
         ErrorCode::UnknownType,
         ErrorCode::InvalidFrame,
@@ -50,6 +52,7 @@ impl ErrorCode {
         ErrorCode::NotSubscribed,
         ErrorCode::AlreadySubscribed,
         ErrorCode::Forbidden,
+        ErrorCode::Unauthorized,
         ErrorCode::Unavailable,
         ErrorCode::Internal,
         ErrorCode::Timeout,
@@ -67,6 +70,7 @@ impl ErrorCode {
             ErrorCode::NotSubscribed => 105,
             ErrorCode::AlreadySubscribed => 106,
             ErrorCode::Forbidden => 107,
+            ErrorCode::Unauthorized => 108,
             ErrorCode::Unavailable => 200,
             ErrorCode::Internal => 201,
             ErrorCode::Timeout => 202,
@@ -85,6 +89,7 @@ impl ErrorCode {
             ErrorCode::NotSubscribed => "not_subscribed",
             ErrorCode::AlreadySubscribed => "already_subscribed",
             ErrorCode::Forbidden => "forbidden",
+            ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
@@ -137,11 +142,16 @@ pub enum CloseCode {
     /// 4100: the credentials were missing, invalid or expired; do not reconnect without
     /// new credentials.
     Unauthorized,
+    /// 4101: the token expired and no `refresh` frame replaced it in time; get a new
+    /// token, reconnect and resume.
+    TokenExpired,
+    /// 4102: an operator disconnected this user; do not reconnect by yourself.
+    Disconnected,
 }
 
 impl CloseCode {
     /// Every close code, for documentation and exhaustive tests.
-    pub const ALL: [CloseCode; 9] = [
+    pub const ALL: [CloseCode; 11] = [
         CloseCode::Normal,
         CloseCode::GoingAway,
         CloseCode::ProtocolError,
@@ -151,6 +161,8 @@ impl CloseCode {
         CloseCode::SlowConsumer,
         CloseCode::HeartbeatTimeout,
         CloseCode::Unauthorized,
+        CloseCode::TokenExpired,
+        CloseCode::Disconnected,
     ];
 
     /// The number sent in the WebSocket close frame.
@@ -165,6 +177,8 @@ impl CloseCode {
             CloseCode::SlowConsumer => 4000,
             CloseCode::HeartbeatTimeout => 4001,
             CloseCode::Unauthorized => 4100,
+            CloseCode::TokenExpired => 4101,
+            CloseCode::Disconnected => 4102,
         }
     }
 
@@ -180,6 +194,8 @@ impl CloseCode {
             CloseCode::SlowConsumer => "slow_consumer",
             CloseCode::HeartbeatTimeout => "heartbeat_timeout",
             CloseCode::Unauthorized => "unauthorized",
+            CloseCode::TokenExpired => "token_expired",
+            CloseCode::Disconnected => "disconnected",
         }
     }
 
@@ -192,7 +208,10 @@ impl CloseCode {
     pub const fn should_reconnect(self) -> bool {
         !matches!(
             self,
-            CloseCode::Normal | CloseCode::MessageTooBig | CloseCode::Unauthorized
+            CloseCode::Normal
+                | CloseCode::MessageTooBig
+                | CloseCode::Unauthorized
+                | CloseCode::Disconnected
         )
     }
 }

@@ -65,6 +65,14 @@ pub enum ClientFrame {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         limit: Option<u32>,
     },
+    /// Replace the connection's token before it expires.
+    Refresh {
+        /// Client-chosen request id, echoed in the reply.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<u64>,
+        /// The new token (a JWT of the same user).
+        token: String,
+    },
 }
 
 /// Limits announced in the `welcome` frame.
@@ -111,6 +119,18 @@ pub enum ServerFrame {
         /// Feature flags on for this connection (omitted when none).
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         features: Vec<String>,
+        /// When the connection's token expires (seconds since the Unix epoch; omitted
+        /// for connections without an expiring token). Send `refresh` before then.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        expires_at: Option<u64>,
+    },
+    /// Reply to `refresh`: the new token is in force.
+    Refreshed {
+        /// Echo of the request id.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<u64>,
+        /// When the new token expires (seconds since the Unix epoch).
+        expires_at: u64,
     },
     /// Reply to `subscribe`. Replayed messages (`replayed` of them) follow it, then live ones.
     Subscribed {
@@ -221,6 +241,9 @@ pub enum ServerFrame {
         name: String,
         /// Human-readable explanation.
         message: String,
+        /// With `rate_limited`: how long to wait before the next attempt (ms).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        retry_after_ms: Option<u64>,
     },
 }
 
@@ -232,6 +255,7 @@ impl ServerFrame {
             code,
             name: code.name().to_owned(),
             message: message.into(),
+            retry_after_ms: None,
         }
     }
 }

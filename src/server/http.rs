@@ -1,6 +1,7 @@
 //! HTTP routing on the shared listener, and small response helpers.
 
 use super::App;
+use super::origin::{self, Origin};
 use super::websocket;
 use crate::telemetry::traces;
 use bytes::Bytes;
@@ -63,7 +64,7 @@ async fn serve(
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
     let (route, mut response) = match (&method, path.as_str()) {
-        (_, "/ws") => ("/ws", websocket::upgrade(request, &app)),
+        (_, "/ws") => ("/ws", websocket::upgrade(request, &app, peer)),
         // HEAD too, for load balancers: hyper sends the GET's headers (Content-Length
         // included) and leaves the body out.
         (&Method::GET | &Method::HEAD, "/healthz") => (
@@ -77,12 +78,15 @@ async fn serve(
                 }),
             ),
         ),
-        (&Method::GET | &Method::HEAD, "/readyz") => ("/readyz", readiness(&app).await),
+        (&Method::GET | &Method::HEAD, "/readyz") => {
+            let detailed = bearer_principal(&request, &app).is_some_and(|p| p.is_admin());
+            ("/readyz", readiness(&app, detailed).await)
+        }
         (&Method::POST, "/admin/drain") => ("/admin/drain", admin_drain(&request, &app, peer)),
         (&Method::GET, "/metrics") if app.metrics_on_main_listener => ("/metrics", metrics()),
         (_, "/healthz" | "/readyz") => ("/health", probe_method_not_allowed()),
         (_, path) if path.starts_with("/api/v1/") || path == "/api/v1" => {
-            app.api.handle(request, peer, &request_id).await
+            api_with_cors(request, &app, peer, &request_id).await
         }
         (_, path) => (
             "/other",
@@ -102,6 +106,33 @@ async fn serve(
     metrics::histogram!("roomcast_http_request_duration_seconds", "route" => route)
         .record(started.elapsed().as_secs_f64());
     Ok(response)
+}
+
+/// The HTTP API behind the CORS policy: a listed origin gets its preflight answered and
+/// CORS headers on every response; an origin that is neither this server nor listed is
+/// refused (403) before anything runs, so a page elsewhere cannot make a browser send a
+/// mutation on its user's behalf.
+async fn api_with_cors(
+    request: Request<hyper::body::Incoming>,
+    app: &App,
+    peer: IpAddr,
+    request_id: &str,
+) -> (&'static str, Response<Body>) {
+    match Origin::of(request.headers(), &app.cors.allowed_origins) {
+        Origin::Refused => {
+            metrics::counter!("roomcast_origin_refusals_total", "endpoint" => "api").increment(1);
+            ("/api/cors", origin::refused("call this API"))
+        }
+        Origin::Allowed(allowed) if origin::is_preflight(request.method(), request.headers()) => {
+            ("/api/cors", origin::preflight(&allowed, &app.cors))
+        }
+        Origin::Allowed(allowed) => {
+            let (route, mut response) = app.api.handle(request, peer, request_id).await;
+            origin::decorate(&mut response, &allowed);
+            (route, response)
+        }
+        Origin::Absent | Origin::SameHost => app.api.handle(request, peer, request_id).await,
+    }
 }
 
 /// The caller's `X-Request-Id` if well-formed (1 to 128 of `A-Za-z0-9._:-`), else a new
@@ -127,14 +158,9 @@ fn admin_drain(
     app: &App,
     peer: IpAddr,
 ) -> Response<Body> {
-    let token = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(crate::auth::bearer);
-    let allowed = match app.auth.authenticate(token) {
-        Ok(crate::auth::Principal::Service { .. }) => true,
-        Ok(crate::auth::Principal::Anonymous) => peer.is_loopback(),
+    let allowed = match bearer_principal(request, app) {
+        Some(crate::auth::Principal::Service { .. }) => true,
+        Some(crate::auth::Principal::Anonymous) => peer.is_loopback(),
         _ => false,
     };
     if !allowed {
@@ -172,8 +198,23 @@ pub fn metrics() -> Response<Body> {
     response
 }
 
-/// `/readyz`: ready to take new connections, with the reason when not.
-async fn readiness(app: &App) -> Response<Body> {
+/// The principal of a request's `Authorization: Bearer` header, if it checks out (an
+/// open server's anonymous caller too).
+fn bearer_principal(
+    request: &Request<hyper::body::Incoming>,
+    app: &App,
+) -> Option<crate::auth::Principal> {
+    let token = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(crate::auth::bearer);
+    app.auth.authenticate(token).ok()
+}
+
+/// `/readyz`: ready to take new connections. The checks behind the answer (which may
+/// name hosts) are shown to administrators only.
+async fn readiness(app: &App, detailed: bool) -> Response<Body> {
     let broker = app.broker.status();
     let store = app.api.store.ping().await;
     let draining = app.draining.load(std::sync::atomic::Ordering::SeqCst);
@@ -183,6 +224,9 @@ async fn readiness(app: &App) -> Response<Body> {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
+    if !detailed {
+        return json_response(status, &json!({ "ready": ready, "draining": draining }));
+    }
     json_response(
         status,
         &json!({

@@ -2,6 +2,7 @@
 //! serves both HTTP routes and the WebSocket endpoint, and shuts them down in order.
 
 mod http;
+mod origin;
 mod websocket;
 
 pub use http::{Body, BoxError, empty, full, json_error, json_response};
@@ -42,6 +43,10 @@ pub struct App {
     pub api: Arc<Api>,
     /// Credentials for the API and the WebSocket endpoint.
     pub auth: Arc<Authenticator>,
+    /// Browser origins allowed to call the HTTP API.
+    pub cors: crate::config::CorsConfig,
+    /// Browser origins allowed to open WebSockets (besides this server's own).
+    pub ws_origins: crate::config::OriginList,
     /// Whether `/metrics` is served here (else on its own listener).
     pub metrics_on_main_listener: bool,
     /// Set while the instance drains: not ready, no new connections.
@@ -93,6 +98,8 @@ pub struct Server {
     stop_accepting: CancellationToken,
     accept_loop: Option<JoinHandle<()>>,
     relay: JoinHandle<()>,
+    control: JoinHandle<()>,
+    /// Stops the background tasks (outbox relay, control listener).
     relay_stop: CancellationToken,
 }
 
@@ -132,19 +139,23 @@ impl Server {
         })?;
         let flags = Flags::from_config(&config.flags).map_err(ServerError::Flags)?;
         flags.watch(Duration::from_secs(2));
+        let auth = Arc::new(Authenticator::from_config(&config.auth).map_err(ServerError::Auth)?);
+        if auth.is_open() {
+            tracing::warn!(
+                listen = %config.listen,
+                mode = ?config.auth.mode,
+                "NO AUTHENTICATION CONFIGURED: every client is anonymous and may read, write and publish anything; \
+                 set [auth] keys before exposing this server (see docs/security.md)"
+            );
+        }
         let context = Arc::new(ConnectionContext::new(
             config,
             node_id.clone(),
             rooms.clone(),
             broker.clone(),
             flags,
+            auth.clone(),
         ));
-        let auth = Arc::new(Authenticator::from_config(&config.auth).map_err(ServerError::Auth)?);
-        if auth.is_open() {
-            tracing::warn!(
-                "NO AUTHENTICATION CONFIGURED: every client is anonymous and may read, write and publish anything; set [auth] keys before exposing this server"
-            );
-        }
         let store = Store::connect(&config.database_url)
             .await
             .map_err(ServerError::Store)?;
@@ -176,6 +187,8 @@ impl Server {
             broker,
             api,
             auth,
+            cors: config.cors.clone(),
+            ws_origins: config.websocket.allowed_origins.clone(),
             metrics_on_main_listener: config.metrics.listen.is_empty(),
             draining: AtomicBool::new(false),
             drain_requested: CancellationToken::new(),
@@ -187,6 +200,11 @@ impl Server {
             tracing::info!(%addr, "metrics listening");
             tokio::spawn(serve_metrics(listener));
         }
+        let control = crate::control::spawn_listener(
+            app.rooms.clone(),
+            app.connections.clone(),
+            relay_stop.clone(),
+        );
         let stop_accepting = CancellationToken::new();
         let accept_loop = tokio::spawn(accept(
             listener,
@@ -204,6 +222,7 @@ impl Server {
             stop_accepting,
             accept_loop: Some(accept_loop),
             relay,
+            control,
             relay_stop,
         })
     }
@@ -293,6 +312,7 @@ impl Server {
         }
         self.relay_stop.cancel();
         let _ = self.relay.await;
+        let _ = self.control.await;
         connections.stop();
         self.app.rooms.stop();
         tracing::info!("roomcast stopped");

@@ -115,6 +115,7 @@ async fn every_route_answers_as_the_openapi_document_says() {
         comments(&mut api, issue).await;
         audit(&mut api).await;
         rooms(&mut api).await;
+        admin(&mut api).await;
         probes(&mut api).await;
         unlisted_methods(&mut api, issue).await;
         deletes(&mut api, issue).await;
@@ -419,6 +420,52 @@ async fn audit(api: &mut Conformance) {
     }
 }
 
+/// Operator actions (open mode: the anonymous caller acts as administrator).
+async fn admin(api: &mut Conformance) {
+    const DISCONNECT: &str = "/api/v1/admin/disconnect";
+    const UNSUBSCRIBE: &str = "/api/v1/admin/unsubscribe";
+    for (status, body) in [
+        (202, json!({"user": "alice"})),
+        (202, json!({"user": "alice", "reconnect": true})),
+        (422, json!({"user": ""})),
+        (422, json!({"user": "alice", "extra": 1})),
+    ] {
+        api.call(
+            status,
+            DISCONNECT,
+            "POST",
+            DISCONNECT,
+            &[],
+            Body::Json(body),
+        )
+        .await;
+    }
+    for (status, body) in [
+        (202, json!({"user": "alice", "room": "project:7"})),
+        (422, json!({"user": "alice", "room": "no spaces"})),
+        (422, json!({"user": "alice"})),
+    ] {
+        api.call(
+            status,
+            UNSUBSCRIBE,
+            "POST",
+            UNSUBSCRIBE,
+            &[],
+            Body::Json(body),
+        )
+        .await;
+    }
+    api.call(
+        400,
+        UNSUBSCRIBE,
+        "POST",
+        UNSUBSCRIBE,
+        &[],
+        Body::Raw("application/json", b"{"),
+    )
+    .await;
+}
+
 async fn rooms(api: &mut Conformance) {
     const PUBLISH: &str = "/api/v1/publish";
     const HISTORY: &str = "/api/v1/rooms/{room}/history";
@@ -595,6 +642,15 @@ async fn refusals_of_credentials_and_limits_are_as_documented() {
         "/api/v1/audit/export",
         &forged,
         Body::None,
+    )
+    .await;
+    api.call(
+        403,
+        "/api/v1/admin/disconnect",
+        "POST",
+        "/api/v1/admin/disconnect",
+        &as_user,
+        Body::Json(json!({"user": "bob"})),
     )
     .await;
     let message = json!({"room": "project:1", "data": 1});

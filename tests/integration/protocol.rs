@@ -261,8 +261,10 @@ async fn welcome_announces_the_limits() {
             limits,
             session,
             features,
+            expires_at,
         } => {
             assert_eq!(protocol, "roomcast.v1");
+            assert_eq!(expires_at, None, "anonymous connections do not expire");
             assert!(features.is_empty(), "no flag is on by default");
             assert_eq!(node, "test-node");
             assert!(!session.is_empty());

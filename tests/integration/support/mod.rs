@@ -209,6 +209,7 @@ impl TestClient {
                 code: got,
                 name,
                 message,
+                ..
             } => {
                 assert_eq!(got, code, "{message}");
                 assert_eq!(name, code.name());

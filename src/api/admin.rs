@@ -1,0 +1,98 @@
+//! Operator actions on users, carried out on every instance:
+//! `POST /api/v1/admin/disconnect` and `POST /api/v1/admin/unsubscribe`.
+//! Global administrators only (an `admin` role in the token, or a service token).
+
+use super::input::json_body;
+use super::{Api, ApiError, Context, FieldError, Reply};
+use crate::control::{self, Command};
+use hyper::body::Incoming;
+use hyper::{Request, StatusCode};
+use serde::Deserialize;
+use serde_json::json;
+
+/// Body of `POST /api/v1/admin/disconnect`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DisconnectBody {
+    /// The user's id (the `sub` of their tokens).
+    user: String,
+    /// Whether their clients are told to reconnect (default: no).
+    #[serde(default)]
+    reconnect: bool,
+}
+
+/// Body of `POST /api/v1/admin/unsubscribe`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UnsubscribeBody {
+    user: String,
+    room: String,
+}
+
+/// Only global administrators act on other users' connections.
+pub(super) fn require_admin(context: &Context) -> Result<(), ApiError> {
+    if context.principal.is_admin() {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "this needs an administrator (a token with the admin role, or a service token)",
+        ))
+    }
+}
+
+fn user_key(user: &str) -> Result<String, ApiError> {
+    if user.is_empty() || user.len() > 255 {
+        return Err(ApiError::invalid(vec![FieldError {
+            field: "user".into(),
+            message: "must be 1 to 255 bytes".into(),
+        }]));
+    }
+    Ok(format!("user:{user}"))
+}
+
+pub async fn disconnect(api: &Api, request: Request<Incoming>, context: &Context) -> Reply {
+    require_admin(context)?;
+    let (body, _): (DisconnectBody, _) = json_body(request, api.config.max_body_bytes).await?;
+    let command = Command::Disconnect {
+        user: user_key(&body.user)?,
+        reconnect: body.reconnect,
+    };
+    send(
+        api,
+        &command,
+        json!({"user": body.user, "reconnect": body.reconnect}),
+    )
+    .await
+}
+
+pub async fn unsubscribe(api: &Api, request: Request<Incoming>, context: &Context) -> Reply {
+    require_admin(context)?;
+    let (body, _): (UnsubscribeBody, _) = json_body(request, api.config.max_body_bytes).await?;
+    let room = api.rooms.parse(&body.room).map_err(|e| {
+        ApiError::invalid(vec![FieldError {
+            field: "room".into(),
+            message: e.to_string(),
+        }])
+    })?;
+    let command = Command::Unsubscribe {
+        user: user_key(&body.user)?,
+        room: room.to_string(),
+    };
+    send(
+        api,
+        &command,
+        json!({"user": body.user, "room": room.as_str()}),
+    )
+    .await
+}
+
+/// Publishes the command to every instance; 202 once the broker has it.
+async fn send(api: &Api, command: &Command, echo: serde_json::Value) -> Reply {
+    control::send(&api.publisher, command)
+        .await
+        .map_err(super::rooms::broker_error)?;
+    tracing::info!(?command, "operator command sent to every instance");
+    Ok(crate::server::json_response(StatusCode::ACCEPTED, &echo))
+}

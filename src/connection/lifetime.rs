@@ -1,0 +1,59 @@
+//! A connection lives no longer than its token: at the token's `exp` the connection is
+//! closed with 4101, unless a `refresh` frame brought a newer token first.
+
+use super::actor::{ConnectionMsg, ConnectionRef};
+use crate::auth::Principal;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::task::JoinHandle;
+
+/// The expiry timer of one connection's current token.
+#[derive(Default)]
+pub struct TokenLifetime {
+    /// Counts tokens; a timer of an earlier one is ignored when it fires.
+    generation: u64,
+    timer: Option<JoinHandle<()>>,
+}
+
+impl TokenLifetime {
+    /// Starts watching `principal`'s token (cancelling the watch of the previous one);
+    /// returns its expiry in seconds since the Unix epoch, for tokens that expire.
+    pub fn watch(&mut self, myself: &ConnectionRef, principal: &Principal) -> Option<u64> {
+        self.cancel();
+        self.generation += 1;
+        let Principal::User { expires_at, .. } = principal else {
+            return None;
+        };
+        let expires_at = *expires_at;
+        let generation = self.generation;
+        let delay = Duration::from_secs(expires_at).saturating_sub(since_epoch());
+        let myself = myself.clone();
+        self.timer = Some(tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let _ = myself.cast(ConnectionMsg::TokenExpired(generation));
+        }));
+        Some(expires_at)
+    }
+
+    /// Whether a timer of `generation` belongs to the token in force.
+    pub fn is_current(&self, generation: u64) -> bool {
+        generation == self.generation
+    }
+
+    fn cancel(&mut self) {
+        if let Some(timer) = self.timer.take() {
+            timer.abort();
+        }
+    }
+}
+
+impl Drop for TokenLifetime {
+    fn drop(&mut self) {
+        self.cancel();
+    }
+}
+
+fn since_epoch() -> Duration {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+}
