@@ -227,9 +227,12 @@ export class Client extends Emitter<ClientEvents> implements SubscriptionHost {
     const existing = this.subs.get(room);
     if (existing && !existing.closed) throw new Error(`roomcast: already subscribed to ${room}`);
     const sub = new Subscription<T>(this, room, handlers);
+    if (this._state === 'closed') {
+      sub.close(new RoomcastError('client_closed', 'the client is closed', null, room));
+      return sub;
+    }
     this.subs.set(room, sub);
-    if (this._state === 'closed') sub.close(new RoomcastError('client_closed', 'the client is closed', null, room));
-    else if (this.welcomeFrame) this.sendSubscribe(sub);
+    if (this.welcomeFrame) this.sendSubscribe(sub);
     return sub;
   }
 
@@ -354,11 +357,11 @@ export class Client extends Emitter<ClientEvents> implements SubscriptionHost {
     this.connectTimer = setTimeout(() => {
       if (generation === this.generation) this.abandon('no welcome in time');
     }, this.opts.connectTimeoutMs);
-    ws.onmessage = (ev) => {
+    ws.onmessage = (ev: { data: unknown }) => {
       if (generation === this.generation) this.receive(ev.data);
     };
-    ws.onclose = (ev) => {
-      if (generation === this.generation) this.socketClosed(ev.code, ev.reason ?? '');
+    ws.onclose = (ev: { code?: number; reason?: string }) => {
+      if (generation === this.generation) this.socketClosed(Number(ev?.code ?? 1006), String(ev?.reason ?? ''));
     };
     ws.onerror = () => {
       // A close event follows.

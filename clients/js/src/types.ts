@@ -116,8 +116,10 @@ export interface WebSocketLike {
   readonly protocol: string;
   binaryType: string;
   onopen: ((ev: any) => void) | null;
-  onmessage: ((ev: { data: any }) => void) | null;
-  onclose: ((ev: { code: number; reason: string }) => void) | null;
+  // Event parameters are `any` so that the DOM's, undici's and the `ws` package's
+  // WebSocket classes all fit; the SDK reads `data` of messages and `code`/`reason` of closes.
+  onmessage: ((ev: any) => void) | null;
+  onclose: ((ev: any) => void) | null;
   onerror: ((ev: any) => void) | null;
   send(data: string | ArrayBufferView | ArrayBuffer): void;
   close(code?: number, reason?: string): void;
