@@ -164,6 +164,7 @@ struct RawClientFrame {
     data: Option<Value>,
     key: Option<String>,
     limit: Option<u32>,
+    token: Option<String>,
 }
 
 impl RawClientFrame {
@@ -204,6 +205,13 @@ impl RawClientFrame {
                 room: require_room(self.room)?,
                 since: self.since,
                 limit: self.limit,
+            }),
+            "refresh" => Ok(ClientFrame::Refresh {
+                id,
+                token: self
+                    .token
+                    .filter(|token| !token.is_empty())
+                    .ok_or_else(|| DecodeError::invalid(id, "`refresh` needs `token`".into()))?,
             }),
             other => Err(DecodeError {
                 id,

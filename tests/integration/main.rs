@@ -1,6 +1,7 @@
 //! Integration tests: real servers on ephemeral loopback ports, real sockets. One test
 //! binary (one link) for all of them.
 
+mod access;
 mod api;
 mod api_input;
 mod auth;
