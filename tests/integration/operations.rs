@@ -257,3 +257,60 @@ fn metric_names(text: &str) -> Vec<String> {
     names.dedup();
     names
 }
+
+/// `${NAME:-default}` as compose reads it when `NAME` is unset.
+fn compose_default(value: &str) -> String {
+    match value
+        .strip_prefix("${")
+        .and_then(|v| v.strip_suffix('}'))
+        .and_then(|v| v.split_once(":-"))
+    {
+        Some((_, default)) => default.to_owned(),
+        None => value.to_owned(),
+    }
+}
+
+/// The string entries of a YAML map.
+fn yaml_env(map: &yaml_rust2::Yaml) -> Vec<(String, String)> {
+    map.as_hash()
+        .expect("a map")
+        .iter()
+        .filter_map(|(key, value)| {
+            let value = match value {
+                yaml_rust2::Yaml::String(s) => s.clone(),
+                yaml_rust2::Yaml::Integer(i) => i.to_string(),
+                _ => return None,
+            };
+            Some((key.as_str()?.to_owned(), compose_default(&value)))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shipped_deploy_configurations_pass_the_configuration_check() {
+    use yaml_rust2::YamlLoader;
+    let compose = &YamlLoader::load_from_str(&repo_file("deploy/compose.yaml")).unwrap()[0];
+    let configmap = &YamlLoader::load_from_str(&repo_file("deploy/k8s/configmap.yaml")).unwrap()[0];
+    let secret =
+        &YamlLoader::load_from_str(&repo_file("deploy/k8s/secret.example.yaml")).unwrap()[0];
+    let mut k8s = yaml_env(&configmap["data"]);
+    k8s.extend(yaml_env(&secret["stringData"]));
+    for (name, env) in [
+        ("compose", yaml_env(&compose["x-roomcast"]["environment"])),
+        ("kubernetes", k8s),
+    ] {
+        // Listening on every interface, both must run with authentication on.
+        assert!(
+            env.iter()
+                .any(|(k, v)| k == "ROOMCAST_AUTH__JWT_HS256_SECRET" && !v.is_empty()),
+            "{name}: no authentication"
+        );
+        let env: Vec<(&str, &str)> = env
+            .iter()
+            .filter(|(k, _)| k != "ROOMCAST_FLAGS__FILE")
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let (code, stderr) = crate::support::process::run_to_exit(&["--check-config"], &env).await;
+        assert_eq!(code, Some(0), "{name}: {stderr}");
+    }
+}
