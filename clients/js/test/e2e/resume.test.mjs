@@ -182,3 +182,22 @@ test('drain (SIGTERM) of the page\'s instance: reconnect frame and 1012, every r
   assertClean(counts);
   assert.deepEqual(page.pageErrors, []);
 });
+
+test('a frozen instance (SIGSTOP, sockets open): the SDK notices the silence by its own pings and resumes on the other', { timeout: 120_000 }, async (t) => {
+  // heartbeat_ms 500: a client hears nothing for 500 ms, pings, and gives up 500 ms later.
+  const { a, b, page, allRooms } = await cluster(t, 'frozen', { ROOMCAST_CONNECTION__HEARTBEAT_MS: '500' });
+  const frozenAt = Date.now();
+  await a.kill('SIGSTOP');
+  const record = await resumeAndSettle(page, frozenAt);
+  for (const c of await page.evaluate(() => window.app.servers())) assert.equal(c.server, b.node, `${c.name} ended on B`);
+  const { counts, resumeMs } = judge(record, allRooms, frozenAt);
+  for (let i = 0; i < SUBSCRIBERS; i++) {
+    const gone = record.events.find((e) => e.client === `s${i}` && e.event === 'disconnected' && e.at >= frozenAt);
+    assert.equal(gone.reason, 'heartbeat timeout', `s${i} left because of the silence`);
+    // Two heartbeats of silence (ping, then no answer), plus up to a quarter each (the check period).
+    assert.ok(gone.at - frozenAt >= 900 && gone.at - frozenAt < 2_000, `s${i} detected the frozen server after ${gone.at - frozenAt} ms`);
+  }
+  console.log('frozen summary', JSON.stringify({ acked: record.acks.length, ...counts, resumeMs: { p50: percentile(resumeMs, 50), p99: percentile(resumeMs, 99) } }));
+  assertClean(counts);
+  assert.deepEqual(page.pageErrors, []);
+});
