@@ -156,7 +156,7 @@ test('kill -9 of the page\'s instance: every room resumes on the other, 0 missin
   assert.ok(record.acks.length > 300, 'publishes kept flowing');
 });
 
-test('drain (SIGTERM) of the page\'s instance: reconnect frame and 1012, every room resumes on the other, nothing lost', { timeout: 120_000 }, async (t) => {
+test('drain (SIGTERM) of the page\'s instance: every client gets the reconnect frame, moves at once and resumes on the other, nothing lost', { timeout: 120_000 }, async (t) => {
   const { a, b, page, allRooms } = await cluster(t, 'drain', { ROOMCAST_DRAIN__WINDOW_MS: '1000', ROOMCAST_DRAIN__DEADLINE_MS: '5000' });
   const drainedAt = Date.now();
   await a.kill('SIGTERM', 15_000);
