@@ -112,7 +112,8 @@ impl Actor for ConnectionActor {
         args: ConnectionArgs,
     ) -> Result<ConnectionState, ActorProcessingErr> {
         let mut lifetime = TokenLifetime::default();
-        let expires_at = lifetime.watch(&myself, &args.principal);
+        let auth = &self.context.auth;
+        let expires_at = lifetime.watch(&myself, &args.principal, |exp| auth.valid_until(exp));
         let state = ConnectionState {
             replies: Replies {
                 conn_id: args.conn_id,
@@ -237,7 +238,10 @@ impl ConnectionActor {
                 "a refreshed token must name the same user as the connection's",
             );
         }
-        let expires_at = state.lifetime.watch(myself, &principal);
+        let auth = &self.context.auth;
+        let expires_at = state
+            .lifetime
+            .watch(myself, &principal, |exp| auth.valid_until(exp));
         state.principal = principal;
         match expires_at {
             Some(expires_at) => state.send(&ServerFrame::Refreshed { id, expires_at }),
