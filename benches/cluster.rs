@@ -116,6 +116,8 @@ async fn run() {
             id: None,
             room: "bench".into(),
             since: None,
+            presence: false,
+            info: None,
         })
         .await
         .unwrap();

@@ -63,6 +63,8 @@ async fn fanout(server: &ServerProcess, url: &str, via: Via) -> f64 {
             id: None,
             room: "fanout".into(),
             since: None,
+            presence: false,
+            info: None,
         })
         .await
         .unwrap();

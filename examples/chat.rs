@@ -40,6 +40,17 @@ async fn main() {
                 Event::Disconnected { code } => {
                     eprintln!("[disconnected, code {code:?}; reconnecting]")
                 }
+                Event::Presence { room, clients } => {
+                    eprintln!("[{room}: {} present]", clients.len())
+                }
+                Event::PresenceDiff { joins, leaves, .. } => {
+                    for entry in joins {
+                        eprintln!("[{} joined]", entry.user);
+                    }
+                    for entry in leaves {
+                        eprintln!("[{} left]", entry.user);
+                    }
+                }
                 Event::Stopped { code } => {
                     eprintln!("[stopped, code {code:?}]");
                     return;

@@ -9,6 +9,7 @@
 //! - [`broker`]: sequencing, replay buffer and cross-instance fan-out behind one trait.
 //! - [`room`]: one actor per room on this instance, under a supervisor.
 //! - [`connection`]: one actor per WebSocket connection, its socket task and queue.
+//! - [`presence`]: who is in a room, across instances; join/leave events.
 //! - [`server`]: the listener (HTTP routes and the WebSocket upgrade) and start-up.
 //! - [`config`]: layered, validated configuration; [`telemetry`]: logging.
 //! - [`client`]: a Rust client with automatic reconnect and resume.
@@ -21,6 +22,7 @@ pub mod config;
 pub mod connection;
 pub mod control;
 pub mod flags;
+pub mod presence;
 pub mod protocol;
 pub mod relay;
 pub mod room;

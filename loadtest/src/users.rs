@@ -208,6 +208,7 @@ impl UserBook {
                 return true;
             }
             Event::Connected { .. } => {}
+            Event::Presence { .. } | Event::PresenceDiff { .. } => {}
         }
         false
     }

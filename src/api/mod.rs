@@ -9,6 +9,7 @@ mod error;
 mod input;
 mod issues;
 mod maintenance;
+mod presence;
 mod rate_limit;
 mod rooms;
 
@@ -232,6 +233,12 @@ impl Api {
             (["rooms", room, "history"], &Method::GET) => {
                 rooms::history(self, &params, context, room).await
             }
+            (["rooms", room, "presence"], &Method::GET) => {
+                presence::entries(self, context, room).await
+            }
+            (["rooms", room, "presence", "stats"], &Method::GET) => {
+                presence::stats(self, context, room).await
+            }
             _ => Err(unrouted(segments)),
         }
     }
@@ -278,6 +285,8 @@ fn route_template(segments: &[&str]) -> &'static str {
         ["admin", "disconnect"] => "/api/v1/admin/disconnect",
         ["admin", "unsubscribe"] => "/api/v1/admin/unsubscribe",
         ["rooms", _, "history"] => "/api/v1/rooms/{room}/history",
+        ["rooms", _, "presence"] => "/api/v1/rooms/{room}/presence",
+        ["rooms", _, "presence", "stats"] => "/api/v1/rooms/{room}/presence/stats",
         _ => "/api/v1/other",
     }
 }
@@ -287,6 +296,7 @@ fn allowed_methods(segments: &[&str]) -> Option<&'static str> {
         ["issues"] | ["issues", _, "comments"] => Some("GET, POST"),
         ["issues", _] | ["issues", _, "comments", _] => Some("GET, PATCH, DELETE"),
         ["audit"] | ["audit", "export"] | ["rooms", _, "history"] => Some("GET"),
+        ["rooms", _, "presence"] | ["rooms", _, "presence", "stats"] => Some("GET"),
         ["publish"] | ["admin", "disconnect"] | ["admin", "unsubscribe"] => Some("POST"),
         _ => None,
     }

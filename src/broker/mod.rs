@@ -200,6 +200,12 @@ pub trait Broker: Send + Sync + 'static {
 
     /// Current health.
     fn status(&self) -> BrokerStatus;
+
+    /// A store for presence sets that every instance sharing this broker sees (called
+    /// once at start). The embedded broker's is in process.
+    fn presence_store(&self) -> Arc<dyn crate::presence::PresenceStore> {
+        Arc::new(crate::presence::memory::MemoryPresence::default())
+    }
 }
 
 /// Replay-buffer and idempotency settings shared by every broker implementation.

@@ -14,7 +14,7 @@ mod session;
 
 pub use connection::{Connection, Received};
 
-use crate::protocol::{Encoding, ErrorCode};
+use crate::protocol::{Encoding, ErrorCode, ServerFrame};
 use crate::stream::{Epoch, Position};
 use serde_json::Value;
 use std::time::Duration;
@@ -142,6 +142,23 @@ pub enum Event {
         /// Why.
         reason: String,
     },
+    /// A room's presence set, after each (re)subscribe with presence: it replaces
+    /// whatever set the application held for the room.
+    Presence {
+        /// The room.
+        room: String,
+        /// Everyone in the room.
+        clients: Vec<crate::presence::PresenceEntry>,
+    },
+    /// Joins and leaves of a room since the last `Presence` or `PresenceDiff`.
+    PresenceDiff {
+        /// The room.
+        room: String,
+        /// Entries that joined.
+        joins: Vec<crate::presence::PresenceEntry>,
+        /// Entries that left or expired.
+        leaves: Vec<crate::presence::PresenceEntry>,
+    },
     /// The client gave up (a close code that forbids reconnecting, or it was stopped).
     Stopped {
         /// The last close code.
@@ -175,7 +192,15 @@ enum Command {
     Subscribe {
         room: String,
         since: Option<Position>,
+        /// Presence events asked for, and the client's `info`.
+        presence: (bool, Option<Value>),
         reply: oneshot::Sender<Result<Subscription, ClientError>>,
+    },
+    /// `presence` (`stats` false) or `presence_stats` (`stats` true).
+    Query {
+        room: String,
+        stats: bool,
+        reply: oneshot::Sender<Result<ServerFrame, ClientError>>,
     },
     Publish {
         room: String,
@@ -217,6 +242,63 @@ impl Client {
         self.command(Command::Subscribe {
             room: room.to_owned(),
             since,
+            presence: (false, None),
+            reply,
+        })?;
+        answer.await.map_err(|_| ClientError::Stopped)?
+    }
+
+    /// Subscribes to `room` (a room with presence) with `info` in its presence set, and
+    /// asks for its presence: [`Event::Presence`] after each (re)subscribe, then
+    /// [`Event::PresenceDiff`] on joins and leaves.
+    pub async fn subscribe_with_presence(
+        &self,
+        room: &str,
+        info: Option<Value>,
+    ) -> Result<Subscription, ClientError> {
+        let (reply, answer) = oneshot::channel();
+        self.command(Command::Subscribe {
+            room: room.to_owned(),
+            since: None,
+            presence: (true, info),
+            reply,
+        })?;
+        answer.await.map_err(|_| ClientError::Stopped)?
+    }
+
+    /// Who is in `room` now (retried across reconnects until the request timeout).
+    pub async fn presence(
+        &self,
+        room: &str,
+    ) -> Result<Vec<crate::presence::PresenceEntry>, ClientError> {
+        match self.query(room, false).await? {
+            ServerFrame::Presence { clients, .. } => Ok(clients),
+            other => Err(ClientError::Protocol(format!(
+                "expected presence, got {other:?}"
+            ))),
+        }
+    }
+
+    /// How many are in `room` now.
+    pub async fn presence_stats(
+        &self,
+        room: &str,
+    ) -> Result<crate::presence::PresenceStats, ClientError> {
+        match self.query(room, true).await? {
+            ServerFrame::PresenceStats { clients, users, .. } => {
+                Ok(crate::presence::PresenceStats { clients, users })
+            }
+            other => Err(ClientError::Protocol(format!(
+                "expected presence_stats, got {other:?}"
+            ))),
+        }
+    }
+
+    async fn query(&self, room: &str, stats: bool) -> Result<ServerFrame, ClientError> {
+        let (reply, answer) = oneshot::channel();
+        self.command(Command::Query {
+            room: room.to_owned(),
+            stats,
             reply,
         })?;
         answer.await.map_err(|_| ClientError::Stopped)?

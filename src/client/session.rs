@@ -28,6 +28,18 @@ struct Room {
     resend_at: Instant,
     /// Whether a `subscribed` was already received once.
     active_once: bool,
+    /// Presence events asked for, and the client's `info`.
+    presence: (bool, Option<Value>),
+}
+
+/// A presence query not yet answered.
+struct Query {
+    room: String,
+    stats: bool,
+    reply: oneshot::Sender<Result<ServerFrame, ClientError>>,
+    deadline: Instant,
+    /// When to (re)send: `None` once sent on the current connection.
+    resend_at: Option<Instant>,
 }
 
 /// A publish not yet acknowledged.
@@ -46,6 +58,7 @@ struct State {
     events: mpsc::Sender<Event>,
     rooms: BTreeMap<String, Room>,
     publishes: HashMap<u64, Publish>,
+    queries: HashMap<u64, Query>,
     next_id: u64,
 }
 
@@ -64,6 +77,7 @@ pub(super) async fn run(
         events,
         rooms: BTreeMap::new(),
         publishes: HashMap::new(),
+        queries: HashMap::new(),
         next_id: 1,
     };
     let mut url_index = 0;
@@ -167,6 +181,9 @@ impl State {
         for (_, publish) in std::mem::take(&mut self.publishes) {
             let _ = publish.reply.send(Err(ClientError::Stopped));
         }
+        for (_, query) in std::mem::take(&mut self.queries) {
+            let _ = query.reply.send(Err(ClientError::Stopped));
+        }
         self.emit(Event::Stopped { code }).await;
     }
 
@@ -178,7 +195,12 @@ impl State {
     /// Records a command; it is sent when a connection is up.
     fn accept(&mut self, command: Command) {
         match command {
-            Command::Subscribe { room, since, reply } => {
+            Command::Subscribe {
+                room,
+                since,
+                presence,
+                reply,
+            } => {
                 if self.rooms.contains_key(&room) {
                     let _ = reply.send(Err(ClientError::Server {
                         code: crate::protocol::ErrorCode::AlreadySubscribed,
@@ -194,6 +216,20 @@ impl State {
                         request_id: None,
                         resend_at: Instant::now(),
                         active_once: false,
+                        presence,
+                    },
+                );
+            }
+            Command::Query { room, stats, reply } => {
+                let id = self.id();
+                self.queries.insert(
+                    id,
+                    Query {
+                        room,
+                        stats,
+                        reply,
+                        deadline: Instant::now() + self.config.request_timeout,
+                        resend_at: Some(Instant::now()),
                     },
                 );
             }
@@ -234,6 +270,17 @@ impl State {
                 let _ = publish.reply.send(Err(ClientError::Timeout));
             }
         }
+        let expired: Vec<u64> = self
+            .queries
+            .iter()
+            .filter(|(_, q)| q.deadline <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            if let Some(query) = self.queries.remove(&id) {
+                let _ = query.reply.send(Err(ClientError::Timeout));
+            }
+        }
     }
 
     async fn session(
@@ -248,6 +295,9 @@ impl State {
         }
         for publish in self.publishes.values_mut() {
             publish.resend_at = Some(Instant::now());
+        }
+        for query in self.queries.values_mut() {
+            query.resend_at = Some(Instant::now());
         }
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -268,7 +318,9 @@ impl State {
                 },
                 // Only publishes have deadlines: an idle client sets no timer (thousands
                 // of them in one load generator would otherwise wake up constantly).
-                _ = tick.tick(), if !self.publishes.is_empty() => self.expire_requests(),
+                _ = tick.tick(), if !self.publishes.is_empty() || !self.queries.is_empty() => {
+                    self.expire_requests()
+                }
             }
         }
     }
@@ -286,6 +338,8 @@ impl State {
                     id: Some(next_id),
                     room: name.clone(),
                     since: room.position.clone(),
+                    presence: room.presence.0,
+                    info: room.presence.1.clone(),
                 });
             }
         }
@@ -298,6 +352,17 @@ impl State {
                     room: publish.room.clone(),
                     data: publish.data.clone(),
                     key: Some(publish.key.clone()),
+                });
+            }
+        }
+        for (id, query) in self.queries.iter_mut() {
+            if query.resend_at.is_some_and(|at| at <= now) {
+                query.resend_at = None;
+                let (id, room) = (Some(*id), query.room.clone());
+                frames.push(if query.stats {
+                    ClientFrame::PresenceStats { id, room }
+                } else {
+                    ClientFrame::Presence { id, room }
                 });
             }
         }
@@ -400,6 +465,29 @@ impl State {
                     }));
                 }
             }
+            ServerFrame::Presence { id: Some(id), .. }
+            | ServerFrame::PresenceStats { id: Some(id), .. } => {
+                if let Some(query) = self.queries.remove(&id) {
+                    let _ = query.reply.send(Ok(frame));
+                }
+            }
+            ServerFrame::Presence {
+                id: None,
+                room,
+                clients,
+            } => self.emit(Event::Presence { room, clients }).await,
+            ServerFrame::PresenceDiff {
+                room,
+                joins,
+                leaves,
+            } => {
+                self.emit(Event::PresenceDiff {
+                    room,
+                    joins,
+                    leaves,
+                })
+                .await
+            }
             ServerFrame::Error {
                 id: Some(id),
                 code,
@@ -411,6 +499,14 @@ impl State {
     }
 
     fn on_error(&mut self, id: u64, code: crate::protocol::ErrorCode, message: String) {
+        if let Some(query) = self.queries.get_mut(&id) {
+            if code.is_temporary() {
+                query.resend_at = Some(Instant::now() + RETRY_DELAY);
+            } else if let Some(query) = self.queries.remove(&id) {
+                let _ = query.reply.send(Err(ClientError::Server { code, message }));
+            }
+            return;
+        }
         if let Some(publish) = self.publishes.get_mut(&id) {
             if code.is_temporary() {
                 publish.resend_at = Some(Instant::now() + RETRY_DELAY);

@@ -57,6 +57,8 @@ pub struct Config {
     pub flags: FlagsConfig,
     /// OpenTelemetry traces.
     pub tracing: TracingConfig,
+    /// Presence (who is in a room).
+    pub presence: crate::presence::PresenceConfig,
 }
 
 /// `[tracing]`
@@ -550,6 +552,12 @@ impl Config {
             key: "flags.file",
             message: e.to_string(),
         })?;
+        self.presence
+            .validate()
+            .map_err(|(key, message)| ConfigError::Invalid {
+                key,
+                message: message.to_owned(),
+            })?;
         check(
             self.drain.deadline_ms > self.drain.window_ms,
             "drain.deadline_ms",

@@ -8,6 +8,8 @@
 //! `publishing.rs`), so their acks may come back in another order than they were sent. Socket I/O is the socket
 //! task's job (see `socket.rs`); this actor never waits on the client.
 
+mod presence;
+
 use super::Outbound;
 use super::context::ConnectionContext;
 use super::lifetime::TokenLifetime;
@@ -80,6 +82,8 @@ pub struct ConnectionState {
     subscriptions: HashSet<RoomName>,
     publishing: Publishing,
     lifetime: TokenLifetime,
+    /// The connection's entries in presence sets.
+    presence: crate::presence::Member,
 }
 
 /// The state goes when the actor does — stopped, or failed in a handler — and with it
@@ -114,6 +118,7 @@ impl Actor for ConnectionActor {
         let mut lifetime = TokenLifetime::default();
         let auth = &self.context.auth;
         let expires_at = lifetime.watch(&myself, &args.principal, |exp| auth.valid_until(exp));
+        let presence = crate::presence::Member::new(&args.session, &args.principal);
         let state = ConnectionState {
             replies: Replies {
                 conn_id: args.conn_id,
@@ -125,6 +130,7 @@ impl Actor for ConnectionActor {
             subscriptions: HashSet::new(),
             publishing: Publishing::default(),
             lifetime,
+            presence,
         };
         state.send(&ServerFrame::Welcome {
             protocol: PROTOCOL_VERSION.to_owned(),
@@ -157,6 +163,10 @@ impl Actor for ConnectionActor {
         for room in state.subscriptions.drain() {
             self.context.rooms.unsubscribe(&room, state.replies.conn_id);
         }
+        let conn_id = state.replies.conn_id;
+        self.context
+            .presence
+            .leave_all(&mut state.presence, conn_id);
         Ok(())
     }
 }
@@ -193,8 +203,15 @@ impl ConnectionActor {
 
     async fn handle_frame(&self, state: &mut ConnectionState, frame: ClientFrame) {
         match frame {
-            ClientFrame::Subscribe { id, room, since } => {
-                self.subscribe(state, id, &room, since).await
+            ClientFrame::Subscribe {
+                id,
+                room,
+                since,
+                presence,
+                info,
+            } => {
+                self.subscribe(state, id, &room, since, (presence, info))
+                    .await
             }
             ClientFrame::Unsubscribe { id, room } => self.unsubscribe(state, id, &room).await,
             ClientFrame::Publish {
@@ -210,6 +227,8 @@ impl ConnectionActor {
                 since,
                 limit,
             } => self.history(state, id, &room, since, limit).await,
+            ClientFrame::Presence { id, room } => self.presence(state, id, &room, false).await,
+            ClientFrame::PresenceStats { id, room } => self.presence(state, id, &room, true).await,
             // Handled before: it needs the actor's own reference.
             ClientFrame::Refresh { .. } => {}
         }
@@ -263,6 +282,7 @@ impl ConnectionActor {
             .rooms
             .unsubscribe_and_wait(&room, state.replies.conn_id)
             .await;
+        self.leave_presence(state, &room).await;
         state.send(&ServerFrame::Unsubscribed {
             id: None,
             room: room.to_string(),
@@ -285,6 +305,7 @@ impl ConnectionActor {
         id: Option<u64>,
         room: &str,
         since: Option<Position>,
+        (presence, info): (bool, Option<Value>),
     ) {
         let Some(room) = self.room_name(state, id, room) else {
             return;
@@ -295,6 +316,13 @@ impl ConnectionActor {
                 ErrorCode::Forbidden,
                 format!("your token does not allow subscribing to {room}"),
             );
+        }
+        if let Err(message) = self
+            .context
+            .presence
+            .check_subscribe(&room, presence, info.as_ref())
+        {
+            return state.send_error(id, ErrorCode::InvalidFrame, message);
         }
         if state.subscriptions.contains(&room) {
             return state.send_error(
@@ -323,20 +351,23 @@ impl ConnectionActor {
             .await;
         match result {
             Ok(()) => {
-                state.subscriptions.insert(room);
+                state.subscriptions.insert(room.clone());
             }
             Err(SubscribeError::Broker(err)) => {
                 state.send_error(id, err.code(), format!("cannot subscribe to {room}: {err}"))
             }
             // The room may still get to it: whichever of us moves first decides.
             Err(SubscribeError::Timeout) if !subscriber.cancel() => {
-                state.subscriptions.insert(room);
+                state.subscriptions.insert(room.clone());
             }
             Err(SubscribeError::Timeout) => state.send_error(
                 id,
                 ErrorCode::Timeout,
                 format!("subscribing to {room} timed out"),
             ),
+        }
+        if state.subscriptions.contains(&room) {
+            self.join_presence(state, &room, presence, info).await;
         }
     }
 
@@ -356,6 +387,7 @@ impl ConnectionActor {
             .rooms
             .unsubscribe_and_wait(&room, state.replies.conn_id)
             .await;
+        self.leave_presence(state, &room).await;
         state.send(&ServerFrame::Unsubscribed {
             id,
             room: room.to_string(),

@@ -41,6 +41,8 @@ pub struct ConnectionContext {
     pub publish_limiter: PublishLimiter,
     /// Whether anonymous publishes are limited (per client address).
     pub limit_anonymous_publishes: bool,
+    /// Presence sets and events of this instance.
+    pub presence: crate::presence::Presence,
 }
 
 impl ConnectionContext {
@@ -54,6 +56,11 @@ impl ConnectionContext {
         auth: Arc<Authenticator>,
     ) -> Self {
         let c = &config.connection;
+        let presence = crate::presence::Presence::start(
+            config.presence.clone(),
+            node_id.clone(),
+            broker.presence_store(),
+        );
         ConnectionContext {
             node_id,
             limits: Limits {
@@ -73,6 +80,7 @@ impl ConnectionContext {
             admissions: Admissions::new(config),
             publish_limiter: PublishLimiter::new(config),
             limit_anonymous_publishes: config.auth.mode == crate::config::AuthMode::Open,
+            presence,
         }
     }
 

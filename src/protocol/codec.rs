@@ -165,6 +165,8 @@ struct RawClientFrame {
     key: Option<String>,
     limit: Option<u32>,
     token: Option<String>,
+    presence: Option<bool>,
+    info: Option<Value>,
 }
 
 impl RawClientFrame {
@@ -181,6 +183,16 @@ impl RawClientFrame {
                 id,
                 room: require_room(self.room)?,
                 since: self.since,
+                presence: self.presence.unwrap_or(false),
+                info: self.info.filter(|info| !info.is_null()),
+            }),
+            "presence" => Ok(ClientFrame::Presence {
+                id,
+                room: require_room(self.room)?,
+            }),
+            "presence_stats" => Ok(ClientFrame::PresenceStats {
+                id,
+                room: require_room(self.room)?,
             }),
             "unsubscribe" => Ok(ClientFrame::Unsubscribe {
                 id,
@@ -251,11 +263,15 @@ mod tests {
                 id: Some(1),
                 room: "project:42".into(),
                 since: Some(Position::new(Epoch::new("e1"), 17)),
+                presence: true,
+                info: Some(serde_json::json!({"name": "Ana"})),
             },
             ClientFrame::Subscribe {
                 id: None,
                 room: "r".into(),
                 since: None,
+                presence: false,
+                info: None,
             },
             ClientFrame::Unsubscribe {
                 id: Some(2),
@@ -273,6 +289,14 @@ mod tests {
                 room: "r".into(),
                 since: None,
                 limit: Some(10),
+            },
+            ClientFrame::Presence {
+                id: Some(7),
+                room: "r".into(),
+            },
+            ClientFrame::PresenceStats {
+                id: None,
+                room: "r".into(),
             },
         ]
     }

@@ -23,6 +23,13 @@ pub enum ClientFrame {
         /// The last position the client saw in this room (resume).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         since: Option<Position>,
+        /// Ask for the room's presence: a `presence` frame now, `presence_diff` frames
+        /// on joins and leaves (rooms with presence only).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        presence: bool,
+        /// What to show of this client in the room's presence set (bounded JSON).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        info: Option<Value>,
     },
     /// Stop receiving a room's messages.
     Unsubscribe {
@@ -64,6 +71,22 @@ pub enum ClientFrame {
         /// At most this many messages (clamped to the server's maximum).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         limit: Option<u32>,
+    },
+    /// Who is in a room; answered with `presence`.
+    Presence {
+        /// Client-chosen request id, echoed in the reply.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<u64>,
+        /// The room.
+        room: String,
+    },
+    /// How many are in a room; answered with `presence_stats`.
+    PresenceStats {
+        /// Client-chosen request id, echoed in the reply.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<u64>,
+        /// The room.
+        room: String,
     },
     /// Replace the connection's token before it expires.
     Refresh {
@@ -223,6 +246,39 @@ pub enum ServerFrame {
     Reconnect {
         /// Why (`draining`).
         reason: String,
+    },
+    /// A room's presence set: the reply to `presence` (with its `id`), or the first
+    /// frame of a `subscribe` with `presence: true` (without `id`).
+    Presence {
+        /// Echo of the request id.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<u64>,
+        /// The room.
+        room: String,
+        /// Everyone in the room, by join time.
+        clients: Vec<crate::presence::PresenceEntry>,
+    },
+    /// Reply to `presence_stats`.
+    PresenceStats {
+        /// Echo of the request id.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<u64>,
+        /// The room.
+        room: String,
+        /// Entries (connections) in the room.
+        clients: u64,
+        /// Distinct users among them.
+        users: u64,
+    },
+    /// Joins and leaves of a room since the last `presence` or `presence_diff` frame
+    /// (gathered over `presence.window_ms`).
+    PresenceDiff {
+        /// The room.
+        room: String,
+        /// Entries that joined.
+        joins: Vec<crate::presence::PresenceEntry>,
+        /// Entries that left (or expired).
+        leaves: Vec<crate::presence::PresenceEntry>,
     },
     /// Reply to `ping`.
     Pong {

@@ -310,6 +310,8 @@ impl Server {
         while connections.count() > 0 && tokio::time::Instant::now() < until {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+        // This instance's presence entries go now, not when they expire.
+        self.app.api.publisher.presence.shutdown().await;
         self.relay_stop.cancel();
         let _ = self.relay.await;
         let _ = self.control.await;

@@ -76,6 +76,8 @@ async fn subscribe(conn: &mut Connection, room: &str) {
             id: Some(1),
             room: room.into(),
             since: None,
+            presence: false,
+            info: None,
         },
     )
     .await;

@@ -159,6 +159,8 @@ async fn services_publish_over_http_and_history_respects_room_claims() {
             id: Some(1),
             room: "news:today".into(),
             since: None,
+            presence: false,
+            info: None,
         })
         .await
         .unwrap();
@@ -325,6 +327,8 @@ async fn the_websocket_endpoint_uses_the_same_credentials_and_room_claims() {
                 id: Some(5),
                 room: "project:8".into(),
                 since: None,
+                presence: false,
+                info: None,
             },
             ErrorCode::Forbidden,
         )

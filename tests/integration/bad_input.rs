@@ -149,6 +149,8 @@ async fn invalid_room_names_are_refused() {
                     id: Some(3),
                     room: room.to_owned(),
                     since: None,
+                    presence: false,
+                    info: None,
                 },
                 ErrorCode::InvalidRoom,
             )
@@ -182,6 +184,8 @@ async fn subscribing_beyond_the_room_limit_is_refused() {
                 id: Some(3),
                 room: "c".into(),
                 since: None,
+                presence: false,
+                info: None,
             },
             ErrorCode::TooManyRooms,
         )
@@ -192,6 +196,8 @@ async fn subscribing_beyond_the_room_limit_is_refused() {
                 id: Some(4),
                 room: "a".into(),
                 since: None,
+                presence: false,
+                info: None,
             },
             ErrorCode::AlreadySubscribed,
         )

@@ -48,6 +48,8 @@ async fn metrics_cover_the_server_and_pass_promtool() {
                 id: Some(1),
                 room: "bad room".into(),
                 since: None,
+                presence: false,
+                info: None,
             },
             roomcast::protocol::ErrorCode::InvalidRoom,
         )

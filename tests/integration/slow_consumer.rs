@@ -35,6 +35,8 @@ async fn a_slow_consumer_is_disconnected_and_resumes_from_its_last_message() {
         id: Some(1),
         room: "firehose".into(),
         since: None,
+        presence: false,
+        info: None,
     };
     slow.send(Encoding::Json.encode(&subscribe)).await.unwrap();
     let epoch = match decode(&slow.next().await.unwrap().unwrap()) {

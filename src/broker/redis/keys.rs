@@ -54,6 +54,26 @@ impl Keys {
         Some(RoomName::new_unchecked(inner))
     }
 
+    /// The room's presence entries: hash, connection id → entry (JSON).
+    pub fn presence(&self, room: &RoomName) -> String {
+        format!("{}:{{{}}}:pr", self.prefix, room)
+    }
+
+    /// When each presence entry expires: sorted set, connection id → ms (Redis time).
+    pub fn presence_expiry(&self, room: &RoomName) -> String {
+        format!("{}:{{{}}}:prx", self.prefix, room)
+    }
+
+    /// Presence entries per user: hash, user → count (for the distinct-user count).
+    pub fn presence_users(&self, room: &RoomName) -> String {
+        format!("{}:{{{}}}:pru", self.prefix, room)
+    }
+
+    /// The presence set's version, changed by every change of the set.
+    pub fn presence_version(&self, room: &RoomName) -> String {
+        format!("{}:{{{}}}:prv", self.prefix, room)
+    }
+
     /// The liveness-probe channel of one instance.
     pub fn probe_channel(&self, node_id: &str) -> String {
         format!("{}:{{probe-{}}}:ch", self.prefix, node_id)

@@ -20,6 +20,7 @@ mod envelope;
 mod health;
 mod keys;
 mod link;
+mod presence;
 mod shard;
 mod slots;
 mod subscriber;
@@ -306,6 +307,13 @@ impl Broker for RedisBroker {
 
     fn status(&self) -> BrokerStatus {
         self.health.status()
+    }
+
+    fn presence_store(&self) -> Arc<dyn crate::presence::PresenceStore> {
+        Arc::new(presence::RedisPresence::new(
+            self.link.clone(),
+            self.keys.clone(),
+        ))
     }
 }
 

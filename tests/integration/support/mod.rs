@@ -136,6 +136,8 @@ impl TestClient {
             id: Some(id),
             room: room.into(),
             since,
+            presence: false,
+            info: None,
         })
         .await;
         match self.next().await {

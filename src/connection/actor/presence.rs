@@ -1,0 +1,93 @@
+//! The connection's side of presence: joining a room's set after a subscribe, leaving
+//! it, and the `presence` / `presence_stats` queries (same access rule as `history`).
+
+use super::{ConnectionActor, ConnectionState};
+use crate::presence::Watcher;
+use crate::protocol::{ErrorCode, RoomName, ServerFrame};
+use serde_json::Value;
+
+impl ConnectionActor {
+    /// After a successful subscribe: enters the room's presence set (rooms with
+    /// presence only) and, with `events`, starts the client's presence frames.
+    pub(super) async fn join_presence(
+        &self,
+        state: &mut ConnectionState,
+        room: &RoomName,
+        events: bool,
+        info: Option<Value>,
+    ) {
+        let watcher = events.then(|| Watcher {
+            conn_id: state.replies.conn_id,
+            outbound: state.replies.outbound.clone(),
+            encoding: state.replies.encoding,
+        });
+        self.context
+            .presence
+            .join(&mut state.presence, room, info, watcher)
+            .await;
+    }
+
+    /// After an unsubscribe: leaves the room's presence set; no presence frame of the
+    /// room follows.
+    pub(super) async fn leave_presence(&self, state: &mut ConnectionState, room: &RoomName) {
+        let conn_id = state.replies.conn_id;
+        self.context
+            .presence
+            .leave(&mut state.presence, room, conn_id)
+            .await;
+    }
+
+    /// `presence` (`stats` false) or `presence_stats` (`stats` true).
+    pub(super) async fn presence(
+        &self,
+        state: &mut ConnectionState,
+        id: Option<u64>,
+        room: &str,
+        stats: bool,
+    ) {
+        let Some(room) = self.room_name(state, id, room) else {
+            return;
+        };
+        if !state.principal.may_subscribe(room.as_str()) {
+            return state.send_error(
+                id,
+                ErrorCode::Forbidden,
+                format!("your token does not allow reading {room}"),
+            );
+        }
+        let presence = &self.context.presence;
+        if !presence.enabled_for(room.as_str()) {
+            return state.send_error(
+                id,
+                ErrorCode::InvalidFrame,
+                format!("presence is not enabled for {room}"),
+            );
+        }
+        let frame = if stats {
+            presence
+                .stats(&room)
+                .await
+                .map(|stats| ServerFrame::PresenceStats {
+                    id,
+                    room: room.to_string(),
+                    clients: stats.clients,
+                    users: stats.users,
+                })
+        } else {
+            presence
+                .entries(&room)
+                .await
+                .map(|clients| ServerFrame::Presence {
+                    id,
+                    room: room.to_string(),
+                    clients,
+                })
+        };
+        match frame {
+            Ok(frame) => state.send(&frame),
+            Err(err) => {
+                state.send_error(id, err.code(), format!("presence of {room} failed: {err}"))
+            }
+        }
+    }
+}
