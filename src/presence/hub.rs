@@ -29,6 +29,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
+use tokio_tungstenite::tungstenite::Message;
 
 /// Longest a subscribe or unsubscribe waits for its presence write.
 const COMMAND_WAIT: Duration = Duration::from_secs(3);
@@ -247,6 +248,9 @@ struct Watched {
     watchers: HashMap<u64, Watcher>,
     /// What the watchers were sent last (version and set); `None` before the first read.
     known: Option<(u64, Set)>,
+    /// `known` encoded as a `presence` frame, per encoding: during a storm many clients
+    /// get the same snapshot, encoded once.
+    snapshot: [Option<Message>; 2],
 }
 
 /// Writes of one batch for one room.
@@ -392,18 +396,20 @@ impl Hub {
                 }
             }
         }
-        let (_, set) = watched.known.as_ref().expect("just set");
-        let mut clients: Vec<PresenceEntry> = set.values().cloned().collect();
-        clients.sort_by(|a, b| (a.joined, &a.conn).cmp(&(b.joined, &b.conn)));
-        let frame = ServerFrame::Presence {
-            id: None,
-            room: room.to_string(),
-            clients,
-        };
-        if watcher
-            .outbound
-            .send_or_evict(watcher.encoding.encode(&frame))
-        {
+        let slot = &mut watched.snapshot[watcher.encoding.index()];
+        if slot.is_none() {
+            let (_, set) = watched.known.as_ref().expect("just set");
+            let mut clients: Vec<PresenceEntry> = set.values().cloned().collect();
+            clients.sort_by(|a, b| (a.joined, &a.conn).cmp(&(b.joined, &b.conn)));
+            let frame = ServerFrame::Presence {
+                id: None,
+                room: room.to_string(),
+                clients,
+            };
+            *slot = Some(watcher.encoding.encode(&frame));
+        }
+        let message = slot.clone().expect("just set");
+        if watcher.outbound.send_or_evict(message) {
             watched.watchers.insert(watcher.conn_id, watcher);
         }
     }
@@ -445,6 +451,7 @@ impl Hub {
                 None => Diff::between(&Set::new(), &after),
             };
             watched.known = Some((snapshot.version, after));
+            watched.snapshot = [None, None];
             if diff.is_empty() {
                 continue;
             }

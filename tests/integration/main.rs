@@ -13,6 +13,7 @@ mod lagging;
 mod openapi;
 mod operations;
 mod outbox;
+mod presence;
 mod process;
 mod protocol;
 mod resume;
