@@ -7,6 +7,8 @@ import type {
   HistoryResult,
   Message,
   Position,
+  PresenceEntry,
+  PresenceStats,
   Welcome,
   WebSocketConstructor,
   WebSocketLike,
@@ -109,11 +111,24 @@ interface PendingHistory {
   reject: (err: RoomcastError) => void;
 }
 
+/** A `presence` or `presence_stats` request, re-sent after reconnects until answered. */
+interface PendingPresence {
+  room: string;
+  stats: boolean;
+  id: number;
+  attempts: number;
+  retryTimer: ReturnType<typeof setTimeout> | undefined;
+  deadline: ReturnType<typeof setTimeout> | undefined;
+  resolve: (frame: Record<string, any>) => void;
+  reject: (err: RoomcastError) => void;
+}
+
 type Inflight =
   | { kind: 'subscribe'; sub: Subscription<any>; since: Position | undefined }
   | { kind: 'unsubscribe'; done: () => void }
   | { kind: 'publish'; pub: PendingPublish }
   | { kind: 'history'; req: PendingHistory }
+  | { kind: 'presence'; req: PendingPresence }
   | { kind: 'ping' }
   | { kind: 'refresh' };
 
@@ -151,6 +166,7 @@ export class Client extends Emitter<ClientEvents> implements SubscriptionHost {
   private readonly subs = new Map<string, Subscription<any>>();
   private readonly outbox: PendingPublish[] = [];
   private readonly requests: PendingHistory[] = [];
+  private readonly presenceRequests: PendingPresence[] = [];
   private readonly inflight = new Map<number, Inflight>();
   private reconnectTimer: ReturnType<typeof setTimeout> | undefined;
   private connectTimer: ReturnType<typeof setTimeout> | undefined;
@@ -281,6 +297,48 @@ export class Client extends Emitter<ClientEvents> implements SubscriptionHost {
       this.requests.push(req);
       if (this.welcomeFrame) this.sendHistory(req);
     });
+  }
+
+  /** Who is in `room` now (a room the server has presence for). */
+  presence(room: string): Promise<PresenceEntry[]> {
+    return this.presenceRequest(room, false).then((frame) => (frame.clients ?? []) as PresenceEntry[]);
+  }
+
+  /** How many are in `room` now: connections and distinct users. */
+  presenceStats(room: string): Promise<PresenceStats> {
+    return this.presenceRequest(room, true).then((frame) => ({
+      room: String(frame.room),
+      clients: Number(frame.clients),
+      users: Number(frame.users),
+    }));
+  }
+
+  private presenceRequest(room: string, stats: boolean): Promise<Record<string, any>> {
+    return new Promise((resolve, reject) => {
+      if (this._state === 'closed') return reject(new RoomcastError('client_closed', 'the client is closed', null, room));
+      const req: PendingPresence = { room, stats, id: 0, attempts: 0, retryTimer: undefined, deadline: undefined, resolve, reject };
+      req.deadline = setTimeout(() => {
+        this.finishPresence(req);
+        reject(new RoomcastError('request_timeout', `presence of ${room} not answered within ${this.opts.requestTimeoutMs} ms`, null, room));
+      }, this.opts.requestTimeoutMs);
+      this.presenceRequests.push(req);
+      if (this.welcomeFrame) this.sendPresence(req);
+    });
+  }
+
+  private sendPresence(req: PendingPresence): void {
+    const id = this.nextId++;
+    req.id = id;
+    this.inflight.set(id, { kind: 'presence', req });
+    this.send({ type: req.stats ? 'presence_stats' : 'presence', id, room: req.room });
+  }
+
+  private finishPresence(req: PendingPresence): void {
+    clearTimeout(req.deadline);
+    clearTimeout(req.retryTimer);
+    const i = this.presenceRequests.indexOf(req);
+    if (i >= 0) this.presenceRequests.splice(i, 1);
+    if (req.id) this.inflight.delete(req.id);
   }
 
   // ---- SubscriptionHost ----
@@ -480,6 +538,23 @@ export class Client extends Emitter<ClientEvents> implements SubscriptionHost {
         if (sub) sub.handleReset(frame);
         return;
       }
+      case 'presence':
+      case 'presence_stats': {
+        if (frame.id === undefined || frame.id === null) {
+          // The snapshot that follows a subscribe with `presence: true`.
+          this.subs.get(frame.room)?.handlePresence(frame);
+          return;
+        }
+        const entry = this.take(frame.id);
+        if (entry?.kind === 'presence') {
+          this.finishPresence(entry.req);
+          entry.req.resolve(frame);
+        }
+        return;
+      }
+      case 'presence_diff':
+        this.subs.get(frame.room)?.handlePresenceDiff(frame);
+        return;
       case 'reconnect':
         // The instance drains: it closes with 1012 after what it queued; go elsewhere soon.
         this.draining = true;
@@ -529,6 +604,7 @@ export class Client extends Emitter<ClientEvents> implements SubscriptionHost {
     for (const sub of this.subs.values()) if (sub.state === 'pending') this.sendSubscribe(sub);
     for (const pub of this.outbox.slice()) if (pub.id === 0 && pub.retryTimer === undefined) this.sendPublish(pub);
     for (const req of this.requests.slice()) if (req.id === 0 && req.retryTimer === undefined) this.sendHistory(req);
+    for (const req of this.presenceRequests.slice()) if (req.id === 0 && req.retryTimer === undefined) this.sendPresence(req);
   }
 
   private sendSubscribe(sub: Subscription<any>): void {
@@ -536,6 +612,10 @@ export class Client extends Emitter<ClientEvents> implements SubscriptionHost {
     const since = sub.resumeFrom();
     const frame: Record<string, unknown> = { type: 'subscribe', id, room: sub.room };
     if (since) frame.since = since;
+    if (sub.presenceRequest) {
+      frame.presence = true;
+      if (sub.presenceRequest.info !== undefined) frame.info = sub.presenceRequest.info;
+    }
     sub.state = 'subscribing';
     this.inflight.set(id, { kind: 'subscribe', sub, since });
     this.send(frame);
@@ -591,7 +671,7 @@ export class Client extends Emitter<ClientEvents> implements SubscriptionHost {
 
   private serverError(frame: Record<string, any>): void {
     const entry = this.take(frame.id);
-    const room = entry && 'sub' in entry ? entry.sub.room : entry?.kind === 'publish' ? entry.pub.room : entry?.kind === 'history' ? entry.req.room : undefined;
+    const room = entry && 'sub' in entry ? entry.sub.room : entry?.kind === 'publish' ? entry.pub.room : entry?.kind === 'history' || entry?.kind === 'presence' ? entry.req.room : undefined;
     const err = new RoomcastError(
       String(frame.name ?? 'error'),
       String(frame.message ?? frame.name ?? 'error'),
@@ -648,6 +728,20 @@ export class Client extends Emitter<ClientEvents> implements SubscriptionHost {
         req.retryTimer = setTimeout(() => {
           req.retryTimer = undefined;
           if (this.welcomeFrame && req.id === 0 && this.requests.includes(req)) this.sendHistory(req);
+        }, this.retryDelay(req.attempts++, err));
+        return;
+      }
+      case 'presence': {
+        const req = entry.req;
+        req.id = 0;
+        if (!err.retryable) {
+          this.finishPresence(req);
+          req.reject(err);
+          return;
+        }
+        req.retryTimer = setTimeout(() => {
+          req.retryTimer = undefined;
+          if (this.welcomeFrame && req.id === 0 && this.presenceRequests.includes(req)) this.sendPresence(req);
         }, this.retryDelay(req.attempts++, err));
         return;
       }
@@ -737,7 +831,7 @@ export class Client extends Emitter<ClientEvents> implements SubscriptionHost {
     // What was in flight on this connection is sent again on the next one.
     for (const entry of this.inflight.values()) {
       if (entry.kind === 'publish') entry.pub.id = 0;
-      else if (entry.kind === 'history') entry.req.id = 0;
+      else if (entry.kind === 'history' || entry.kind === 'presence') entry.req.id = 0;
       else if (entry.kind === 'unsubscribe') entry.done();
     }
     this.inflight.clear();
@@ -823,6 +917,10 @@ export class Client extends Emitter<ClientEvents> implements SubscriptionHost {
     }
     for (const req of this.requests.slice()) {
       this.finishHistory(req);
+      req.reject(error);
+    }
+    for (const req of this.presenceRequests.slice()) {
+      this.finishPresence(req);
       req.reject(error);
     }
     if (emitError) {

@@ -14,6 +14,8 @@ export type {
   LossReason,
   Message,
   Position,
+  PresenceEntry,
+  PresenceStats,
   ResetInfo,
   SubscribedInfo,
   Welcome,

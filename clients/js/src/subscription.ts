@@ -1,5 +1,17 @@
 import { RoomcastError } from './errors.js';
-import type { Ack, HistoryOptions, HistoryResult, LossReason, Message, Position, ResetInfo, SubscribedInfo } from './types.js';
+import type {
+  Ack,
+  HistoryOptions,
+  HistoryResult,
+  Json,
+  LossReason,
+  Message,
+  Position,
+  PresenceEntry,
+  PresenceStats,
+  ResetInfo,
+  SubscribedInfo,
+} from './types.js';
 import { Emitter } from './util.js';
 
 /** Events of one subscription. */
@@ -18,6 +30,15 @@ export interface SubscriptionEvents<T> {
    * by yourself), otherwise after `unsubscribe()`.
    */
   unsubscribed: (info: { room: string; byServer: boolean }) => void;
+  /**
+   * The room's presence set (with `presence` asked for): after every (re)subscribe,
+   * and after every change.
+   */
+  presence: (entries: PresenceEntry[]) => void;
+  /** Clients that joined the room (with `presence` asked for). */
+  join: (entries: PresenceEntry[]) => void;
+  /** Clients that left the room, or whose instance died (with `presence` asked for). */
+  leave: (entries: PresenceEntry[]) => void;
 }
 
 /** Handlers given to `Client.subscribe`. */
@@ -29,12 +50,22 @@ export interface SubscriptionHandlers<T> {
   onUnsubscribed?: SubscriptionEvents<T>['unsubscribed'];
   /** Resume from this position instead of starting at the room's top. */
   since?: Position;
+  /**
+   * Follow the room's presence (a room the server has presence for): `true`, or
+   * `{ info }` to show `info` (at most 256 bytes of JSON by default) in the set.
+   */
+  presence?: boolean | { info?: Json };
+  onPresence?: SubscriptionEvents<T>['presence'];
+  onJoin?: SubscriptionEvents<T>['join'];
+  onLeave?: SubscriptionEvents<T>['leave'];
 }
 
 /** What a subscription needs from its client. @internal */
 export interface SubscriptionHost {
   publish(room: string, data: unknown, options?: PublishOptions): Promise<Ack>;
   history(room: string, options?: HistoryOptions): Promise<HistoryResult>;
+  presence(room: string): Promise<PresenceEntry[]>;
+  presenceStats(room: string): Promise<PresenceStats>;
   gapFill(sub: Subscription<any>, since: Position, limit: number, attempt: number): void;
   detach(sub: Subscription<any>): Promise<void>;
 }
@@ -66,6 +97,10 @@ export class Subscription<T = unknown> extends Emitter<SubscriptionEvents<T>> {
   /** Fills in a row that brought nothing. */
   private fruitlessFills = 0;
   private confirmed = false;
+  /** The presence set by connection; undefined until the first snapshot. */
+  private members_: Map<string, PresenceEntry> | undefined;
+  /** Whether presence events were asked for, and the `info` to send. @internal */
+  readonly presenceRequest: { info?: Json } | undefined;
   private resolveReady!: (info: SubscribedInfo) => void;
   private rejectReady!: (err: RoomcastError) => void;
   /** Settles on the first `subscribed` (or a definitive subscribe error). */
@@ -85,6 +120,11 @@ export class Subscription<T = unknown> extends Emitter<SubscriptionEvents<T>> {
     if (handlers.onReset) this.on('reset', handlers.onReset);
     if (handlers.onError) this.on('error', handlers.onError);
     if (handlers.onUnsubscribed) this.on('unsubscribed', handlers.onUnsubscribed);
+    if (handlers.onPresence) this.on('presence', handlers.onPresence);
+    if (handlers.onJoin) this.on('join', handlers.onJoin);
+    if (handlers.onLeave) this.on('leave', handlers.onLeave);
+    const p = handlers.presence;
+    this.presenceRequest = p === true ? {} : p ? { ...p } : undefined;
     this.ready = new Promise<SubscribedInfo>((resolve, reject) => {
       this.resolveReady = resolve;
       this.rejectReady = reject;
@@ -115,6 +155,24 @@ export class Subscription<T = unknown> extends Emitter<SubscriptionEvents<T>> {
   /** Reads the room's replay buffer. */
   history(options?: HistoryOptions): Promise<HistoryResult<T>> {
     return this.host.history(this.room, options) as Promise<HistoryResult<T>>;
+  }
+
+  /**
+   * The room's presence set as last reported by the server (with `presence` asked for;
+   * empty before the first snapshot), ordered by join time.
+   */
+  get members(): PresenceEntry[] {
+    return sortEntries([...(this.members_?.values() ?? [])]);
+  }
+
+  /** Asks the server who is in the room now (no `presence` subscription needed). */
+  presence(): Promise<PresenceEntry[]> {
+    return this.host.presence(this.room);
+  }
+
+  /** Asks the server how many are in the room now. */
+  presenceStats(): Promise<PresenceStats> {
+    return this.host.presenceStats(this.room);
   }
 
   /** Stops the subscription; resolves when the server confirmed (or the connection is gone). */
@@ -199,6 +257,37 @@ export class Subscription<T = unknown> extends Emitter<SubscriptionEvents<T>> {
       this.confirmed = true;
       this.resolveReady(info);
     }
+  }
+
+  /**
+   * A `presence` snapshot (after each subscribe). After a reconnect, what differs from
+   * the set held before is reported as joins and leaves too. @internal
+   */
+  handlePresence(frame: Record<string, any>): void {
+    if (this.state === 'closed' || !this.presenceRequest) return;
+    const next = new Map<string, PresenceEntry>();
+    for (const entry of (frame.clients ?? []) as PresenceEntry[]) next.set(entry.conn, entry);
+    const before = this.members_;
+    this.members_ = next;
+    if (before) {
+      const leaves = [...before.values()].filter((e) => !next.has(e.conn));
+      const joins = [...next.values()].filter((e) => !before.has(e.conn));
+      if (leaves.length) this.emit('leave', sortEntries(leaves));
+      if (joins.length) this.emit('join', sortEntries(joins));
+    }
+    this.emit('presence', this.members);
+  }
+
+  /** A `presence_diff` frame: joins and leaves since the last presence frame. @internal */
+  handlePresenceDiff(frame: Record<string, any>): void {
+    if (this.state === 'closed' || !this.members_) return;
+    const leaves = (frame.leaves ?? []) as PresenceEntry[];
+    const joins = (frame.joins ?? []) as PresenceEntry[];
+    for (const entry of leaves) this.members_.delete(entry.conn);
+    for (const entry of joins) this.members_.set(entry.conn, entry);
+    if (leaves.length) this.emit('leave', leaves);
+    if (joins.length) this.emit('join', joins);
+    this.emit('presence', this.members);
   }
 
   /** A `reset` frame. @internal */
@@ -320,4 +409,9 @@ export class Subscription<T = unknown> extends Emitter<SubscriptionEvents<T>> {
     this.emit('reset', { room: this.room, epoch: this.pos.epoch, seq: this.pos.seq, reason, previous, source: 'gap' });
     this.drain();
   }
+}
+
+/** Entries by join time, then connection (the order the server uses). */
+function sortEntries(entries: PresenceEntry[]): PresenceEntry[] {
+  return entries.sort((a, b) => a.joined - b.joined || (a.conn < b.conn ? -1 : a.conn > b.conn ? 1 : 0));
 }

@@ -110,6 +110,29 @@ export interface HistoryOptions {
   limit?: number;
 }
 
+/** One client in a room's presence set. */
+export interface PresenceEntry {
+  /** The user: the token's `sub`, `service:{name}`, or `anonymous:{conn}`. */
+  user: string;
+  /** The connection (its session id). */
+  conn: string;
+  /** The server instance serving it. */
+  node: string;
+  /** When it joined, ms since the Unix epoch. */
+  joined: number;
+  /** What the client attached at subscribe, if anything. */
+  info?: Json;
+}
+
+/** Counts of a room's presence set. */
+export interface PresenceStats {
+  room: string;
+  /** Entries (connections). */
+  clients: number;
+  /** Distinct users among them. */
+  users: number;
+}
+
 /** Minimal shape of a WebSocket as the SDK uses it (browsers' and Node's both fit). */
 export interface WebSocketLike {
   readonly readyState: number;
