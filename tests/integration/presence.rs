@@ -482,3 +482,64 @@ async fn a_reconnect_storm_of_1000_clients_sends_a_bounded_number_of_presence_fr
     );
     stats_become(&b.addr, room, (N as u64, N as u64), WAIT).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rust_client_follows_presence_on_the_embedded_broker() {
+    use roomcast::client::{Client, ClientConfig, Event};
+    let server = super::support::TestServer::with(|config| {
+        config.presence.rooms = vec!["issue:*".into()];
+        config.presence.window_ms = 50;
+    })
+    .await;
+    let (client, mut events) = Client::start(ClientConfig::new(server.url.clone()));
+    client
+        .subscribe_with_presence("issue:5", Some(json!({"name": "svc"})))
+        .await
+        .expect("subscribes");
+    let mut next_presence = async || loop {
+        match tokio::time::timeout(WAIT, events.recv())
+            .await
+            .expect("an event")
+        {
+            Some(event @ (Event::Presence { .. } | Event::PresenceDiff { .. })) => return event,
+            Some(_) => continue,
+            None => panic!("client stopped"),
+        }
+    };
+    match next_presence().await {
+        Event::Presence { room, clients } => {
+            assert_eq!(room, "issue:5");
+            assert_eq!(clients.len(), 1);
+            assert_eq!(clients[0].info, Some(json!({"name": "svc"})));
+        }
+        other => panic!("expected the snapshot, got {other:?}"),
+    }
+    let other = Member::join(&server.url, "issue:5", false, json!(null)).await;
+    match next_presence().await {
+        Event::PresenceDiff { joins, leaves, .. } => {
+            assert_eq!(joins.len(), 1);
+            assert_eq!(joins[0].conn, other.client.session);
+            assert!(leaves.is_empty());
+        }
+        other => panic!("expected a diff, got {other:?}"),
+    }
+    let stats = client.presence_stats("issue:5").await.expect("stats");
+    assert_eq!((stats.clients, stats.users), (2, 2));
+    assert_eq!(client.presence("issue:5").await.expect("entries").len(), 2);
+    drop(other);
+    match next_presence().await {
+        Event::PresenceDiff { joins, leaves, .. } => {
+            assert!(joins.is_empty());
+            assert_eq!(leaves.len(), 1);
+        }
+        other => panic!("expected a diff, got {other:?}"),
+    }
+    match client.presence("lobby").await {
+        Err(ClientError::Server { code, .. }) => {
+            assert_eq!(code, roomcast::protocol::ErrorCode::InvalidFrame)
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    client.stop().await;
+    server.stop().await;
+}
