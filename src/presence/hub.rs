@@ -497,3 +497,117 @@ impl Hub {
         self.watched.clear();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::connection::{Item, OutboundReceiver, channel};
+    use crate::presence::memory::MemoryPresence;
+    use std::collections::VecDeque;
+
+    fn config(window_ms: u64) -> PresenceConfig {
+        PresenceConfig {
+            rooms: vec!["issue:*".into()],
+            heartbeat_ms: 1000,
+            ttl_ms: 3000,
+            window_ms,
+            max_info_bytes: 16,
+        }
+    }
+
+    /// Every presence frame queued so far, decoded.
+    async fn frames(receiver: &mut OutboundReceiver) -> Vec<ServerFrame> {
+        let mut batch = VecDeque::new();
+        receiver.take_more(&mut batch);
+        batch
+            .into_iter()
+            .map(|item| match item {
+                Item::Frame(message) => Encoding::Json.decode_server(&message).unwrap(),
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn info_is_bounded_and_needs_a_presence_room() {
+        let presence = Presence::start(config(50), "n".into(), Arc::new(MemoryPresence::default()));
+        let room = RoomName::new_unchecked("issue:1");
+        assert!(presence.check_subscribe(&room, true, None).is_ok());
+        assert!(
+            presence
+                .check_subscribe(&room, false, Some(&serde_json::json!("short")))
+                .is_ok()
+        );
+        let big = serde_json::json!("far more than sixteen bytes");
+        assert!(presence.check_subscribe(&room, false, Some(&big)).is_err());
+        let lobby = RoomName::new_unchecked("lobby");
+        assert!(presence.check_subscribe(&lobby, true, None).is_err());
+        assert!(presence.check_subscribe(&lobby, false, None).is_ok());
+    }
+
+    #[tokio::test]
+    async fn many_joins_in_one_window_are_one_diff_per_watcher() {
+        let presence =
+            Presence::start(config(200), "n".into(), Arc::new(MemoryPresence::default()));
+        let room = RoomName::new_unchecked("issue:1");
+        let (outbound, mut receiver) = channel(64);
+        let mut watcher_member = Member::new("w", &Principal::Anonymous);
+        let watcher = Watcher {
+            conn_id: 1,
+            outbound,
+            encoding: Encoding::Json,
+        };
+        presence
+            .join(&mut watcher_member, &room, None, Some(watcher))
+            .await;
+        match frames(&mut receiver).await.as_slice() {
+            [ServerFrame::Presence { clients, .. }] => assert_eq!(clients.len(), 1),
+            other => panic!("expected one snapshot, got {other:?}"),
+        }
+        // 50 joins at once, then the window passes.
+        let mut members: Vec<Member> = (0..50)
+            .map(|i| Member::new(&format!("c{i}"), &Principal::Anonymous))
+            .collect();
+        for member in &mut members {
+            presence.join(member, &room, None, None).await;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let got = frames(&mut receiver).await;
+        let joins: usize = got
+            .iter()
+            .map(|f| match f {
+                ServerFrame::PresenceDiff { joins, leaves, .. } => {
+                    assert!(leaves.is_empty());
+                    joins.len()
+                }
+                other => panic!("unexpected {other:?}"),
+            })
+            .sum();
+        assert_eq!(joins, 50);
+        assert!(got.len() <= 2, "{} diffs for one burst", got.len());
+        assert_eq!(presence.stats(&room).await.unwrap().clients, 51);
+        // Everyone leaves; the watcher leaves last and hears nothing after its leave.
+        for member in &mut members {
+            presence.leave(member, &room, 0).await;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let left: usize = frames(&mut receiver)
+            .await
+            .iter()
+            .map(|f| match f {
+                ServerFrame::PresenceDiff { leaves, .. } => leaves.len(),
+                _ => 0,
+            })
+            .sum();
+        assert_eq!(left, 50);
+        presence.leave(&mut watcher_member, &room, 1).await;
+        assert_eq!(presence.stats(&room).await.unwrap().clients, 0);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(frames(&mut receiver).await.is_empty());
+        // A shutdown removes what is left.
+        presence.join(&mut watcher_member, &room, None, None).await;
+        assert_eq!(presence.stats(&room).await.unwrap().clients, 1);
+        presence.shutdown().await;
+        assert_eq!(presence.stats(&room).await.unwrap().clients, 0);
+    }
+}
