@@ -49,12 +49,8 @@ async fn one(
             .expect("a frame from A");
     }
     ready.send(()).await.expect("main waits");
-    loop {
-        match first.next_frame(Duration::from_secs(1)).await {
-            Ok(_) | Err(ClientError::Timeout) => {}
-            Err(_) => break,
-        }
-    }
+    // Read (and drop) until A dies.
+    while let Ok(_) | Err(ClientError::Timeout) = first.next_frame(Duration::from_secs(1)).await {}
     let mut conn = Connection::connect(&b, Some(Encoding::MsgPack))
         .await
         .expect("connects to B");
