@@ -61,6 +61,7 @@ pub async fn send(
         data,
         idempotency_key: None,
         trace: None,
+        key_retention: Default::default(),
     };
     context.publish(&control_room(), request).await
 }

@@ -79,6 +79,7 @@ pub async fn publish(api: &Api, request: Request<Incoming>, context: &Context) -
         data: body.data,
         idempotency_key: key.map(|key| context.principal.publish_key(&key)),
         trace: crate::telemetry::traces::current_traceparent(),
+        key_retention: Default::default(),
     };
     let ack = api
         .publisher

@@ -419,6 +419,7 @@ impl ConnectionActor {
             data,
             idempotency_key: key.map(|key| state.principal.publish_key(&key)),
             trace: None,
+            key_retention: Default::default(),
         };
         state
             .publishing
