@@ -11,6 +11,7 @@
 use super::Outbound;
 use super::context::ConnectionContext;
 use super::publishing::{Publishing, Replies};
+use crate::access::{Access, RoomAction};
 use crate::auth::Principal;
 use crate::broker::{PublishRequest, read_history};
 use crate::protocol::{
@@ -189,6 +190,33 @@ impl ConnectionActor {
         }
     }
 
+    /// Whether the client may do `action` with `room` (see [`crate::access`]); when
+    /// not, the client is told why.
+    async fn allowed(
+        &self,
+        state: &ConnectionState,
+        id: Option<u64>,
+        room: &RoomName,
+        action: RoomAction,
+    ) -> bool {
+        let access = self
+            .context
+            .access
+            .room_access(&state.principal, room.as_str(), action);
+        match access.await {
+            Ok(Access::Allowed) => true,
+            Ok(Access::Denied(reason)) => {
+                state.send_error(id, ErrorCode::Forbidden, reason);
+                false
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot check room access");
+                state.send_error(id, ErrorCode::Unavailable, "cannot check access now; retry");
+                false
+            }
+        }
+    }
+
     async fn subscribe(
         &self,
         state: &mut ConnectionState,
@@ -199,12 +227,8 @@ impl ConnectionActor {
         let Some(room) = self.room_name(state, id, room) else {
             return;
         };
-        if !state.principal.may_subscribe(room.as_str()) {
-            return state.send_error(
-                id,
-                ErrorCode::Forbidden,
-                format!("your token does not allow subscribing to {room}"),
-            );
+        if !self.allowed(state, id, &room, RoomAction::Read).await {
+            return;
         }
         if state.subscriptions.contains(&room) {
             return state.send_error(
@@ -283,12 +307,8 @@ impl ConnectionActor {
         let Some(room) = self.room_name(state, id, room) else {
             return;
         };
-        if !state.principal.may_publish(room.as_str()) {
-            return state.send_error(
-                id,
-                ErrorCode::Forbidden,
-                format!("your token does not allow publishing to {room}"),
-            );
+        if !self.allowed(state, id, &room, RoomAction::Publish).await {
+            return;
         }
         if self.context.limits.publish_requires_subscription && !state.subscriptions.contains(&room)
         {
@@ -322,12 +342,8 @@ impl ConnectionActor {
         let Some(room) = self.room_name(state, id, room) else {
             return;
         };
-        if !state.principal.may_subscribe(room.as_str()) {
-            return state.send_error(
-                id,
-                ErrorCode::Forbidden,
-                format!("your token does not allow reading {room}"),
-            );
+        if !self.allowed(state, id, &room, RoomAction::Read).await {
+            return;
         }
         let max = self.context.limits.max_history as usize;
         let limit = limit.map_or(max, |l| (l as usize).min(max));

@@ -1,5 +1,6 @@
 //! What every connection of an instance shares: the broker, the rooms, limits and rules.
 
+use crate::access::AccessControl;
 use crate::broker::{Broker, BrokerError, PublishAck, PublishRequest};
 use crate::config::Config;
 use crate::flags::Flags;
@@ -29,6 +30,8 @@ pub struct ConnectionContext {
     pub heartbeat: Duration,
     /// Feature flags.
     pub flags: Flags,
+    /// Who may read and publish to which room.
+    pub access: Arc<AccessControl>,
 }
 
 impl ConnectionContext {
@@ -39,6 +42,7 @@ impl ConnectionContext {
         rooms: Rooms,
         broker: Arc<dyn Broker>,
         flags: Flags,
+        access: Arc<AccessControl>,
     ) -> Self {
         let c = &config.connection;
         ConnectionContext {
@@ -56,6 +60,7 @@ impl ConnectionContext {
             outbound_queue: c.outbound_queue,
             heartbeat: c.heartbeat(),
             flags,
+            access,
         }
     }
 

@@ -132,12 +132,16 @@ impl Server {
         })?;
         let flags = Flags::from_config(&config.flags).map_err(ServerError::Flags)?;
         flags.watch(Duration::from_secs(2));
+        let store = Store::connect(&config.database_url)
+            .await
+            .map_err(ServerError::Store)?;
         let context = Arc::new(ConnectionContext::new(
             config,
             node_id.clone(),
             rooms.clone(),
             broker.clone(),
             flags,
+            Arc::new(crate::access::AccessControl::new(store.clone())),
         ));
         let auth = Arc::new(Authenticator::from_config(&config.auth).map_err(ServerError::Auth)?);
         if auth.is_open() {
@@ -145,9 +149,6 @@ impl Server {
                 "NO AUTHENTICATION CONFIGURED: every client is anonymous and may read, write and publish anything; set [auth] keys before exposing this server"
             );
         }
-        let store = Store::connect(&config.database_url)
-            .await
-            .map_err(ServerError::Store)?;
         let api = Api::new(config, store.clone(), auth.clone(), context.clone());
         let relay_stop = CancellationToken::new();
         let relay = crate::relay::spawn_relay(store.clone(), context.clone(), relay_stop.clone());
