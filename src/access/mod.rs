@@ -106,25 +106,30 @@ impl AccessControl {
         if principal.is_admin() {
             return Ok(Access::Allowed);
         }
-        let Some(tracker) = tracker_room(room) else {
-            let granted = match action {
-                RoomAction::Read => principal.may_subscribe(room),
-                RoomAction::Publish => principal.may_publish(room),
-            };
-            return Ok(granted.then_some(Access::Allowed).unwrap_or_else(|| {
-                Access::Denied(format!("your token does not allow {} {room}", verb(action)))
-            }));
-        };
-        let Principal::User { subject, .. } = principal else {
-            return Ok(Access::Denied(format!("{room} needs a user")));
-        };
+        match (tracker_room(room), principal) {
+            (None, _) => Ok(claims_access(principal, room, action)),
+            (Some(tracker), Principal::User { subject, .. }) => {
+                self.tracker_access(subject, tracker, room, action).await
+            }
+            (Some(_), _) => Ok(Access::Denied(format!("{room} needs a user"))),
+        }
+    }
+
+    /// A room of the tracker: the user's role in the room's project decides.
+    async fn tracker_access(
+        &self,
+        user: &str,
+        tracker: TrackerRoom,
+        room: &str,
+        action: RoomAction,
+    ) -> Result<Access, StoreError> {
         let project = match tracker {
             TrackerRoom::Project(id) => Some(id),
             TrackerRoom::Issue(id) => self.issue_project(id).await?,
             TrackerRoom::Malformed => None,
         };
         let role = match project {
-            Some(project) => self.cached_role(subject, project).await?,
+            Some(project) => self.cached_role(user, project).await?,
             None => None,
         };
         let needed = match action {
@@ -176,6 +181,19 @@ impl AccessControl {
         };
         self.cache.remember_project(issue, project);
         Ok(project)
+    }
+}
+
+/// Any other room: the token's room claims decide.
+fn claims_access(principal: &Principal, room: &str, action: RoomAction) -> Access {
+    let granted = match action {
+        RoomAction::Read => principal.may_subscribe(room),
+        RoomAction::Publish => principal.may_publish(room),
+    };
+    if granted {
+        Access::Allowed
+    } else {
+        Access::Denied(format!("your token does not allow {} {room}", verb(action)))
     }
 }
 

@@ -9,6 +9,7 @@ mod cluster;
 mod conformance;
 mod failover;
 mod lagging;
+mod membership;
 mod openapi;
 mod operations;
 mod outbox;
