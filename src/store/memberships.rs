@@ -94,41 +94,25 @@ impl Store {
     ) -> Result<MembershipChange, StoreError> {
         let mut tx = self.begin_as(&mutation.caller()).await?;
         let current = fetch(&mut tx, project_id, user_id).await?;
+        if let Some(existing) = current.as_ref().filter(|m| m.role == role) {
+            return Ok(MembershipChange {
+                membership: existing.clone(),
+                previous: Some(role),
+            });
+        }
         let now = now_ms();
         let membership = match &current {
-            Some(existing) if existing.role == role => {
-                return Ok(MembershipChange {
-                    membership: existing.clone(),
-                    previous: Some(role),
-                });
-            }
-            Some(existing) => {
-                sqlx::query("UPDATE memberships SET role = $1, updated_at = $2 WHERE id = $3")
-                    .bind(role.as_str())
-                    .bind(now)
-                    .bind(existing.id)
-                    .execute(&mut *tx)
-                    .await?;
-                Membership {
-                    role,
-                    updated_at: now,
-                    ..existing.clone()
-                }
-            }
+            Some(existing) => set_role(&mut tx, existing, role, now).await?,
             None => {
-                let row: Row = sqlx::query_as(
-                    "INSERT INTO memberships (project_id, user_id, role, created_at, created_by, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, $4) \
-                     RETURNING id, project_id, user_id, role, created_at, created_by, updated_at",
+                insert(
+                    &mut tx,
+                    project_id,
+                    user_id,
+                    role,
+                    &mutation.actor.name,
+                    now,
                 )
-                .bind(project_id)
-                .bind(user_id)
-                .bind(role.as_str())
-                .bind(now)
-                .bind(&mutation.actor.name)
-                .fetch_one(&mut *tx)
-                .await?;
-                from_row(row)?
+                .await?
             }
         };
         let previous = current.map(|m| m.role);
@@ -186,6 +170,50 @@ impl Store {
         self.outbox_written.notify_one();
         Ok(membership)
     }
+}
+
+/// Changes the role of an existing membership.
+async fn set_role(
+    conn: &mut AnyConnection,
+    existing: &Membership,
+    role: Role,
+    now: i64,
+) -> Result<Membership, StoreError> {
+    sqlx::query("UPDATE memberships SET role = $1, updated_at = $2 WHERE id = $3")
+        .bind(role.as_str())
+        .bind(now)
+        .bind(existing.id)
+        .execute(conn)
+        .await?;
+    Ok(Membership {
+        role,
+        updated_at: now,
+        ..existing.clone()
+    })
+}
+
+/// Creates a membership.
+async fn insert(
+    conn: &mut AnyConnection,
+    project_id: i64,
+    user_id: &str,
+    role: Role,
+    by: &str,
+    now: i64,
+) -> Result<Membership, StoreError> {
+    let row: Row = sqlx::query_as(
+        "INSERT INTO memberships (project_id, user_id, role, created_at, created_by, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $4) \
+         RETURNING id, project_id, user_id, role, created_at, created_by, updated_at",
+    )
+    .bind(project_id)
+    .bind(user_id)
+    .bind(role.as_str())
+    .bind(now)
+    .bind(by)
+    .fetch_one(conn)
+    .await?;
+    from_row(row)
 }
 
 /// The audit entry and the event of a membership change.
