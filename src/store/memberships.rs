@@ -1,7 +1,10 @@
 //! Project memberships: who belongs to which project, with which role. Every change is
 //! audited and broadcast to the project's room, like a change of an issue.
 
-use super::{AuditRecord, Caller, Mutation, Store, StoreError, now_ms, outbox, record_audit};
+use super::{
+    AuditRecord, Caller, Mutation, Store, StoreError, is_unique_violation, now_ms, outbox,
+    record_audit,
+};
 use crate::tracker::{Action, Entity, Membership, Role};
 use serde_json::{Value, json};
 use sqlx::AnyConnection;
@@ -86,6 +89,22 @@ impl Store {
     /// Gives `user_id` the role `role` in `project_id`, creating the membership if needed.
     /// Setting the role a user already has changes (and records) nothing.
     pub async fn put_membership(
+        &self,
+        mutation: &Mutation,
+        project_id: i64,
+        user_id: &str,
+        role: Role,
+    ) -> Result<MembershipChange, StoreError> {
+        match self.try_put(mutation, project_id, user_id, role).await {
+            // Created by a concurrent request since we looked: it is there now.
+            Err(err) if is_unique_violation(&err) => {
+                self.try_put(mutation, project_id, user_id, role).await
+            }
+            outcome => outcome,
+        }
+    }
+
+    async fn try_put(
         &self,
         mutation: &Mutation,
         project_id: i64,

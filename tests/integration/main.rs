@@ -10,6 +10,7 @@ mod conformance;
 mod failover;
 mod lagging;
 mod membership;
+mod migrations;
 mod openapi;
 mod operations;
 mod outbox;
