@@ -358,10 +358,7 @@ mod tests {
             )))
             .unwrap();
         assert_eq!(user.actor().name, "alice");
-        assert!(
-            !user.may_publish("anything"),
-            "no rooms claim grants no room"
-        );
+        assert!(!user.may_publish("anything"), "no rooms claim grants no room");
         assert!(!user.is_admin());
         assert!(matches!(
             auth.authenticate(Some(&token("wrong", json!({"sub": "alice", "exp": exp()})))),
@@ -421,10 +418,7 @@ mod tests {
     fn patterns_match_whole_segments() {
         assert!(pattern_matches("project:1", "project:1"));
         assert!(!pattern_matches("project:1", "project:10"));
-        assert!(
-            !pattern_matches("project:1*", "project:10"),
-            "no raw prefixes"
-        );
+        assert!(!pattern_matches("project:1*", "project:10"), "no raw prefixes");
         assert!(pattern_matches("project:*", "project:10"));
         assert!(!pattern_matches("project:*", "project"));
         assert!(!pattern_matches("project:*", "project:1:comments"));
