@@ -1,0 +1,212 @@
+//! The tracker's rooms over WebSocket and HTTP, and membership changes taking effect.
+
+use super::{MEMBER, OUTSIDER, PROJECT_ADMIN, ROOT, VIEWER, World, token_of};
+use crate::support::http::{json, send};
+use crate::support::tokens::{SERVICE_TOKEN, bearer, exp, grant, hs256};
+use crate::support::{TestClient, db};
+use roomcast::protocol::{ClientFrame, Encoding, ErrorCode, ServerFrame};
+use serde_json::json;
+
+async fn connect(url: &str, who: &str) -> TestClient {
+    TestClient::connect(
+        &format!("{url}?access_token={}", token_of(who)),
+        Encoding::Json,
+    )
+    .await
+}
+
+fn subscribe(room: &str) -> ClientFrame {
+    ClientFrame::Subscribe {
+        id: Some(90),
+        room: room.into(),
+        since: None,
+    }
+}
+
+fn publish(room: &str) -> ClientFrame {
+    ClientFrame::Publish {
+        id: Some(91),
+        room: room.into(),
+        data: json!("x"),
+        key: None,
+    }
+}
+
+fn history(room: &str) -> ClientFrame {
+    ClientFrame::History {
+        id: Some(92),
+        room: room.into(),
+        since: None,
+        limit: None,
+    }
+}
+
+/// Whether the WebSocket request gets an answer other than `forbidden`.
+async fn allowed(client: &mut TestClient, frame: ClientFrame) -> bool {
+    client.send(frame).await;
+    loop {
+        match client.next().await {
+            ServerFrame::Error { code, .. } => {
+                assert!(
+                    matches!(code, ErrorCode::Forbidden | ErrorCode::NotSubscribed),
+                    "{code:?}"
+                );
+                return code != ErrorCode::Forbidden;
+            }
+            ServerFrame::Message { .. } => continue,
+            _ => return true,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tracker_rooms_follow_membership_over_websocket_and_http() {
+    for url in db::all().await {
+        let w = World::on(&url).await;
+        let rooms = ["project:1".to_owned(), format!("issue:{}", w.issue)];
+        // (who, may read, may publish)
+        for (who, read, write) in [
+            (VIEWER, true, false),
+            (MEMBER, true, true),
+            (PROJECT_ADMIN, true, true),
+            (OUTSIDER, false, false),
+            (ROOT, true, true),
+        ] {
+            let mut client = connect(&w.server.url, who).await;
+            for room in &rooms {
+                assert_eq!(
+                    allowed(&mut client, history(room)).await,
+                    read,
+                    "{who} history {room}"
+                );
+                assert_eq!(
+                    allowed(&mut client, subscribe(room)).await,
+                    read,
+                    "{who} subscribe {room}"
+                );
+                assert_eq!(
+                    allowed(&mut client, publish(room)).await,
+                    write,
+                    "{who} publish {room}"
+                );
+                let reply = w
+                    .call(who, "GET", &format!("/api/v1/rooms/{room}/history"), None)
+                    .await;
+                assert_eq!(
+                    reply.status,
+                    if read { 200 } else { 403 },
+                    "{who} HTTP history {room}"
+                );
+            }
+            // Rooms of projects and issues the caller is not in, or that do not exist,
+            // and names in the tracker's namespace that are not a room of it.
+            let other = format!("issue:{}", w.other_issue);
+            for room in [
+                "project:2",
+                other.as_str(),
+                "issue:999999",
+                "project:x",
+                "project:1:chat",
+            ] {
+                let expected =
+                    who == ROOT || (who == OUTSIDER && (room == "project:2" || room == other));
+                assert_eq!(
+                    allowed(&mut client, history(room)).await,
+                    expected,
+                    "{who} history {room}"
+                );
+            }
+        }
+        // HTTP publish: services only (which act as global administrators).
+        let service = bearer(SERVICE_TOKEN);
+        let message = json!({"room": "project:1", "data": 1});
+        let by_service = json(
+            &w.addr,
+            "POST",
+            "/api/v1/publish",
+            &[("authorization", &service)],
+            &message,
+        )
+        .await;
+        assert_eq!(by_service.status, 200);
+        assert_eq!(
+            w.call(MEMBER, "POST", "/api/v1/publish", Some(message))
+                .await
+                .status,
+            403
+        );
+        // Room claims never open a tracker room; they do open other rooms.
+        let claims = hs256(
+            json!({"sub": "cl", "exp": exp(), "rooms": {"subscribe": ["project:*", "issue:*", "team:*"], "publish": ["team:*"]}}),
+        );
+        let mut client = TestClient::connect(
+            &format!("{}?access_token={claims}", w.server.url),
+            Encoding::Json,
+        )
+        .await;
+        assert!(!allowed(&mut client, subscribe("project:1")).await);
+        assert!(!allowed(&mut client, subscribe(&rooms[1])).await);
+        assert!(allowed(&mut client, subscribe("team:a")).await);
+        assert!(allowed(&mut client, publish("team:a")).await);
+        assert!(
+            !allowed(&mut client, subscribe("team:a:b")).await,
+            "one segment per *"
+        );
+        w.server.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_membership_change_takes_effect_on_the_next_request() {
+    for url in db::all().await {
+        let w = World::on(&url).await;
+        let mut client = connect(&w.server.url, "newbie").await;
+        assert!(
+            !allowed(&mut client, subscribe("project:1")).await,
+            "not a member yet"
+        );
+        // Granted: the refusal just cached is dropped at once.
+        grant(&w.addr, 1, "newbie", "viewer").await;
+        client.subscribe("project:1", None).await;
+        assert!(
+            !allowed(&mut client, publish("project:1")).await,
+            "viewers do not publish"
+        );
+        grant(&w.addr, 1, "newbie", "member").await;
+        assert!(
+            allowed(&mut client, publish("project:1")).await,
+            "raised to member"
+        );
+        // Lowered, then removed: refused at the next request.
+        grant(&w.addr, 1, "newbie", "viewer").await;
+        assert!(
+            !allowed(&mut client, publish("project:1")).await,
+            "lowered to viewer"
+        );
+        let service = bearer(SERVICE_TOKEN);
+        let removed = send(
+            &w.addr,
+            "DELETE",
+            "/api/v1/projects/1/members/newbie",
+            &[("authorization", &service)],
+            None,
+        )
+        .await;
+        assert_eq!(removed.status, 204);
+        assert!(!allowed(&mut client, history("project:1")).await, "removed");
+        let issue = format!("issue:{}", w.issue);
+        assert!(!allowed(&mut client, subscribe(&issue)).await, "removed");
+        assert_eq!(
+            w.call(
+                "newbie",
+                "GET",
+                &format!("/api/v1/issues/{}", w.issue),
+                None
+            )
+            .await
+            .status,
+            404
+        );
+        w.server.stop().await;
+    }
+}
