@@ -2,10 +2,11 @@
 //!
 //! An erasure replaces the user's id by a stable pseudonym (`erased:` and 16 hex digits
 //! of SHA-256 over a random per-database key and the id) wherever it names a person —
-//! reporter, assignee, comment author, audit actor, and any JSON string value equal to
-//! the id in audit changes and outbox events — removes the user's memberships and the
-//! responses stored for their idempotency keys, and records the erasure itself in the
-//! audit log. Audit entries are rewritten only inside the erasure's transaction, which
+//! issue reporter and assignee, comment author, membership creator, audit actor, and the
+//! fields that name people ([`PERSON_FIELDS`]) in audit changes and outbox events —
+//! removes the user's memberships and the responses stored for their idempotency keys,
+//! and records the erasure itself in the audit log. Only fields that name a person are
+//! rewritten: a user called `open` keeps every issue's status `open`. Audit entries are rewritten only inside the erasure's transaction, which
 //! raises `audit_guard.pseudonymise` for the database trigger that otherwise refuses any
 //! change; no entry is removed and no other column changes. Free text (titles,
 //! descriptions, comment bodies) is kept: it belongs to the project, and is removed, if
@@ -66,19 +67,39 @@ fn json_string_pattern(user: &str) -> String {
     format!("%{escaped}%")
 }
 
-/// Replaces every string value equal to `from` by `to`; returns whether any was.
-fn replace_strings(value: &mut Value, from: &str, to: &str) -> bool {
+/// The fields of changes and events whose values name a person.
+const PERSON_FIELDS: &[&str] = &["reporter", "assignee", "author", "user_id", "created_by"];
+
+/// Replaces `from` by `to` where it names a person in a change record or an event: the
+/// value of a [`PERSON_FIELDS`] field (or its `before`/`after`), at any depth, and an
+/// event's `actor` when its `actor_kind` is `user`. Returns whether anything changed.
+fn replace_person(value: &mut Value, from: &str, to: &str) -> bool {
+    let Value::Object(map) = value else {
+        return false;
+    };
+    let user_actor = map.get("actor_kind").and_then(Value::as_str) == Some("user");
+    let mut changed = false;
+    for (key, item) in map.iter_mut() {
+        let names_person = PERSON_FIELDS.contains(&key.as_str()) || (key == "actor" && user_actor);
+        changed |= if names_person {
+            replace_value(item, from, to)
+        } else {
+            replace_person(item, from, to)
+        };
+    }
+    changed
+}
+
+/// `from` → `to` in a field's value: the value itself, or its `before` and `after`.
+fn replace_value(value: &mut Value, from: &str, to: &str) -> bool {
     match value {
         Value::String(text) if text == from => {
             *text = to.to_owned();
             true
         }
-        Value::Array(items) => items
-            .iter_mut()
-            .fold(false, |any, item| replace_strings(item, from, to) | any),
         Value::Object(map) => map
             .values_mut()
-            .fold(false, |any, item| replace_strings(item, from, to) | any),
+            .fold(false, |any, item| replace_value(item, from, to) | any),
         _ => false,
     }
 }
@@ -140,6 +161,11 @@ impl Store {
             .execute(&mut *tx)
             .await?
             .rows_affected();
+        sqlx::query("UPDATE memberships SET created_by = $1 WHERE created_by = $2")
+            .bind(&pseudonym)
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
         let projects: Vec<(i64,)> =
             sqlx::query_as("DELETE FROM memberships WHERE user_id = $1 RETURNING project_id")
                 .bind(user_id)
@@ -193,7 +219,7 @@ async fn audit_of(
     .await?;
     let mention = |entry: &AuditEntry| {
         let mut changes = entry.changes.clone();
-        replace_strings(&mut changes, user_id, "")
+        replace_person(&mut changes, user_id, "")
     };
     let about = about
         .into_iter()
@@ -262,7 +288,7 @@ async fn pseudonymise_audit(
         let Ok(mut value) = serde_json::from_str::<Value>(&changes) else {
             continue;
         };
-        if replace_strings(&mut value, user_id, pseudonym) {
+        if replace_person(&mut value, user_id, pseudonym) {
             sqlx::query("UPDATE audit_log SET changes = $1 WHERE id = $2")
                 .bind(value.to_string())
                 .bind(id)
@@ -293,7 +319,7 @@ async fn pseudonymise_outbox(
         let Ok(mut value) = serde_json::from_str::<Value>(&event) else {
             continue;
         };
-        if replace_strings(&mut value, user_id, pseudonym) {
+        if replace_person(&mut value, user_id, pseudonym) {
             sqlx::query("UPDATE outbox SET event = $1 WHERE id = $2")
                 .bind(value.to_string())
                 .bind(id)
@@ -310,15 +336,34 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_whole_string_values_are_replaced() {
-        let mut value =
-            json!({"assignee": {"before": "al", "after": "al_1"}, "body": "al said", "n": ["al"]});
-        assert!(replace_strings(&mut value, "al", "erased:x"));
+    fn only_fields_that_name_people_are_rewritten() {
+        let mut change = json!({
+            "assignee": {"before": "open", "after": "al"},
+            "status": {"before": "open", "after": "closed"},
+            "body": {"before": null, "after": "open"},
+        });
+        assert!(replace_person(&mut change, "open", "erased:x"));
         assert_eq!(
-            value,
-            json!({"assignee": {"before": "erased:x", "after": "al_1"}, "body": "al said", "n": ["erased:x"]})
+            change,
+            json!({
+                "assignee": {"before": "erased:x", "after": "al"},
+                "status": {"before": "open", "after": "closed"},
+                "body": {"before": null, "after": "open"},
+            })
         );
-        assert!(!replace_strings(&mut json!({"a": "b"}), "al", "x"));
+        let mut event = json!({"actor": "al", "actor_kind": "user", "user_id": "al",
+            "changes": {"author": {"before": null, "after": "al"}}});
+        assert!(replace_person(&mut event, "al", "erased:x"));
+        assert_eq!(
+            event,
+            json!({"actor": "erased:x", "actor_kind": "user", "user_id": "erased:x",
+                "changes": {"author": {"before": null, "after": "erased:x"}}})
+        );
+        let mut service = json!({"actor": "al", "actor_kind": "service"});
+        assert!(
+            !replace_person(&mut service, "al", "erased:x"),
+            "a service named al"
+        );
     }
 
     #[test]

@@ -142,6 +142,23 @@ async fn a_users_data_is_exported_and_erased_with_the_audit_pseudonymised() {
             .execute(w.server.server().store().pool())
             .await;
         assert!(tamper.is_err(), "the audit log stays append-only");
+        // Only fields naming a person change: erasing a user called "open" leaves the
+        // statuses recorded as "open" alone.
+        let statuses = |text: String| text.matches(r#""after":"open""#).count();
+        let before = statuses(
+            w.call(ROOT, "GET", "/api/v1/audit/export", None)
+                .await
+                .text(),
+        );
+        assert!(before > 0);
+        w.call(ROOT, "POST", "/api/v1/admin/users/open/erase", None)
+            .await;
+        let after = statuses(
+            w.call(ROOT, "GET", "/api/v1/audit/export", None)
+                .await
+                .text(),
+        );
+        assert_eq!(after, before);
         w.server.stop().await;
     }
 }
