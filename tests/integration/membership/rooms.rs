@@ -6,6 +6,7 @@ use crate::support::tokens::{SERVICE_TOKEN, bearer, exp, grant, hs256};
 use crate::support::{TestClient, db};
 use roomcast::protocol::{ClientFrame, Encoding, ErrorCode, ServerFrame};
 use serde_json::json;
+use std::time::Duration;
 
 async fn connect(url: &str, who: &str) -> TestClient {
     TestClient::connect(
@@ -209,4 +210,43 @@ async fn a_membership_change_takes_effect_on_the_next_request() {
         );
         w.server.stop().await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_made_elsewhere_is_seen_within_the_cache_ttl() {
+    // A membership granted outside this instance (here by the CLI, as another instance
+    // would) cannot drop this instance's cache: the refusal it cached expires instead.
+    let url = db::sqlite_url();
+    let server = crate::support::tokens::secured_on(&url).await;
+    let mut client = connect(&server.url, "late").await;
+    let cached = std::time::Instant::now();
+    assert!(!allowed(&mut client, history("project:7")).await);
+    let env = [("ROOMCAST_DATABASE_URL", url.as_str())];
+    let args = [
+        "members",
+        "grant",
+        "--project",
+        "7",
+        "--user",
+        "late",
+        "--role",
+        "viewer",
+    ];
+    let (code, stderr) = crate::support::process::run_to_exit(&args, &env).await;
+    assert_eq!(code, Some(0), "{stderr}");
+    if cached.elapsed() < roomcast::access::cache::TTL - Duration::from_secs(1) {
+        assert!(
+            !allowed(&mut client, history("project:7")).await,
+            "the cached refusal still holds"
+        );
+    }
+    let deadline = cached + roomcast::access::cache::TTL + Duration::from_secs(3);
+    while !allowed(&mut client, history("project:7")).await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never became a member"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    server.stop().await;
 }
