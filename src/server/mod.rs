@@ -148,6 +148,9 @@ impl Server {
                  set [auth] keys before exposing this server (see docs/security.md)"
             );
         }
+        let store = Store::connect(&config.database_url)
+            .await
+            .map_err(ServerError::Store)?;
         let context = Arc::new(ConnectionContext::new(
             config,
             node_id.clone(),
@@ -155,10 +158,8 @@ impl Server {
             broker.clone(),
             flags,
             auth.clone(),
+            Arc::new(crate::access::AccessControl::new(store.clone())),
         ));
-        let store = Store::connect(&config.database_url)
-            .await
-            .map_err(ServerError::Store)?;
         let api = Api::new(config, store.clone(), auth.clone(), context.clone());
         let relay_stop = CancellationToken::new();
         let relay = crate::relay::spawn_relay(store.clone(), context.clone(), relay_stop.clone());
@@ -203,6 +204,7 @@ impl Server {
         let control = crate::control::spawn_listener(
             app.rooms.clone(),
             app.connections.clone(),
+            app.api.access.clone(),
             relay_stop.clone(),
         );
         let stop_accepting = CancellationToken::new();
