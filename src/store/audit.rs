@@ -105,7 +105,7 @@ impl Store {
     /// Deletes entries older than `before_ms` — the one deletion the database allows,
     /// and only inside this transaction (see the `audit_guard` table). Returns how many.
     pub async fn purge_audit(&self, before_ms: i64) -> Result<u64, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         sqlx::query("UPDATE audit_guard SET allow_before = $1 WHERE id = 1")
             .bind(before_ms)
             .execute(&mut *tx)

@@ -22,7 +22,7 @@ impl Store {
         &self,
         caller: &Caller,
     ) -> Result<Transaction<'static, Any>, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         if self.backend == Backend::Postgres {
             // `roomcast_tracker` (created by migration 0003) is neither the tables' owner
             // nor a superuser, so row-level security applies to it.
@@ -38,5 +38,17 @@ impl Store {
             .await?;
         }
         Ok(tx)
+    }
+
+    /// A transaction that will write. On SQLite it takes the write lock at `BEGIN`
+    /// (`BEGIN IMMEDIATE`), so it waits its turn behind another process's writer (the
+    /// busy timeout) instead of failing with "database is locked" when it upgrades from
+    /// reading to writing, as a deferred transaction does when another connection wrote
+    /// in between.
+    pub(crate) async fn begin_write(&self) -> Result<Transaction<'static, Any>, StoreError> {
+        Ok(match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        })
     }
 }

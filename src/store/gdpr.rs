@@ -152,7 +152,7 @@ impl Store {
         mutation: &Mutation,
         user_id: &str,
     ) -> Result<Erasure, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let pseudonym = pseudonym(&mut tx, user_id).await?;
         let issues = rewrite_people(&mut tx, user_id, &pseudonym).await?;
         let comments = sqlx::query("UPDATE comments SET author = $1 WHERE author = $2")
