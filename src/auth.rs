@@ -427,6 +427,27 @@ mod tests {
         assert!(!user.may_publish("project:7"));
     }
 
+    proptest::proptest! {
+        /// Arbitrary credentials and JWT-shaped strings are refused, never a panic and
+        /// never a principal. Longer run: `PROPTEST_CASES=200000 cargo test --lib auth`.
+        #[test]
+        fn arbitrary_tokens_are_refused(
+            token in "[A-Za-z0-9_.=-]{0,200}",
+            jwt_like in "[A-Za-z0-9_-]{0,60}\\.[A-Za-z0-9_-]{0,80}\\.[A-Za-z0-9_-]{0,43}",
+        ) {
+            let auth = Authenticator::from_config(&config("s3cret", "svc:0123456789abcdef")).unwrap();
+            for candidate in [&token, &jwt_like] {
+                let refused = auth.authenticate(Some(candidate)).is_err();
+                proptest::prop_assert!(refused || candidate == "0123456789abcdef");
+            }
+        }
+
+        #[test]
+        fn arbitrary_patterns_and_rooms_never_panic(pattern in "[a-z*:]{0,24}", room in "[a-z:]{0,24}") {
+            let _ = pattern_matches(&pattern, &room);
+        }
+    }
+
     #[test]
     fn patterns_match_whole_segments() {
         assert!(pattern_matches("project:1", "project:1"));

@@ -1,7 +1,7 @@
 //! The `roomcast` binary: parse flags, load configuration, run the server until SIGINT or
 //! SIGTERM, then shut down.
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use roomcast::config::Config;
 use roomcast::server::Server;
 use std::path::PathBuf;
@@ -20,6 +20,47 @@ struct Args {
     /// Validate the configuration and exit.
     #[arg(long)]
     check_config: bool,
+    /// Instead of running the server, manage the configured database.
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+/// Commands besides running the server.
+#[derive(Subcommand)]
+enum Command {
+    /// Project memberships (seed a project's first admin).
+    #[command(subcommand)]
+    Members(Members),
+}
+
+/// `roomcast members …`.
+#[derive(Subcommand)]
+enum Members {
+    /// Gives a user a role in a project, creating the membership if needed.
+    Grant {
+        /// The project id.
+        #[arg(long)]
+        project: i64,
+        /// The user id (the JWT `sub`).
+        #[arg(long)]
+        user: String,
+        /// viewer, member or admin.
+        #[arg(long, value_parser = parse_role)]
+        role: roomcast::tracker::Role,
+    },
+    /// Removes a user from a project.
+    Revoke {
+        /// The project id.
+        #[arg(long)]
+        project: i64,
+        /// The user id (the JWT `sub`).
+        #[arg(long)]
+        user: String,
+    },
+}
+
+fn parse_role(text: &str) -> Result<roomcast::tracker::Role, String> {
+    roomcast::tracker::Role::parse(text).ok_or_else(|| "expected viewer, member or admin".into())
 }
 
 fn main() -> ExitCode {
@@ -47,6 +88,9 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Some(command) = args.command {
+        return runtime.block_on(run_command(command, &config.database_url));
+    }
     runtime.block_on(async {
         let mut config = config;
         if config.node_id.is_empty() {
@@ -87,6 +131,31 @@ async fn run(config: Config) -> ExitCode {
         _ = shutdown_signal() => tracing::warn!("second signal: exiting without finishing the drain"),
     }
     ExitCode::SUCCESS
+}
+
+/// Runs a command other than the server; prints its outcome.
+async fn run_command(command: Command, database_url: &str) -> ExitCode {
+    let Command::Members(members) = command;
+    let outcome = match members {
+        Members::Grant {
+            project,
+            user,
+            role,
+        } => roomcast::cli::grant(database_url, project, &user, role).await,
+        Members::Revoke { project, user } => {
+            roomcast::cli::revoke(database_url, project, &user).await
+        }
+    };
+    match outcome {
+        Ok(line) => {
+            println!("{line}");
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("roomcast: {err}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -5,12 +5,13 @@
 use super::input::percent_decode;
 use super::rooms::broker_error;
 use super::{Api, ApiError, Context, FieldError, Reply};
+use crate::access::{Access, RoomAction};
 use crate::protocol::RoomName;
 use hyper::StatusCode;
 use serde_json::json;
 
 /// The room of the path, checked: a valid name, readable by the caller, with presence.
-fn room(api: &Api, context: &Context, room: &str) -> Result<RoomName, ApiError> {
+async fn room(api: &Api, context: &Context, room: &str) -> Result<RoomName, ApiError> {
     let room = percent_decode(room).ok_or_else(|| ApiError::not_found("room"))?;
     let room = api.rooms.parse(&room).map_err(|e| {
         ApiError::invalid(vec![FieldError {
@@ -18,12 +19,12 @@ fn room(api: &Api, context: &Context, room: &str) -> Result<RoomName, ApiError> 
             message: e.to_string(),
         }])
     })?;
-    if !context.principal.may_subscribe(room.as_str()) {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            format!("your token does not allow reading {room}"),
-        ));
+    if let Access::Denied(reason) = api
+        .access
+        .room_access(&context.principal, room.as_str(), RoomAction::Read)
+        .await?
+    {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", reason));
     }
     if !api.publisher.presence.enabled_for(room.as_str()) {
         return Err(ApiError::new(
@@ -36,7 +37,7 @@ fn room(api: &Api, context: &Context, room: &str) -> Result<RoomName, ApiError> 
 }
 
 pub async fn entries(api: &Api, context: &Context, name: &str) -> Reply {
-    let room = room(api, context, name)?;
+    let room = room(api, context, name).await?;
     let clients = api
         .publisher
         .presence
@@ -50,7 +51,7 @@ pub async fn entries(api: &Api, context: &Context, name: &str) -> Reply {
 }
 
 pub async fn stats(api: &Api, context: &Context, name: &str) -> Reply {
-    let room = room(api, context, name)?;
+    let room = room(api, context, name).await?;
     let stats = api
         .publisher
         .presence

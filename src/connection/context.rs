@@ -1,6 +1,7 @@
 //! What every connection of an instance shares: the broker, the rooms, limits and rules.
 
 use super::admission::{Admissions, PublishLimiter};
+use crate::access::AccessControl;
 use crate::auth::Authenticator;
 use crate::broker::{Broker, BrokerError, PublishAck, PublishRequest};
 use crate::config::Config;
@@ -43,6 +44,8 @@ pub struct ConnectionContext {
     pub limit_anonymous_publishes: bool,
     /// Presence sets and events of this instance.
     pub presence: crate::presence::Presence,
+    /// Who may read and publish to which room.
+    pub access: Arc<AccessControl>,
 }
 
 impl ConnectionContext {
@@ -54,6 +57,7 @@ impl ConnectionContext {
         broker: Arc<dyn Broker>,
         flags: Flags,
         auth: Arc<Authenticator>,
+        access: Arc<AccessControl>,
     ) -> Self {
         let c = &config.connection;
         let presence = crate::presence::Presence::start(
@@ -81,6 +85,7 @@ impl ConnectionContext {
             publish_limiter: PublishLimiter::new(config),
             limit_anonymous_publishes: config.auth.mode == crate::config::AuthMode::Open,
             presence,
+            access,
         }
     }
 

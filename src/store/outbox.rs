@@ -81,6 +81,18 @@ impl Store {
         Ok((count, oldest))
     }
 
+    /// Number of unpublished events created at or before `at_ms` (a drain waits for the
+    /// changes committed before it began, not for what other instances keep writing).
+    pub async fn outbox_pending_before(&self, at_ms: i64) -> Result<i64, StoreError> {
+        let (count,): (i64,) = sqlx::query_as(
+            "SELECT COUNT(*) FROM outbox WHERE published_at IS NULL AND created_at <= $1",
+        )
+        .bind(at_ms)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(count)
+    }
+
     /// Deletes published events older than `before_ms`.
     pub async fn purge_outbox(&self, before_ms: i64) -> Result<u64, StoreError> {
         let done =

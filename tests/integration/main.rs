@@ -10,6 +10,8 @@ mod cluster;
 mod conformance;
 mod failover;
 mod lagging;
+mod membership;
+mod migrations;
 mod openapi;
 mod operations;
 mod outbox;

@@ -80,11 +80,11 @@ impl Breaker {
         let scope = self.scope(key);
         let mut circuits = self.circuits.lock().unwrap_or_else(|e| e.into_inner());
         match circuits.get(&scope) {
-            None => return Ok(Pass { scope }),
+            None => Ok(Pass { scope }),
             Some(Circuit::Open { until, reason }) if now >= *until => {
                 let reason = reason.clone();
                 circuits.insert(scope.clone(), Circuit::Trial { reason });
-                return Ok(Pass { scope });
+                Ok(Pass { scope })
             }
             Some(Circuit::Open { reason, .. } | Circuit::Trial { reason }) => {
                 metrics::counter!("roomcast_broker_fast_failures_total").increment(1);

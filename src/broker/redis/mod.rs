@@ -27,7 +27,7 @@ mod subscriber;
 
 use super::{
     Broker, BrokerError, BrokerStatus, EventSender, HistoryPage, HistoryQuery, HistorySettings,
-    PublishAck, PublishRequest,
+    KeyRetention, PublishAck, PublishRequest,
 };
 use crate::protocol::RoomName;
 use crate::stream::{Epoch, Position};
@@ -228,8 +228,10 @@ impl Broker for RedisBroker {
         invocation
             .key(self.keys.meta(room))
             .key(self.keys.log(room));
-        if let Some(key) = &request.idempotency_key {
-            invocation.key(self.keys.idempotency(room, key));
+        if request.idempotency_key.is_some() {
+            invocation
+                .key(self.keys.idempotency(room))
+                .key(self.keys.idempotency_expiry(room));
         }
         invocation
             .arg(self.keys.channel(room))
@@ -242,7 +244,12 @@ impl Broker for RedisBroker {
             .arg(self.history.size)
             .arg(self.history.ttl_ms)
             .arg(self.history.meta_ttl_ms)
-            .arg(self.history.idempotency_window_ms);
+            .arg(match request.key_retention {
+                KeyRetention::Window => self.history.idempotency_window_ms,
+                KeyRetention::Epoch => self.history.meta_ttl_ms,
+            })
+            .arg(request.idempotency_key.as_deref().unwrap_or(""))
+            .arg(self.history.idempotency_max_keys);
         let reply = self.run(room, invocation, "publish").await?;
         let (repeat, epoch, seq, time_ms): (i64, String, u64, u64) =
             FromRedisValue::from_redis_value(reply)

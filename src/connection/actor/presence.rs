@@ -2,6 +2,7 @@
 //! it, and the `presence` / `presence_stats` queries (same access rule as `history`).
 
 use super::{ConnectionActor, ConnectionState};
+use crate::access::RoomAction;
 use crate::presence::Watcher;
 use crate::protocol::{ErrorCode, RoomName, ServerFrame};
 use serde_json::Value;
@@ -48,12 +49,8 @@ impl ConnectionActor {
         let Some(room) = self.room_name(state, id, room) else {
             return;
         };
-        if !state.principal.may_subscribe(room.as_str()) {
-            return state.send_error(
-                id,
-                ErrorCode::Forbidden,
-                format!("your token does not allow reading {room}"),
-            );
+        if !self.allowed(state, id, &room, RoomAction::Read).await {
+            return;
         }
         let presence = &self.context.presence;
         if !presence.enabled_for(room.as_str()) {
