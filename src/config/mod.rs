@@ -4,7 +4,7 @@
 mod access;
 mod layers;
 
-pub use access::{AuthMode, CorsConfig, OriginList, WebSocketConfig};
+pub use access::{AuthMode, CorsConfig, OriginList, TrustedProxies, WebSocketConfig};
 
 use crate::protocol::RoomNameRules;
 use serde::Deserialize;
@@ -21,6 +21,8 @@ pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
 pub struct Config {
     /// Listener address for WebSocket and HTTP.
     pub listen: SocketAddr,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: TrustedProxies,
     /// Instance name; empty means "generate one".
     pub node_id: String,
     /// Redis shared by the cluster; empty means the embedded broker.

@@ -646,3 +646,42 @@ async fn no_secret_appears_in_the_logs() {
         }
     }
 }
+
+/// Behind a trusted proxy, clients are told apart by `X-Forwarded-For` (here: the budget
+/// for failed logins); from anyone else the header is ignored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_addresses_count_only_from_trusted_proxies() {
+    let guess = |addr: String, forwarded: &'static str| async move {
+        get(
+            &addr,
+            "/api/v1/issues",
+            &[
+                ("authorization", "Bearer guess"),
+                ("x-forwarded-for", forwarded),
+            ],
+        )
+        .await
+        .status
+    };
+    for trusted in [true, false] {
+        let server = secured(|c| {
+            c.rate_limits.user_write_burst = 3;
+            c.rate_limits.user_writes_per_second = 0.01;
+            if trusted {
+                c.trusted_proxies =
+                    roomcast::config::TrustedProxies::parse(&["127.0.0.0/8".into()]).unwrap();
+            }
+        })
+        .await;
+        let mut statuses = Vec::new();
+        for _ in 0..5 {
+            statuses.push(guess(server.addr(), "198.51.100.1").await);
+        }
+        assert_eq!(statuses.last(), Some(&429), "{statuses:?}");
+        // Another client behind the same proxy has a budget of its own, but only when
+        // the proxy is trusted; otherwise every client is the proxy.
+        let other = guess(server.addr(), "198.51.100.2").await;
+        assert_eq!(other, if trusted { 401 } else { 429 }, "trusted: {trusted}");
+        server.stop().await;
+    }
+}
