@@ -2,9 +2,13 @@
 //! file, then `ROOMCAST_*` environment variables; validated before anything binds.
 
 mod access;
+mod checks;
 mod layers;
+mod show;
 
 pub use access::{AuthMode, CorsConfig, OriginList, WebSocketConfig};
+pub use layers::{ENV_PREFIX, ENV_SECTION_SEPARATOR};
+pub use show::{REDACTED, redact_url};
 
 use crate::protocol::RoomNameRules;
 use serde::Deserialize;
@@ -191,6 +195,8 @@ pub struct LogConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LogFormat {
+    /// JSON when stdout is not a terminal (a container, a file, a pipe), else pretty.
+    Auto,
     /// Human-readable.
     Pretty,
     /// One JSON object per line.
@@ -331,19 +337,13 @@ impl Config {
         file: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, ConfigError> {
-        // The conventional DATABASE_URL stands for ROOMCAST_DATABASE_URL unless that is set.
-        let mut env: Vec<(String, String)> = env.into_iter().collect();
-        if !env.iter().any(|(k, _)| k == "ROOMCAST_DATABASE_URL")
-            && let Some((_, url)) = env.iter().find(|(k, _)| k == "DATABASE_URL")
-        {
-            env.push(("ROOMCAST_DATABASE_URL".into(), url.clone()));
-        }
+        let env = with_database_url_alias(env);
         let table = layers::merged(file, env)?;
         let config: Config =
             serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|err| {
                 ConfigError::Type {
                     key: err.path().to_string(),
-                    message: err.inner().message().to_string(),
+                    message: checks::user_words(err.inner().message()),
                 }
             })?;
         config.validate()?;
@@ -573,6 +573,7 @@ impl Config {
             "log.level",
             "is not a valid tracing filter",
         )?;
+        checks::validate(self)?;
         Ok(())
     }
 
@@ -596,6 +597,20 @@ impl Config {
             extra_chars: self.rooms.name_extra_chars.clone(),
         }
     }
+}
+
+/// `env` with the conventional DATABASE_URL standing for ROOMCAST_DATABASE_URL unless
+/// that is set.
+fn with_database_url_alias(
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = env.into_iter().collect();
+    if !env.iter().any(|(k, _)| k == "ROOMCAST_DATABASE_URL")
+        && let Some((_, url)) = env.iter().find(|(k, _)| k == "DATABASE_URL")
+    {
+        env.push(("ROOMCAST_DATABASE_URL".into(), url.clone()));
+    }
+    env
 }
 
 impl ConnectionConfig {
@@ -626,7 +641,7 @@ mod tests {
     fn defaults_are_valid() {
         let config = Config::defaults();
         assert_eq!(config.listen.port(), 8080);
-        assert_eq!(config.log.format, LogFormat::Pretty);
+        assert_eq!(config.log.format, LogFormat::Auto);
         assert!(config.history.size > config.connection.outbound_queue);
     }
 

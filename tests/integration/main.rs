@@ -12,6 +12,7 @@ mod failover;
 mod lagging;
 mod openapi;
 mod operations;
+mod operator;
 mod outbox;
 mod process;
 mod protocol;

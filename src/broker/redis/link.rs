@@ -69,17 +69,25 @@ impl Link {
     pub fn connect(target: Target, settings: RedisSettings) -> Link {
         let link = Link::default();
         let slot = link.current.clone();
+        let address = match &target {
+            Target::Single(client) => client.get_connection_info().addr().to_string(),
+            Target::Cluster(seeds) => seeds
+                .iter()
+                .map(|seed| super::address_of(seed))
+                .collect::<Vec<_>>()
+                .join(","),
+        };
         tokio::spawn(async move {
             let mut delay = Duration::from_millis(50);
             loop {
                 match open(&target, &settings).await {
                     Ok(connection) => {
                         *slot.write().unwrap_or_else(|e| e.into_inner()) = Some(connection);
-                        tracing::info!("connected to Redis");
+                        tracing::info!(%address, "connected to Redis");
                         return;
                     }
                     Err(err) => {
-                        tracing::warn!(error = %err, "cannot connect to Redis yet; retrying");
+                        tracing::warn!(%address, error = %err, "cannot connect to Redis yet; retrying");
                         tokio::time::sleep(delay).await;
                         delay = (delay * 2).min(settings.reconnect_max);
                     }

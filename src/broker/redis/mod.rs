@@ -333,3 +333,69 @@ fn parse_history(room: &RoomName, reply: Value) -> Result<HistoryPage, BrokerErr
         publications,
     })
 }
+
+/// Checks `redis_url` without connecting: a scheme the broker knows and a host in every
+/// node, so that a URL such as `redis://` is refused by `--check-config` instead of
+/// failing after the start. The message never repeats a password.
+pub fn check_url(url: &str) -> Result<(), String> {
+    let shown = crate::config::redact_url(url);
+    let forms = "write redis://[:password@]host:port[/db] or \
+                 redis-cluster://[user:password@]host:port,host:port,…";
+    let nodes: Vec<String> = match url.strip_prefix("redis-cluster://") {
+        Some(nodes) => nodes
+            .split(',')
+            .map(|node| format!("redis://{}", node.trim()))
+            .collect(),
+        None => vec![url.to_owned()],
+    };
+    for node in nodes {
+        let client = redis::Client::open(node.as_str())
+            .map_err(|e| format!("{shown} is not a usable Redis URL ({e}); {forms}"))?;
+        if let redis::ConnectionAddr::Tcp(host, _) | redis::ConnectionAddr::TcpTls { host, .. } =
+            client.get_connection_info().addr()
+            && host.is_empty()
+        {
+            return Err(format!("{shown} names no host; {forms}"));
+        }
+    }
+    Ok(())
+}
+
+/// Where a Redis URL points, for log lines: `host:port` of each node, no credentials.
+pub(crate) fn address_of(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    authority
+        .split(',')
+        .map(|node| node.rsplit_once('@').map_or(node, |(_, host)| host).trim())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+#[cfg(test)]
+mod url_tests {
+    use super::*;
+
+    #[test]
+    fn urls_without_a_host_are_refused() {
+        for bad in [
+            "redis://",
+            "redis://:pw@",
+            "redis-cluster://a:7000,",
+            "http://x:1",
+        ] {
+            let err = check_url(bad).unwrap_err();
+            assert!(err.contains("redis://"), "{bad}: {err}");
+            assert!(!err.contains("pw@"), "{err}");
+        }
+        for good in [
+            "redis://127.0.0.1:6379",
+            "redis://:pw@redis:6379/2?protocol=resp3",
+            "redis-cluster://a:7000,b:7001",
+        ] {
+            assert_eq!(check_url(good), Ok(()), "{good}");
+        }
+        assert_eq!(address_of("redis://:pw@redis:6379/0"), "redis:6379");
+        assert_eq!(address_of("redis-cluster://u:p@a:1,b:2"), "a:1,b:2");
+    }
+}
