@@ -9,6 +9,7 @@ mod bad_input;
 mod cluster;
 mod conformance;
 mod failover;
+mod image;
 mod lagging;
 mod openapi;
 mod operations;
