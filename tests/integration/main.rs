@@ -21,4 +21,5 @@ mod resume;
 mod slow_consumer;
 mod supervision;
 mod support;
+mod tour;
 mod traces;
