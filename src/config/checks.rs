@@ -22,6 +22,19 @@ pub(super) fn validate(config: &Config) -> Result<(), ConfigError> {
             }
         })?;
     }
+    let ca = &config.redis.tls_ca_file;
+    if !ca.is_empty() {
+        let pem = std::fs::read_to_string(ca).map_err(|e| ConfigError::Invalid {
+            key: "redis.tls_ca_file",
+            message: format!("cannot read {ca}: {e}"),
+        })?;
+        if !pem.contains("-----BEGIN CERTIFICATE-----") {
+            return Err(ConfigError::Invalid {
+                key: "redis.tls_ca_file",
+                message: format!("{ca} holds no PEM certificate (-----BEGIN CERTIFICATE-----)"),
+            });
+        }
+    }
     if let Ok(metrics) = config.metrics.listen.parse::<SocketAddr>()
         && overlaps(metrics, config.listen)
     {

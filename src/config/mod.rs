@@ -281,6 +281,8 @@ pub struct RedisConfig {
     pub probe_interval_ms: u64,
     /// Pub/Sub probe timeout (ms).
     pub probe_timeout_ms: u64,
+    /// PEM file of the certificates trusted for `rediss://` (empty: the system's).
+    pub tls_ca_file: String,
 }
 
 /// A configuration that cannot be used, naming where the problem is.
@@ -425,13 +427,6 @@ impl Config {
             "must be at least history.ttl_secs",
         )?;
         check(h.max_page >= 1, "history.max_page", "must be at least 1")?;
-        check(
-            self.redis_url.is_empty()
-                || self.redis_url.starts_with("redis://")
-                || self.redis_url.starts_with("redis-cluster://"),
-            "redis_url",
-            "must be empty, redis://… or redis-cluster://host:port,host:port (TLS to Redis is not supported)",
-        )?;
         let r = &self.redis;
         check(
             !r.key_prefix.is_empty() && !r.key_prefix.contains(['{', '}']),

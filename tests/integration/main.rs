@@ -21,5 +21,6 @@ mod resume;
 mod slow_consumer;
 mod supervision;
 mod support;
+mod tls;
 mod tour;
 mod traces;

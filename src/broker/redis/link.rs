@@ -119,13 +119,17 @@ async fn open(target: &Target, settings: &RedisSettings) -> Result<Connection, R
             Ok(Connection::Single(manager))
         }
         Target::Cluster(nodes) => {
-            let connection = redis::cluster::ClusterClientBuilder::new(nodes.clone())
+            let mut builder = redis::cluster::ClusterClientBuilder::new(nodes.clone())
                 .connection_timeout(settings.connect_timeout)
                 .response_timeout(settings.command_timeout)
-                .retries(2)
-                .build()?
-                .get_async_connection()
-                .await?;
+                .retries(2);
+            if let Some(ca) = &settings.tls_ca {
+                builder = builder.certs(redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(ca.clone()),
+                });
+            }
+            let connection = builder.build()?.get_async_connection().await?;
             Ok(Connection::Cluster(connection))
         }
     }
