@@ -3,10 +3,10 @@
 //! connections work; without the CA, the certificate is refused and the reason is said.
 
 use crate::support::process::RoomcastProcess;
-use crate::support::redis::{RedisServer, free_port};
+use crate::support::redis::{RedisCluster, RedisServer, free_port};
 use crate::support::tls::TestCa;
 use crate::support::{TestClient, WAIT, wait_ready};
-use roomcast::protocol::Encoding;
+use roomcast::protocol::{Encoding, ServerFrame};
 use serde_json::json;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -40,13 +40,19 @@ async fn redis_over_tls_with_a_private_ca() {
         ("ROOMCAST_REDIS__TLS_CA_FILE", &ca_cert),
     ])
     .await;
-    process.wait_for_log("connected to Redis", WAIT).await;
     wait_ready(&process.addr).await;
     let mut client = TestClient::connect(&process.url(), Encoding::Json).await;
     client.subscribe("secure", None).await;
-    client.publish("secure", json!("over TLS"), None).await;
-    let (room, _, seq, data) = client.message().await;
-    assert_eq!((room.as_str(), seq, data), ("secure", 1, json!("over TLS")));
+    let (position, _, before_ack) = client.publish("secure", json!("over TLS"), None).await;
+    assert_eq!(position.seq, 1);
+    // Delivered back through the Pub/Sub connection, over TLS as well.
+    if !before_ack
+        .iter()
+        .any(|f| matches!(f, ServerFrame::Message { .. }))
+    {
+        let (_, _, seq, data) = client.message().await;
+        assert_eq!((seq, data), (1, json!("over TLS")));
+    }
     let keys = redis
         .cli(&["--scan", "--pattern", "rc:*"])
         .await
@@ -253,4 +259,104 @@ async fn postgres_over_tls_require_and_verify_full() {
         err.to_string().contains("no encryption") || err.to_string().contains("pg_hba"),
         "{err}"
     );
+}
+
+/// Three cluster masters whose clients and cluster bus speak TLS (plain ports stay open
+/// for the harness's redis-cli checks); returns the cluster and the TLS ports.
+async fn tls_cluster(ca: &TestCa) -> (RedisCluster, Vec<u16>) {
+    let (cert, key, ca_cert) = (ca.server_cert(), ca.server_key(), ca.ca_cert());
+    let mut nodes = Vec::new();
+    let mut tls_ports = Vec::new();
+    for _ in 0..3 {
+        let tls_port = free_port().to_string();
+        nodes.push(
+            RedisServer::start_with(&[
+                "--cluster-enabled",
+                "yes",
+                "--cluster-node-timeout",
+                "2000",
+                "--tls-port",
+                &tls_port,
+                "--tls-cluster",
+                "yes",
+                "--tls-cert-file",
+                &cert,
+                "--tls-key-file",
+                &key,
+                "--tls-ca-cert-file",
+                &ca_cert,
+                "--tls-auth-clients",
+                "no",
+            ])
+            .await,
+        );
+        tls_ports.push(tls_port.parse().unwrap());
+    }
+    let addresses: Vec<String> = tls_ports
+        .iter()
+        .map(|port| format!("127.0.0.1:{port}"))
+        .collect();
+    // redis-cli waits for the nodes to meet without a deadline of its own.
+    let status = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio::process::Command::new("redis-cli")
+            .args(["--tls", "--cacert", &ca_cert, "--cluster", "create"])
+            .args(&addresses)
+            .arg("--cluster-yes")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .status(),
+    )
+    .await
+    .expect("the TLS cluster forms within 30 s")
+    .unwrap();
+    assert!(status.success(), "redis-cli --tls --cluster create failed");
+    let cluster = RedisCluster { nodes };
+    cluster.wait_healthy().await;
+    (cluster, tls_ports)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cluster_over_tls() {
+    let ca = TestCa::new("cluster");
+    let (mut cluster, tls_ports) = tls_cluster(&ca).await;
+    let seeds: Vec<String> = tls_ports
+        .iter()
+        .map(|port| format!("127.0.0.1:{port}"))
+        .collect();
+    let url = format!("rediss-cluster://{}", seeds.join(","));
+    let mut process = RoomcastProcess::start(&[
+        ("ROOMCAST_REDIS_URL", &url),
+        ("ROOMCAST_REDIS__TLS_CA_FILE", &ca.ca_cert()),
+    ])
+    .await;
+    wait_ready(&process.addr).await;
+    // Rooms in different hash slots: every master's sharded Pub/Sub runs over TLS.
+    let rooms: Vec<String> = (0..6).map(|i| format!("tls-{i}")).collect();
+    let mut client = TestClient::connect(&process.url(), Encoding::MsgPack).await;
+    for room in &rooms {
+        client.subscribe(room, None).await;
+    }
+    // Each publish is acknowledged (sequenced over TLS) and delivered back (through the
+    // sharded Pub/Sub connection of its master, over TLS).
+    let mut delivered = 0;
+    for room in &rooms {
+        let (position, _, before_ack) = client.publish(room, json!(room), None).await;
+        assert_eq!(position.seq, 1);
+        delivered += before_ack
+            .iter()
+            .filter(|f| matches!(f, ServerFrame::Message { .. }))
+            .count();
+    }
+    while delivered < rooms.len() {
+        let (room, _, seq, data) = client.message().await;
+        assert_eq!((seq, data), (1, json!(room)));
+        delivered += 1;
+    }
+    process.signal("KILL");
+    process.wait(WAIT).await;
+    for node in &mut cluster.nodes {
+        node.kill().await;
+    }
 }

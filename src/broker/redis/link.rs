@@ -15,8 +15,8 @@ use std::time::Duration;
 /// Where to connect.
 #[derive(Debug, Clone)]
 pub enum Target {
-    /// One Redis.
-    Single(redis::Client),
+    /// One Redis (boxed: a client with TLS settings is large).
+    Single(Box<redis::Client>),
     /// A Redis Cluster, by its seed nodes (Pub/Sub has connections of its own).
     Cluster(Vec<String>),
 }

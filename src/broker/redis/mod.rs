@@ -148,7 +148,8 @@ impl RedisBroker {
             None => {
                 let client = client(url, &settings)
                     .map_err(|e| BrokerError::Internal(format!("invalid Redis URL: {e}")))?;
-                let link = Link::connect(Target::Single(client.clone()), settings.clone());
+                let link =
+                    Link::connect(Target::Single(Box::new(client.clone())), settings.clone());
                 let subscriber = Subscriber {
                     keys: keys.clone(),
                     probe_channel: keys.probe_channel(node_id),

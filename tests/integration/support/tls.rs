@@ -1,5 +1,7 @@
 //! A private certificate authority made by the test with `openssl`, and a server
-//! certificate it signed for 127.0.0.1 and localhost, in a temporary directory.
+//! certificate it signed for 127.0.0.1 and localhost, in a temporary directory. The
+//! certificate serves as a client certificate too: Redis Cluster nodes present theirs
+//! to each other on the TLS cluster bus.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -71,7 +73,7 @@ impl TestCa {
             "subjectAltName = IP:127.0.0.1, DNS:localhost\n\
              basicConstraints = CA:FALSE\n\
              keyUsage = digitalSignature, keyEncipherment\n\
-             extendedKeyUsage = serverAuth\n",
+             extendedKeyUsage = serverAuth, clientAuth\n",
         )
         .unwrap();
         openssl(
