@@ -11,6 +11,7 @@ mod conformance;
 mod failover;
 mod image;
 mod lagging;
+mod monitoring;
 mod openapi;
 mod operations;
 mod operator;
