@@ -1,7 +1,8 @@
 //! Coverage of the monitoring assets: every alert rule has a promtool unit test in
 //! which it fires and one in which it stays quiet (the tests themselves run in
 //! `operations::the_deploy_monitoring_assets_are_valid_and_use_real_metrics`), and the
-//! dashboard names no data source by uid, so it imports into any Grafana.
+//! dashboard names no data source by uid, so it imports into any Grafana. The
+//! Kubernetes Deployment leaves its replica count to the autoscaler.
 
 use std::collections::BTreeSet;
 use yaml_rust2::{Yaml, YamlLoader};
@@ -93,4 +94,24 @@ fn the_dashboard_picks_its_data_source_through_a_variable() {
     let mut bad = Vec::new();
     visit(&dashboard, "", &mut bad);
     assert!(bad.is_empty(), "pinned data sources: {bad:?}");
+}
+
+#[test]
+fn the_deployment_leaves_its_replica_count_to_the_autoscaler() {
+    let hpa = yaml("deploy/k8s/hpa.yaml");
+    let deployment = yaml("deploy/k8s/deployment.yaml");
+    assert_eq!(
+        hpa["spec"]["scaleTargetRef"]["kind"].as_str(),
+        Some("Deployment")
+    );
+    assert_eq!(
+        hpa["spec"]["scaleTargetRef"]["name"],
+        deployment["metadata"]["name"]
+    );
+    assert!(hpa["spec"]["minReplicas"].as_i64().unwrap() >= 2);
+    assert!(
+        deployment["spec"]["replicas"].is_badvalue(),
+        "deployment.yaml sets replicas beside the HPA: {:?}",
+        deployment["spec"]["replicas"]
+    );
 }
