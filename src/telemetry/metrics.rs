@@ -85,6 +85,22 @@ fn describe() {
         "roomcast_handshake_timeouts_total",
         "Connections closed for not completing their request in time."
     );
+    describe_counter!(
+        "roomcast_connections_refused_total",
+        "WebSocket upgrades refused by a connection cap, by reason."
+    );
+    describe_counter!(
+        "roomcast_origin_refusals_total",
+        "Browser requests refused for their Origin, by endpoint (ws, api)."
+    );
+    describe_counter!(
+        "roomcast_tokens_expired_total",
+        "Connections closed (4101) at their token's expiry without a refresh."
+    );
+    describe_counter!(
+        "roomcast_rate_limited_total",
+        "WebSocket publishes refused by a rate limit (error 203), by endpoint."
+    );
     describe_gauge!(
         "roomcast_subscriptions",
         "Room subscriptions of local connections."
