@@ -90,3 +90,7 @@ log "tests"
 # hang nobody foresaw.
 # (Benchmarks are not run here: they measure, they do not assert. See README.md.)
 timeout 45m cargo test --workspace --locked
+
+log "browser SDK (clients/js): unit tests and headless Chromium"
+# Uses the server binary the tests above built (target/debug/roomcast).
+bash scripts/test-js.sh

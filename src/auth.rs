@@ -177,6 +177,7 @@ pub struct Authenticator {
     rs256: Option<DecodingKey>,
     issuer: Option<String>,
     audience: Option<String>,
+    leeway_secs: u64,
     /// SHA-256 of each service token → service name (a lookup does not compare the
     /// token itself byte by byte).
     services: HashMap<[u8; 32], String>,
@@ -245,8 +246,15 @@ impl Authenticator {
             rs256,
             issuer: (!config.jwt_issuer.is_empty()).then(|| config.jwt_issuer.clone()),
             audience: (!config.jwt_audience.is_empty()).then(|| config.jwt_audience.clone()),
+            leeway_secs: config.clock_skew_secs,
             services,
         })
+    }
+
+    /// When a token that expires at `exp` stops being accepted (the tolerated clock
+    /// skew added), in seconds since the Unix epoch.
+    pub fn valid_until(&self, exp: u64) -> u64 {
+        exp.saturating_add(self.leeway_secs)
     }
 
     /// True when nothing is configured: every caller is anonymous.
@@ -272,7 +280,7 @@ impl Authenticator {
         }
         .ok_or_else(|| AuthError::Invalid(format!("{:?} tokens are not accepted", header.alg)))?;
         let mut validation = Validation::new(header.alg);
-        validation.leeway = 30;
+        validation.leeway = self.leeway_secs;
         let mut required = vec!["exp", "sub"];
         if let Some(issuer) = &self.issuer {
             validation.set_issuer(&[issuer]);
@@ -314,6 +322,7 @@ mod tests {
         AuthConfig {
             jwt_hs256_secret: secret.into(),
             jwt_rs256_public_key_file: String::new(),
+            clock_skew_secs: 30,
             jwt_issuer: String::new(),
             jwt_audience: String::new(),
             service_tokens: services.into(),
@@ -416,6 +425,27 @@ mod tests {
         assert!(user.may_subscribe("issue:42"));
         assert!(!user.may_subscribe("project:8"));
         assert!(!user.may_publish("project:7"));
+    }
+
+    proptest::proptest! {
+        /// Arbitrary credentials and JWT-shaped strings are refused, never a panic and
+        /// never a principal. Longer run: `PROPTEST_CASES=200000 cargo test --lib auth`.
+        #[test]
+        fn arbitrary_tokens_are_refused(
+            token in "[A-Za-z0-9_.=-]{0,200}",
+            jwt_like in "[A-Za-z0-9_-]{0,60}\\.[A-Za-z0-9_-]{0,80}\\.[A-Za-z0-9_-]{0,43}",
+        ) {
+            let auth = Authenticator::from_config(&config("s3cret", "svc:0123456789abcdef")).unwrap();
+            for candidate in [&token, &jwt_like] {
+                let refused = auth.authenticate(Some(candidate)).is_err();
+                proptest::prop_assert!(refused || candidate == "0123456789abcdef");
+            }
+        }
+
+        #[test]
+        fn arbitrary_patterns_and_rooms_never_panic(pattern in "[a-z*:]{0,24}", room in "[a-z:]{0,24}") {
+            let _ = pattern_matches(&pattern, &room);
+        }
     }
 
     #[test]

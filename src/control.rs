@@ -1,5 +1,6 @@
-//! Operator actions that reach every instance: disconnect a user, or take a user out of
-//! a room, wherever their connections are.
+//! Actions that reach every instance: disconnect a user, take a user out of a room, or
+//! re-check a user's subscriptions after their project membership shrank, wherever
+//! their connections are.
 //!
 //! A command is published to an internal room, [`CONTROL_ROOM`], that every instance
 //! follows the way a client follows a room. Commands are therefore sequenced, kept in
@@ -7,6 +8,7 @@
 //! dropped one still gets it, in order. Clients cannot reach the room: its name starts
 //! with `$`, which room-name rules never allow.
 
+use crate::access::AccessControl;
 use crate::broker::{BrokerError, PublishAck, PublishRequest};
 use crate::connection::{self, ConnectionContext, Connections, Item, OutboundReceiver, Received};
 use crate::protocol::{Encoding, RoomName, ServerFrame};
@@ -14,6 +16,7 @@ use crate::room::{Rooms, Subscriber};
 use crate::stream::Position;
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -45,6 +48,15 @@ pub enum Command {
         /// Which room.
         room: String,
     },
+    /// The user (a JWT `sub`) lost or was lowered in their membership of `project`:
+    /// forget what the instance cached about it, and unsubscribe their connections from
+    /// every room they may no longer read.
+    MembershipRemoved {
+        /// The user's id (`sub`).
+        user: String,
+        /// The project.
+        project: i64,
+    },
 }
 
 fn control_room() -> RoomName {
@@ -61,6 +73,7 @@ pub async fn send(
         data,
         idempotency_key: None,
         trace: None,
+        key_retention: Default::default(),
     };
     context.publish(&control_room(), request).await
 }
@@ -71,6 +84,7 @@ pub async fn send(
 pub fn spawn_listener(
     rooms: Rooms,
     connections: Connections,
+    access: Arc<AccessControl>,
     stop: CancellationToken,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
@@ -85,7 +99,7 @@ pub fn spawn_listener(
             {
                 Ok(()) => {
                     tokio::select! {
-                        () = follow(&mut receiver, &connections, &mut position) => {}
+                        () = follow(&mut receiver, &connections, &access, &mut position) => {}
                         () = stop.cancelled() => {}
                     }
                     rooms.unsubscribe(&room, LISTENER_ID);
@@ -105,6 +119,7 @@ pub fn spawn_listener(
 async fn follow(
     receiver: &mut OutboundReceiver,
     connections: &Connections,
+    access: &AccessControl,
     position: &mut Option<Position>,
 ) {
     let mut batch = VecDeque::new();
@@ -128,7 +143,7 @@ async fn follow(
                         epoch, seq, data, ..
                     }) => {
                         *position = Some(Position::new(epoch, seq));
-                        apply(connections, data);
+                        apply(connections, access, data);
                     }
                     Ok(_) => {}
                     Err(err) => tracing::warn!(?err, "undecodable control frame"),
@@ -138,7 +153,7 @@ async fn follow(
     }
 }
 
-fn apply(connections: &Connections, data: serde_json::Value) {
+fn apply(connections: &Connections, access: &AccessControl, data: serde_json::Value) {
     let command: Command = match serde_json::from_value(data) {
         Ok(command) => command,
         Err(err) => return tracing::warn!(%err, "unknown control command"),
@@ -152,6 +167,16 @@ fn apply(connections: &Connections, data: serde_json::Value) {
             let room = RoomName::new_unchecked(room.as_str());
             let told = connections.revoke(user, &room);
             tracing::info!(user, room = %room, connections = told, "operator unsubscribed a user");
+        }
+        Command::MembershipRemoved { user, project } => {
+            access.membership_removed(user, *project);
+            let told = connections.recheck(&format!("user:{user}"));
+            tracing::info!(
+                user,
+                project,
+                connections = told,
+                "membership shrank; subscriptions re-checked"
+            );
         }
     }
 }

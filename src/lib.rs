@@ -12,10 +12,14 @@
 //! - [`server`]: the listener (HTTP routes and the WebSocket upgrade) and start-up.
 //! - [`config`]: layered, validated configuration; [`telemetry`]: logging.
 //! - [`client`]: a Rust client with automatic reconnect and resume.
+//! - [`tracker`], [`store`], [`api`]: the issue tracker's model, storage and HTTP API;
+//!   [`access`]: who may do what with it and with its rooms (project membership).
 
+pub mod access;
 pub mod api;
 pub mod auth;
 pub mod broker;
+pub mod cli;
 pub mod client;
 pub mod config;
 pub mod connection;

@@ -31,10 +31,12 @@ struct Args {
     /// Validate the configuration and exit.
     #[arg(long)]
     check_config: bool,
+    /// Instead of running the server, manage the configured database.
     #[command(subcommand)]
     command: Option<Command>,
 }
 
+/// Commands besides running the server.
 #[derive(Subcommand)]
 enum Command {
     /// Print the effective configuration (defaults, file and environment applied) as
@@ -44,6 +46,38 @@ enum Command {
         #[arg(long)]
         defaults: bool,
     },
+    /// Project memberships (seed a project's first admin).
+    #[command(subcommand)]
+    Members(Members),
+}
+/// `roomcast members …`.
+#[derive(Subcommand)]
+enum Members {
+    /// Gives a user a role in a project, creating the membership if needed.
+    Grant {
+        /// The project id.
+        #[arg(long)]
+        project: i64,
+        /// The user id (the JWT `sub`).
+        #[arg(long)]
+        user: String,
+        /// viewer, member or admin.
+        #[arg(long, value_parser = parse_role)]
+        role: roomcast::tracker::Role,
+    },
+    /// Removes a user from a project.
+    Revoke {
+        /// The project id.
+        #[arg(long)]
+        project: i64,
+        /// The user id (the JWT `sub`).
+        #[arg(long)]
+        user: String,
+    },
+}
+
+fn parse_role(text: &str) -> Result<roomcast::tracker::Role, String> {
+    roomcast::tracker::Role::parse(text).ok_or_else(|| "expected viewer, member or admin".into())
 }
 
 fn main() -> ExitCode {
@@ -74,6 +108,9 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Some(Command::Members(members)) = args.command {
+        return runtime.block_on(run_command(members, &config.database_url));
+    }
     runtime.block_on(async {
         let mut config = config;
         if config.node_id.is_empty() {
@@ -134,6 +171,30 @@ fn print_config(
         Err(err) => {
             eprintln!("roomcast: invalid configuration: {err}");
             ExitCode::from(EXIT_BAD_CONFIG)
+        }
+    }
+}
+
+/// Runs a command other than the server; prints its outcome.
+async fn run_command(members: Members, database_url: &str) -> ExitCode {
+    let outcome = match members {
+        Members::Grant {
+            project,
+            user,
+            role,
+        } => roomcast::cli::grant(database_url, project, &user, role).await,
+        Members::Revoke { project, user } => {
+            roomcast::cli::revoke(database_url, project, &user).await
+        }
+    };
+    match outcome {
+        Ok(line) => {
+            println!("{line}");
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("roomcast: {err}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -3,11 +3,12 @@
 //!
 //! A crash between commit and publish loses nothing (the row is still pending at the
 //! next start), and a crash between publish and mark repeats nothing: every publish uses
-//! the idempotency key `outbox:{row id}:{room}`, so a second publish within the broker's
-//! idempotency window gets the original ack instead of a second delivery. Several
-//! instances on one database may relay the same rows; the keys make that harmless.
+//! the idempotency key `outbox:{row id}:{room}`, kept by the broker as long as the room's
+//! epoch lives (not only the clients' dedupe window), so a second publish gets the
+//! original ack instead of a second delivery, however late it comes. Several instances
+//! on one database may relay the same rows; the keys make that harmless.
 
-use crate::broker::PublishRequest;
+use crate::broker::{KeyRetention, PublishRequest};
 use crate::connection::ConnectionContext;
 use crate::protocol::RoomName;
 use crate::store::{OutboxRow, Store, now_ms};
@@ -99,6 +100,9 @@ async fn publish_row(
             data: row.event.clone(),
             idempotency_key: Some(format!("outbox:{}:{room}", row.id)),
             trace: traces::current_traceparent(),
+            // Remembered as long as the room's epoch: a relay back from a crash between
+            // this publish and `mark`, however late, gets the original ack.
+            key_retention: KeyRetention::Epoch,
         };
         let mut backoff = Backoff::default();
         loop {

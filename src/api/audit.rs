@@ -3,9 +3,9 @@
 //! never sits in memory).
 
 use super::input::{Checks, Params, int_param, page_limit};
-use super::{Api, ApiError, FieldError, Reply, page};
+use super::{Api, ApiError, Context, FieldError, Reply, page};
 use crate::server::{Body, BoxError};
-use crate::store::{AuditEntry, AuditQuery, Store};
+use crate::store::{AuditEntry, AuditQuery, Caller, Store};
 use crate::tracker::format_time;
 use bytes::Bytes;
 use http_body_util::{BodyExt, StreamBody};
@@ -22,6 +22,7 @@ pub const SEARCH_PARAMS: &[&str] = &[
     "entity_id",
     "actor",
     "action",
+    "project_id",
     "from",
     "to",
     "cursor",
@@ -37,6 +38,7 @@ pub const EXPORT_PARAMS: &[&str] = &[
     "entity_id",
     "actor",
     "action",
+    "project_id",
     "from",
     "to",
     "cursor",
@@ -46,16 +48,16 @@ fn filters(params: &Params) -> Result<AuditQuery, ApiError> {
     let mut checks = Checks::default();
     if let Some(entity) = params.get("entity") {
         checks.check(
-            ["issue", "comment"].contains(&entity.as_str()),
+            ["issue", "comment", "membership", "user"].contains(&entity.as_str()),
             "entity",
-            "must be one of issue, comment",
+            "must be one of issue, comment, membership, user",
         );
     }
     if let Some(action) = params.get("action") {
         checks.check(
-            ["create", "update", "delete"].contains(&action.as_str()),
+            ["create", "update", "delete", "erase"].contains(&action.as_str()),
             "action",
-            "must be one of create, update, delete",
+            "must be one of create, update, delete, erase",
         );
     }
     checks.finish()?;
@@ -64,6 +66,7 @@ fn filters(params: &Params) -> Result<AuditQuery, ApiError> {
         entity_id: int_param(params, "entity_id")?,
         actor: params.get("actor").cloned(),
         action: params.get("action").cloned(),
+        project_id: int_param(params, "project_id")?,
         from_ms: time_param(params, "from")?,
         to_ms: time_param(params, "to")?,
         after_id: int_param(params, "cursor")?.unwrap_or(0),
@@ -126,10 +129,12 @@ fn utc_shape(text: &str) -> bool {
     }
 }
 
-pub async fn search(api: &Api, params: &Params) -> Reply {
+/// Global administrators read every entry; other callers the entries of the projects
+/// they administer (none: an empty page, never an error that would tell them apart).
+pub async fn search(api: &Api, params: &Params, context: &Context) -> Reply {
     let mut audit = filters(params)?;
     audit.limit = page_limit(params, api.config.page_default, api.config.page_max)?;
-    let entries = api.store.search_audit(&audit).await?;
+    let entries = api.store.search_audit(&context.caller(), &audit).await?;
     Ok(page(&entries, audit.limit, |entry| entry.id))
 }
 
@@ -142,7 +147,7 @@ enum Format {
 
 /// Every check of the request happens here, before the 200 and the first row: once
 /// streaming started, a problem can only break the transfer.
-pub async fn export(api: &Api, params: &Params) -> Reply {
+pub async fn export(api: &Api, params: &Params, context: &Context) -> Reply {
     let format = match params.get("format").map(String::as_str) {
         None | Some("json") => Format::Json,
         Some("csv") => Format::Csv,
@@ -158,7 +163,8 @@ pub async fn export(api: &Api, params: &Params) -> Reply {
     // Fail before the 200 if the database cannot answer at all.
     api.store.ping().await?;
     let (tx, rx) = mpsc::channel::<Result<Bytes, BoxError>>(4);
-    tokio::spawn(stream_rows(api.store.clone(), audit, format, tx));
+    let caller = context.caller();
+    tokio::spawn(stream_rows(api.store.clone(), caller, audit, format, tx));
     let body = StreamBody::new(futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|chunk| (chunk.map(Frame::data), rx))
     }));
@@ -182,13 +188,14 @@ pub async fn export(api: &Api, params: &Params) -> Reply {
 /// Reads matching rows batch by batch and sends them encoded; stops when the client goes.
 async fn stream_rows(
     store: Store,
+    caller: Caller,
     mut audit: AuditQuery,
     format: Format,
     tx: mpsc::Sender<Result<Bytes, BoxError>>,
 ) {
     let head = match format {
         Format::Csv => {
-            "id,created_at,actor,actor_kind,entity,entity_id,action,request_id,changes\n"
+            "id,created_at,actor,actor_kind,entity,entity_id,action,request_id,changes,project_id\n"
         }
         Format::Json => "[",
     };
@@ -201,7 +208,7 @@ async fn stream_rows(
     }
     let mut first = true;
     loop {
-        let rows = match store.search_audit(&audit).await {
+        let rows = match store.search_audit(&caller, &audit).await {
             Ok(rows) => rows,
             Err(err) => {
                 // The status line is gone already: end the body with an error, so the
@@ -247,6 +254,10 @@ fn csv_line(out: &mut String, entry: &AuditEntry) {
         entry.action.clone(),
         entry.request_id.clone(),
         entry.changes.to_string(),
+        entry
+            .project_id
+            .map(|id| id.to_string())
+            .unwrap_or_default(),
     ];
     for (i, field) in fields.iter().enumerate() {
         if i > 0 {

@@ -1,5 +1,6 @@
 //! `/api/v1/issues/{id}/comments` and `/api/v1/issues/{id}/comments/{comment_id}`.
 
+use super::access::require_for_issue;
 use super::input::{Checks, Params, idempotency_key, if_match, int_param, json_body, page_limit};
 use super::issues::not_found_as;
 use super::{
@@ -7,7 +8,7 @@ use super::{
     stored_created,
 };
 use crate::store::Outcome;
-use crate::tracker::TEXT_MAX;
+use crate::tracker::{Role, TEXT_MAX};
 use hyper::body::Incoming;
 use hyper::{Request, StatusCode};
 use serde::Deserialize;
@@ -44,6 +45,7 @@ pub async fn create(
     idempotency_key(&headers)?;
     let (body, raw): (CommentBody, _) = json_body(request, api.config.max_body_bytes).await?;
     let text = checked(body)?;
+    require_for_issue(api, context, issue_id, Role::Member, "issue").await?;
     let key = idempotency(&headers, &context.principal, &method, &path, &raw)?;
     let outcome = api
         .store
@@ -64,10 +66,17 @@ pub async fn create(
     }
 }
 
-pub async fn get(api: &Api, request: Request<Incoming>, issue_id: i64, id: i64) -> Reply {
+pub async fn get(
+    api: &Api,
+    request: Request<Incoming>,
+    context: &Context,
+    issue_id: i64,
+    id: i64,
+) -> Reply {
+    require_for_issue(api, context, issue_id, Role::Viewer, "comment").await?;
     let comment = api
         .store
-        .get_comment(issue_id, id)
+        .get_comment(&context.caller(), issue_id, id)
         .await
         .map_err(|e| not_found_as(e, "comment"))?;
     if let Some(response) = not_modified(request.headers(), comment.version) {
@@ -79,12 +88,13 @@ pub async fn get(api: &Api, request: Request<Incoming>, issue_id: i64, id: i64) 
 /// The query parameters of `GET /api/v1/issues/{id}/comments`.
 pub const LIST_PARAMS: &[&str] = &["cursor", "limit"];
 
-pub async fn list(api: &Api, params: &Params, issue_id: i64) -> Reply {
+pub async fn list(api: &Api, params: &Params, context: &Context, issue_id: i64) -> Reply {
     let limit = page_limit(params, api.config.page_default, api.config.page_max)?;
     let after = int_param(params, "cursor")?.unwrap_or(0);
+    require_for_issue(api, context, issue_id, Role::Viewer, "issue").await?;
     let comments = api
         .store
-        .list_comments(issue_id, after, limit)
+        .list_comments(&context.caller(), issue_id, after, limit)
         .await
         .map_err(|e| not_found_as(e, "issue"))?;
     Ok(page(&comments, limit, |comment| comment.id))
@@ -100,6 +110,7 @@ pub async fn update(
     let expected = if_match(request.headers())?;
     let (body, _): (CommentBody, _) = json_body(request, api.config.max_body_bytes).await?;
     let text = checked(body)?;
+    require_for_issue(api, context, issue_id, Role::Member, "comment").await?;
     let comment = api
         .store
         .update_comment(&context.mutation(None), issue_id, id, expected, text)
@@ -116,6 +127,7 @@ pub async fn delete(
     id: i64,
 ) -> Reply {
     let expected = if_match(request.headers())?;
+    require_for_issue(api, context, issue_id, Role::Member, "comment").await?;
     api.store
         .delete_comment(&context.mutation(None), issue_id, id, expected)
         .await

@@ -1,5 +1,6 @@
 //! `/api/v1/issues` and `/api/v1/issues/{id}`.
 
+use super::access::{require, require_for_issue};
 use super::input::{
     Checks, Params, idempotency_key, if_match, int_param, json_body, nullable, page_limit,
 };
@@ -9,7 +10,7 @@ use super::{
 };
 use crate::store::{IssueFilter, Outcome};
 use crate::tracker::{
-    ASSIGNEE_MAX, IssuePatch, IssueType, NewIssue, Priority, Status, TEXT_MAX, TITLE_MAX,
+    ASSIGNEE_MAX, IssuePatch, IssueType, NewIssue, Priority, Role, Status, TEXT_MAX, TITLE_MAX,
 };
 use hyper::body::Incoming;
 use hyper::{Request, StatusCode};
@@ -105,6 +106,7 @@ pub async fn create(api: &Api, request: Request<Incoming>, context: &Context) ->
         checks.text("assignee", assignee, 1, ASSIGNEE_MAX);
     }
     checks.finish()?;
+    require(api, context, body.project_id, Role::Member, "project").await?;
     let new = NewIssue {
         project_id: body.project_id,
         title: body.title,
@@ -134,10 +136,11 @@ pub async fn create(api: &Api, request: Request<Incoming>, context: &Context) ->
     }
 }
 
-pub async fn get(api: &Api, request: Request<Incoming>, id: i64) -> Reply {
+pub async fn get(api: &Api, request: Request<Incoming>, context: &Context, id: i64) -> Reply {
+    require_for_issue(api, context, id, Role::Viewer, "issue").await?;
     let issue = api
         .store
-        .get_issue(id)
+        .get_issue(&context.caller(), id)
         .await
         .map_err(|e| not_found_as(e, "issue"))?;
     if let Some(response) = not_modified(request.headers(), issue.version) {
@@ -156,7 +159,10 @@ pub const LIST_PARAMS: &[&str] = &[
     "limit",
 ];
 
-pub async fn list(api: &Api, params: &Params) -> Reply {
+/// Lists issues of the projects the caller belongs to (every project's for a global
+/// administrator); a `project_id` the caller does not belong to gives an empty page, like
+/// a project without issues.
+pub async fn list(api: &Api, params: &Params, context: &Context) -> Reply {
     let mut checks = Checks::default();
     let status = params
         .get("status")
@@ -174,7 +180,7 @@ pub async fn list(api: &Api, params: &Params) -> Reply {
         after_id: int_param(params, "cursor")?.unwrap_or(0),
         limit,
     };
-    let issues = api.store.list_issues(&filter).await?;
+    let issues = api.store.list_issues(&context.caller(), &filter).await?;
     Ok(page(&issues, limit, |issue| issue.id))
 }
 
@@ -217,6 +223,7 @@ pub async fn update(api: &Api, request: Request<Incoming>, context: &Context, id
         checks.text("assignee", assignee, 1, ASSIGNEE_MAX);
     }
     checks.finish()?;
+    require_for_issue(api, context, id, Role::Member, "issue").await?;
     let issue = api
         .store
         .update_issue(&context.mutation(None), id, expected, &patch)
@@ -227,6 +234,7 @@ pub async fn update(api: &Api, request: Request<Incoming>, context: &Context, id
 
 pub async fn delete(api: &Api, request: Request<Incoming>, context: &Context, id: i64) -> Reply {
     let expected = if_match(request.headers())?;
+    require_for_issue(api, context, id, Role::Member, "issue").await?;
     api.store
         .delete_issue(&context.mutation(None), id, expected)
         .await

@@ -1,7 +1,9 @@
 //! The HTTP sidecar under `/api/v1/`: issues and comments of the issue tracker (stored,
 //! audited, broadcast through the outbox), the audit log, publishing to rooms and
-//! reading their history. Every request is authenticated and rate limited first.
+//! reading their history. Every request is authenticated and rate limited first; what
+//! the caller may then do follows project membership (see `access.rs`).
 
+mod access;
 mod admin;
 mod audit;
 mod comments;
@@ -9,21 +11,24 @@ mod error;
 mod input;
 mod issues;
 mod maintenance;
+mod members;
 mod rate_limit;
 mod rooms;
+mod users;
 
 pub use error::{ApiError, FieldError};
 pub use input::percent_decode;
 pub use maintenance::spawn_maintenance;
 pub use rate_limit::{Class, Decision, RateLimiter};
 
+use crate::access::AccessControl;
 use crate::auth::{Authenticator, Principal, bearer};
 use crate::broker::Broker;
 use crate::config::{ApiConfig, Config};
 use crate::connection::ConnectionContext;
 use crate::protocol::RoomNameRules;
 use crate::server::Body;
-use crate::store::{IdempotencyKey, Mutation, Store, StoredResponse};
+use crate::store::{Caller, IdempotencyKey, Mutation, Store, StoredResponse};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use sha2::{Digest, Sha256};
@@ -44,6 +49,8 @@ pub struct Api {
     pub config: ApiConfig,
     /// Room-name rules.
     pub rooms: RoomNameRules,
+    /// Who may do what (shared with the WebSocket connections).
+    pub access: Arc<AccessControl>,
 }
 
 /// What a handler knows about its request besides the request itself.
@@ -61,6 +68,15 @@ impl Context {
             actor: self.principal.actor(),
             request_id: self.request_id.clone(),
             idempotency,
+            admin: self.principal.is_admin(),
+        }
+    }
+
+    /// The acting user of the store's transactions.
+    fn caller(&self) -> Caller {
+        Caller {
+            user: self.principal.actor().name,
+            admin: self.principal.is_admin(),
         }
     }
 }
@@ -80,9 +96,10 @@ impl Api {
             store,
             auth,
             limiter: RateLimiter::new(&config.rate_limits),
-            publisher,
             config: config.api.clone(),
             rooms: config.room_name_rules(),
+            access: publisher.access.clone(),
+            publisher,
         });
         // Forget idle rate-limit buckets now and then (they would be full anyway).
         let weak = Arc::downgrade(&api);
@@ -95,6 +112,22 @@ impl Api {
             }
         });
         api
+    }
+
+    /// A membership of `user` in `project` was removed or lowered: this instance forgets
+    /// its cached role at once, and every instance (this one too) re-checks the user's
+    /// subscriptions through the control room. If the broker cannot take the command, the
+    /// other instances still see the change within the access cache's TTL, and the
+    /// user's existing subscriptions there stay until they reconnect.
+    pub async fn membership_removed(&self, user: &str, project: i64) {
+        self.access.membership_removed(user, project);
+        let command = crate::control::Command::MembershipRemoved {
+            user: user.to_owned(),
+            project,
+        };
+        if let Err(err) = crate::control::send(&self.publisher, &command).await {
+            tracing::warn!(user, project, error = %err, "cannot tell the other instances about a membership change");
+        }
     }
 
     /// The broker.
@@ -196,9 +229,11 @@ impl Api {
         // Checked for every route, so that no parameter is silently ignored anywhere.
         let params = input::query(request.uri(), names)?;
         match (segments, &method) {
-            (["issues"], &Method::GET) => issues::list(self, &params).await,
+            (["issues"], &Method::GET) => issues::list(self, &params, context).await,
             (["issues"], &Method::POST) => issues::create(self, request, context).await,
-            (["issues", id], &Method::GET) => issues::get(self, request, parse_id(id)?).await,
+            (["issues", id], &Method::GET) => {
+                issues::get(self, request, context, parse_id(id)?).await
+            }
             (["issues", id], &Method::PATCH) => {
                 issues::update(self, request, context, parse_id(id)?).await
             }
@@ -206,13 +241,13 @@ impl Api {
                 issues::delete(self, request, context, parse_id(id)?).await
             }
             (["issues", id, "comments"], &Method::GET) => {
-                comments::list(self, &params, parse_id(id)?).await
+                comments::list(self, &params, context, parse_id(id)?).await
             }
             (["issues", id, "comments"], &Method::POST) => {
                 comments::create(self, request, context, parse_id(id)?).await
             }
             (["issues", id, "comments", cid], &Method::GET) => {
-                comments::get(self, request, parse_id(id)?, parse_id(cid)?).await
+                comments::get(self, request, context, parse_id(id)?, parse_id(cid)?).await
             }
             (["issues", id, "comments", cid], &Method::PATCH) => {
                 comments::update(self, request, context, parse_id(id)?, parse_id(cid)?).await
@@ -220,8 +255,23 @@ impl Api {
             (["issues", id, "comments", cid], &Method::DELETE) => {
                 comments::delete(self, request, context, parse_id(id)?, parse_id(cid)?).await
             }
-            (["audit"], &Method::GET) => audit::search(self, &params).await,
-            (["audit", "export"], &Method::GET) => audit::export(self, &params).await,
+            (["audit"], &Method::GET) => audit::search(self, &params, context).await,
+            (["audit", "export"], &Method::GET) => audit::export(self, &params, context).await,
+            (["projects", id, "members"], &Method::GET) => {
+                members::list(self, &params, context, parse_id(id)?).await
+            }
+            (["projects", id, "members", user], &Method::PUT) => {
+                members::put(self, request, context, parse_id(id)?, user).await
+            }
+            (["projects", id, "members", user], &Method::DELETE) => {
+                members::delete(self, context, parse_id(id)?, user).await
+            }
+            (["admin", "users", user, "export"], &Method::GET) => {
+                users::export(self, context, user).await
+            }
+            (["admin", "users", user, "erase"], &Method::POST) => {
+                users::erase(self, context, user).await
+            }
             (["publish"], &Method::POST) => rooms::publish(self, request, context).await,
             (["admin", "disconnect"], &Method::POST) => {
                 admin::disconnect(self, request, context).await
@@ -259,6 +309,7 @@ fn query_names(segments: &[&str], method: &Method) -> Option<&'static [&'static 
         (["audit"], &Method::GET) => Some(audit::SEARCH_PARAMS),
         (["audit", "export"], &Method::GET) => Some(audit::EXPORT_PARAMS),
         (["rooms", _, "history"], &Method::GET) => Some(rooms::HISTORY_PARAMS),
+        (["projects", _, "members"], &Method::GET) => Some(members::LIST_PARAMS),
         _ => allowed_methods(segments)
             .filter(|allow| allow.split(", ").any(|m| m == method.as_str()))
             .map(|_| &[][..]),
@@ -278,6 +329,10 @@ fn route_template(segments: &[&str]) -> &'static str {
         ["admin", "disconnect"] => "/api/v1/admin/disconnect",
         ["admin", "unsubscribe"] => "/api/v1/admin/unsubscribe",
         ["rooms", _, "history"] => "/api/v1/rooms/{room}/history",
+        ["projects", _, "members"] => "/api/v1/projects/{id}/members",
+        ["projects", _, "members", _] => "/api/v1/projects/{id}/members/{user}",
+        ["admin", "users", _, "export"] => "/api/v1/admin/users/{user}/export",
+        ["admin", "users", _, "erase"] => "/api/v1/admin/users/{user}/erase",
         _ => "/api/v1/other",
     }
 }
@@ -287,7 +342,12 @@ fn allowed_methods(segments: &[&str]) -> Option<&'static str> {
         ["issues"] | ["issues", _, "comments"] => Some("GET, POST"),
         ["issues", _] | ["issues", _, "comments", _] => Some("GET, PATCH, DELETE"),
         ["audit"] | ["audit", "export"] | ["rooms", _, "history"] => Some("GET"),
-        ["publish"] | ["admin", "disconnect"] | ["admin", "unsubscribe"] => Some("POST"),
+        ["publish"]
+        | ["admin", "disconnect"]
+        | ["admin", "unsubscribe"]
+        | ["admin", "users", _, "erase"] => Some("POST"),
+        ["projects", _, "members"] | ["admin", "users", _, "export"] => Some("GET"),
+        ["projects", _, "members", _] => Some("PUT, DELETE"),
         _ => None,
     }
 }

@@ -3,6 +3,7 @@
 
 use super::input::{FieldErrors, Params, idempotency_key, int_param, json_body, percent_decode};
 use super::{Api, ApiError, Context, FieldError, Reply};
+use crate::access::{Access, RoomAction};
 use crate::auth::Principal;
 use crate::broker::{BrokerError, PublishRequest, read_history};
 use crate::protocol::RoomName;
@@ -60,6 +61,23 @@ fn forbidden(message: String) -> ApiError {
     ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
 }
 
+/// 403 unless the caller may do `action` with `room` (see [`crate::access`]).
+async fn check_room(
+    api: &Api,
+    context: &Context,
+    room: &RoomName,
+    action: RoomAction,
+) -> Result<(), ApiError> {
+    match api
+        .access
+        .room_access(&context.principal, room.as_str(), action)
+        .await?
+    {
+        Access::Allowed => Ok(()),
+        Access::Denied(reason) => Err(forbidden(reason)),
+    }
+}
+
 pub async fn publish(api: &Api, request: Request<Incoming>, context: &Context) -> Reply {
     if matches!(context.principal, Principal::User { .. }) {
         return Err(forbidden(
@@ -69,6 +87,7 @@ pub async fn publish(api: &Api, request: Request<Incoming>, context: &Context) -
     let key = idempotency_key(request.headers())?;
     let (body, _): (PublishBody, _) = json_body(request, api.config.max_body_bytes).await?;
     let room = room_name(api, "room", &body.room)?;
+    check_room(api, context, &room, RoomAction::Publish).await?;
     if body.data.is_null() {
         return Err(ApiError::invalid(vec![FieldError {
             field: "data".into(),
@@ -79,6 +98,7 @@ pub async fn publish(api: &Api, request: Request<Incoming>, context: &Context) -
         data: body.data,
         idempotency_key: key.map(|key| context.principal.publish_key(&key)),
         trace: crate::telemetry::traces::current_traceparent(),
+        key_retention: Default::default(),
     };
     let ack = api
         .publisher
@@ -103,11 +123,7 @@ pub const HISTORY_PARAMS: &[&str] = &["since", "limit"];
 pub async fn history(api: &Api, params: &Params, context: &Context, room: &str) -> Reply {
     let room = percent_decode(room).ok_or_else(|| ApiError::not_found("room"))?;
     let room = room_name(api, "room", &room)?;
-    if !context.principal.may_subscribe(room.as_str()) {
-        return Err(forbidden(format!(
-            "your token does not allow reading {room}"
-        )));
-    }
+    check_room(api, context, &room, RoomAction::Read).await?;
     let since = match params.get("since") {
         None => None,
         Some(since) => {

@@ -245,6 +245,7 @@ mod tests {
             data: json!({ "n": n }),
             idempotency_key: key.map(str::to_owned),
             trace: None,
+            key_retention: Default::default(),
         }
     }
 

@@ -64,6 +64,23 @@ pub struct PublishRequest {
     pub idempotency_key: Option<String>,
     /// W3C `traceparent` of the publish, carried to every instance's fan-out.
     pub trace: Option<String>,
+    /// How long the key is remembered.
+    pub key_retention: KeyRetention,
+}
+
+/// How long a broker remembers a publish's idempotency key.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum KeyRetention {
+    /// For the dedupe window (`history.idempotency_window_secs`): long enough for a
+    /// client's retries.
+    #[default]
+    Window,
+    /// As long as the room's epoch lives (`history.meta_ttl_secs` after its last
+    /// publish; the room's count bound still applies): the outbox relay's keys, so that a
+    /// relay that crashed between a publish and its bookkeeping never publishes the event
+    /// twice, however late it comes back. The in-process broker loses its rooms with its
+    /// process, so it keeps every key for the window only.
+    Epoch,
 }
 
 /// The broker's answer to a publish: it is sequenced and stored.

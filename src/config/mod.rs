@@ -145,6 +145,8 @@ pub struct AuthConfig {
     pub jwt_hs256_secret: String,
     /// RS256 public key file (PEM).
     pub jwt_rs256_public_key_file: String,
+    /// Tolerated clock skew (s).
+    pub clock_skew_secs: u64,
     /// Required issuer.
     pub jwt_issuer: String,
     /// Required audience.

@@ -12,6 +12,7 @@ use super::Outbound;
 use super::context::ConnectionContext;
 use super::lifetime::TokenLifetime;
 use super::publishing::{Publishing, Replies};
+use crate::access::{Access, RoomAction};
 use crate::auth::Principal;
 use crate::broker::{PublishRequest, read_history};
 use crate::protocol::{
@@ -42,6 +43,8 @@ pub enum ConnectionMsg {
     TokenExpired(u64),
     /// An operator removed the user from this room: unsubscribe without being asked.
     Revoke(RoomName),
+    /// What the user may read changed: leave the rooms no longer allowed.
+    Recheck,
     /// Panic on purpose: fault injection for supervision tests.
     Crash,
 }
@@ -112,7 +115,8 @@ impl Actor for ConnectionActor {
         args: ConnectionArgs,
     ) -> Result<ConnectionState, ActorProcessingErr> {
         let mut lifetime = TokenLifetime::default();
-        let expires_at = lifetime.watch(&myself, &args.principal);
+        let auth = &self.context.auth;
+        let expires_at = lifetime.watch(&myself, &args.principal, |exp| auth.valid_until(exp));
         let state = ConnectionState {
             replies: Replies {
                 conn_id: args.conn_id,
@@ -184,6 +188,7 @@ impl ConnectionActor {
                 }
             }
             ConnectionMsg::Revoke(room) => self.revoke(state, room).await,
+            ConnectionMsg::Recheck => self.recheck(state).await,
             ConnectionMsg::Crash => {
                 panic!("fault injected into connection {}", state.replies.conn_id)
             }
@@ -237,8 +242,13 @@ impl ConnectionActor {
                 "a refreshed token must name the same user as the connection's",
             );
         }
-        let expires_at = state.lifetime.watch(myself, &principal);
+        let auth = &self.context.auth;
+        let expires_at = state
+            .lifetime
+            .watch(myself, &principal, |exp| auth.valid_until(exp));
         state.principal = principal;
+        // The new token may grant fewer rooms than the old one.
+        let _ = myself.cast(ConnectionMsg::Recheck);
         match expires_at {
             Some(expires_at) => state.send(&ServerFrame::Refreshed { id, expires_at }),
             None => state.send_error(
@@ -246,6 +256,23 @@ impl ConnectionActor {
                 ErrorCode::InvalidFrame,
                 "this connection's credentials do not expire; there is nothing to refresh",
             ),
+        }
+    }
+
+    /// Leaves every subscribed room the principal may no longer read (after a membership
+    /// shrank, or a refreshed token with fewer room claims).
+    async fn recheck(&self, state: &mut ConnectionState) {
+        let rooms: Vec<RoomName> = state.subscriptions.iter().cloned().collect();
+        for room in rooms {
+            let access = self
+                .context
+                .access
+                .room_access(&state.principal, room.as_str(), RoomAction::Read)
+                .await;
+            if let Ok(Access::Denied(reason)) = access {
+                tracing::debug!(room = %room, reason, "subscription no longer allowed");
+                self.revoke(state, room).await;
+            }
         }
     }
 
@@ -275,6 +302,33 @@ impl ConnectionActor {
         }
     }
 
+    /// Whether the client may do `action` with `room` (see [`crate::access`]); when
+    /// not, the client is told why.
+    async fn allowed(
+        &self,
+        state: &ConnectionState,
+        id: Option<u64>,
+        room: &RoomName,
+        action: RoomAction,
+    ) -> bool {
+        let access = self
+            .context
+            .access
+            .room_access(&state.principal, room.as_str(), action);
+        match access.await {
+            Ok(Access::Allowed) => true,
+            Ok(Access::Denied(reason)) => {
+                state.send_error(id, ErrorCode::Forbidden, reason);
+                false
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot check room access");
+                state.send_error(id, ErrorCode::Unavailable, "cannot check access now; retry");
+                false
+            }
+        }
+    }
+
     async fn subscribe(
         &self,
         state: &mut ConnectionState,
@@ -285,12 +339,8 @@ impl ConnectionActor {
         let Some(room) = self.room_name(state, id, room) else {
             return;
         };
-        if !state.principal.may_subscribe(room.as_str()) {
-            return state.send_error(
-                id,
-                ErrorCode::Forbidden,
-                format!("your token does not allow subscribing to {room}"),
-            );
+        if !self.allowed(state, id, &room, RoomAction::Read).await {
+            return;
         }
         if state.subscriptions.contains(&room) {
             return state.send_error(
@@ -369,12 +419,8 @@ impl ConnectionActor {
         let Some(room) = self.room_name(state, id, room) else {
             return;
         };
-        if !state.principal.may_publish(room.as_str()) {
-            return state.send_error(
-                id,
-                ErrorCode::Forbidden,
-                format!("your token does not allow publishing to {room}"),
-            );
+        if !self.allowed(state, id, &room, RoomAction::Publish).await {
+            return;
         }
         if key.as_ref().is_some_and(|key| key.len() > MAX_KEY_BYTES) {
             return state.send_error(
@@ -415,6 +461,7 @@ impl ConnectionActor {
             data,
             idempotency_key: key.map(|key| state.principal.publish_key(&key)),
             trace: None,
+            key_retention: Default::default(),
         };
         state
             .publishing
@@ -433,12 +480,8 @@ impl ConnectionActor {
         let Some(room) = self.room_name(state, id, room) else {
             return;
         };
-        if !state.principal.may_subscribe(room.as_str()) {
-            return state.send_error(
-                id,
-                ErrorCode::Forbidden,
-                format!("your token does not allow reading {room}"),
-            );
+        if !self.allowed(state, id, &room, RoomAction::Read).await {
+            return;
         }
         let max = self.context.limits.max_history as usize;
         let limit = limit.map_or(max, |l| (l as usize).min(max));

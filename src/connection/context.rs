@@ -1,6 +1,7 @@
 //! What every connection of an instance shares: the broker, the rooms, limits and rules.
 
 use super::admission::{Admissions, PublishLimiter};
+use crate::access::AccessControl;
 use crate::auth::Authenticator;
 use crate::broker::{Broker, BrokerError, PublishAck, PublishRequest};
 use crate::config::Config;
@@ -41,6 +42,8 @@ pub struct ConnectionContext {
     pub publish_limiter: PublishLimiter,
     /// Whether anonymous publishes are limited (per client address).
     pub limit_anonymous_publishes: bool,
+    /// Who may read and publish to which room.
+    pub access: Arc<AccessControl>,
 }
 
 impl ConnectionContext {
@@ -52,6 +55,7 @@ impl ConnectionContext {
         broker: Arc<dyn Broker>,
         flags: Flags,
         auth: Arc<Authenticator>,
+        access: Arc<AccessControl>,
     ) -> Self {
         let c = &config.connection;
         ConnectionContext {
@@ -73,6 +77,7 @@ impl ConnectionContext {
             admissions: Admissions::new(config),
             publish_limiter: PublishLimiter::new(config),
             limit_anonymous_publishes: config.auth.mode == crate::config::AuthMode::Open,
+            access,
         }
     }
 

@@ -1,5 +1,6 @@
-//! A connection lives no longer than its token: at the token's `exp` the connection is
-//! closed with 4101, unless a `refresh` frame brought a newer token first.
+//! A connection lives no longer than its token: when the token stops being accepted
+//! (`exp` plus the tolerated clock skew, `auth.clock_skew_secs`) the connection is closed
+//! with 4101, unless a `refresh` frame brought a newer token first.
 
 use super::actor::{ConnectionMsg, ConnectionRef};
 use crate::auth::Principal;
@@ -15,9 +16,14 @@ pub struct TokenLifetime {
 }
 
 impl TokenLifetime {
-    /// Starts watching `principal`'s token (cancelling the watch of the previous one);
-    /// returns its expiry in seconds since the Unix epoch, for tokens that expire.
-    pub fn watch(&mut self, myself: &ConnectionRef, principal: &Principal) -> Option<u64> {
+    /// Starts watching `principal`'s token (cancelling the watch of the previous one),
+    /// which ends at `valid_until(exp)`; returns its `exp`, for tokens that expire.
+    pub fn watch(
+        &mut self,
+        myself: &ConnectionRef,
+        principal: &Principal,
+        valid_until: impl Fn(u64) -> u64,
+    ) -> Option<u64> {
         self.cancel();
         self.generation += 1;
         let Principal::User { expires_at, .. } = principal else {
@@ -25,7 +31,7 @@ impl TokenLifetime {
         };
         let expires_at = *expires_at;
         let generation = self.generation;
-        let delay = Duration::from_secs(expires_at).saturating_sub(since_epoch());
+        let delay = Duration::from_secs(valid_until(expires_at)).saturating_sub(since_epoch());
         let myself = myself.clone();
         self.timer = Some(tokio::spawn(async move {
             tokio::time::sleep(delay).await;

@@ -228,6 +228,18 @@ impl Connections {
         count
     }
 
+    /// Asks every connection of `user` to re-check its subscriptions against what the
+    /// user may read now (after a membership shrank); rooms no longer allowed are left
+    /// with an `unsubscribed` frame without `id`. Returns how many connections were asked.
+    pub fn recheck(&self, user: &str) -> usize {
+        self.inner
+            .live
+            .iter()
+            .filter(|entry| entry.user.as_deref() == Some(user))
+            .filter(|entry| entry.actor.cast(ConnectionMsg::Recheck).is_ok())
+            .count()
+    }
+
     /// Number of open connections.
     pub fn count(&self) -> usize {
         self.inner.live.len()

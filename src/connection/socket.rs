@@ -33,7 +33,8 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 const INBOUND_IN_FLIGHT: usize = 16;
 /// How long a connection with `coalesce_writes` waits for more frames before writing.
 const COALESCE_WINDOW: Duration = Duration::from_millis(2);
-/// Longest wait for a close frame to be written to a client that may not be reading.
+/// Longest wait for a close frame to be written to a client that may not be reading,
+/// and for its close reply.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// How the connection ended.
@@ -190,7 +191,16 @@ where
                 code: code.number().into(),
                 reason: code.reason().into(),
             };
-            let _ = tokio::time::timeout(CLOSE_TIMEOUT, ws.close(Some(frame))).await;
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
+                if ws.close(Some(frame)).await.is_ok() {
+                    // Read (and drop) what the client still sends until its close reply:
+                    // closing a socket with unread input makes the kernel reset it, and
+                    // a reset can reach the client before our close frame does (it would
+                    // see 1006 instead of, say, the 1012 of a drain).
+                    while let Some(Ok(_)) = ws.next().await {}
+                }
+            })
+            .await;
         }
         Ending::ClientClosed => {
             // tungstenite queued the reply to the client's close frame; send it.

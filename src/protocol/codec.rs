@@ -239,6 +239,86 @@ fn id_from_msgpack(bytes: &[u8]) -> Option<u64> {
 }
 
 #[cfg(test)]
+mod fuzz {
+    //! Decoders fed arbitrary input: they answer with a frame or an error, never a
+    //! panic. Bounded here (proptest's default case count); for a longer run:
+    //! `PROPTEST_CASES=200000 cargo test --lib fuzz`.
+    use super::*;
+    use proptest::prelude::*;
+
+    /// JSON values shaped like frames: a `type` from the known ones (or not), and
+    /// fields of every JSON kind under the names frames use.
+    fn frame_like() -> impl Strategy<Value = serde_json::Value> {
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::from),
+            any::<i64>().prop_map(serde_json::Value::from),
+            any::<f64>().prop_map(serde_json::Value::from),
+            ".{0,12}".prop_map(serde_json::Value::from),
+        ];
+        let value = leaf.prop_recursive(3, 16, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::from),
+                prop::collection::btree_map("[a-z]{1,6}", inner, 0..4)
+                    .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+            ]
+        });
+        let names = prop::sample::select(vec![
+            "type", "id", "room", "since", "data", "key", "limit", "token", "epoch", "seq",
+        ]);
+        let kinds = prop::sample::select(vec![
+            "subscribe",
+            "unsubscribe",
+            "publish",
+            "ping",
+            "history",
+            "refresh",
+            "other",
+        ]);
+        (kinds, prop::collection::btree_map(names, value, 0..6)).prop_map(|(kind, fields)| {
+            let mut object: serde_json::Map<String, serde_json::Value> =
+                fields.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+            object
+                .entry("type")
+                .or_insert_with(|| serde_json::Value::from(kind));
+            serde_json::Value::Object(object)
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
+            for encoding in [Encoding::Json, Encoding::MsgPack] {
+                let _ = encoding.decode_client(&Message::binary(bytes.clone()));
+                let _ = encoding.decode_server(&Message::binary(bytes.clone()));
+            }
+            if let Ok(text) = std::str::from_utf8(&bytes) {
+                let _ = Encoding::Json.decode_client(&Message::text(text.to_owned()));
+            }
+        }
+
+        #[test]
+        fn frame_shaped_input_decodes_or_says_why(frame in frame_like()) {
+            let text = frame.to_string();
+            let packed = rmp_serde::to_vec_named(&frame).expect("JSON values pack");
+            for (encoding, message) in [
+                (Encoding::Json, Message::text(text)),
+                (Encoding::MsgPack, Message::binary(packed)),
+            ] {
+                match encoding.decode_client(&message) {
+                    // What decodes encodes back to a frame that decodes the same.
+                    Ok(decoded) => {
+                        let again = encoding.decode_client(&encoding.encode(&decoded));
+                        prop_assert_eq!(again.ok(), Some(decoded));
+                    }
+                    Err(err) => prop_assert!(!err.message.is_empty()),
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::protocol::frames::MessageFrameRef;

@@ -101,7 +101,7 @@ async fn serve(
         response.headers_mut().insert("x-request-id", value);
     }
     let status = response.status().as_u16().to_string();
-    metrics::counter!("roomcast_http_requests_total", "route" => route, "method" => method.to_string(), "status" => status)
+    metrics::counter!("roomcast_http_requests_total", "route" => route, "method" => crate::telemetry::metrics::method_label(&method), "status" => status)
         .increment(1);
     metrics::histogram!("roomcast_http_request_duration_seconds", "route" => route)
         .record(started.elapsed().as_secs_f64());

@@ -2,16 +2,18 @@
 
 use super::idempotency::{self, StoredResponse};
 use super::{
-    Change, Mutation, Outcome, Store, StoreError, is_unique_violation, issues, now_ms,
+    Caller, Change, Mutation, Outcome, Store, StoreError, is_unique_violation, issues, now_ms,
     record_change,
 };
 use crate::tracker::{Action, Comment, Entity, changes, fields};
 use serde_json::Value;
 use sqlx::AnyConnection;
 
-type Row = (i64, i64, String, String, i64, i64, i64);
+pub(crate) type Row = (i64, i64, String, String, i64, i64, i64);
 
-fn from_row((id, issue_id, author, body, version, created_at, updated_at): Row) -> Comment {
+pub(crate) fn from_row(
+    (id, issue_id, author, body, version, created_at, updated_at): Row,
+) -> Comment {
     Comment {
         id,
         issue_id,
@@ -63,7 +65,7 @@ impl Store {
         body: String,
         respond: impl FnOnce(&Comment) -> StoredResponse,
     ) -> Result<Outcome<Comment>, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_as(&mutation.caller()).await?;
         if let Some(key) = &mutation.idempotency
             && let Some(previous) = idempotency::previous(&mut tx, key).await?
         {
@@ -111,20 +113,29 @@ impl Store {
         Ok(Outcome::Done(comment))
     }
 
-    /// One comment of an issue.
-    pub async fn get_comment(&self, issue_id: i64, id: i64) -> Result<Comment, StoreError> {
-        let mut conn = self.pool.acquire().await?;
-        fetch(&mut conn, issue_id, id).await
+    /// One comment of an issue, as `caller` may see it.
+    pub async fn get_comment(
+        &self,
+        caller: &Caller,
+        issue_id: i64,
+        id: i64,
+    ) -> Result<Comment, StoreError> {
+        let mut tx = self.begin_as(caller).await?;
+        let comment = fetch(&mut tx, issue_id, id).await?;
+        tx.commit().await?;
+        Ok(comment)
     }
 
     /// A page of an issue's comments (the issue must exist).
     pub async fn list_comments(
         &self,
+        caller: &Caller,
         issue_id: i64,
         after_id: i64,
         limit: i64,
     ) -> Result<Vec<Comment>, StoreError> {
-        self.get_issue(issue_id).await?;
+        let mut tx = self.begin_as(caller).await?;
+        issues::fetch(&mut tx, issue_id).await?;
         let rows: Vec<Row> = sqlx::query_as(
             "SELECT id, issue_id, author, body, version, created_at, updated_at FROM comments \
              WHERE issue_id = $1 AND id > $2 ORDER BY id LIMIT $3",
@@ -132,8 +143,9 @@ impl Store {
         .bind(issue_id)
         .bind(after_id)
         .bind(limit)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(rows.into_iter().map(from_row).collect())
     }
 
@@ -146,7 +158,7 @@ impl Store {
         if_match: Option<i64>,
         body: String,
     ) -> Result<Comment, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_as(&mutation.caller()).await?;
         let issue = issues::fetch(&mut tx, issue_id).await?;
         let current = fetch(&mut tx, issue_id, id).await?;
         check_version(if_match, current.version)?;
@@ -170,7 +182,7 @@ impl Store {
             .await?;
         if updated.rows_affected() == 0 {
             drop(tx);
-            let current = self.get_comment(issue_id, id).await?;
+            let current = self.get_comment(&mutation.caller(), issue_id, id).await?;
             return Err(StoreError::VersionMismatch {
                 current: current.version,
             });
@@ -199,7 +211,7 @@ impl Store {
         id: i64,
         if_match: Option<i64>,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_as(&mutation.caller()).await?;
         let issue = issues::fetch(&mut tx, issue_id).await?;
         let current = fetch(&mut tx, issue_id, id).await?;
         check_version(if_match, current.version)?;
@@ -210,7 +222,7 @@ impl Store {
             .await?;
         if deleted.rows_affected() == 0 {
             drop(tx);
-            let current = self.get_comment(issue_id, id).await?;
+            let current = self.get_comment(&mutation.caller(), issue_id, id).await?;
             return Err(StoreError::VersionMismatch {
                 current: current.version,
             });

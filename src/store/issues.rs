@@ -2,8 +2,8 @@
 
 use super::idempotency::{self, StoredResponse};
 use super::{
-    Change, Mutation, Outcome, Store, StoreError, is_unique_violation, now_ms, record_audit,
-    record_change,
+    AuditRecord, Caller, Change, Mutation, Outcome, Store, StoreError, is_unique_violation, now_ms,
+    record_audit, record_change,
 };
 use crate::tracker::{
     Action, Comment, Entity, Issue, IssuePatch, IssueType, NewIssue, Priority, Status, changes,
@@ -28,10 +28,19 @@ pub struct IssueFilter {
     pub limit: i64,
 }
 
+/// Issues a listing may show: every project's, or those of the projects a user belongs
+/// to.
+const LIST: &str = "SELECT id, project_id, title, description, status, priority, issue_type, assignee, reporter, version, created_at, updated_at \
+     FROM issues \
+     WHERE ($1 IS NULL OR project_id = $1) AND ($2 IS NULL OR status = $2) \
+       AND ($3 IS NULL OR priority = $3) AND ($4 IS NULL OR assignee = $4) AND id > $5 \
+       AND ($6 = 1 OR project_id IN (SELECT m.project_id FROM memberships m WHERE m.user_id = $7)) \
+     ORDER BY id LIMIT $8";
+
 const SELECT_ONE: &str = "SELECT id, project_id, title, description, status, priority, issue_type, assignee, \
      reporter, version, created_at, updated_at FROM issues WHERE id = $1";
 
-type Row = (
+pub(crate) type Row = (
     i64,
     i64,
     String,
@@ -46,7 +55,7 @@ type Row = (
     i64,
 );
 
-fn from_row(row: Row) -> Result<Issue, StoreError> {
+pub(crate) fn from_row(row: Row) -> Result<Issue, StoreError> {
     let (
         id,
         project_id,
@@ -91,7 +100,7 @@ impl Store {
         new: NewIssue,
         respond: impl FnOnce(&Issue) -> StoredResponse,
     ) -> Result<Outcome<Issue>, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_as(&mutation.caller()).await?;
         if let Some(key) = &mutation.idempotency
             && let Some(previous) = idempotency::previous(&mut tx, key).await?
         {
@@ -163,29 +172,43 @@ impl Store {
             .ok_or_else(|| StoreError::Internal("idempotency record vanished".into()))
     }
 
-    /// One issue.
-    pub async fn get_issue(&self, id: i64) -> Result<Issue, StoreError> {
-        let mut conn = self.pool.acquire().await?;
-        fetch(&mut conn, id).await
+    /// One issue, as `caller` may see it.
+    pub async fn get_issue(&self, caller: &Caller, id: i64) -> Result<Issue, StoreError> {
+        let mut tx = self.begin_as(caller).await?;
+        let issue = fetch(&mut tx, id).await?;
+        tx.commit().await?;
+        Ok(issue)
     }
 
-    /// A page of issues, by id.
-    pub async fn list_issues(&self, filter: &IssueFilter) -> Result<Vec<Issue>, StoreError> {
-        let rows: Vec<Row> = sqlx::query_as(
-            "SELECT id, project_id, title, description, status, priority, issue_type, assignee, reporter, version, created_at, updated_at \
-             FROM issues \
-             WHERE ($1 IS NULL OR project_id = $1) AND ($2 IS NULL OR status = $2) \
-               AND ($3 IS NULL OR priority = $3) AND ($4 IS NULL OR assignee = $4) AND id > $5 \
-             ORDER BY id LIMIT $6",
-        )
-        .bind(filter.project_id)
-        .bind(filter.status.map(Status::as_str))
-        .bind(filter.priority.map(Priority::as_str))
-        .bind(&filter.assignee)
-        .bind(filter.after_id)
-        .bind(filter.limit)
-        .fetch_all(&self.pool)
-        .await?;
+    /// The project of an issue (for access checks: read without an acting user).
+    pub async fn issue_project(&self, id: i64) -> Result<i64, StoreError> {
+        let (project,): (i64,) = sqlx::query_as("SELECT project_id FROM issues WHERE id = $1")
+            .bind(id)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(project)
+    }
+
+    /// A page of issues, by id: of every project for an administrator, else of the
+    /// projects the caller belongs to.
+    pub async fn list_issues(
+        &self,
+        caller: &Caller,
+        filter: &IssueFilter,
+    ) -> Result<Vec<Issue>, StoreError> {
+        let mut tx = self.begin_as(caller).await?;
+        let rows: Vec<Row> = sqlx::query_as(LIST)
+            .bind(filter.project_id)
+            .bind(filter.status.map(Status::as_str))
+            .bind(filter.priority.map(Priority::as_str))
+            .bind(&filter.assignee)
+            .bind(filter.after_id)
+            .bind(i64::from(caller.admin))
+            .bind(&caller.user)
+            .bind(filter.limit)
+            .fetch_all(&mut *tx)
+            .await?;
+        tx.commit().await?;
         rows.into_iter().map(from_row).collect()
     }
 
@@ -197,7 +220,7 @@ impl Store {
         if_match: Option<i64>,
         patch: &IssuePatch,
     ) -> Result<Issue, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_as(&mutation.caller()).await?;
         let current = fetch(&mut tx, id).await?;
         if let Some(expected) = if_match
             && expected != current.version
@@ -233,7 +256,7 @@ impl Store {
         if updated.rows_affected() == 0 {
             // Changed by someone else since we read it.
             drop(tx);
-            let current = self.get_issue(id).await?;
+            let current = self.get_issue(&mutation.caller(), id).await?;
             return Err(StoreError::VersionMismatch {
                 current: current.version,
             });
@@ -261,7 +284,7 @@ impl Store {
         id: i64,
         if_match: Option<i64>,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_as(&mutation.caller()).await?;
         let current = fetch(&mut tx, id).await?;
         if let Some(expected) = if_match
             && expected != current.version
@@ -276,11 +299,14 @@ impl Store {
             record_audit(
                 &mut tx,
                 mutation,
-                Entity::Comment,
-                comment.id,
-                Action::Delete,
-                &changes(Some(&fields::<Comment>(comment)), None),
-                now,
+                &AuditRecord {
+                    entity: Entity::Comment,
+                    entity_id: comment.id,
+                    action: Action::Delete,
+                    project_id: Some(current.project_id),
+                    changes: &changes(Some(&fields::<Comment>(comment)), None),
+                    at: now,
+                },
             )
             .await?;
         }
@@ -295,7 +321,7 @@ impl Store {
             .await?;
         if deleted.rows_affected() == 0 {
             drop(tx);
-            let current = self.get_issue(id).await?;
+            let current = self.get_issue(&mutation.caller(), id).await?;
             return Err(StoreError::VersionMismatch {
                 current: current.version,
             });

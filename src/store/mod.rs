@@ -8,14 +8,20 @@
 //! idempotency key, if any. A request that fails leaves nothing behind.
 
 mod audit;
+mod caller;
 mod comments;
+mod gdpr;
 mod idempotency;
 mod issues;
+mod memberships;
 mod outbox;
 
 pub use audit::{AuditEntry, AuditQuery};
+pub use caller::Caller;
+pub use gdpr::{Erasure, UserExport};
 pub use idempotency::{IdempotencyKey, StoredResponse};
 pub use issues::IssueFilter;
+pub use memberships::MembershipChange;
 pub use outbox::OutboxRow;
 
 use crate::tracker::{Action, Actor, Entity};
@@ -91,6 +97,18 @@ pub struct Mutation {
     pub request_id: String,
     /// The request's `Idempotency-Key`, if any.
     pub idempotency: Option<IdempotencyKey>,
+    /// Whether the actor acts with every right (see [`Caller::admin`]).
+    pub admin: bool,
+}
+
+impl Mutation {
+    /// The acting user of the mutation's transaction.
+    pub fn caller(&self) -> Caller {
+        Caller {
+            user: self.actor.name.clone(),
+            admin: self.admin,
+        }
+    }
 }
 
 /// Result of a mutation that may be answered from an idempotency record.
@@ -223,6 +241,12 @@ fn migrator(backend: Backend) -> Migrator {
             include_str!("../../migrations/sqlite/0002_outbox_trace.sql"),
             include_str!("../../migrations/postgres/0002_outbox_trace.sql"),
         ),
+        (
+            3,
+            "memberships",
+            include_str!("../../migrations/sqlite/0003_memberships.sql"),
+            include_str!("../../migrations/postgres/0003_memberships.sql"),
+        ),
     ];
     Migrator::with_migrations(
         migrations
@@ -272,11 +296,14 @@ pub(crate) async fn record_change(
     record_audit(
         conn,
         mutation,
-        change.entity,
-        change.id,
-        change.action,
-        &change.changes,
-        change.at,
+        &AuditRecord {
+            entity: change.entity,
+            entity_id: change.id,
+            action: change.action,
+            project_id: Some(change.project_id),
+            changes: &change.changes,
+            at: change.at,
+        },
     )
     .await?;
     let (rooms, event) = crate::tracker::event(
@@ -305,28 +332,36 @@ pub(crate) fn is_unique_violation(err: &StoreError) -> bool {
         if message.contains("UNIQUE constraint") || message.contains("duplicate key"))
 }
 
+/// One audit entry to append.
+pub(crate) struct AuditRecord<'a> {
+    pub entity: Entity,
+    pub entity_id: i64,
+    pub action: Action,
+    /// The project the entry belongs to (`None`: visible to global administrators only).
+    pub project_id: Option<i64>,
+    pub changes: &'a Value,
+    pub at: i64,
+}
+
 /// Appends an audit entry.
 pub(crate) async fn record_audit(
     conn: &mut AnyConnection,
     mutation: &Mutation,
-    entity: Entity,
-    entity_id: i64,
-    action: Action,
-    changes: &Value,
-    at: i64,
+    record: &AuditRecord<'_>,
 ) -> Result<(), StoreError> {
     sqlx::query(
-        "INSERT INTO audit_log (created_at, actor, actor_kind, entity, entity_id, action, changes, request_id) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        "INSERT INTO audit_log (created_at, actor, actor_kind, entity, entity_id, action, changes, request_id, project_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
     )
-    .bind(at)
+    .bind(record.at)
     .bind(&mutation.actor.name)
     .bind(mutation.actor.kind)
-    .bind(entity.as_str())
-    .bind(entity_id)
-    .bind(action.as_str())
-    .bind(changes.to_string())
+    .bind(record.entity.as_str())
+    .bind(record.entity_id)
+    .bind(record.action.as_str())
+    .bind(record.changes.to_string())
     .bind(&mutation.request_id)
+    .bind(record.project_id)
     .execute(conn)
     .await?;
     Ok(())

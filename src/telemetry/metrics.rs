@@ -32,15 +32,7 @@ pub fn install() -> PrometheusHandle {
             }
             describe();
             metrics::gauge!("roomcast_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
-            // Gauges a dashboard reads from the start, before anything happened.
-            for gauge in [
-                "roomcast_connections",
-                "roomcast_subscriptions",
-                "roomcast_rooms_active",
-                "roomcast_draining",
-            ] {
-                metrics::gauge!(gauge).increment(0.0);
-            }
+            register_at_zero();
             let upkeep = handle.clone();
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(Duration::from_secs(5));
@@ -52,6 +44,119 @@ pub fn install() -> PrometheusHandle {
             handle
         })
         .clone()
+}
+
+/// Label values every labelled counter can take, so that each series exists from start.
+const LABELLED_COUNTERS: &[(&str, &str, &[&str])] = &[
+    (
+        "roomcast_messages_published_total",
+        "result",
+        &["ok", "duplicate", "error"],
+    ),
+    (
+        "roomcast_resumes_total",
+        "result",
+        &["fresh", "recovered", "lost"],
+    ),
+    (
+        "roomcast_room_resets_total",
+        "reason",
+        &["epoch_changed", "too_far_behind", "ahead_of_stream"],
+    ),
+    (
+        "roomcast_connections_opened_total",
+        "encoding",
+        &["json", "msgpack"],
+    ),
+    (
+        "roomcast_auth_failures_total",
+        "endpoint",
+        &["api", "ws", "ws_refresh"],
+    ),
+    ("roomcast_origin_refusals_total", "endpoint", &["api", "ws"]),
+    ("roomcast_rate_limited_total", "endpoint", &["ws_publish"]),
+    (
+        "roomcast_connections_refused_total",
+        "reason",
+        &["instance_full", "user_limit"],
+    ),
+    (
+        "roomcast_broker_commands_total",
+        "op",
+        &["publish", "history", "reset_epoch"],
+    ),
+    (
+        "roomcast_broker_errors_total",
+        "op",
+        &["publish", "history", "reset_epoch"],
+    ),
+];
+
+/// Counters without labels.
+const COUNTERS: &[&str] = &[
+    "roomcast_connection_failures_total",
+    "roomcast_handshake_timeouts_total",
+    "roomcast_room_failures_total",
+    "roomcast_room_restarts_total",
+    "roomcast_slow_consumer_disconnects_total",
+    "roomcast_messages_delivered_total",
+    "roomcast_replayed_messages_total",
+    "roomcast_broker_replays_total",
+    "roomcast_gap_fills_total",
+    "roomcast_broker_messages_received_total",
+    "roomcast_broker_reconnects_total",
+    "roomcast_broker_pubsub_connects_total",
+    "roomcast_broker_probe_failures_total",
+    "roomcast_broker_subscriptions_dropped_total",
+    "roomcast_broker_topology_changes_total",
+    "roomcast_broker_circuit_opened_total",
+    "roomcast_broker_fast_failures_total",
+    "roomcast_outbox_published_total",
+    "roomcast_audit_retention_deleted_total",
+    "roomcast_http_rate_limited_total",
+    "roomcast_tokens_expired_total",
+];
+
+/// Gauges a dashboard reads from the start, before anything happened.
+const GAUGES: &[&str] = &[
+    "roomcast_connections",
+    "roomcast_subscriptions",
+    "roomcast_rooms_active",
+    "roomcast_draining",
+    "roomcast_broker_circuits_open",
+];
+
+/// Creates every counter series (and the state gauges) at 0, so that dashboards show 0
+/// rather than "no data" and `increase()` alerts fire on the very first event.
+fn register_at_zero() {
+    for (name, label, values) in LABELLED_COUNTERS {
+        for value in *values {
+            metrics::counter!(*name, *label => *value).increment(0);
+        }
+    }
+    for code in crate::protocol::ErrorCode::ALL {
+        metrics::counter!("roomcast_protocol_errors_total", "code" => code.name()).increment(0);
+    }
+    let close_reasons = crate::protocol::CloseCode::ALL.map(|code| code.reason());
+    for reason in close_reasons.iter().chain(&["client_closed", "gone"]) {
+        metrics::counter!("roomcast_connections_closed_total", "reason" => *reason).increment(0);
+    }
+    for name in COUNTERS {
+        metrics::counter!(*name).increment(0);
+    }
+    for name in GAUGES {
+        metrics::gauge!(*name).increment(0.0);
+    }
+}
+
+/// The HTTP method as a metrics label: one of the standard methods, else `other`, so
+/// that a client cannot create series at will.
+pub fn method_label(method: &hyper::Method) -> &'static str {
+    const KNOWN: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
+    KNOWN
+        .into_iter()
+        .find(|known| *known == method.as_str())
+        .unwrap_or("other")
 }
 
 /// The current metrics in the Prometheus text format.
@@ -84,22 +189,6 @@ fn describe() {
     describe_counter!(
         "roomcast_handshake_timeouts_total",
         "Connections closed for not completing their request in time."
-    );
-    describe_counter!(
-        "roomcast_connections_refused_total",
-        "WebSocket upgrades refused by a connection cap, by reason."
-    );
-    describe_counter!(
-        "roomcast_origin_refusals_total",
-        "Browser requests refused for their Origin, by endpoint (ws, api)."
-    );
-    describe_counter!(
-        "roomcast_tokens_expired_total",
-        "Connections closed (4101) at their token's expiry without a refresh."
-    );
-    describe_counter!(
-        "roomcast_rate_limited_total",
-        "WebSocket publishes refused by a rate limit (error 203), by endpoint."
     );
     describe_gauge!(
         "roomcast_subscriptions",
@@ -204,6 +293,23 @@ fn describe() {
         "roomcast_broker_commands_up",
         "1 while broker commands succeed, else 0."
     );
+    describe_counter!(
+        "roomcast_broker_circuit_opened_total",
+        "Times a Redis node's circuit opened (its commands then fail fast)."
+    );
+    describe_counter!(
+        "roomcast_broker_fast_failures_total",
+        "Broker commands refused at once because their node's circuit was open."
+    );
+    describe_gauge!(
+        "roomcast_broker_circuits_open",
+        "Redis nodes whose circuit is open or on trial."
+    );
+    describe_histogram!(
+        "roomcast_broker_pubsub_lag_seconds",
+        Unit::Seconds,
+        "Time from a message's sequencing in Redis to its arrival over Pub/Sub here (includes clock skew between Redis and this host)."
+    );
     // Sidecar.
     describe_gauge!(
         "roomcast_outbox_backlog",
@@ -243,6 +349,22 @@ fn describe() {
     describe_counter!(
         "roomcast_auth_failures_total",
         "Requests refused for missing or invalid credentials, by endpoint."
+    );
+    describe_counter!(
+        "roomcast_origin_refusals_total",
+        "Browser requests refused for their Origin, by endpoint."
+    );
+    describe_counter!(
+        "roomcast_rate_limited_total",
+        "WebSocket requests refused by a rate limit, by endpoint."
+    );
+    describe_counter!(
+        "roomcast_connections_refused_total",
+        "WebSocket upgrades refused by a connection cap, by reason."
+    );
+    describe_counter!(
+        "roomcast_tokens_expired_total",
+        "Connections closed with 4101 because their token expired."
     );
     describe_gauge!(
         "roomcast_feature_flag_rollout_percent",

@@ -4,6 +4,7 @@
 mod model;
 
 pub use model::{
-    ASSIGNEE_MAX, Action, Actor, Comment, Entity, Issue, IssuePatch, IssueType, NewIssue, Priority,
-    Status, TEXT_MAX, TITLE_MAX, changes, event, fields, format_time, rfc3339,
+    ASSIGNEE_MAX, Action, Actor, Comment, Entity, Issue, IssuePatch, IssueType, Membership,
+    NewIssue, Priority, Role, Status, TEXT_MAX, TITLE_MAX, USER_ID_MAX, changes, event, fields,
+    format_time, rfc3339,
 };

@@ -41,6 +41,51 @@ closed_set!(
     IssueType { Bug => "bug", Feature => "feature", Task => "task" }
 );
 
+closed_set!(
+    /// A user's role in a project: viewers read, members also write issues and
+    /// comments, admins also manage the project's members.
+    Role { Viewer => "viewer", Member => "member", Admin => "admin" }
+);
+
+impl Role {
+    /// Whether this role includes everything `other` may do.
+    pub fn includes(self, other: Role) -> bool {
+        self.rank() >= other.rank()
+    }
+
+    fn rank(self) -> u8 {
+        match self {
+            Role::Viewer => 1,
+            Role::Member => 2,
+            Role::Admin => 3,
+        }
+    }
+}
+
+/// A user's membership in a project.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Membership {
+    /// Id.
+    pub id: i64,
+    /// The project.
+    pub project_id: i64,
+    /// The user (the JWT `sub`).
+    pub user_id: String,
+    /// The role.
+    pub role: Role,
+    /// When it was created (RFC 3339 in JSON).
+    #[serde(serialize_with = "rfc3339")]
+    pub created_at: i64,
+    /// Who created it.
+    pub created_by: String,
+    /// When the role last changed (RFC 3339 in JSON).
+    #[serde(serialize_with = "rfc3339")]
+    pub updated_at: i64,
+}
+
+/// Longest user id, in characters.
+pub const USER_ID_MAX: usize = 200;
+
 /// Longest title, in characters.
 pub const TITLE_MAX: usize = 200;
 /// Longest description or comment body, in characters.
@@ -190,6 +235,10 @@ pub enum Entity {
     Issue,
     /// A comment.
     Comment,
+    /// A project membership.
+    Membership,
+    /// A user (GDPR erasure).
+    User,
 }
 
 impl Entity {
@@ -198,6 +247,8 @@ impl Entity {
         match self {
             Entity::Issue => "issue",
             Entity::Comment => "comment",
+            Entity::Membership => "membership",
+            Entity::User => "user",
         }
     }
 }
@@ -211,6 +262,8 @@ pub enum Action {
     Update,
     /// Deleted.
     Delete,
+    /// A user's personal data erased (pseudonymised).
+    Erase,
 }
 
 impl Action {
@@ -220,6 +273,7 @@ impl Action {
             Action::Create => "create",
             Action::Update => "update",
             Action::Delete => "delete",
+            Action::Erase => "erase",
         }
     }
 }

@@ -630,7 +630,9 @@ async fn the_audit_log_exports_as_csv_and_json_in_full() {
     let mut lines = text.lines();
     assert_eq!(
         lines.next(),
-        Some("id,created_at,actor,actor_kind,entity,entity_id,action,request_id,changes")
+        Some(
+            "id,created_at,actor,actor_kind,entity,entity_id,action,request_id,changes,project_id"
+        )
     );
     assert_eq!(lines.count(), ENTRIES);
     assert!(

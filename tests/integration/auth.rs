@@ -3,14 +3,12 @@
 //! the claims, and the publish and history routes.
 
 use crate::support::http::{get, json};
+use crate::support::tokens::{SECRET, SERVICE_TOKEN, bearer, exp, grant, hs256};
 use crate::support::{TestClient, TestServer, WAIT};
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use roomcast::client::Connection;
 use roomcast::protocol::{ClientFrame, Encoding, ErrorCode, ServerFrame};
 use serde_json::{Value, json};
-
-const SECRET: &str = "test-secret-for-hs256-tokens";
-const SERVICE_TOKEN: &str = "svc-token-0123456789abcdef";
 
 fn fixture(name: &str) -> String {
     format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
@@ -25,19 +23,6 @@ async fn secured() -> TestServer {
     .await
 }
 
-fn exp() -> u64 {
-    jsonwebtoken::get_current_timestamp() + 600
-}
-
-fn hs256(claims: Value) -> String {
-    encode(
-        &Header::new(Algorithm::HS256),
-        &claims,
-        &EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .unwrap()
-}
-
 fn rs256(claims: Value) -> String {
     let pem = std::fs::read(fixture("jwt-rs256-private.pem")).unwrap();
     encode(
@@ -46,10 +31,6 @@ fn rs256(claims: Value) -> String {
         &EncodingKey::from_rsa_pem(&pem).unwrap(),
     )
     .unwrap()
-}
-
-fn bearer(token: &str) -> String {
-    format!("Bearer {token}")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -107,7 +88,10 @@ async fn the_api_requires_valid_credentials_when_auth_is_configured() {
     }
     assert!(statuses.contains(&429), "{statuses:?}");
 
-    // HS256 and RS256 users, and a service: each recorded as who made the change.
+    // HS256 and RS256 users, and a service: each recorded as who made the change. The
+    // users administer project 1, so they may write to it and read its audit entries.
+    grant(&addr, 1, "ann", "admin").await;
+    grant(&addr, 1, "bob", "admin").await;
     let ann = bearer(&hs256(json!({"sub": "ann", "exp": exp()})));
     let bob = bearer(&rs256(json!({"sub": "bob", "exp": exp()})));
     let billing = bearer(SERVICE_TOKEN);
@@ -308,8 +292,9 @@ async fn the_websocket_endpoint_uses_the_same_credentials_and_room_claims() {
             .is_err()
     );
 
+    // Claims grant rooms outside the tracker's (whose rooms follow membership).
     let token = hs256(
-        json!({"sub": "ann", "exp": exp(), "rooms": {"subscribe": ["project:7", "issue:*"], "publish": ["issue:*"]}}),
+        json!({"sub": "ann", "exp": exp(), "rooms": {"subscribe": ["team:7", "topic:*"], "publish": ["topic:*"]}}),
     );
     // Browsers pass the token in the query string.
     let mut client = TestClient::connect(
@@ -317,13 +302,13 @@ async fn the_websocket_endpoint_uses_the_same_credentials_and_room_claims() {
         Encoding::Json,
     )
     .await;
-    client.subscribe("project:7", None).await;
-    client.subscribe("issue:12", None).await;
+    client.subscribe("team:7", None).await;
+    client.subscribe("topic:12", None).await;
     client
         .expect_error(
             ClientFrame::Subscribe {
                 id: Some(5),
-                room: "project:8".into(),
+                room: "team:8".into(),
                 since: None,
             },
             ErrorCode::Forbidden,
@@ -333,7 +318,7 @@ async fn the_websocket_endpoint_uses_the_same_credentials_and_room_claims() {
         .expect_error(
             ClientFrame::Publish {
                 id: Some(6),
-                room: "project:7".into(),
+                room: "team:7".into(),
                 data: json!(1),
                 key: None,
             },
@@ -351,7 +336,7 @@ async fn the_websocket_endpoint_uses_the_same_credentials_and_room_claims() {
             ErrorCode::Forbidden,
         )
         .await;
-    let (ack, _, _) = client.publish("issue:12", json!("allowed"), None).await;
+    let (ack, _, _) = client.publish("topic:12", json!("allowed"), None).await;
     assert_eq!(ack.seq, 1);
 
     let header = Connection::connect_with(

@@ -378,6 +378,94 @@ async fn a_paused_redis_fails_publishes_fast_and_nothing_is_lost() {
     assert_eq!(ledger.losses, 0);
 }
 
+/// Hard case 11: Redis stops answering while a connection has many publishes queued to
+/// one room. The first waits out the command timeout; the others are refused at once
+/// (the node's circuit is open), so every one is answered within about one command
+/// timeout instead of one timeout each. After Redis returns, each is retried with its
+/// key and delivered exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_publishes_are_all_answered_fast_while_redis_is_stalled() {
+    const QUEUED: u64 = 12;
+    let redis = RedisServer::start().await;
+    let mut env = vec![
+        ("ROOMCAST_REDIS_URL", redis.url()),
+        ("ROOMCAST_REDIS__COMMAND_TIMEOUT_MS", "500".to_owned()),
+    ];
+    env.extend(FAST_PROBES.iter().map(|(k, v)| (*k, v.to_string())));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let node = RoomcastProcess::start(&env).await;
+    wait_ready(&node.addr).await;
+    let mut watcher = TestClient::connect(&node.url(), Encoding::Json).await;
+    watcher.subscribe("stalled", None).await;
+    let mut publisher = TestClient::connect(&node.url(), Encoding::Json).await;
+
+    redis.signal("STOP");
+    let started = tokio::time::Instant::now();
+    for n in 1..=QUEUED {
+        publisher
+            .send(ClientFrame::Publish {
+                id: Some(n),
+                room: "stalled".into(),
+                data: json!(n),
+                key: Some(format!("stall-{n}")),
+            })
+            .await;
+    }
+    let mut answered = Vec::new();
+    while answered.len() < QUEUED as usize {
+        match publisher.next().await {
+            ServerFrame::Error { id, code, .. } => {
+                assert!(code.is_temporary(), "{code:?}");
+                answered.push(id.unwrap());
+            }
+            other => panic!("nothing may be acked while Redis is stopped: {other:?}"),
+        }
+    }
+    let all_answered = started.elapsed();
+    // One command timeout (500 ms) for the first, the rest at once: far below the
+    // 12 × 500 ms that answering them one timeout each would take.
+    assert!(
+        all_answered < Duration::from_millis(2500),
+        "every queued publish answered after {all_answered:?}"
+    );
+    redis.signal("CONT");
+    wait_ready(&node.addr).await;
+
+    // Retried with the same keys: each delivered once, in order.
+    for n in 1..=QUEUED {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            publisher
+                .send(ClientFrame::Publish {
+                    id: Some(100 + n),
+                    room: "stalled".into(),
+                    data: json!(n),
+                    key: Some(format!("stall-{n}")),
+                })
+                .await;
+            match publisher.next().await {
+                ServerFrame::Ack { .. } => break,
+                ServerFrame::Error { code, .. } if code.is_temporary() => {
+                    assert!(tokio::time::Instant::now() < deadline, "never acked");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+    for n in 1..=QUEUED {
+        let (_, _, seq, data) = watcher.message().await;
+        assert_eq!((seq, data), (n, json!(n)));
+    }
+    assert!(
+        watcher
+            .maybe_next(Duration::from_millis(300))
+            .await
+            .is_none(),
+        "no duplicate"
+    );
+}
+
 /// Redis comes back empty: subscribed clients are told at once (a `reset` with a new
 /// epoch), new messages flow in the new epoch, and a resume from the old epoch reports
 /// `recovered: false`.

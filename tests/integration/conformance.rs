@@ -3,7 +3,7 @@
 
 use crate::support::redis::RedisServer;
 use roomcast::broker::{
-    Broker, BrokerEvent, EventReceiver, HistoryQuery, HistorySettings, MemoryBroker,
+    Broker, BrokerEvent, EventReceiver, HistoryQuery, HistorySettings, KeyRetention, MemoryBroker,
     PublishRequest, RedisBroker, RedisSettings,
 };
 use roomcast::config::Config;
@@ -27,6 +27,7 @@ fn request(n: u64, key: Option<&str>) -> PublishRequest {
         data: json!({ "n": n }),
         idempotency_key: key.map(str::to_owned),
         trace: None,
+        key_retention: Default::default(),
     }
 }
 
@@ -103,6 +104,7 @@ async fn conformance(broker: &dyn Broker, events: &mut EventReceiver) {
     let retry = broker.publish(&room, request(6, Some("k"))).await.unwrap();
     assert!(retry.duplicate);
     assert_eq!(retry.position, first.position);
+    dedupe_is_bounded_per_room(broker).await;
 
     // After unsubscribing, no more events for the room.
     broker.unsubscribe(&room).await.unwrap();
@@ -136,6 +138,45 @@ async fn conformance(broker: &dyn Broker, events: &mut EventReceiver) {
     assert_eq!((ack.position.epoch, ack.position.seq), (fresh.epoch, 1));
 }
 
+/// A room remembers at most `idempotency_max_keys` keys: past it, the key closest to
+/// expiry (the oldest, for keys of one window) is forgotten first. Another room's keys
+/// are not affected.
+async fn dedupe_is_bounded_per_room(broker: &dyn Broker) {
+    let room = RoomName::new_unchecked("conformance:dedupe");
+    let other = RoomName::new_unchecked("conformance:other");
+    broker
+        .publish(&other, request(0, Some("kept")))
+        .await
+        .unwrap();
+    let max = settings().idempotency_max_keys;
+    for n in 0..=max {
+        let key = format!("key-{n}");
+        let ack = broker
+            .publish(&room, request(n as u64, Some(&key)))
+            .await
+            .unwrap();
+        assert!(!ack.duplicate);
+    }
+    let newest = broker
+        .publish(&room, request(0, Some(&format!("key-{max}"))))
+        .await
+        .unwrap();
+    assert!(newest.duplicate, "the newest key is remembered");
+    let oldest = broker
+        .publish(&room, request(0, Some("key-0")))
+        .await
+        .unwrap();
+    assert!(
+        !oldest.duplicate,
+        "the oldest key was forgotten at the bound"
+    );
+    let elsewhere = broker
+        .publish(&other, request(0, Some("kept")))
+        .await
+        .unwrap();
+    assert!(elsewhere.duplicate, "another room keeps its keys");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_memory_broker_conforms() {
     let (tx, mut rx) = mpsc::unbounded_channel();
@@ -166,4 +207,64 @@ async fn the_redis_broker_conforms() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     conformance(&broker, &mut rx).await;
+}
+
+/// The outbox relay's keys outlive the clients' dedupe window on Redis: a relay back
+/// from a crash long after its publish still gets the original ack.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_keeps_epoch_keys_past_the_dedupe_window() {
+    let redis = RedisServer::start().await;
+    let (tx, _rx) = mpsc::unbounded_channel();
+    let short_window = HistorySettings {
+        idempotency_window_ms: 300,
+        ..settings()
+    };
+    let broker = RedisBroker::start(
+        &redis.url(),
+        "retention",
+        short_window,
+        RedisSettings::from_config(&Config::defaults().redis),
+        tx,
+    )
+    .unwrap();
+    let room = RoomName::new_unchecked("retention");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let publish = |key: &'static str, retention: KeyRetention| PublishRequest {
+        key_retention: retention,
+        ..request(1, Some(key))
+    };
+    let (client, outbox) = loop {
+        let client = broker
+            .publish(&room, publish("client", KeyRetention::Window))
+            .await;
+        let outbox = broker
+            .publish(&room, publish("outbox", KeyRetention::Epoch))
+            .await;
+        match (client, outbox) {
+            (Ok(client), Ok(outbox)) => break (client, outbox),
+            _ => {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "Redis never answered"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let client_again = broker
+        .publish(&room, publish("client", KeyRetention::Window))
+        .await
+        .unwrap();
+    assert!(
+        !client_again.duplicate,
+        "past the window, a client key is new"
+    );
+    assert_ne!(client_again.position, client.position);
+    let outbox_again = broker
+        .publish(&room, publish("outbox", KeyRetention::Epoch))
+        .await
+        .unwrap();
+    assert!(outbox_again.duplicate, "an epoch key is still remembered");
+    assert_eq!(outbox_again.position, outbox.position);
 }

@@ -11,6 +11,8 @@ mod conformance;
 mod failover;
 mod image;
 mod lagging;
+mod membership;
+mod migrations;
 mod monitoring;
 mod openapi;
 mod operations;

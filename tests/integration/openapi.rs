@@ -116,6 +116,8 @@ async fn every_route_answers_as_the_openapi_document_says() {
         audit(&mut api).await;
         rooms(&mut api).await;
         admin(&mut api).await;
+        members(&mut api).await;
+        admin_users(&mut api).await;
         probes(&mut api).await;
         unlisted_methods(&mut api, issue).await;
         deletes(&mut api, issue).await;
@@ -539,12 +541,91 @@ async fn probes(api: &mut Conformance) {
 
 /// A known path with a method the document does not list: 405, `Allow` naming the
 /// listed methods.
+/// Project membership routes (an open server: the caller is a global administrator).
+async fn members(api: &mut Conformance) {
+    const LIST: &str = "/api/v1/projects/{id}/members";
+    const ONE: &str = "/api/v1/projects/{id}/members/{user}";
+    let path = "/api/v1/projects/7/members/ann";
+    let put = |role: &str| Body::Json(json!({ "role": role }));
+    api.call(201, ONE, "PUT", path, &[], put("viewer")).await;
+    api.call(200, ONE, "PUT", path, &[], put("member")).await;
+    api.call(200, ONE, "PUT", path, &[], put("member")).await;
+    api.call(422, ONE, "PUT", path, &[], put("owner")).await;
+    let extra = Body::Json(json!({"role": "member", "admin": true}));
+    api.call(422, ONE, "PUT", path, &[], extra).await;
+    api.call(
+        400,
+        ONE,
+        "PUT",
+        path,
+        &[],
+        Body::Raw("application/json", b"{"),
+    )
+    .await;
+    api.call(
+        415,
+        ONE,
+        "PUT",
+        path,
+        &[],
+        Body::Raw("text/plain", b"member"),
+    )
+    .await;
+    let bad_user = "/api/v1/projects/7/members/a%0Ab";
+    api.call(422, ONE, "PUT", bad_user, &[], put("viewer"))
+        .await;
+    api.call(
+        404,
+        ONE,
+        "PUT",
+        "/api/v1/projects/0/members/ann",
+        &[],
+        put("viewer"),
+    )
+    .await;
+    api.get(200, LIST, "/api/v1/projects/7/members").await;
+    api.get(200, LIST, "/api/v1/projects/7/members?limit=1&cursor=0")
+        .await;
+    api.get(422, LIST, "/api/v1/projects/7/members?limit=0")
+        .await;
+    api.get(422, LIST, "/api/v1/projects/7/members?role=admin")
+        .await;
+    api.get(404, LIST, "/api/v1/projects/x/members").await;
+    api.call(204, ONE, "DELETE", path, &[], Body::None).await;
+    api.call(404, ONE, "DELETE", path, &[], Body::None).await;
+    api.call(422, ONE, "DELETE", bad_user, &[], Body::None)
+        .await;
+}
+
+/// GDPR routes.
+async fn admin_users(api: &mut Conformance) {
+    const EXPORT: &str = "/api/v1/admin/users/{user}/export";
+    const ERASE: &str = "/api/v1/admin/users/{user}/erase";
+    api.get(200, EXPORT, "/api/v1/admin/users/ana/export").await;
+    api.get(422, EXPORT, "/api/v1/admin/users/a%00/export")
+        .await;
+    api.get(422, EXPORT, "/api/v1/admin/users/ana/export?full=1")
+        .await;
+    let erase = "/api/v1/admin/users/nobody/erase";
+    api.call(200, ERASE, "POST", erase, &[], Body::None).await;
+    api.call(
+        422,
+        ERASE,
+        "POST",
+        "/api/v1/admin/users/a%0A/erase",
+        &[],
+        Body::None,
+    )
+    .await;
+}
+
 async fn unlisted_methods(api: &mut Conformance, issue: i64) {
     let concrete = |template: &str| {
         template
             .replace("{id}", &issue.to_string())
             .replace("{comment_id}", "1")
             .replace("{room}", "news:today")
+            .replace("{user}", "ann")
     };
     let templates: BTreeSet<String> = api.doc.operations().into_iter().map(|(t, _)| t).collect();
     for template in templates {
@@ -672,6 +753,43 @@ async fn refusals_of_credentials_and_limits_are_as_documented() {
         Body::Json(message),
     )
     .await;
+    // ann may read project 1 (a viewer) and nothing else of the tracker.
+    const MEMBER: &str = "/api/v1/projects/{id}/members/{user}";
+    let viewer = Body::Json(json!({"role": "viewer"}));
+    let ann_in_1 = "/api/v1/projects/1/members/ann";
+    api.call(201, MEMBER, "PUT", ann_in_1, &as_service, viewer)
+        .await;
+    let raise = Body::Json(json!({"role": "admin"}));
+    api.call(403, MEMBER, "PUT", ann_in_1, &as_user, raise)
+        .await;
+    let into_2 = Body::Json(json!({"role": "admin"}));
+    let ann_in_2 = "/api/v1/projects/2/members/ann";
+    api.call(404, MEMBER, "PUT", ann_in_2, &as_user, into_2)
+        .await;
+    let issue = Body::Json(json!({"project_id": 1, "title": "t"}));
+    api.call(
+        403,
+        "/api/v1/issues",
+        "POST",
+        "/api/v1/issues",
+        &as_user,
+        issue,
+    )
+    .await;
+    let elsewhere = Body::Json(json!({"project_id": 2, "title": "t"}));
+    api.call(
+        404,
+        "/api/v1/issues",
+        "POST",
+        "/api/v1/issues",
+        &as_user,
+        elsewhere,
+    )
+    .await;
+    const ERASE: &str = "/api/v1/admin/users/{user}/erase";
+    let erase = "/api/v1/admin/users/bob/erase";
+    api.call(403, ERASE, "POST", erase, &as_user, Body::None)
+        .await;
     const HISTORY: &str = "/api/v1/rooms/{room}/history";
     api.call(
         403,

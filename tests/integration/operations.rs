@@ -314,3 +314,40 @@ async fn the_shipped_deploy_configurations_pass_the_configuration_check() {
         assert_eq!(code, Some(0), "{name}: {stderr}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_counter_exists_at_zero_from_start_and_methods_are_bounded() {
+    // A process of its own: in this test binary the recorder is shared by every server.
+    let process = crate::support::process::RoomcastProcess::start(&[]).await;
+    let text = http::get(&process.addr, "/metrics", &[]).await.text();
+    for series in [
+        "roomcast_slow_consumer_disconnects_total 0",
+        "roomcast_gap_fills_total 0",
+        "roomcast_room_failures_total 0",
+        "roomcast_broker_fast_failures_total 0",
+        "roomcast_protocol_errors_total{code=\"rate_limited\"} 0",
+        "roomcast_connections_closed_total{reason=\"token_expired\"} 0",
+        "roomcast_connections_closed_total{reason=\"gone\"} 0",
+        "roomcast_resumes_total{result=\"lost\"} 0",
+        "roomcast_messages_published_total{result=\"error\"} 0",
+        "roomcast_auth_failures_total{endpoint=\"ws\"} 0",
+    ] {
+        assert!(
+            text.contains(series),
+            "{series} missing from a fresh /metrics"
+        );
+    }
+    let (ok, output) = promtool(&text).await;
+    assert!(ok, "promtool check metrics failed:\n{output}");
+
+    // A client cannot create series with made-up methods.
+    for method in ["BREW", "PROPFIND"] {
+        http::send(&process.addr, method, "/api/v1/issues", &[], None).await;
+    }
+    let text = http::get(&process.addr, "/metrics", &[]).await.text();
+    assert!(
+        text.contains("method=\"other\""),
+        "unknown methods count as other"
+    );
+    assert!(!text.contains("BREW") && !text.contains("PROPFIND"));
+}

@@ -44,6 +44,8 @@ pub struct ClusterSubscriber {
     pub settings: RedisSettings,
     /// The cluster command connection (slot-map reads, probe publishes).
     pub link: Link,
+    /// Circuits per master; told the slot map.
+    pub breaker: Arc<super::breaker::Breaker>,
 }
 
 /// A running shard task.
@@ -205,6 +207,7 @@ impl Coordinator {
             return;
         }
         let old = self.slots.replace(map.clone());
+        self.this.breaker.set_topology(map.clone());
         if old.is_some() {
             tracing::info!(masters = ?map.masters(), "Redis Cluster slot map changed");
             metrics::counter!("roomcast_broker_topology_changes_total").increment(1);

@@ -34,9 +34,14 @@ impl Keys {
         format!("{}:{{{}}}:log", self.prefix, room)
     }
 
-    /// The idempotency record of one publish key.
-    pub fn idempotency(&self, room: &RoomName, key: &str) -> String {
-        format!("{}:{{{}}}:idem:{}", self.prefix, room, key)
+    /// The room's idempotency records: a hash of publish key → original ack.
+    pub fn idempotency(&self, room: &RoomName) -> String {
+        format!("{}:{{{}}}:idem", self.prefix, room)
+    }
+
+    /// The expiry of each of the room's idempotency records (a sorted set).
+    pub fn idempotency_expiry(&self, room: &RoomName) -> String {
+        format!("{}:{{{}}}:idemx", self.prefix, room)
     }
 
     /// The room's Pub/Sub channel.
@@ -70,7 +75,8 @@ mod tests {
         let room = RoomName::new_unchecked("project:42");
         assert_eq!(keys.meta(&room), "rc:{project:42}:meta");
         assert_eq!(keys.log(&room), "rc:{project:42}:log");
-        assert_eq!(keys.idempotency(&room, "k"), "rc:{project:42}:idem:k");
+        assert_eq!(keys.idempotency(&room), "rc:{project:42}:idem");
+        assert_eq!(keys.idempotency_expiry(&room), "rc:{project:42}:idemx");
         assert_eq!(keys.channel(&room), "rc:{project:42}:ch");
         assert_eq!(
             keys.room_of_channel(keys.channel(&room).as_bytes()),

@@ -14,6 +14,7 @@
 //!   empty, from an older snapshot, or as a promoted replica — gives rooms new epochs
 //!   instead of reusing sequence numbers (see `publish.lua`).
 
+mod breaker;
 mod cluster;
 mod envelope;
 mod health;
@@ -25,11 +26,12 @@ mod subscriber;
 
 use super::{
     Broker, BrokerError, BrokerStatus, EventSender, HistoryPage, HistoryQuery, HistorySettings,
-    PublishAck, PublishRequest,
+    KeyRetention, PublishAck, PublishRequest,
 };
 use crate::protocol::RoomName;
 use crate::stream::{Epoch, Position};
 use async_trait::async_trait;
+use breaker::Breaker;
 use envelope::Body;
 use health::Health;
 use keys::Keys;
@@ -100,6 +102,7 @@ pub struct RedisBroker {
     keys: Keys,
     history: HistorySettings,
     health: Arc<Health>,
+    breaker: Arc<Breaker>,
     requests: mpsc::UnboundedSender<Request>,
 }
 
@@ -116,6 +119,8 @@ impl RedisBroker {
     ) -> Result<RedisBroker, BrokerError> {
         let keys = Keys::new(&settings.key_prefix);
         let health = Arc::new(Health::default());
+        // Open circuits are retried after one probe interval.
+        let breaker = Arc::new(Breaker::new(settings.probe_interval));
         let (requests, requests_rx) = mpsc::unbounded_channel();
         let cluster = url
             .strip_prefix("redis-cluster://")
@@ -141,6 +146,7 @@ impl RedisBroker {
                     health: health.clone(),
                     settings: settings.clone(),
                     link: link.clone(),
+                    breaker: breaker.clone(),
                 };
                 tokio::spawn(cluster::run_cluster(subscriber, requests_rx));
                 (Mode::Cluster, link)
@@ -168,17 +174,21 @@ impl RedisBroker {
             keys,
             history,
             health,
+            breaker,
             requests,
         })
     }
 
-    /// Runs a script, recording the connection's health from the outcome.
+    /// Runs a script on the node holding `room`, recording the connection's health from
+    /// the outcome; fails at once while that node's circuit is open (see `breaker.rs`).
     async fn run(
         &self,
+        room: &RoomName,
         invocation: redis::ScriptInvocation<'_>,
         op: &'static str,
     ) -> Result<Value, BrokerError> {
         metrics::counter!("roomcast_broker_commands_total", "op" => op).increment(1);
+        let pass = self.breaker.admit(&self.keys.meta(room))?;
         let result = match self.link.get() {
             Ok(mut connection) => invocation
                 .invoke_async::<Value>(&mut connection)
@@ -186,6 +196,7 @@ impl RedisBroker {
                 .map_err(broker_error),
             Err(err) => Err(err),
         };
+        self.breaker.record(pass, result.as_ref().map(|_| ()));
         match &result {
             Ok(_) => self.health.set_commands(Ok(())),
             Err(err) => {
@@ -229,8 +240,10 @@ impl Broker for RedisBroker {
         invocation
             .key(self.keys.meta(room))
             .key(self.keys.log(room));
-        if let Some(key) = &request.idempotency_key {
-            invocation.key(self.keys.idempotency(room, key));
+        if request.idempotency_key.is_some() {
+            invocation
+                .key(self.keys.idempotency(room))
+                .key(self.keys.idempotency_expiry(room));
         }
         invocation
             .arg(self.keys.channel(room))
@@ -243,8 +256,13 @@ impl Broker for RedisBroker {
             .arg(self.history.size)
             .arg(self.history.ttl_ms)
             .arg(self.history.meta_ttl_ms)
-            .arg(self.history.idempotency_window_ms);
-        let reply = self.run(invocation, "publish").await?;
+            .arg(match request.key_retention {
+                KeyRetention::Window => self.history.idempotency_window_ms,
+                KeyRetention::Epoch => self.history.meta_ttl_ms,
+            })
+            .arg(request.idempotency_key.as_deref().unwrap_or(""))
+            .arg(self.history.idempotency_max_keys);
+        let reply = self.run(room, invocation, "publish").await?;
         let (repeat, epoch, seq, time_ms): (i64, String, u64, u64) =
             FromRedisValue::from_redis_value(reply)
                 .map_err(|e| BrokerError::Internal(e.to_string()))?;
@@ -274,7 +292,7 @@ impl Broker for RedisBroker {
             .arg(limit)
             .arg(self.history.ttl_ms)
             .arg(self.history.meta_ttl_ms);
-        let reply = self.run(invocation, "history").await?;
+        let reply = self.run(room, invocation, "history").await?;
         parse_history(room, reply)
     }
 
@@ -300,7 +318,7 @@ impl Broker for RedisBroker {
             .arg(stale.as_str())
             .arg(Epoch::generate().as_str())
             .arg(self.history.meta_ttl_ms);
-        let reply = self.run(invocation, "reset_epoch").await?;
+        let reply = self.run(room, invocation, "reset_epoch").await?;
         let (epoch, seq): (String, u64) = FromRedisValue::from_redis_value(reply)
             .map_err(|e| BrokerError::Internal(e.to_string()))?;
         Ok(Position::new(Epoch::new(epoch), seq))

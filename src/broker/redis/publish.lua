@@ -8,21 +8,36 @@
 -- an older snapshot, a failover to a replica) the room starts a new epoch, because the
 -- stored sequence may be behind what clients have already seen.
 --
--- KEYS[1] meta hash (epoch, seq, rid)   KEYS[2] replay stream   KEYS[3] idempotency key (optional)
+-- Idempotency keys of a room live in one hash (key -> "epoch seq time expires") and one
+-- sorted set (key by expiry), so that each key has its own lifetime and the room keeps
+-- at most a bounded number: past the bound the key closest to expiry is forgotten.
+--
+-- KEYS[1] meta hash (epoch, seq, rid)   KEYS[2] replay stream
+-- KEYS[3] idempotency hash, KEYS[4] idempotency expiry set (both only with a key)
 -- ARGV[1] channel   ARGV[2] PUBLISH or SPUBLISH   ARGV[3] epoch to use if a new one is needed
 -- ARGV[4] body (MessagePack)   ARGV[5] buffer length   ARGV[6] buffer age (ms)
--- ARGV[7] epoch lifetime when idle (ms)   ARGV[8] idempotency window (ms)
+-- ARGV[7] epoch lifetime when idle (ms)   ARGV[8] how long to remember the key (ms)
+-- ARGV[9] the idempotency key   ARGV[10] most keys remembered per room
 -- Returns {0, epoch, seq, time} for a new publication, {1, epoch, seq, time} for a repeat.
 
-local meta, log, idem = KEYS[1], KEYS[2], KEYS[3]
+local meta, log, idem, idemx = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local key = ARGV[9]
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 
 if idem then
-  local original = redis.call('GET', idem)
+  -- Forget a few expired keys per publish.
+  local expired = redis.call('ZRANGEBYSCORE', idemx, '-inf', now, 'LIMIT', 0, 8)
+  if #expired > 0 then
+    redis.call('HDEL', idem, unpack(expired))
+    redis.call('ZREM', idemx, unpack(expired))
+  end
+  local original = redis.call('HGET', idem, key)
   if original then
-    local epoch, seq, time = string.match(original, '^(%S+) (%d+) (%d+)$')
-    return {1, epoch, tonumber(seq), tonumber(time)}
+    local epoch, seq, time, expires = string.match(original, '^(%S+) (%d+) (%d+) (%d+)$')
+    if tonumber(expires) > now then
+      return {1, epoch, tonumber(seq), tonumber(time)}
+    end
   end
 end
 
@@ -50,6 +65,17 @@ redis.call('PEXPIRE', meta, ARGV[7])
 redis.call(ARGV[2], ARGV[1], cmsgpack.pack(epoch, seq, now) .. ARGV[4])
 
 if idem then
-  redis.call('SET', idem, epoch .. ' ' .. seq .. ' ' .. now, 'PX', ARGV[8])
+  local keep = tonumber(ARGV[8])
+  local expires = now + keep
+  redis.call('HSET', idem, key, epoch .. ' ' .. seq .. ' ' .. now .. ' ' .. expires)
+  redis.call('ZADD', idemx, expires, key)
+  if redis.call('ZCARD', idemx) > tonumber(ARGV[10]) then
+    local evicted = redis.call('ZPOPMIN', idemx)
+    redis.call('HDEL', idem, evicted[1])
+  end
+  if redis.call('PTTL', idem) < keep then
+    redis.call('PEXPIRE', idem, keep)
+    redis.call('PEXPIRE', idemx, keep)
+  end
 end
 return {0, epoch, seq, now}

@@ -57,6 +57,11 @@ pub fn deliver(keys: &Keys, events: &EventSender, channel: &[u8], payload: &[u8]
     };
     match envelope::decode(room, payload) {
         Ok(publication) => {
+            let now_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            metrics::histogram!("roomcast_broker_pubsub_lag_seconds")
+                .record(now_ms.saturating_sub(publication.time_ms) as f64 / 1000.0);
             let _ = events.send(BrokerEvent::Publication(Arc::new(publication)));
         }
         Err(err) => tracing::warn!(error = %err, "dropping a malformed publication"),

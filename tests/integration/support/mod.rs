@@ -8,6 +8,7 @@ pub mod process;
 pub mod proxy;
 pub mod redis;
 pub mod tls;
+pub mod tokens;
 
 use roomcast::client::{ClientError, Connection};
 use roomcast::config::Config;

@@ -50,6 +50,8 @@ describe('tokens from the browser', { timeout: 90_000 }, () => {
     web = await startStatic(scope);
     rc = await startRoomcast(scope, {
       ROOMCAST_AUTH__JWT_HS256_SECRET: SECRET,
+      // No clock skew tolerated: a short-lived token ends its connection at its exp.
+      ROOMCAST_AUTH__CLOCK_SKEW_SECS: '0',
       ROOMCAST_WEBSOCKET__ALLOWED_ORIGINS: web.origin,
     });
     browser = await launchBrowser(scope);

@@ -156,7 +156,7 @@ test('kill -9 of the page\'s instance: every room resumes on the other, 0 missin
   assert.ok(record.acks.length > 300, 'publishes kept flowing');
 });
 
-test('drain (SIGTERM) of the page\'s instance: reconnect frame and 1012, every room resumes on the other, nothing lost', { timeout: 120_000 }, async (t) => {
+test('drain (SIGTERM) of the page\'s instance: every client gets the reconnect frame, moves at once and resumes on the other, nothing lost', { timeout: 120_000 }, async (t) => {
   const { a, b, page, allRooms } = await cluster(t, 'drain', { ROOMCAST_DRAIN__WINDOW_MS: '1000', ROOMCAST_DRAIN__DEADLINE_MS: '5000' });
   const drainedAt = Date.now();
   await a.kill('SIGTERM', 15_000);
@@ -179,6 +179,25 @@ test('drain (SIGTERM) of the page\'s instance: reconnect frame and 1012, every r
   if (unclean.length) console.log(`drain: ${unclean.length} of ${SUBSCRIBERS} connections ended without a 1012 close frame (${unclean.join(', ')})`);
   const { counts } = judge(record, allRooms, drainedAt);
   console.log('drain summary', JSON.stringify({ acked: record.acks.length, ...counts }));
+  assertClean(counts);
+  assert.deepEqual(page.pageErrors, []);
+});
+
+test('a frozen instance (SIGSTOP, sockets open): the SDK notices the silence by its own pings and resumes on the other', { timeout: 120_000 }, async (t) => {
+  // heartbeat_ms 500: a client hears nothing for 500 ms, pings, and gives up 500 ms later.
+  const { a, b, page, allRooms } = await cluster(t, 'frozen', { ROOMCAST_CONNECTION__HEARTBEAT_MS: '500' });
+  const frozenAt = Date.now();
+  await a.kill('SIGSTOP');
+  const record = await resumeAndSettle(page, frozenAt);
+  for (const c of await page.evaluate(() => window.app.servers())) assert.equal(c.server, b.node, `${c.name} ended on B`);
+  const { counts, resumeMs } = judge(record, allRooms, frozenAt);
+  for (let i = 0; i < SUBSCRIBERS; i++) {
+    const gone = record.events.find((e) => e.client === `s${i}` && e.event === 'disconnected' && e.at >= frozenAt);
+    assert.equal(gone.reason, 'heartbeat timeout', `s${i} left because of the silence`);
+    // Two heartbeats of silence (ping, then no answer), plus up to a quarter each (the check period).
+    assert.ok(gone.at - frozenAt >= 900 && gone.at - frozenAt < 2_000, `s${i} detected the frozen server after ${gone.at - frozenAt} ms`);
+  }
+  console.log('frozen summary', JSON.stringify({ acked: record.acks.length, ...counts, resumeMs: { p50: percentile(resumeMs, 50), p99: percentile(resumeMs, 99) } }));
   assertClean(counts);
   assert.deepEqual(page.pageErrors, []);
 });

@@ -1,0 +1,53 @@
+//! Commands of the `roomcast` binary besides running the server: `roomcast members
+//! grant|revoke` manage project memberships directly in the configured database — the
+//! way to appoint a project's first admin, before anyone can do it through the API.
+//! Changes are audited like the API's, with the actor `cli` (kind `service`).
+
+use crate::store::{Mutation, Store, StoreError};
+use crate::tracker::{Actor, Role};
+
+/// Gives `user` the role `role` in `project`; returns a line describing what happened.
+pub async fn grant(
+    database_url: &str,
+    project: i64,
+    user: &str,
+    role: Role,
+) -> Result<String, StoreError> {
+    let store = Store::connect(database_url).await?;
+    let change = store
+        .put_membership(&mutation(), project, user, role)
+        .await?;
+    Ok(match change.previous {
+        None => format!("{user} is now {} of project {project}", role.as_str()),
+        Some(previous) if previous == role => {
+            format!("{user} already was {} of project {project}", role.as_str())
+        }
+        Some(previous) => format!(
+            "{user} is now {} of project {project} (was {})",
+            role.as_str(),
+            previous.as_str()
+        ),
+    })
+}
+
+/// Removes `user` from `project`; returns a line describing what happened.
+pub async fn revoke(database_url: &str, project: i64, user: &str) -> Result<String, StoreError> {
+    let store = Store::connect(database_url).await?;
+    let removed = store.delete_membership(&mutation(), project, user).await?;
+    Ok(format!(
+        "{user} is no longer {} of project {project}",
+        removed.role.as_str()
+    ))
+}
+
+fn mutation() -> Mutation {
+    Mutation {
+        actor: Actor {
+            name: "cli".into(),
+            kind: "service",
+        },
+        request_id: format!("cli-{}", uuid::Uuid::new_v4()),
+        idempotency: None,
+        admin: true,
+    }
+}
