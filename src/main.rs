@@ -10,9 +10,20 @@ use std::process::ExitCode;
 /// Exit status for unusable configuration (EX_CONFIG... EX_USAGE in sysexits.h).
 const EXIT_BAD_CONFIG: u8 = 64;
 
+/// How environment variables map to configuration keys, for `--help`.
+const ENV_HELP: &str = "\
+Configuration layers, later ones win: the compiled-in defaults (`roomcast config --defaults`),
+the --config file, then environment variables:
+  ROOMCAST_<KEY>             a top-level key, e.g. ROOMCAST_LISTEN=0.0.0.0:8080
+  ROOMCAST_<SECTION>__<KEY>  a key in a section (two underscores),
+                             e.g. ROOMCAST_CONNECTION__MAX_ROOMS=500
+  DATABASE_URL               database_url, unless ROOMCAST_DATABASE_URL is set
+  RUST_LOG                   replaces log.level
+Lists are comma separated. `roomcast config` prints the effective configuration.";
+
 /// roomcast: a realtime messaging server.
 #[derive(Parser)]
-#[command(version, about)]
+#[command(version, about, after_help = ENV_HELP)]
 struct Args {
     /// Configuration file overriding the built-in defaults (see config/default.toml).
     #[arg(long, short, value_name = "FILE")]
@@ -28,11 +39,17 @@ struct Args {
 /// Commands besides running the server.
 #[derive(Subcommand)]
 enum Command {
+    /// Print the effective configuration (defaults, file and environment applied) as
+    /// TOML, with secrets and passwords redacted, and exit.
+    Config {
+        /// Print the compiled-in defaults instead (every key, documented).
+        #[arg(long)]
+        defaults: bool,
+    },
     /// Project memberships (seed a project's first admin).
     #[command(subcommand)]
     Members(Members),
 }
-
 /// `roomcast members …`.
 #[derive(Subcommand)]
 enum Members {
@@ -67,6 +84,9 @@ fn main() -> ExitCode {
     let args = Args::parse();
     let env = std::env::vars_os()
         .filter_map(|(key, value)| Some((key.into_string().ok()?, value.into_string().ok()?)));
+    if let Some(Command::Config { defaults }) = args.command {
+        return print_config(args.config.as_deref(), env, defaults);
+    }
     let config = match Config::load(args.config.as_deref(), env) {
         Ok(config) => config,
         Err(err) => {
@@ -88,8 +108,8 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if let Some(command) = args.command {
-        return runtime.block_on(run_command(command, &config.database_url));
+    if let Some(Command::Members(members)) = args.command {
+        return runtime.block_on(run_command(members, &config.database_url));
     }
     runtime.block_on(async {
         let mut config = config;
@@ -133,9 +153,30 @@ async fn run(config: Config) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// `roomcast config [--defaults]`.
+fn print_config(
+    file: Option<&std::path::Path>,
+    env: impl IntoIterator<Item = (String, String)>,
+    defaults: bool,
+) -> ExitCode {
+    if defaults {
+        print!("{}", roomcast::config::DEFAULT_TOML);
+        return ExitCode::SUCCESS;
+    }
+    match Config::effective_toml(file, env) {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("roomcast: invalid configuration: {err}");
+            ExitCode::from(EXIT_BAD_CONFIG)
+        }
+    }
+}
+
 /// Runs a command other than the server; prints its outcome.
-async fn run_command(command: Command, database_url: &str) -> ExitCode {
-    let Command::Members(members) = command;
+async fn run_command(members: Members, database_url: &str) -> ExitCode {
     let outcome = match members {
         Members::Grant {
             project,

@@ -54,6 +54,54 @@ pub enum RunError {
     /// The machine cannot hold the scenario.
     #[error("{0}")]
     Limits(String),
+    /// A target of the scenario does not accept connections.
+    #[error("cannot connect to {url}: {reason}")]
+    Unreachable {
+        /// The target's URL.
+        url: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// How long a target may take to accept a TCP connection before the run is abandoned.
+const REACH_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Checks that every target accepts a TCP connection, so that a wrong URL or a server
+/// that is down ends the run at once (exit 2) instead of users retrying until the
+/// scenario's deadline.
+async fn check_reachable(targets: &[String]) -> Result<(), RunError> {
+    for url in targets {
+        let unreachable = |reason: String| RunError::Unreachable {
+            url: url.clone(),
+            reason,
+        };
+        let (secure, rest) = match url.split_once("://") {
+            Some(("wss", rest)) => (true, rest),
+            Some((_, rest)) => (false, rest),
+            None => (false, url.as_str()),
+        };
+        let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+        let has_port = authority
+            .rsplit_once(':')
+            .is_some_and(|(_, port)| port.parse::<u16>().is_ok());
+        let address = match (has_port, secure) {
+            (true, _) => authority.to_owned(),
+            (false, true) => format!("{authority}:443"),
+            (false, false) => format!("{authority}:80"),
+        };
+        match tokio::time::timeout(REACH_TIMEOUT, tokio::net::TcpStream::connect(&address)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(err)) => return Err(unreachable(err.to_string())),
+            Err(_) => {
+                return Err(unreachable(format!(
+                    "no answer within {} s",
+                    REACH_TIMEOUT.as_secs()
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Runs `scenario`; the report says whether it passed.
@@ -160,6 +208,9 @@ impl<'a> Run<'a> {
             .as_ref()
             .map(Topology::urls)
             .unwrap_or_else(|| scenario.targets.clone());
+        if topology.is_none() {
+            check_reachable(&targets).await?;
+        }
         let servers = Arc::new(ServerSet::new(
             topology
                 .as_ref()

@@ -19,7 +19,7 @@ mod memory;
 mod redis;
 
 pub use memory::MemoryBroker;
-pub use redis::{RedisBroker, RedisSettings};
+pub use redis::{RedisBroker, RedisSettings, check_url as check_redis_url};
 
 use crate::protocol::{ErrorCode, RoomName};
 use crate::stream::{Epoch, Position};

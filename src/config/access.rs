@@ -3,6 +3,7 @@
 
 use super::{Config, ConfigError};
 use serde::{Deserialize, Deserializer};
+use std::net::IpAddr;
 
 /// `auth.mode`: whether anonymous clients may reach a public address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -94,6 +95,87 @@ impl<'de> Deserialize<'de> for OriginList {
     }
 }
 
+/// Addresses and CIDR ranges of the proxies whose `X-Forwarded-For` is believed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TrustedProxies {
+    ranges: Vec<(IpAddr, u8)>,
+}
+
+impl TrustedProxies {
+    /// Parses `10.0.0.1`, `10.0.0.0/8`, `::1`, `fd00::/8`; `Err` names the first entry
+    /// that is neither.
+    pub fn parse(entries: &[String]) -> Result<TrustedProxies, String> {
+        let mut ranges = Vec::new();
+        for entry in entries.iter().map(|e| e.trim()).filter(|e| !e.is_empty()) {
+            let (address, bits) = match entry.split_once('/') {
+                Some((address, bits)) => (address, Some(bits)),
+                None => (entry, None),
+            };
+            let address: IpAddr = address.parse().map_err(|_| {
+                format!("{entry:?} is not an address or CIDR range such as 10.0.0.0/8")
+            })?;
+            let max = if address.is_ipv4() { 32 } else { 128 };
+            let bits = match bits {
+                None => max,
+                Some(bits) => bits
+                    .parse::<u8>()
+                    .ok()
+                    .filter(|b| *b <= max)
+                    .ok_or_else(|| format!("{entry:?}: the prefix length must be 0 to {max}"))?,
+            };
+            ranges.push((address, bits));
+        }
+        Ok(TrustedProxies { ranges })
+    }
+
+    /// Whether `address` is one of the trusted proxies.
+    pub fn contains(&self, address: IpAddr) -> bool {
+        let address = canonical(address);
+        self.ranges
+            .iter()
+            .any(|&(range, bits)| match (canonical(range), address) {
+                (IpAddr::V4(range), IpAddr::V4(address)) => {
+                    prefix_eq(&range.octets(), &address.octets(), bits)
+                }
+                (IpAddr::V6(range), IpAddr::V6(address)) => {
+                    prefix_eq(&range.octets(), &address.octets(), bits)
+                }
+                _ => false,
+            })
+    }
+
+    /// Whether no proxy is trusted.
+    pub fn is_empty(&self) -> bool {
+        self.ranges.is_empty()
+    }
+}
+
+/// IPv4-mapped IPv6 addresses (`::ffff:10.0.0.1`) compare as IPv4.
+fn canonical(address: IpAddr) -> IpAddr {
+    match address {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(address, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+fn prefix_eq(a: &[u8], b: &[u8], bits: u8) -> bool {
+    let (whole, rest) = ((bits / 8) as usize, bits % 8);
+    if a[..whole] != b[..whole] {
+        return false;
+    }
+    rest == 0 || {
+        let mask = 0xffu8 << (8 - rest);
+        a[whole] & mask == b[whole] & mask
+    }
+}
+
+impl<'de> Deserialize<'de> for TrustedProxies {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let entries = Vec::<String>::deserialize(deserializer)?;
+        TrustedProxies::parse(&entries).map_err(serde::de::Error::custom)
+    }
+}
+
 /// Closed by default: a server without credentials configured listens on loopback only,
 /// unless `auth.mode = "open"` says anonymous access on a public address is intended.
 pub(super) fn validate(config: &Config) -> Result<(), ConfigError> {
@@ -142,6 +224,42 @@ mod tests {
         assert!(!origins.allows("null"));
         assert!(list(&["*"]).unwrap().allows("null"));
         assert!(list(&[]).unwrap().is_empty());
+    }
+
+    #[test]
+    fn trusted_proxies_match_addresses_and_ranges() {
+        let parse = |entries: &[&str]| {
+            TrustedProxies::parse(&entries.iter().map(|e| e.to_string()).collect::<Vec<_>>())
+        };
+        let proxies = parse(&["10.0.0.0/8", "192.168.1.7", "fd00::/8"]).unwrap();
+        for (address, trusted) in [
+            ("10.1.2.3", true),
+            ("11.0.0.1", false),
+            ("192.168.1.7", true),
+            ("192.168.1.8", false),
+            ("fd12::1", true),
+            ("fe80::1", false),
+            ("::ffff:10.9.9.9", true),
+        ] {
+            assert_eq!(
+                proxies.contains(address.parse().unwrap()),
+                trusted,
+                "{address}"
+            );
+        }
+        assert!(
+            parse(&["172.16.0.0/12"])
+                .unwrap()
+                .contains("172.31.255.255".parse().unwrap())
+        );
+        assert!(
+            !parse(&["172.16.0.0/12"])
+                .unwrap()
+                .contains("172.32.0.0".parse().unwrap())
+        );
+        for bad in ["proxy.local", "10.0.0.0/33", "10.0.0.0/x"] {
+            assert!(parse(&[bad]).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -2,9 +2,13 @@
 //! file, then `ROOMCAST_*` environment variables; validated before anything binds.
 
 mod access;
+mod checks;
 mod layers;
+mod show;
 
-pub use access::{AuthMode, CorsConfig, OriginList, WebSocketConfig};
+pub use access::{AuthMode, CorsConfig, OriginList, TrustedProxies, WebSocketConfig};
+pub use layers::{ENV_PREFIX, ENV_SECTION_SEPARATOR};
+pub use show::{REDACTED, redact_url};
 
 use crate::protocol::RoomNameRules;
 use serde::Deserialize;
@@ -21,6 +25,8 @@ pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
 pub struct Config {
     /// Listener address for WebSocket and HTTP.
     pub listen: SocketAddr,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: TrustedProxies,
     /// Instance name; empty means "generate one".
     pub node_id: String,
     /// Redis shared by the cluster; empty means the embedded broker.
@@ -195,6 +201,8 @@ pub struct LogConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LogFormat {
+    /// JSON when stdout is not a terminal (a container, a file, a pipe), else pretty.
+    Auto,
     /// Human-readable.
     Pretty,
     /// One JSON object per line.
@@ -279,6 +287,8 @@ pub struct RedisConfig {
     pub probe_interval_ms: u64,
     /// Pub/Sub probe timeout (ms).
     pub probe_timeout_ms: u64,
+    /// PEM file of the certificates trusted for `rediss://` (empty: the system's).
+    pub tls_ca_file: String,
 }
 
 /// A configuration that cannot be used, naming where the problem is.
@@ -335,19 +345,13 @@ impl Config {
         file: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, ConfigError> {
-        // The conventional DATABASE_URL stands for ROOMCAST_DATABASE_URL unless that is set.
-        let mut env: Vec<(String, String)> = env.into_iter().collect();
-        if !env.iter().any(|(k, _)| k == "ROOMCAST_DATABASE_URL")
-            && let Some((_, url)) = env.iter().find(|(k, _)| k == "DATABASE_URL")
-        {
-            env.push(("ROOMCAST_DATABASE_URL".into(), url.clone()));
-        }
+        let env = with_database_url_alias(env);
         let table = layers::merged(file, env)?;
         let config: Config =
             serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|err| {
                 ConfigError::Type {
                     key: err.path().to_string(),
-                    message: err.inner().message().to_string(),
+                    message: checks::user_words(err.inner().message()),
                 }
             })?;
         config.validate()?;
@@ -429,13 +433,6 @@ impl Config {
             "must be at least history.ttl_secs",
         )?;
         check(h.max_page >= 1, "history.max_page", "must be at least 1")?;
-        check(
-            self.redis_url.is_empty()
-                || self.redis_url.starts_with("redis://")
-                || self.redis_url.starts_with("redis-cluster://"),
-            "redis_url",
-            "must be empty, redis://… or redis-cluster://host:port,host:port (TLS to Redis is not supported)",
-        )?;
         let r = &self.redis;
         check(
             !r.key_prefix.is_empty() && !r.key_prefix.contains(['{', '}']),
@@ -583,6 +580,7 @@ impl Config {
             "log.level",
             "is not a valid tracing filter",
         )?;
+        checks::validate(self)?;
         Ok(())
     }
 
@@ -606,6 +604,20 @@ impl Config {
             extra_chars: self.rooms.name_extra_chars.clone(),
         }
     }
+}
+
+/// `env` with the conventional DATABASE_URL standing for ROOMCAST_DATABASE_URL unless
+/// that is set.
+fn with_database_url_alias(
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = env.into_iter().collect();
+    if !env.iter().any(|(k, _)| k == "ROOMCAST_DATABASE_URL")
+        && let Some((_, url)) = env.iter().find(|(k, _)| k == "DATABASE_URL")
+    {
+        env.push(("ROOMCAST_DATABASE_URL".into(), url.clone()));
+    }
+    env
 }
 
 impl ConnectionConfig {
@@ -636,7 +648,7 @@ mod tests {
     fn defaults_are_valid() {
         let config = Config::defaults();
         assert_eq!(config.listen.port(), 8080);
-        assert_eq!(config.log.format, LogFormat::Pretty);
+        assert_eq!(config.log.format, LogFormat::Auto);
         assert!(config.history.size > config.connection.outbound_queue);
     }
 

@@ -174,9 +174,23 @@ impl RoomSupervisor {
                     .insert(actor.get_id(), Child { room, members });
                 Ok(actor)
             }
-            Err(err) => Err(BrokerError::Unavailable(format!(
-                "cannot start room {room}: {err}"
-            ))),
+            // The client sees the broker's own error (Redis unreachable, timed out), never
+            // ractor's wording of a failed start ("Actor panicked during startup").
+            Err(ractor::SpawnErr::StartupFailed(err)) => match err.downcast::<BrokerError>() {
+                Ok(err) => Err(*err),
+                Err(err) => {
+                    tracing::error!(%room, error = %err, "room actor failed to start");
+                    Err(BrokerError::Unavailable(format!(
+                        "room {room} could not be started; retry"
+                    )))
+                }
+            },
+            Err(err) => {
+                tracing::error!(%room, error = %err, "room actor failed to start");
+                Err(BrokerError::Unavailable(format!(
+                    "room {room} could not be started; retry"
+                )))
+            }
         }
     }
 

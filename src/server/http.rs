@@ -51,9 +51,48 @@ pub async fn route(
     if let Some(trace_id) = trace_id.as_deref().and_then(traces::trace_id) {
         span.record("trace_id", trace_id);
     }
-    serve(request, app, peer, request_id).instrument(span).await
+    let client = client_address(peer, request.headers(), &app.trusted_proxies);
+    serve(request, app, client, request_id)
+        .instrument(span)
+        .await
 }
 
+/// The client's address: the TCP peer, unless the peer is a trusted proxy; then the
+/// last address of `X-Forwarded-For` that is not itself a trusted proxy (each proxy
+/// appends the address it received the request from, so addresses left of the last
+/// untrusted one could have been written by the client itself).
+fn client_address(
+    peer: IpAddr,
+    headers: &hyper::HeaderMap,
+    trusted: &crate::config::TrustedProxies,
+) -> IpAddr {
+    if !trusted.contains(peer) {
+        return peer;
+    }
+    let forwarded = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map(str::trim)
+        .collect::<Vec<_>>();
+    let mut client = peer;
+    for hop in forwarded.iter().rev() {
+        match hop.parse::<IpAddr>() {
+            Ok(address) => {
+                client = address;
+                if !trusted.contains(address) {
+                    break;
+                }
+            }
+            // Garbage in the chain: trust nothing further left of it.
+            Err(_) => break,
+        }
+    }
+    client
+}
+
+/// Serves one request; `peer` is the client's address (see [`client_address`]).
 async fn serve(
     request: Request<hyper::body::Incoming>,
     app: Arc<App>,
@@ -276,4 +315,53 @@ pub fn json_error(status: StatusCode, code: &str, message: &str) -> Response<Bod
         status,
         &json!({ "error": { "code": code, "message": message } }),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::TrustedProxies;
+
+    fn proxies(entries: &[&str]) -> TrustedProxies {
+        TrustedProxies::parse(&entries.iter().map(|e| e.to_string()).collect::<Vec<_>>()).unwrap()
+    }
+
+    fn forwarded(chain: &str) -> hyper::HeaderMap {
+        let mut headers = hyper::HeaderMap::new();
+        headers.insert("x-forwarded-for", chain.parse().unwrap());
+        headers
+    }
+
+    #[test]
+    fn x_forwarded_for_counts_only_behind_trusted_proxies() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let trusted = proxies(&["10.0.0.0/8"]);
+        // Not from a trusted proxy: the header is ignored.
+        assert_eq!(
+            client_address(ip("203.0.113.9"), &forwarded("1.2.3.4"), &trusted),
+            ip("203.0.113.9")
+        );
+        // From one: the last untrusted address, not what the client wrote further left.
+        assert_eq!(
+            client_address(
+                ip("10.0.0.2"),
+                &forwarded("6.6.6.6, 198.51.100.7, 10.0.0.5"),
+                &trusted
+            ),
+            ip("198.51.100.7")
+        );
+        // Garbage ends the walk; no header leaves the proxy as the client.
+        assert_eq!(
+            client_address(ip("10.0.0.2"), &forwarded("nonsense, 10.0.0.5"), &trusted),
+            ip("10.0.0.5")
+        );
+        assert_eq!(
+            client_address(ip("10.0.0.2"), &hyper::HeaderMap::new(), &trusted),
+            ip("10.0.0.2")
+        );
+        assert_eq!(
+            client_address(ip("10.0.0.2"), &forwarded("1.2.3.4"), &proxies(&[])),
+            ip("10.0.0.2")
+        );
+    }
 }

@@ -43,6 +43,8 @@ pub struct App {
     pub api: Arc<Api>,
     /// Credentials for the API and the WebSocket endpoint.
     pub auth: Arc<Authenticator>,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: crate::config::TrustedProxies,
     /// Browser origins allowed to call the HTTP API.
     pub cors: crate::config::CorsConfig,
     /// Browser origins allowed to open WebSockets (besides this server's own).
@@ -188,6 +190,7 @@ impl Server {
             broker,
             api,
             auth,
+            trusted_proxies: config.trusted_proxies.clone(),
             cors: config.cors.clone(),
             ws_origins: config.websocket.allowed_origins.clone(),
             metrics_on_main_listener: config.metrics.listen.is_empty(),

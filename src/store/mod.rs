@@ -131,6 +131,31 @@ pub struct Store {
     outbox_written: Arc<Notify>,
 }
 
+/// How long the first connection to PostgreSQL may take before the start fails.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// One direct connection before the pool is built. The pool retries a refused
+/// connection until its acquire timeout and then says only "pool timed out"; this says
+/// where it tried to connect and why it could not.
+async fn probe_postgres(url: &str, options: &AnyConnectOptions) -> Result<(), StoreError> {
+    let address = sqlx::postgres::PgConnectOptions::from_str(url)
+        .map(|pg| format!("{}:{}", pg.get_host(), pg.get_port()))
+        .unwrap_or_else(|_| "the configured address".into());
+    match tokio::time::timeout(PROBE_TIMEOUT, options.connect()).await {
+        Ok(Ok(connection)) => {
+            let _ = sqlx::Connection::close(connection).await;
+            Ok(())
+        }
+        Ok(Err(err)) => Err(StoreError::Unavailable(format!(
+            "cannot connect to PostgreSQL at {address}: {err}"
+        ))),
+        Err(_) => Err(StoreError::Unavailable(format!(
+            "no answer from PostgreSQL at {address} within {} s",
+            PROBE_TIMEOUT.as_secs()
+        ))),
+    }
+}
+
 impl Store {
     /// Connects (creating a SQLite file if needed) and applies pending migrations.
     pub async fn connect(url: &str) -> Result<Store, StoreError> {
@@ -148,6 +173,9 @@ impl Store {
             .map_err(|e| StoreError::Internal(format!("invalid database URL: {e}")))?
             .log_statements(tracing::log::LevelFilter::Trace)
             .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(1));
+        if backend == Backend::Postgres {
+            probe_postgres(url, &options).await?;
+        }
         let pool = AnyPoolOptions::new()
             // SQLite allows one writer at a time: one connection serializes the store's
             // transactions instead of failing them with "database is locked".

@@ -20,6 +20,15 @@ pub struct OutboxRow {
 }
 
 /// Writes an event inside the mutation's transaction.
+///
+/// The relay publishes rows in id order. On PostgreSQL ids come from a sequence when the
+/// row is inserted, and transactions may commit in another order than they took their
+/// ids: two changes of one project could reach its room in the opposite order of their
+/// commits. So, first, the transaction takes a lock per room of the event (advisory,
+/// held until commit, taken in name order so that two transactions cannot deadlock on
+/// them): a second change to one of these rooms inserts its row only after the first
+/// committed, and within a room id order is commit order. SQLite has one writer at a
+/// time and needs nothing.
 pub(crate) async fn enqueue(
     conn: &mut AnyConnection,
     rooms: &[String],
@@ -27,6 +36,18 @@ pub(crate) async fn enqueue(
     at: i64,
     trace: Option<&str>,
 ) -> Result<(), StoreError> {
+    if conn.backend_name() == "PostgreSQL" {
+        let mut ordered: Vec<&String> = rooms.iter().collect();
+        ordered.sort();
+        for room in ordered {
+            sqlx::query(
+                "SELECT 1 FROM (SELECT pg_advisory_xact_lock(hashtext('roomcast.outbox:' || $1))) AS locked",
+            )
+                .bind(room.as_str())
+                .execute(&mut *conn)
+                .await?;
+        }
+    }
     sqlx::query("INSERT INTO outbox (created_at, rooms, event, trace) VALUES ($1, $2, $3, $4)")
         .bind(at)
         .bind(serde_json::to_string(rooms).expect("strings serialize"))

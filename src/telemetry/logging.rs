@@ -4,6 +4,7 @@
 use super::traces;
 use crate::config::{Config, LogFormat};
 use opentelemetry_sdk::trace::SdkTracerProvider;
+use std::io::IsTerminal;
 use tracing::Level;
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::prelude::*;
@@ -23,9 +24,20 @@ pub fn init_logging(config: &Config) -> Option<SdkTracerProvider> {
         format!("{directives},ractor=warn")
     };
     let filter = EnvFilter::try_new(&directives).unwrap_or_else(|_| EnvFilter::new("info"));
-    let lines = match config.log.format {
-        LogFormat::Pretty => tracing_subscriber::fmt::layer().with_target(true).boxed(),
-        LogFormat::Json => tracing_subscriber::fmt::layer()
+    // Colours only for a person at a terminal: escape codes in a file, a pipe or a
+    // container log are noise. `auto` writes JSON to anything that is not a terminal.
+    let terminal = std::io::stdout().is_terminal();
+    let json = match config.log.format {
+        LogFormat::Json => true,
+        LogFormat::Pretty => false,
+        LogFormat::Auto => !terminal,
+    };
+    let lines = match json {
+        false => tracing_subscriber::fmt::layer()
+            .with_target(true)
+            .with_ansi(terminal && std::env::var_os("NO_COLOR").is_none())
+            .boxed(),
+        true => tracing_subscriber::fmt::layer()
             .json()
             .flatten_event(true)
             .boxed(),

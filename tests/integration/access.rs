@@ -556,3 +556,134 @@ async fn readiness_details_are_for_administrators() {
     assert_eq!(detailed["checks"]["store"]["ready"], true, "{detailed}");
     server.stop().await;
 }
+
+/// No credential reaches a log line: tokens in every carrier (header, subprotocol, query
+/// string), refused and accepted, a refresh with a bad token, failed API calls, with the
+/// most verbose logging.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_secret_appears_in_the_logs() {
+    let services = format!("ops:{SERVICE_TOKEN}");
+    let mut process = RoomcastProcess::start(&[
+        ("ROOMCAST_AUTH__JWT_HS256_SECRET", SECRET),
+        ("ROOMCAST_AUTH__SERVICE_TOKENS", services.as_str()),
+        ("ROOMCAST_LOG__LEVEL", "debug"),
+    ])
+    .await;
+    let good = token("ann", now() + 600);
+    let forged = format!("{}x", token("eve", now() + 600));
+    let url = process.url();
+    // Accepted, in each carrier.
+    let mut by_header = connect_as(&url, &good).await;
+    let offers = format!("roomcast.v1.json, roomcast.token.{good}");
+    let by_protocol =
+        Connection::connect_with(&url, None, &[("sec-websocket-protocol", &offers)]).await;
+    assert!(by_protocol.is_ok());
+    let by_query = Connection::connect(&format!("{url}?access_token={good}"), None).await;
+    assert!(by_query.is_ok());
+    // Refused, in each carrier.
+    let bearer_forged = format!("Bearer {forged}");
+    for headers in [
+        vec![("authorization", bearer_forged.as_str())],
+        vec![(
+            "sec-websocket-protocol",
+            &*format!("roomcast.v1.json, roomcast.token.{forged}"),
+        )],
+    ] {
+        assert!(
+            Connection::connect_with(&url, None, &headers)
+                .await
+                .is_err()
+        );
+    }
+    assert!(
+        Connection::connect(&format!("{url}?access_token={forged}"), None)
+            .await
+            .is_err()
+    );
+    // A refresh with a bad token, and API calls with bad and good credentials.
+    let reply = request(
+        &mut by_header,
+        ClientFrame::Refresh {
+            id: Some(1),
+            token: forged.clone(),
+        },
+    )
+    .await;
+    assert!(matches!(reply, ServerFrame::Error { .. }));
+    for credential in [&bearer_forged, &format!("Bearer {SERVICE_TOKEN}")] {
+        get(
+            &process.addr,
+            "/api/v1/issues",
+            &[("authorization", credential)],
+        )
+        .await;
+    }
+    get(
+        &process.addr,
+        &format!("/api/v1/issues?access_token={good}"),
+        &[],
+    )
+    .await;
+    // Let the server log what these caused, then look.
+    by_header
+        .send(&ClientFrame::Ping { id: Some(2) })
+        .await
+        .unwrap();
+    by_header.next_frame(WAIT).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let logs = process.drain_logs();
+    assert!(
+        logs.iter().any(|line| line.contains("invalid credentials")),
+        "the refusals were logged (so the logs were looked at): {logs:?}"
+    );
+    let signature = |jwt: &str| jwt.rsplit('.').next().unwrap().to_owned();
+    for secret in [
+        SECRET.to_owned(),
+        SERVICE_TOKEN.to_owned(),
+        signature(&good),
+        signature(&forged),
+    ] {
+        for line in &logs {
+            assert!(!line.contains(&secret), "a secret in the log: {line}");
+        }
+    }
+}
+
+/// Behind a trusted proxy, clients are told apart by `X-Forwarded-For` (here: the budget
+/// for failed logins); from anyone else the header is ignored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_addresses_count_only_from_trusted_proxies() {
+    let guess = |addr: String, forwarded: &'static str| async move {
+        get(
+            &addr,
+            "/api/v1/issues",
+            &[
+                ("authorization", "Bearer guess"),
+                ("x-forwarded-for", forwarded),
+            ],
+        )
+        .await
+        .status
+    };
+    for trusted in [true, false] {
+        let server = secured(|c| {
+            c.rate_limits.user_write_burst = 3;
+            c.rate_limits.user_writes_per_second = 0.01;
+            if trusted {
+                c.trusted_proxies =
+                    roomcast::config::TrustedProxies::parse(&["127.0.0.0/8".into()]).unwrap();
+            }
+        })
+        .await;
+        let mut statuses = Vec::new();
+        for _ in 0..5 {
+            statuses.push(guess(server.addr(), "198.51.100.1").await);
+        }
+        assert_eq!(statuses.last(), Some(&429), "{statuses:?}");
+        // Another client behind the same proxy has a budget of its own, but only when
+        // the proxy is trusted; otherwise every client is the proxy.
+        let other = guess(server.addr(), "198.51.100.2").await;
+        assert_eq!(other, if trusted { 401 } else { 429 }, "trusted: {trusted}");
+        server.stop().await;
+    }
+}

@@ -135,3 +135,60 @@ async fn a_drain_does_not_wait_for_what_other_instances_write_after_it_began() {
         "the drain waited {took:?} (deadline 30 s): it waited for rows written after it began"
     );
 }
+
+/// On PostgreSQL, a change to a room's project takes that room's outbox lock until it
+/// commits, so a second change of the project inserts its outbox row (and takes its id)
+/// only after the first committed: the relay's id order is commit order per room. The
+/// test holds the lock of `project:987654` in a transaction of its own, as an
+/// uncommitted change would: a change of that project waits for it, another does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres_changes_of_one_room_enter_the_outbox_in_commit_order() {
+    use sqlx::{Connection, Executor};
+    let Some(url) = db::postgres_url().await else {
+        return; // PostgreSQL only (DATABASE_URL)
+    };
+    let server = crate::support::TestServer::on_database(&url, |_| {}).await;
+    let addr = server.addr();
+    let base = std::env::var("DATABASE_URL").unwrap();
+    let mut holder = sqlx::PgConnection::connect(&base).await.unwrap();
+    let mut tx = holder.begin().await.unwrap();
+    tx.execute("SELECT 1 FROM (SELECT pg_advisory_xact_lock(hashtext('roomcast.outbox:project:987654'))) AS locked")
+        .await
+        .unwrap();
+
+    let blocked = tokio::spawn({
+        let addr = addr.clone();
+        async move {
+            http::json(
+                &addr,
+                "POST",
+                "/api/v1/issues",
+                &[],
+                &json!({"project_id": 987654, "title": "waits its turn"}),
+            )
+            .await
+            .status
+        }
+    });
+    let other = http::json(
+        &addr,
+        "POST",
+        "/api/v1/issues",
+        &[],
+        &json!({"project_id": 987655, "title": "another project"}),
+    )
+    .await;
+    assert_eq!(other.status, 201, "another project's room is not held up");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !blocked.is_finished(),
+        "the change waits for the earlier one's commit"
+    );
+    tx.commit().await.unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(10), blocked)
+        .await
+        .expect("proceeds once the earlier change committed")
+        .unwrap();
+    assert_eq!(status, 201);
+    server.stop().await;
+}

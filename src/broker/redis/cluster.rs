@@ -34,6 +34,8 @@ pub struct ClusterSubscriber {
     pub node_id: String,
     /// `user:password@` of the seed URLs, if any, reused for every master.
     pub userinfo: String,
+    /// `rediss` when the seeds are reached over TLS (`rediss-cluster://`), else `redis`.
+    pub scheme: &'static str,
     /// Where publications and resyncs go.
     pub events: EventSender,
     /// Shared health flags (`/readyz`).
@@ -261,7 +263,10 @@ impl Coordinator {
     fn start_shard(&mut self, master: String, probe: String, assigned: HashSet<String>) {
         let (commands, commands_rx) = mpsc::unbounded_channel();
         let shard = Shard {
-            url: format!("redis://{}{master}/?protocol=resp3", self.this.userinfo),
+            url: format!(
+                "{}://{}{master}/?protocol=resp3",
+                self.this.scheme, self.this.userinfo
+            ),
             master: master.clone(),
             keys: self.this.keys.clone(),
             events: self.this.events.clone(),

@@ -15,8 +15,8 @@ use std::time::Duration;
 /// Where to connect.
 #[derive(Debug, Clone)]
 pub enum Target {
-    /// One Redis.
-    Single(redis::Client),
+    /// One Redis (boxed: a client with TLS settings is large).
+    Single(Box<redis::Client>),
     /// A Redis Cluster, by its seed nodes (Pub/Sub has connections of its own).
     Cluster(Vec<String>),
 }
@@ -69,17 +69,25 @@ impl Link {
     pub fn connect(target: Target, settings: RedisSettings) -> Link {
         let link = Link::default();
         let slot = link.current.clone();
+        let address = match &target {
+            Target::Single(client) => client.get_connection_info().addr().to_string(),
+            Target::Cluster(seeds) => seeds
+                .iter()
+                .map(|seed| super::address_of(seed))
+                .collect::<Vec<_>>()
+                .join(","),
+        };
         tokio::spawn(async move {
             let mut delay = Duration::from_millis(50);
             loop {
                 match open(&target, &settings).await {
                     Ok(connection) => {
                         *slot.write().unwrap_or_else(|e| e.into_inner()) = Some(connection);
-                        tracing::info!("connected to Redis");
+                        tracing::info!(%address, "connected to Redis");
                         return;
                     }
                     Err(err) => {
-                        tracing::warn!(error = %err, "cannot connect to Redis yet; retrying");
+                        tracing::warn!(%address, error = %err, "cannot connect to Redis yet; retrying");
                         tokio::time::sleep(delay).await;
                         delay = (delay * 2).min(settings.reconnect_max);
                     }
@@ -111,13 +119,17 @@ async fn open(target: &Target, settings: &RedisSettings) -> Result<Connection, R
             Ok(Connection::Single(manager))
         }
         Target::Cluster(nodes) => {
-            let connection = redis::cluster::ClusterClientBuilder::new(nodes.clone())
+            let mut builder = redis::cluster::ClusterClientBuilder::new(nodes.clone())
                 .connection_timeout(settings.connect_timeout)
                 .response_timeout(settings.command_timeout)
-                .retries(2)
-                .build()?
-                .get_async_connection()
-                .await?;
+                .retries(2);
+            if let Some(ca) = &settings.tls_ca {
+                builder = builder.certs(redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(ca.clone()),
+                });
+            }
+            let connection = builder.build()?.get_async_connection().await?;
             Ok(Connection::Cluster(connection))
         }
     }

@@ -65,6 +65,8 @@ pub struct RedisSettings {
     pub probe_interval: Duration,
     /// A probe not received within this is a dead Pub/Sub connection.
     pub probe_timeout: Duration,
+    /// PEM certificates trusted for `rediss://` instead of the system's trust store.
+    pub tls_ca: Option<Vec<u8>>,
 }
 
 impl RedisSettings {
@@ -78,6 +80,11 @@ impl RedisSettings {
             reconnect_max: Duration::from_millis(config.reconnect_max_ms),
             probe_interval: Duration::from_millis(config.probe_interval_ms),
             probe_timeout: Duration::from_millis(config.probe_timeout_ms),
+            // Read (and checked) by the configuration check already; a file that went
+            // away since is reported by the first TLS handshake.
+            tls_ca: (!config.tls_ca_file.is_empty())
+                .then(|| std::fs::read(&config.tls_ca_file).ok())
+                .flatten(),
         }
     }
 }
@@ -116,8 +123,12 @@ impl RedisBroker {
         // Open circuits are retried after one probe interval.
         let breaker = Arc::new(Breaker::new(settings.probe_interval));
         let (requests, requests_rx) = mpsc::unbounded_channel();
-        let (mode, link) = match url.strip_prefix("redis-cluster://") {
-            Some(nodes) => {
+        let cluster = url
+            .strip_prefix("redis-cluster://")
+            .map(|nodes| ("redis", nodes))
+            .or_else(|| url.strip_prefix("rediss-cluster://").map(|n| ("rediss", n)));
+        let (mode, link) = match cluster {
+            Some((scheme, nodes)) => {
                 let nodes: Vec<&str> = nodes.split(',').map(str::trim).collect();
                 // Credentials of the seed nodes (`user:password@host:port`) serve every
                 // master the slot map names.
@@ -125,12 +136,13 @@ impl RedisBroker {
                     .rsplit_once('@')
                     .map(|(userinfo, _)| format!("{userinfo}@"))
                     .unwrap_or_default();
-                let seeds = nodes.iter().map(|n| format!("redis://{n}")).collect();
+                let seeds = nodes.iter().map(|n| format!("{scheme}://{n}")).collect();
                 let link = Link::connect(Target::Cluster(seeds), settings.clone());
                 let subscriber = cluster::ClusterSubscriber {
                     keys: keys.clone(),
                     node_id: node_id.to_owned(),
                     userinfo,
+                    scheme,
                     events,
                     health: health.clone(),
                     settings: settings.clone(),
@@ -141,9 +153,10 @@ impl RedisBroker {
                 (Mode::Cluster, link)
             }
             None => {
-                let client = redis::Client::open(url)
+                let client = client(url, &settings)
                     .map_err(|e| BrokerError::Internal(format!("invalid Redis URL: {e}")))?;
-                let link = Link::connect(Target::Single(client.clone()), settings.clone());
+                let link =
+                    Link::connect(Target::Single(Box::new(client.clone())), settings.clone());
                 let subscriber = Subscriber {
                     keys: keys.clone(),
                     probe_channel: keys.probe_channel(node_id),
@@ -358,4 +371,93 @@ fn parse_history(room: &RoomName, reply: Value) -> Result<HistoryPage, BrokerErr
         first_seq: u64::try_from(first).ok(),
         publications,
     })
+}
+
+/// A client for one Redis node: over TLS for `rediss://`, trusting `settings.tls_ca`
+/// when set (else the system's trust store).
+fn client(url: &str, settings: &RedisSettings) -> redis::RedisResult<redis::Client> {
+    match &settings.tls_ca {
+        Some(ca) if url.starts_with("rediss://") => redis::Client::build_with_tls(
+            url,
+            redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(ca.clone()),
+            },
+        ),
+        _ => redis::Client::open(url),
+    }
+}
+
+/// Checks `redis_url` without connecting: a scheme the broker knows and a host in every
+/// node, so that a URL such as `redis://` is refused by `--check-config` instead of
+/// failing after the start. The message never repeats a password.
+pub fn check_url(url: &str) -> Result<(), String> {
+    let shown = crate::config::redact_url(url);
+    let forms = "write redis://[:password@]host:port[/db] or \
+                 redis-cluster://[user:password@]host:port,host:port,… \
+                 (rediss://, rediss-cluster:// for TLS)";
+    let cluster = url
+        .strip_prefix("redis-cluster://")
+        .map(|nodes| ("redis", nodes))
+        .or_else(|| url.strip_prefix("rediss-cluster://").map(|n| ("rediss", n)));
+    let nodes: Vec<String> = match cluster {
+        Some((scheme, nodes)) => nodes
+            .split(',')
+            .map(|node| format!("{scheme}://{}", node.trim()))
+            .collect(),
+        None if url.starts_with("redis://") || url.starts_with("rediss://") => {
+            vec![url.to_owned()]
+        }
+        None => return Err(format!("{shown} is not a Redis URL; {forms}")),
+    };
+    for node in nodes {
+        let client = redis::Client::open(node.as_str())
+            .map_err(|e| format!("{shown} is not a usable Redis URL ({e}); {forms}"))?;
+        if let redis::ConnectionAddr::Tcp(host, _) | redis::ConnectionAddr::TcpTls { host, .. } =
+            client.get_connection_info().addr()
+            && host.is_empty()
+        {
+            return Err(format!("{shown} names no host; {forms}"));
+        }
+    }
+    Ok(())
+}
+
+/// Where a Redis URL points, for log lines: `host:port` of each node, no credentials.
+pub(crate) fn address_of(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    authority
+        .split(',')
+        .map(|node| node.rsplit_once('@').map_or(node, |(_, host)| host).trim())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+#[cfg(test)]
+mod url_tests {
+    use super::*;
+
+    #[test]
+    fn urls_without_a_host_are_refused() {
+        for bad in [
+            "redis://",
+            "redis://:pw@",
+            "redis-cluster://a:7000,",
+            "http://x:1",
+        ] {
+            let err = check_url(bad).unwrap_err();
+            assert!(err.contains("redis://"), "{bad}: {err}");
+            assert!(!err.contains("pw@"), "{err}");
+        }
+        for good in [
+            "redis://127.0.0.1:6379",
+            "redis://:pw@redis:6379/2?protocol=resp3",
+            "redis-cluster://a:7000,b:7001",
+        ] {
+            assert_eq!(check_url(good), Ok(()), "{good}");
+        }
+        assert_eq!(address_of("redis://:pw@redis:6379/0"), "redis:6379");
+        assert_eq!(address_of("redis-cluster://u:p@a:1,b:2"), "a:1,b:2");
+    }
 }

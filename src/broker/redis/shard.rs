@@ -139,7 +139,7 @@ impl Shard {
     async fn connect(
         &self,
     ) -> Result<(MultiplexedConnection, mpsc::UnboundedReceiver<PushInfo>), String> {
-        let client = redis::Client::open(self.url.as_str()).map_err(|e| e.to_string())?;
+        let client = super::client(&self.url, &self.settings).map_err(|e| e.to_string())?;
         let (pushes_tx, pushes) = mpsc::unbounded_channel();
         let config = redis::AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.settings.connect_timeout))

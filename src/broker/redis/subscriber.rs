@@ -193,7 +193,8 @@ pub async fn run_single(
                 }
             }
         };
-        tracing::warn!(reason = %why, "Redis Pub/Sub connection lost; reconnecting");
+        let address = client.get_connection_info().addr();
+        tracing::warn!(%address, reason = %why, "Redis Pub/Sub connection lost; reconnecting");
         metrics::counter!("roomcast_broker_reconnects_total").increment(1);
         this.health.set_pubsub(Err(why));
     }

@@ -7,6 +7,7 @@ pub mod openapi;
 pub mod process;
 pub mod proxy;
 pub mod redis;
+pub mod tls;
 pub mod tokens;
 
 use roomcast::client::{ClientError, Connection};

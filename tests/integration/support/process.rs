@@ -80,6 +80,15 @@ impl RoomcastProcess {
         .unwrap_or_else(|_| panic!("no log line with {needle:?} within {timeout:?}"))
     }
 
+    /// The log lines received so far and not read yet.
+    pub fn drain_logs(&mut self) -> Vec<String> {
+        let mut lines = Vec::new();
+        while let Ok(line) = self.logs.try_recv() {
+            lines.push(line);
+        }
+        lines
+    }
+
     /// Sends a signal (`TERM`, `KILL`, `STOP`, `CONT`).
     pub fn signal(&self, name: &str) {
         let pid = self.child.id().expect("running").to_string();
