@@ -228,6 +228,8 @@ async fn an_unreachable_redis_is_named_and_clients_get_a_plain_error() {
             id: Some(1),
             room: "lobby".into(),
             since: None,
+            presence: false,
+            info: None,
         })
         .await;
     loop {
