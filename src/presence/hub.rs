@@ -410,6 +410,7 @@ impl Hub {
         }
         let message = slot.clone().expect("just set");
         if watcher.outbound.send_or_evict(message) {
+            metrics::counter!("roomcast_presence_frames_total", "kind" => "snapshot").increment(1);
             watched.watchers.insert(watcher.conn_id, watcher);
         }
     }
@@ -465,7 +466,10 @@ impl Hub {
                 let message = encoded[watcher.encoding.index()]
                     .get_or_insert_with(|| watcher.encoding.encode(&frame))
                     .clone();
-                watcher.outbound.send_or_evict(message);
+                if watcher.outbound.send_or_evict(message) {
+                    metrics::counter!("roomcast_presence_frames_total", "kind" => "diff")
+                        .increment(1);
+                }
             }
         }
     }

@@ -83,7 +83,12 @@ const LABELLED_COUNTERS: &[(&str, &str, &[&str])] = &[
     (
         "roomcast_broker_commands_total",
         "op",
-        &["publish", "history", "reset_epoch"],
+        &["publish", "history", "reset_epoch", "presence"],
+    ),
+    (
+        "roomcast_presence_frames_total",
+        "kind",
+        &["snapshot", "diff"],
     ),
     (
         "roomcast_broker_errors_total",
@@ -197,6 +202,10 @@ fn describe() {
     describe_gauge!(
         "roomcast_rooms_active",
         "Rooms with a running actor on this instance."
+    );
+    describe_counter!(
+        "roomcast_presence_frames_total",
+        "Presence frames queued to clients that asked for events: `snapshot` (one per subscribe) and `diff` (at most one per room and presence window)."
     );
     describe_counter!(
         "roomcast_room_failures_total",
