@@ -104,6 +104,7 @@ fn generous(c: &mut Config) {
     }
     c.rate_limits.user_read_burst = 1_000_000;
     c.rate_limits.user_write_burst = 1_000_000;
+    c.presence.rooms = vec!["lobby:*".into()];
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -115,6 +116,7 @@ async fn every_route_answers_as_the_openapi_document_says() {
         comments(&mut api, issue).await;
         audit(&mut api).await;
         rooms(&mut api).await;
+        presence(&mut api).await;
         admin(&mut api).await;
         members(&mut api).await;
         admin_users(&mut api).await;
@@ -466,6 +468,19 @@ async fn admin(api: &mut Conformance) {
         Body::Raw("application/json", b"{"),
     )
     .await;
+}
+
+/// Presence over HTTP (no one connected: empty sets are still the documented shape).
+async fn presence(api: &mut Conformance) {
+    const SET: &str = "/api/v1/rooms/{room}/presence";
+    const STATS: &str = "/api/v1/rooms/{room}/presence/stats";
+    for (template, suffix) in [(SET, ""), (STATS, "/stats")] {
+        for (status, room) in [(200, "lobby:1"), (404, "news:today"), (422, "no%20spaces")] {
+            let path = format!("/api/v1/rooms/{room}/presence{suffix}");
+            api.call(status, template, "GET", &path, &[], Body::None)
+                .await;
+        }
+    }
 }
 
 async fn rooms(api: &mut Conformance) {
