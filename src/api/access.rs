@@ -59,7 +59,7 @@ pub fn require_admin(context: &Context) -> Result<(), ApiError> {
         Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "forbidden",
-            "this needs a global administrator",
+            "this needs a global administrator (a token with the admin role, or a service token)",
         ))
     }
 }

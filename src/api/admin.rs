@@ -2,6 +2,7 @@
 //! `POST /api/v1/admin/disconnect` and `POST /api/v1/admin/unsubscribe`.
 //! Global administrators only (an `admin` role in the token, or a service token).
 
+use super::access::require_admin;
 use super::input::json_body;
 use super::{Api, ApiError, Context, FieldError, Reply};
 use crate::control::{self, Command};
@@ -27,19 +28,6 @@ struct DisconnectBody {
 struct UnsubscribeBody {
     user: String,
     room: String,
-}
-
-/// Only global administrators act on other users' connections.
-pub(super) fn require_admin(context: &Context) -> Result<(), ApiError> {
-    if context.principal.is_admin() {
-        Ok(())
-    } else {
-        Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "this needs an administrator (a token with the admin role, or a service token)",
-        ))
-    }
 }
 
 fn user_key(user: &str) -> Result<String, ApiError> {
