@@ -189,14 +189,20 @@ impl RedisBroker {
         op: &'static str,
     ) -> Result<Value, BrokerError> {
         metrics::counter!("roomcast_broker_commands_total", "op" => op).increment(1);
-        let pass = self.breaker.admit(&self.keys.meta(room))?;
-        let result = match self.link.get() {
-            Ok(mut connection) => invocation
-                .invoke_async::<Value>(&mut connection)
-                .await
-                .map_err(broker_error),
-            Err(err) => Err(err),
+        // Before the first connection there is nothing to wait for and nothing to
+        // learn about the node: fail at once without touching its circuit.
+        let mut connection = match self.link.get() {
+            Ok(connection) => connection,
+            Err(err) => {
+                metrics::counter!("roomcast_broker_errors_total", "op" => op).increment(1);
+                return Err(err);
+            }
         };
+        let pass = self.breaker.admit(&self.keys.meta(room))?;
+        let result = invocation
+            .invoke_async::<Value>(&mut connection)
+            .await
+            .map_err(broker_error);
         self.breaker.record(pass, result.as_ref().map(|_| ()));
         match &result {
             Ok(_) => self.health.set_commands(Ok(())),
