@@ -95,6 +95,17 @@ impl Breaker {
         }
     }
 
+    /// A command on `key` got an answer outside a pass (the liveness probe): the node's
+    /// circuit closes, so commands stop failing fast as soon as the node is seen well.
+    pub fn answered(&self, key: &str) {
+        let scope = self.scope(key);
+        let mut circuits = self.circuits.lock().unwrap_or_else(|e| e.into_inner());
+        if circuits.remove(&scope).is_some() {
+            tracing::info!(node = %scope, "Redis node answers again (probe)");
+        }
+        metrics::gauge!("roomcast_broker_circuits_open").set(circuits.len() as f64);
+    }
+
     /// Reports how the command of `pass` went: a timeout or an unreachable node opens
     /// the circuit; an answer (even an error reply) closes it.
     pub fn record(&self, pass: Pass, outcome: Result<(), &BrokerError>) {
@@ -175,6 +186,20 @@ mod tests {
             breaker
                 .admit_at("k", later + Duration::from_millis(500))
                 .is_err()
+        );
+    }
+
+    #[test]
+    fn a_probe_that_gets_through_closes_the_circuit() {
+        let breaker = Breaker::new(Duration::from_secs(60));
+        let now = Instant::now();
+        let pass = breaker.admit_at("k", now).unwrap();
+        breaker.record_at(pass, Err(&timeout()), now);
+        assert!(breaker.admit_at("k", now).is_err());
+        breaker.answered("probe-channel");
+        assert!(
+            breaker.admit_at("k", now).is_ok(),
+            "no wait for the cooldown"
         );
     }
 

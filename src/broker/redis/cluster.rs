@@ -274,6 +274,7 @@ impl Coordinator {
             link: self.this.link.clone(),
             health: self.this.health.clone(),
             reports: self.reports.clone(),
+            breaker: self.this.breaker.clone(),
         };
         tokio::spawn(shard.run(probe.clone(), assigned, commands_rx));
         self.shard_health

@@ -164,6 +164,7 @@ impl RedisBroker {
                     health: health.clone(),
                     settings: settings.clone(),
                     link: link.clone(),
+                    breaker: breaker.clone(),
                 };
                 tokio::spawn(subscriber::run_single(client, subscriber, requests_rx));
                 (Mode::Single, link)

@@ -69,6 +69,8 @@ pub struct Shard {
     pub health: std::sync::Arc<super::health::Health>,
     /// Where to report.
     pub reports: mpsc::UnboundedSender<Report>,
+    /// Circuits per master; a probe that gets through closes this master's.
+    pub breaker: std::sync::Arc<super::breaker::Breaker>,
 }
 
 /// Mutable state of a shard task.
@@ -219,7 +221,13 @@ impl Shard {
                     if let Err(why) = self.subscribe_unconfirmed(state, &mut connection).await {
                         return Some(why);
                     }
-                    publish_probe(&self.link, &self.health, "SPUBLISH", &state.probe);
+                    publish_probe(
+                        &self.link,
+                        &self.health,
+                        &self.breaker,
+                        "SPUBLISH",
+                        &state.probe,
+                    );
                 }
             }
         }

@@ -48,6 +48,8 @@ pub struct Subscriber {
     pub settings: RedisSettings,
     /// The command connection (to publish probes).
     pub link: Link,
+    /// Closed again by a probe that gets through.
+    pub breaker: Arc<super::breaker::Breaker>,
 }
 
 /// Decodes a publication received on `channel` and hands it to the rooms.
@@ -70,10 +72,17 @@ pub fn deliver(keys: &Keys, events: &EventSender, channel: &[u8], payload: &[u8]
 
 /// Publishes one probe on `channel` in the background (`PUBLISH` or `SPUBLISH`, through
 /// the command connection); records whether Redis took it.
-pub fn publish_probe(link: &Link, health: &Arc<Health>, command: &'static str, channel: &str) {
+pub fn publish_probe(
+    link: &Link,
+    health: &Arc<Health>,
+    breaker: &Arc<super::breaker::Breaker>,
+    command: &'static str,
+    channel: &str,
+) {
     let link = link.clone();
     let channel = channel.to_owned();
     let health = health.clone();
+    let breaker = breaker.clone();
     tokio::spawn(async move {
         let result = match link.get() {
             Ok(mut connection) => redis::cmd(command)
@@ -84,6 +93,10 @@ pub fn publish_probe(link: &Link, health: &Arc<Health>, command: &'static str, c
                 .map_err(broker_error),
             Err(err) => Err(err),
         };
+        if result.is_ok() {
+            // The probe's channel lives on the node it probes: that node answers again.
+            breaker.answered(&channel);
+        }
         health.set_commands(result.as_ref().map(|_| ()).map_err(|e| e.to_string()));
     });
 }
@@ -189,7 +202,13 @@ pub async fn run_single(
                         metrics::counter!("roomcast_broker_probe_failures_total").increment(1);
                         break format!("no probe received for {:?}", last_probe.elapsed());
                     }
-                    publish_probe(&this.link, &this.health, "PUBLISH", &this.probe_channel);
+                    publish_probe(
+                        &this.link,
+                        &this.health,
+                        &this.breaker,
+                        "PUBLISH",
+                        &this.probe_channel,
+                    );
                 }
             }
         };
