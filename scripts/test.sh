@@ -25,6 +25,15 @@ if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-cli >/dev/nul
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq redis-server >/dev/null
 fi
 
+# The TLS tests make their certificates with openssl.
+if ! command -v openssl >/dev/null 2>&1; then
+  log "installing openssl"
+  sudo_cmd=""
+  if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null 2>&1; then sudo_cmd="sudo"; fi
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq openssl >/dev/null
+fi
+
 # The API tests run on SQLite always, and on PostgreSQL too when DATABASE_URL names
 # one. Use the local PostgreSQL when it is reachable and nothing else was chosen.
 if [ -z "${DATABASE_URL:-}" ] && command -v psql >/dev/null 2>&1 \

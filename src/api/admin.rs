@@ -30,13 +30,9 @@ struct UnsubscribeBody {
     room: String,
 }
 
+/// The principal key of the user `user` (a token's `sub`).
 fn user_key(user: &str) -> Result<String, ApiError> {
-    if user.is_empty() || user.len() > 255 {
-        return Err(ApiError::invalid(vec![FieldError {
-            field: "user".into(),
-            message: "must be 1 to 255 bytes".into(),
-        }]));
-    }
+    super::members::check_user_id(user)?;
     Ok(format!("user:{user}"))
 }
 

@@ -24,9 +24,16 @@ pub const LIST_PARAMS: &[&str] = &["cursor", "limit"];
 /// no control characters.
 pub fn user_id(segment: &str) -> Result<String, ApiError> {
     let user = percent_decode(segment).unwrap_or_default();
+    check_user_id(&user)?;
+    Ok(user)
+}
+
+/// A user id (a token's `sub`) as the API takes it: 1 to `USER_ID_MAX` characters,
+/// no control characters.
+pub fn check_user_id(user: &str) -> Result<(), ApiError> {
     let count = user.chars().count();
     if (1..=USER_ID_MAX).contains(&count) && !user.chars().any(char::is_control) {
-        Ok(user)
+        Ok(())
     } else {
         Err(FieldErrors::one(
             "user",

@@ -67,7 +67,7 @@ pub struct ConnectionArgs {
     pub features: Vec<String>,
     /// Key of the publish rate limit (see [`ConnectionContext::publish_limiter`]);
     /// `None` for connections it does not limit.
-    pub rate_key: Option<Box<str>>,
+    pub rate_key: Option<Arc<str>>,
 }
 
 /// The connection actor.
@@ -81,7 +81,7 @@ pub struct ConnectionState {
     /// The connection's id, encoding and outbound queue.
     replies: Replies,
     principal: Principal,
-    rate_key: Option<Box<str>>,
+    rate_key: Option<Arc<str>>,
     subscriptions: HashSet<RoomName>,
     publishing: Publishing,
     lifetime: TokenLifetime,
@@ -463,7 +463,7 @@ impl ConnectionActor {
         }
         if let Some(Err(wait)) = state
             .rate_key
-            .as_deref()
+            .as_ref()
             .map(|key| self.context.publish_limiter.check(key))
         {
             metrics::counter!("roomcast_rate_limited_total", "endpoint" => "ws_publish")

@@ -106,9 +106,9 @@ impl Connections {
         let coalesce = features.iter().any(|f| f == crate::flags::COALESCE_WRITES);
         let user: Option<Box<str>> = admission.user().map(Box::from);
         let rate_key = match &principal {
-            Principal::User { .. } => Some(principal.key().into_boxed_str()),
+            Principal::User { .. } => Some(Arc::from(principal.key())),
             Principal::Anonymous if inner.context.limit_anonymous_publishes => {
-                Some(format!("address:{peer}").into_boxed_str())
+                Some(Arc::from(format!("address:{peer}")))
             }
             Principal::Anonymous | Principal::Service { .. } => None,
         };
