@@ -298,18 +298,9 @@ impl ConnectionActor {
     /// An operator removed the user from `room`: the client is told with an
     /// `unsubscribed` frame without `id`.
     async fn revoke(&self, state: &mut ConnectionState, room: RoomName) {
-        if !state.subscriptions.remove(&room) {
-            return;
+        if state.subscriptions.remove(&room) {
+            self.leave(state, None, room).await;
         }
-        self.context
-            .rooms
-            .unsubscribe_and_wait(&room, state.replies.conn_id)
-            .await;
-        self.leave_presence(state, &room).await;
-        state.send(&ServerFrame::Unsubscribed {
-            id: None,
-            room: room.to_string(),
-        });
     }
 
     fn room_name(&self, state: &ConnectionState, id: Option<u64>, room: &str) -> Option<RoomName> {
@@ -428,7 +419,13 @@ impl ConnectionActor {
                 format!("not subscribed to {room}"),
             );
         }
-        // Waits for the room to drop us, so no message of the room follows `unsubscribed`.
+        self.leave(state, id, room).await;
+    }
+
+    /// Leaves a room the connection was subscribed to (already removed from its set)
+    /// and says so with `unsubscribed`: waits for the room to drop the connection, so no
+    /// message of the room follows the frame.
+    async fn leave(&self, state: &mut ConnectionState, id: Option<u64>, room: RoomName) {
         self.context
             .rooms
             .unsubscribe_and_wait(&room, state.replies.conn_id)
