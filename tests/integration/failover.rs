@@ -29,11 +29,12 @@ const INSTANCES: usize = 3;
 /// detection, promotion, slot-map read, resubscription), as docs/cluster.md states.
 const RECOVERY: Duration = Duration::from_secs(15);
 
-/// One failover scenario at a time: each runs six Redis nodes and three instances.
-static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+/// One failover scenario at a time (these and the Sentinel ones): each runs several
+/// Redis processes and instances.
+pub(crate) static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 #[derive(Debug, Clone)]
-enum Seen {
+pub(crate) enum Seen {
     Message {
         epoch: Epoch,
         seq: u64,
@@ -47,10 +48,14 @@ enum Seen {
 }
 
 /// What one subscriber received, per room, in order.
-type Journal = Arc<Mutex<HashMap<String, Vec<Seen>>>>;
+pub(crate) type Journal = Arc<Mutex<HashMap<String, Vec<Seen>>>>;
 
 /// A resilient subscriber of every room on one instance.
-async fn subscriber(url: String, rooms: &[String], encoding: Encoding) -> (Client, Journal) {
+pub(crate) async fn subscriber(
+    url: String,
+    rooms: &[String],
+    encoding: Encoding,
+) -> (Client, Journal) {
     let mut config = ClientConfig::new(url.clone());
     config.encoding = encoding;
     let (client, mut events) = Client::start(config);
@@ -106,15 +111,15 @@ async fn subscriber(url: String, rooms: &[String], encoding: Encoding) -> (Clien
 
 /// An acknowledged publish.
 #[derive(Debug, Clone)]
-struct Acked {
-    n: u64,
-    epoch: Epoch,
-    seq: u64,
+pub(crate) struct Acked {
+    pub(crate) n: u64,
+    pub(crate) epoch: Epoch,
+    pub(crate) seq: u64,
 }
 
 /// Publishes to every room in turn until stopped, retrying each message with its
 /// idempotency key until it is acknowledged.
-fn publisher(
+pub(crate) fn publisher(
     urls: Vec<String>,
     rooms: Vec<String>,
     stop: Arc<AtomicBool>,
@@ -344,7 +349,7 @@ async fn run(fault: Fault) {
 }
 
 /// The guarantees for one subscriber of one room.
-fn check(what: &str, seen: &[Seen], acks: &[Acked]) {
+pub(crate) fn check(what: &str, seen: &[Seen], acks: &[Acked]) {
     // No position acknowledged twice for different messages.
     let mut by_position: HashMap<(Epoch, u64), u64> = HashMap::new();
     for ack in acks {
@@ -402,14 +407,14 @@ fn check(what: &str, seen: &[Seen], acks: &[Acked]) {
     );
 }
 
-async fn wait_published(published: &AtomicU64, at_least: u64) {
+pub(crate) async fn wait_published(published: &AtomicU64, at_least: u64) {
     wait_until(Duration::from_secs(60), "publishing progresses", || async {
         published.load(Ordering::Relaxed) >= at_least
     })
     .await;
 }
 
-async fn wait_until<F, Fut>(limit: Duration, what: &str, mut condition: F)
+pub(crate) async fn wait_until<F, Fut>(limit: Duration, what: &str, mut condition: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,

@@ -23,6 +23,7 @@ mod process;
 mod protocol;
 mod release;
 mod resume;
+mod sentinel;
 mod slow_consumer;
 mod supervision;
 mod support;
