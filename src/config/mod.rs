@@ -69,6 +69,8 @@ pub struct Config {
     pub tracing: TracingConfig,
     /// Presence (who is in a room).
     pub presence: crate::presence::PresenceConfig,
+    /// Cluster membership, reconnect hints and rebalancing.
+    pub cluster: crate::cluster::ClusterConfig,
 }
 
 /// `[tracing]`
@@ -554,6 +556,12 @@ impl Config {
             message: e.to_string(),
         })?;
         self.presence
+            .validate()
+            .map_err(|(key, message)| ConfigError::Invalid {
+                key,
+                message: message.to_owned(),
+            })?;
+        self.cluster
             .validate()
             .map_err(|(key, message)| ConfigError::Invalid {
                 key,

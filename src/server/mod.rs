@@ -11,6 +11,7 @@ pub use http::{Body, BoxError, empty, full, json_error, json_response};
 use crate::api::Api;
 use crate::auth::{AuthConfigError, Authenticator};
 use crate::broker::{Broker, BrokerError, EventReceiver};
+use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::connection::{ConnectionContext, Connections};
 use crate::flags::{Flags, FlagsError};
@@ -55,9 +56,11 @@ pub struct App {
     pub metrics_on_main_listener: bool,
     /// Set while the instance drains: not ready, no new connections.
     pub draining: AtomicBool,
-    /// Cancelled to ask for a drain (the admin endpoint; the binary also drains on
+    /// Cancelled to ask for a drain (the admin endpoints; the binary also drains on
     /// SIGTERM).
     pub drain_requested: CancellationToken,
+    /// This instance's membership in the cluster.
+    pub cluster: Arc<Cluster>,
 }
 
 /// Start-up failures.
@@ -106,7 +109,8 @@ pub struct Server {
     accept_loop: Option<JoinHandle<()>>,
     relay: JoinHandle<()>,
     control: JoinHandle<()>,
-    /// Stops the background tasks (outbox relay, control listener).
+    announcer: JoinHandle<()>,
+    /// Stops the background tasks (outbox relay, control listener, announcer).
     relay_stop: CancellationToken,
 }
 
@@ -167,16 +171,6 @@ impl Server {
             auth.clone(),
             Arc::new(crate::access::AccessControl::new(store.clone())),
         ));
-        let api = Api::new(config, store.clone(), auth.clone(), context.clone());
-        let relay_stop = CancellationToken::new();
-        let relay = crate::relay::spawn_relay(store.clone(), context.clone(), relay_stop.clone());
-        crate::api::spawn_maintenance(store, config.audit.clone());
-        let connections = Connections::start(context, config.connection.max_frame_bytes)
-            .await
-            .map_err(|source| ServerError::Actors {
-                what: "the connection supervisor",
-                source,
-            })?;
         let listener = bind(config.listen, config.connection.listen_backlog).map_err(|source| {
             ServerError::Bind {
                 addr: config.listen,
@@ -187,6 +181,23 @@ impl Server {
             addr: config.listen,
             source,
         })?;
+        let cluster = Cluster::new(&config.cluster, &node_id, local_addr, broker.clone());
+        let api = Api::new(
+            config,
+            store.clone(),
+            auth.clone(),
+            context.clone(),
+            cluster.clone(),
+        );
+        let relay_stop = CancellationToken::new();
+        let relay = crate::relay::spawn_relay(store.clone(), context.clone(), relay_stop.clone());
+        crate::api::spawn_maintenance(store, config.audit.clone());
+        let connections = Connections::start(context, config.connection.max_frame_bytes)
+            .await
+            .map_err(|source| ServerError::Actors {
+                what: "the connection supervisor",
+                source,
+            })?;
         let app = Arc::new(App {
             node_id,
             started: Instant::now(),
@@ -200,7 +211,8 @@ impl Server {
             ws_origins: config.websocket.allowed_origins.clone(),
             metrics_on_main_listener: config.metrics.listen.is_empty(),
             draining: AtomicBool::new(false),
-            drain_requested: CancellationToken::new(),
+            drain_requested: cluster.drain_requested(),
+            cluster: cluster.clone(),
         });
         if !config.metrics.listen.is_empty() {
             let addr: SocketAddr = config.metrics.listen.parse().expect("validated");
@@ -213,6 +225,12 @@ impl Server {
             app.rooms.clone(),
             app.connections.clone(),
             app.api.access.clone(),
+            cluster.clone(),
+            relay_stop.clone(),
+        );
+        let announcer = cluster.spawn_announcer(
+            app.connections.clone(),
+            app.rooms.clone(),
             relay_stop.clone(),
         );
         let tls = ListenerTls::from_config(&config.tls)
@@ -241,6 +259,7 @@ impl Server {
             accept_loop: Some(accept_loop),
             relay,
             control,
+            announcer,
             relay_stop,
         })
     }
@@ -277,7 +296,13 @@ impl Server {
         }
     }
 
-    /// Cancelled when someone asked for a drain through `POST /admin/drain`.
+    /// This instance's membership in the cluster.
+    pub fn cluster(&self) -> &Arc<Cluster> {
+        &self.app.cluster
+    }
+
+    /// Cancelled when someone asked for a drain through `POST /admin/drain` or
+    /// `POST /api/v1/admin/drain`.
     pub fn drain_requested(&self) -> CancellationToken {
         self.app.drain_requested.clone()
     }
@@ -290,6 +315,7 @@ impl Server {
         let until = tokio::time::Instant::now() + deadline;
         let drain_began = crate::store::now_ms();
         self.app.draining.store(true, Ordering::SeqCst);
+        self.app.cluster.set_draining();
         metrics::gauge!("roomcast_draining").set(1.0);
         tracing::info!(?window, ?deadline, "draining");
         // The listener stays open meanwhile: health checks see 503 (not a refused
@@ -337,6 +363,9 @@ impl Server {
         self.relay_stop.cancel();
         let _ = self.relay.await;
         let _ = self.control.await;
+        let _ = self.announcer.await;
+        // The others stop listing this instance now, not when its record expires.
+        self.app.cluster.leave().await;
         connections.stop();
         self.app.rooms.stop();
         tracing::info!("roomcast stopped");

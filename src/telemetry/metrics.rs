@@ -83,7 +83,13 @@ const LABELLED_COUNTERS: &[(&str, &str, &[&str])] = &[
     (
         "roomcast_broker_commands_total",
         "op",
-        &["publish", "history", "reset_epoch", "presence"],
+        &[
+            "publish",
+            "history",
+            "reset_epoch",
+            "presence",
+            "membership",
+        ],
     ),
     (
         "roomcast_presence_frames_total",
@@ -154,6 +160,9 @@ fn register_at_zero() {
     for name in GAUGES {
         metrics::gauge!(*name).increment(0.0);
     }
+    for state in crate::cluster::MemberState::ALL {
+        metrics::gauge!("roomcast_cluster_members", "state" => state.name()).increment(0.0);
+    }
 }
 
 /// The HTTP method as a metrics label: one of the standard methods, else `other`, so
@@ -204,6 +213,10 @@ fn describe() {
     describe_counter!(
         "roomcast_tls_reloads_total",
         "Reloads of the listener's certificate on SIGHUP, by result."
+    );
+    describe_gauge!(
+        "roomcast_cluster_members",
+        "Instances of the cluster this instance sees, by state (starting, ready, draining)."
     );
     describe_gauge!(
         "roomcast_subscriptions",

@@ -7,6 +7,7 @@ mod api_input;
 mod auth;
 mod bad_input;
 mod cluster;
+mod cluster_admin;
 mod conformance;
 mod failover;
 mod image;
