@@ -11,20 +11,14 @@
 //! `recovered: false`, every instance follows the new master (`/readyz` names it) within
 //! the stated bound, and publishes succeed again on every instance.
 
-use crate::failover::{
-    Acked, SERIAL, Seen, check, publisher, subscriber, wait_published, wait_until,
-};
+use crate::failover::{Acked, SERIAL, Traffic, wait_published, wait_until};
 use crate::support::http_get;
 use crate::support::process::RoomcastProcess;
-use crate::support::redis::SentinelGroup;
-use crate::support::wait_ready;
+use crate::support::redis::{SENTINEL_MASTER, SentinelGroup};
 use roomcast::client::{Client, ClientConfig};
-use roomcast::protocol::Encoding;
 use roomcast::stream::Position;
 use serde_json::json;
-use std::collections::HashSet;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 /// Rooms published to.
@@ -55,51 +49,21 @@ async fn run(fault: Fault) {
     let mut group = SentinelGroup::start().await;
     let (old_master, replica) = (group.servers[0].port, group.servers[1].port);
     assert_eq!(group.master_port().await, Some(old_master));
-    let url = group.url();
-    let mut instances = Vec::new();
-    for i in 0..INSTANCES {
-        let node = format!("node-{i}");
-        let process = RoomcastProcess::start(&[
-            ("ROOMCAST_REDIS_URL", url.as_str()),
-            ("ROOMCAST_NODE_ID", node.as_str()),
-            ("ROOMCAST_REDIS__PROBE_INTERVAL_MS", "200"),
-            ("ROOMCAST_REDIS__PROBE_TIMEOUT_MS", "1000"),
-            ("ROOMCAST_REDIS__RECONNECT_MAX_MS", "500"),
-        ])
-        .await;
-        wait_ready(&process.addr).await;
+    let traffic = Traffic::start(&group.url(), INSTANCES, ROOMS, 60).await;
+    let (instances, rooms, published) = (&traffic.instances, &traffic.rooms, &traffic.published);
+    for instance in instances {
         assert!(
-            serves_from(&process, old_master).await,
+            serves_from(instance, old_master).await,
             "/readyz names the master"
         );
-        instances.push(process);
     }
-    let rooms: Vec<String> = (0..ROOMS).map(|i| format!("room-{i}")).collect();
-    let mut subscribers = Vec::new();
-    for (i, instance) in instances.iter().enumerate() {
-        let encoding = if i % 2 == 0 {
-            Encoding::MsgPack
-        } else {
-            Encoding::Json
-        };
-        subscribers.push(subscriber(instance.url(), &rooms, encoding).await);
-    }
-    let stop = Arc::new(AtomicBool::new(false));
-    let published = Arc::new(AtomicU64::new(0));
-    let urls: Vec<String> = instances.iter().map(RoomcastProcess::url).collect();
-    let publishing = publisher(urls, rooms.clone(), stop.clone(), published.clone());
-    wait_published(&published, 60).await;
 
     // The fault.
     let mut fault_at = tokio::time::Instant::now();
     match fault {
         Fault::Graceful => {
             let answer = group.sentinels[0]
-                .cli(&[
-                    "SENTINEL",
-                    "FAILOVER",
-                    crate::support::redis::SENTINEL_MASTER,
-                ])
+                .cli(&["SENTINEL", "FAILOVER", SENTINEL_MASTER])
                 .await;
             assert_eq!(answer.as_deref(), Some("OK"));
         }
@@ -112,7 +76,7 @@ async fn run(fault: Fault) {
             // reconnection is refused, so nothing written from now on reaches it.
             group.cut_replication(0).await;
             let before = published.load(Ordering::Relaxed);
-            wait_published(&published, before + 20).await;
+            wait_published(published, before + 20).await;
             let seq_on = |server: usize| {
                 let server = &group.servers[server];
                 async move {
@@ -146,7 +110,7 @@ async fn run(fault: Fault) {
         // Back, believing it is master: the sentinels turn it into a replica.
         group.servers[0].signal("CONT");
     }
-    for instance in &instances {
+    for instance in instances {
         wait_until(RECOVERY, "instance ready on the new master", || {
             serves_from(instance, replica)
         })
@@ -155,7 +119,7 @@ async fn run(fault: Fault) {
     let recovered_in = switched_at.elapsed();
 
     // Publishes succeed again on every instance.
-    for instance in &instances {
+    for instance in instances {
         let (client, _events) = Client::start(ClientConfig::new(instance.url()));
         let deadline = tokio::time::Instant::now() + RECOVERY;
         loop {
@@ -177,43 +141,12 @@ async fn run(fault: Fault) {
         client.stop().await;
     }
 
-    // Live again: more messages, then stop and compare.
-    let after = published.load(Ordering::Relaxed);
-    wait_published(&published, after + 2 * ROOMS as u64).await;
-    stop.store(true, Ordering::Relaxed);
-    let acks = publishing.await.unwrap();
-    for (i, (_, journal)) in subscribers.iter().enumerate() {
-        for room in &rooms {
-            let room_acks = &acks[room];
-            let last = room_acks.last().unwrap();
-            wait_until(Duration::from_secs(20), "subscriber caught up", || async {
-                journal.lock().unwrap().get(room).is_some_and(|seen| {
-                    seen.iter().any(|s| matches!(s, Seen::Message { epoch, seq, .. } if *epoch == last.epoch && *seq == last.seq))
-                })
-            })
-            .await;
-            let seen = journal.lock().unwrap()[room].clone();
-            check(
-                &format!("{fault:?}, subscriber {i}, {room}"),
-                &seen,
-                room_acks,
-            );
-        }
-    }
-    for room in &rooms {
-        // A new master is another Redis process: the room changed epoch, every
-        // subscriber was told, and a resume from the old epoch is not "recovered".
-        let epochs: HashSet<_> = acks[room].iter().map(|a| &a.epoch).collect();
-        assert!(epochs.len() > 1, "{fault:?}: {room} kept its epoch");
-        for (i, (_, journal)) in subscribers.iter().enumerate() {
-            let told = journal.lock().unwrap()[room]
-                .iter()
-                .any(|s| matches!(s, Seen::Loss { .. }));
-            assert!(
-                told,
-                "{fault:?}: subscriber {i} was not told that {room} changed epoch"
-            );
-        }
+    // Live again: more messages, then stop and compare. A new master is another Redis
+    // process: every room changed epoch, every subscriber was told, and a resume from
+    // the old epoch is not "recovered".
+    let rooms = rooms.clone();
+    let (instances, acks) = traffic.finish(&format!("{fault:?}"), &rooms).await;
+    for room in acks.keys() {
         let first: &Acked = &acks[room][0];
         let (client, _events) = Client::start(ClientConfig::new(instances[1].url()));
         let resumed = client
@@ -226,14 +159,11 @@ async fn run(fault: Fault) {
         );
         client.stop().await;
     }
+    drop(instances);
     println!(
         "{fault:?}: the sentinels named the new master {promoted_in:?} after the fault; \
          every instance served from it {recovered_in:?} later"
     );
-    for (client, _) in subscribers {
-        client.stop().await;
-    }
-    drop(instances);
 }
 
 /// Whether `instance` is ready and serving from the master on `port`.
