@@ -32,6 +32,8 @@ use tokio_util::sync::CancellationToken;
 
 /// Rooms listed per instance, and in the merged view, by subscribers and by message rate.
 pub const TOP_ROOMS: usize = 10;
+/// Addresses in one reconnect hint.
+pub const HINT_SIZE: usize = 3;
 
 /// `[cluster]`
 #[derive(Debug, Clone, Deserialize)]
@@ -216,6 +218,53 @@ struct View {
     read_at: Instant,
 }
 
+/// Where the clients this instance sends away go: the ready instances with an address,
+/// other than this one, with the connections each had at the last read plus those sent
+/// to it since. Each hint names the one with the fewest first, so a drain fills the
+/// emptiest instances up evenly instead of sending everyone to one.
+#[derive(Default)]
+struct Planner {
+    /// The view it was built from.
+    read_at: Option<Instant>,
+    /// Address and expected connections.
+    targets: Vec<(String, u64)>,
+}
+
+impl Planner {
+    fn rebuild(&mut self, view: &View, own_id: &str, ttl_ms: u64) {
+        let since = view.read_at.elapsed().as_millis() as u64;
+        self.read_at = Some(view.read_at);
+        self.targets = view
+            .members
+            .iter()
+            .filter(|seen| {
+                seen.member.id != own_id
+                    && seen.member.state == MemberState::Ready
+                    && seen.last_seen_ms + since <= ttl_ms
+            })
+            .filter_map(|seen| {
+                let url = seen.member.advertise_url.clone()?;
+                Some((url, seen.member.connections))
+            })
+            .collect();
+    }
+
+    /// The next client's hint: the target with the fewest expected connections (which
+    /// then expects one more), followed by the next emptiest.
+    fn next(&mut self) -> Vec<String> {
+        self.targets
+            .sort_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.cmp(&b.0)));
+        if let Some(first) = self.targets.first_mut() {
+            first.1 += 1;
+        }
+        self.targets
+            .iter()
+            .take(HINT_SIZE)
+            .map(|(url, _)| url.clone())
+            .collect()
+    }
+}
+
 /// This instance's membership in the cluster.
 pub struct Cluster {
     id: String,
@@ -227,6 +276,7 @@ pub struct Cluster {
     store: Arc<dyn MembershipStore>,
     broker: Arc<dyn Broker>,
     view: Mutex<View>,
+    planner: Mutex<Planner>,
     announce_now: Notify,
     drain_requested: CancellationToken,
 }
@@ -252,6 +302,7 @@ impl Cluster {
                 members: Vec::new(),
                 read_at: Instant::now(),
             }),
+            planner: Mutex::new(Planner::default()),
             announce_now: Notify::new(),
             drain_requested: CancellationToken::new(),
         })
@@ -313,6 +364,24 @@ impl Cluster {
             })
             .filter(|seen| seen.last_seen_ms <= self.config.member_ttl_ms)
             .collect()
+    }
+
+    /// The reconnect hint for the next client this instance sends away: addresses of
+    /// ready instances (never a draining one, never this one) with the fewest
+    /// connections, counting the clients already sent to each since the last read.
+    /// Empty when no other instance is ready or none announces an address.
+    pub fn hint(&self) -> Vec<String> {
+        let view = self.view.lock().unwrap_or_else(|e| e.into_inner());
+        let mut planner = self.planner.lock().unwrap_or_else(|e| e.into_inner());
+        if planner.read_at != Some(view.read_at) {
+            planner.rebuild(&view, &self.id, self.config.member_ttl_ms);
+        }
+        drop(view);
+        let hint = planner.next();
+        if !hint.is_empty() {
+            metrics::counter!("roomcast_reconnect_hints_total").increment(1);
+        }
+        hint
     }
 
     /// Reads the membership from the broker now (and keeps it as the view).
@@ -654,6 +723,47 @@ mod tests {
         let top = top_rooms(many);
         assert_eq!(top.by_subscribers.len(), TOP_ROOMS);
         assert_eq!(top.by_subscribers[0].subscribers, 29);
+    }
+
+    #[test]
+    fn hints_fill_the_emptiest_ready_instances_first_and_skip_draining_ones() {
+        let seen = |id: &str, state: MemberState, connections: u64, url: bool| {
+            let mut s = member(id, Vec::new());
+            s.member.state = state;
+            s.member.connections = connections;
+            s.member.advertise_url = url.then(|| format!("ws://{id}/ws"));
+            s
+        };
+        let view = View {
+            members: vec![
+                seen("me", MemberState::Draining, 90, true),
+                seen("a", MemberState::Ready, 10, true),
+                seen("b", MemberState::Ready, 13, true),
+                seen("c", MemberState::Draining, 0, true),
+                seen("d", MemberState::Starting, 0, true),
+                seen("e", MemberState::Ready, 0, false),
+            ],
+            read_at: Instant::now(),
+        };
+        let mut planner = Planner::default();
+        planner.rebuild(&view, "me", 6000);
+        let firsts: Vec<String> = (0..9).map(|_| planner.next()[0].clone()).collect();
+        // a takes 3 to catch up with b, then they alternate.
+        assert_eq!(
+            firsts,
+            ["a", "a", "a", "a", "b", "a", "b", "a", "b"].map(|id| format!("ws://{id}/ws"))
+        );
+        assert_eq!(
+            planner.next().len(),
+            2,
+            "only the ready ones with an address"
+        );
+        let empty = View {
+            members: vec![seen("me", MemberState::Draining, 5, true)],
+            read_at: Instant::now(),
+        };
+        planner.rebuild(&empty, "me", 6000);
+        assert!(planner.next().is_empty());
     }
 
     #[test]

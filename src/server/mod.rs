@@ -311,7 +311,8 @@ impl Server {
         let connections = self.app.connections.clone();
         let store = self.app.api.store.clone();
         let completed = tokio::time::timeout_at(until, async {
-            connections.drain(window).await;
+            let cluster = self.app.cluster.clone();
+            connections.drain(window, move || cluster.hint()).await;
             while connections.count() > 0 {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }

@@ -126,6 +126,7 @@ const COUNTERS: &[&str] = &[
     "roomcast_audit_retention_deleted_total",
     "roomcast_http_rate_limited_total",
     "roomcast_tokens_expired_total",
+    "roomcast_reconnect_hints_total",
 ];
 
 /// Gauges a dashboard reads from the start, before anything happened.
@@ -203,6 +204,10 @@ fn describe() {
     describe_counter!(
         "roomcast_handshake_timeouts_total",
         "Connections closed for not completing their request in time."
+    );
+    describe_counter!(
+        "roomcast_reconnect_hints_total",
+        "Reconnect frames (drain, rebalancing) that named other instances to go to."
     );
     describe_gauge!(
         "roomcast_cluster_members",

@@ -10,7 +10,7 @@ use crate::support::http::{get, json};
 use crate::support::process::RoomcastProcess;
 use crate::support::redis::RedisServer;
 use crate::support::{TestClient, wait_ready};
-use roomcast::protocol::Encoding;
+use roomcast::protocol::{Encoding, ServerFrame};
 use serde_json::{Value, json as json_value};
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -237,4 +237,68 @@ async fn a_redis_cluster_carries_the_membership_too() {
         listed(v, "node-b").is_none()
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_hints_the_emptiest_ready_instances_and_clients_follow() {
+    let redis = RedisServer::start().await;
+    let url = redis.url();
+    let drain_settings = [
+        ("ROOMCAST_DRAIN__WINDOW_MS", "1000"),
+        ("ROOMCAST_DRAIN__DEADLINE_MS", "10000"),
+    ];
+    let mut a = instance(&url, "node-a", &drain_settings).await;
+    let b = instance(&url, "node-b", &drain_settings).await;
+    let c = instance(&url, "node-c", &drain_settings).await;
+    view_until(
+        &a.addr,
+        "three ready instances",
+        Duration::from_secs(10),
+        |v| {
+            ["node-a", "node-b", "node-c"]
+                .iter()
+                .all(|id| listed(v, id).is_some_and(|i| i["state"] == "ready"))
+        },
+    )
+    .await;
+    // Without hints, every client would go to B, the next of its list.
+    let urls = vec![a.url(), b.url(), c.url()];
+    let mut watchers = Vec::new();
+    for _ in 0..8 {
+        watchers.push(Watcher::start(urls.clone(), &["hinted"], Encoding::Json).await);
+    }
+    let mut raw = TestClient::connect(&a.url(), Encoding::Json).await;
+    raw.subscribe("hinted", None).await;
+    view_until(&a.addr, "A's nine clients", Duration::from_secs(10), |v| {
+        listed(v, "node-a").is_some_and(|a| a["connections"] == 9)
+    })
+    .await;
+
+    assert_eq!(drain(&b.addr, "node-a").await.status, 202);
+    let hint = loop {
+        if let ServerFrame::Reconnect { reason, hint } = raw.next().await {
+            assert_eq!(reason, "draining");
+            break hint;
+        }
+    };
+    // The ready others (both, unless one looked unready at that moment on a loaded
+    // machine), never A.
+    assert!(!hint.is_empty(), "a hint");
+    assert!(
+        hint.iter().all(|url| *url == b.url() || *url == c.url()),
+        "{hint:?}"
+    );
+    assert_eq!(a.wait(Duration::from_secs(15)).await, Some(0));
+
+    // The eight watchers spread over B and C instead of all landing on B.
+    let view = view_until(&b.addr, "A's clients moved", Duration::from_secs(10), |v| {
+        let count = |id| listed(v, id).map_or(0, |i| i["connections"].as_u64().unwrap());
+        listed(v, "node-a").is_none() && count("node-b") + count("node-c") == 8
+    })
+    .await;
+    let on_c = listed(&view, "node-c").unwrap()["connections"]
+        .as_u64()
+        .unwrap();
+    assert!(on_c >= 2, "C got {on_c} of 8: {view}");
+    assert_eq!(closed_with(&watchers, 1012), 8);
 }
