@@ -3,6 +3,7 @@
 
 mod http;
 mod origin;
+mod tls;
 mod websocket;
 
 pub use http::{Body, BoxError, empty, full, json_error, json_response};
@@ -24,6 +25,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+use tls::ListenerTls;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -85,6 +87,9 @@ pub enum ServerError {
     /// The authentication settings cannot be used.
     #[error("invalid authentication settings: {0}")]
     Auth(#[source] AuthConfigError),
+    /// The listener's certificate or key cannot be used.
+    #[error("invalid TLS settings: {0}")]
+    Tls(String),
     /// An actor system part failed to start.
     #[error("cannot start {what}: {source}")]
     Actors {
@@ -228,6 +233,13 @@ impl Server {
             app.rooms.clone(),
             relay_stop.clone(),
         );
+        let tls = ListenerTls::from_config(&config.tls)
+            .map_err(|e| ServerError::Tls(format!("{}: {}", e.key, e.message)))?
+            .map(Arc::new);
+        if let Some(tls) = &tls {
+            tls.reload_on_hangup();
+        }
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let stop_accepting = CancellationToken::new();
         let accept_loop = tokio::spawn(accept(
             listener,
@@ -235,10 +247,11 @@ impl Server {
             SocketOptions {
                 handshake_timeout: config.connection.handshake_timeout(),
                 send_buffer_bytes: config.connection.send_buffer_bytes,
+                tls,
             },
             stop_accepting.clone(),
         ));
-        tracing::info!(addr = %local_addr, node = %app.node_id, broker = app.broker.kind(), "roomcast listening");
+        tracing::info!(addr = %local_addr, scheme, node = %app.node_id, broker = app.broker.kind(), "roomcast listening");
         Ok(Server {
             app,
             local_addr,
@@ -394,10 +407,12 @@ fn room_settings(config: &Config) -> RoomSettings {
 }
 
 /// Per-socket settings applied at accept.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 struct SocketOptions {
     handshake_timeout: Duration,
     send_buffer_bytes: usize,
+    /// TLS on the listener, when configured.
+    tls: Option<Arc<ListenerTls>>,
 }
 
 async fn accept(
@@ -413,7 +428,7 @@ async fn accept(
         };
         match accepted {
             Ok((stream, _peer)) => {
-                tokio::spawn(serve_http(stream, app.clone(), options));
+                tokio::spawn(serve_http(stream, app.clone(), options.clone()));
             }
             Err(err) => {
                 // Typically out of file descriptors: back off instead of spinning.
@@ -424,8 +439,9 @@ async fn accept(
     }
 }
 
-/// Serves HTTP on one TCP connection. A WebSocket upgrade ends this future and the
-/// socket continues in the connection's own task.
+/// Serves HTTP on one TCP connection (after the TLS handshake when the listener has TLS).
+/// A WebSocket upgrade ends this future and the socket continues in the connection's own
+/// task.
 async fn serve_http(stream: TcpStream, app: Arc<App>, options: SocketOptions) {
     let _ = stream.set_nodelay(true);
     if options.send_buffer_bytes > 0 {
@@ -435,11 +451,40 @@ async fn serve_http(stream: TcpStream, app: Arc<App>, options: SocketOptions) {
         .peer_addr()
         .map(|addr| addr.ip())
         .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+    let Some(tls) = &options.tls else {
+        return serve_io(TokioIo::new(stream), app, peer, options.handshake_timeout).await;
+    };
+    // The handshake shares the request's time budget: a client that opens a socket and
+    // says nothing is dropped as on plain TCP.
+    match tokio::time::timeout(options.handshake_timeout, tls.acceptor().accept(stream)).await {
+        Ok(Ok(stream)) => {
+            serve_io(TokioIo::new(stream), app, peer, options.handshake_timeout).await
+        }
+        Ok(Err(err)) => {
+            metrics::counter!("roomcast_tls_handshake_failures_total").increment(1);
+            tracing::debug!(error = %err, %peer, "TLS handshake failed");
+        }
+        Err(_) => {
+            metrics::counter!("roomcast_handshake_timeouts_total").increment(1);
+            tracing::debug!(%peer, "client did not complete the TLS handshake in time");
+        }
+    }
+}
+
+/// Serves HTTP/1.1 over one client stream, plain or TLS.
+async fn serve_io<I>(
+    io: TokioIo<I>,
+    app: Arc<App>,
+    peer: std::net::IpAddr,
+    handshake_timeout: Duration,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let service = service_fn(move |request| http::route(request, app.clone(), peer));
     let connection = http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(options.handshake_timeout)
-        .serve_connection(TokioIo::new(stream), service)
+        .header_read_timeout(handshake_timeout)
+        .serve_connection(io, service)
         .with_upgrades();
     if let Err(err) = connection.await {
         if err.is_timeout() {

@@ -28,5 +28,6 @@ mod slow_consumer;
 mod supervision;
 mod support;
 mod tls;
+mod tls_listener;
 mod tour;
 mod traces;
