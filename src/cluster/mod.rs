@@ -85,15 +85,16 @@ impl ClusterConfig {
         Duration::from_millis(self.member_ttl_ms)
     }
 
-    /// The URL this instance announces: the configured one, else `ws://{bound}/ws` when
-    /// the listener is bound to a specific address, else none.
-    pub fn advertise_url(&self, bound: SocketAddr) -> Option<String> {
+    /// The URL this instance announces: the configured one, else `ws://{bound}/ws`
+    /// (`wss://` with `tls`) when the listener is bound to a specific address, else none.
+    pub fn advertise_url(&self, bound: SocketAddr, tls: bool) -> Option<String> {
+        let scheme = if tls { "wss" } else { "ws" };
         if !self.advertise_url.is_empty() {
             Some(self.advertise_url.clone())
         } else if bound.ip().is_unspecified() {
             None
         } else {
-            Some(format!("ws://{bound}/ws"))
+            Some(format!("{scheme}://{bound}/ws"))
         }
     }
 }
@@ -282,16 +283,18 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// Membership of instance `id`, listening on `bound`, through `broker`'s store.
+    /// Membership of instance `id`, listening on `bound` (over TLS with `tls`), through
+    /// `broker`'s store.
     pub fn new(
         config: &ClusterConfig,
         id: &str,
         bound: SocketAddr,
+        tls: bool,
         broker: Arc<dyn Broker>,
     ) -> Arc<Cluster> {
         Arc::new(Cluster {
             id: id.to_owned(),
-            advertise_url: config.advertise_url(bound),
+            advertise_url: config.advertise_url(bound, tls),
             config: config.clone(),
             started_at: SystemTime::now(),
             started: Instant::now(),
@@ -774,13 +777,20 @@ mod tests {
             member_ttl_ms: 6000,
         };
         assert_eq!(
-            config.advertise_url("127.0.0.1:8080".parse().unwrap()),
+            config.advertise_url("127.0.0.1:8080".parse().unwrap(), false),
             Some("ws://127.0.0.1:8080/ws".into())
         );
-        assert_eq!(config.advertise_url("0.0.0.0:8080".parse().unwrap()), None);
+        assert_eq!(
+            config.advertise_url("127.0.0.1:8443".parse().unwrap(), true),
+            Some("wss://127.0.0.1:8443/ws".into())
+        );
+        assert_eq!(
+            config.advertise_url("0.0.0.0:8080".parse().unwrap(), false),
+            None
+        );
         config.advertise_url = "wss://a.example/ws".into();
         assert_eq!(
-            config.advertise_url("0.0.0.0:8080".parse().unwrap()),
+            config.advertise_url("0.0.0.0:8080".parse().unwrap(), false),
             Some("wss://a.example/ws".into())
         );
         assert!(config.validate().is_ok());

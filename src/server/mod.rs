@@ -181,7 +181,13 @@ impl Server {
             addr: config.listen,
             source,
         })?;
-        let cluster = Cluster::new(&config.cluster, &node_id, local_addr, broker.clone());
+        let cluster = Cluster::new(
+            &config.cluster,
+            &node_id,
+            local_addr,
+            config.tls.enabled(),
+            broker.clone(),
+        );
         let api = Api::new(
             config,
             store.clone(),
