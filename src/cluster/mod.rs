@@ -46,6 +46,17 @@ pub struct ClusterConfig {
     pub announce_interval_ms: u64,
     /// An instance not heard from for this long is dropped (ms).
     pub member_ttl_ms: u64,
+    /// Whether an instance above the cluster's mean sheds connections.
+    pub rebalance: bool,
+    /// Above the mean by more than this percentage of the mean...
+    pub rebalance_margin_percent: u64,
+    /// ...and by more than this many connections...
+    pub rebalance_margin_min: u64,
+    /// ...for this long (ms), the instance sheds...
+    pub rebalance_after_ms: u64,
+    /// ...this percentage of its connections per second (at least one) until it is down
+    /// to the mean.
+    pub rebalance_rate_percent: f64,
 }
 
 impl ClusterConfig {
@@ -61,6 +72,12 @@ impl ClusterConfig {
             return Err((
                 "cluster.member_ttl_ms",
                 "must be at least twice cluster.announce_interval_ms",
+            ));
+        }
+        if !(self.rebalance_rate_percent > 0.0 && self.rebalance_rate_percent <= 100.0) {
+            return Err((
+                "cluster.rebalance_rate_percent",
+                "must be above 0 and at most 100",
             ));
         }
         let url = &self.advertise_url;
@@ -475,6 +492,54 @@ impl Cluster {
         })
     }
 
+    /// With `cluster.rebalance`: once a second, when this instance has held more than the
+    /// ready instances' mean + margin for `rebalance_after_ms`, moves
+    /// `rebalance_rate_percent` of its connections (at least one) to the emptiest ready
+    /// instances, exactly as a drain moves them (hint, 1012), until it is down to the mean.
+    pub fn spawn_rebalancer(
+        self: &Arc<Self>,
+        connections: Connections,
+        stop: CancellationToken,
+    ) -> Option<JoinHandle<()>> {
+        if !self.config.rebalance {
+            return None;
+        }
+        let this = self.clone();
+        Some(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut above_since: Option<Instant> = None;
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    () = stop.cancelled() => return,
+                }
+                let own = connections.count() as u64;
+                let load = (this.state() == MemberState::Ready)
+                    .then(|| Load::of(&this.members(), &this.id, own))
+                    .flatten();
+                let Some(load) = load else {
+                    above_since = None;
+                    continue;
+                };
+                let excess = load.excess(own, &this.config, &mut above_since);
+                if excess == 0 {
+                    continue;
+                }
+                let rate = (own as f64 * this.config.rebalance_rate_percent / 100.0).ceil() as u64;
+                let count = rate.max(1).min(excess) as usize;
+                let shed = connections.shed(count, || this.hint());
+                metrics::counter!("roomcast_rebalance_shed_total").increment(shed as u64);
+                tracing::info!(
+                    shed,
+                    own,
+                    mean = load.mean,
+                    "rebalancing: connections sent to emptier instances"
+                );
+            }
+        }))
+    }
+
     /// Removes this instance from the membership (it stops).
     pub async fn leave(&self) {
         if let Err(err) = self.store.leave(&self.id).await {
@@ -551,6 +616,55 @@ impl Cluster {
             "top_rooms": merged_top_rooms(&members),
             "recent": merged_recent(&members),
         })
+    }
+}
+
+/// The ready instances' load, as the rebalancer sees it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Load {
+    /// Mean connections per ready instance (this one counted with its live count).
+    mean: f64,
+    /// Whether another ready instance is below the mean (somewhere to shed to).
+    room_elsewhere: bool,
+}
+
+impl Load {
+    /// `None` when fewer than two instances are ready.
+    fn of(members: &[Seen], own_id: &str, own: u64) -> Option<Load> {
+        let others: Vec<u64> = members
+            .iter()
+            .filter(|s| s.member.id != own_id && s.member.state == MemberState::Ready)
+            .map(|s| s.member.connections)
+            .collect();
+        if others.is_empty() {
+            return None;
+        }
+        let mean = (others.iter().sum::<u64>() + own) as f64 / (others.len() + 1) as f64;
+        Some(Load {
+            mean,
+            room_elsewhere: others.iter().any(|&c| (c as f64) < mean),
+        })
+    }
+
+    /// How many connections to shed now: over the mean once `own` has stayed above
+    /// mean + margin for `rebalance_after_ms` (tracked in `above_since`), until it is
+    /// down to the mean; else 0.
+    fn excess(&self, own: u64, config: &ClusterConfig, above_since: &mut Option<Instant>) -> u64 {
+        let margin = (self.mean * config.rebalance_margin_percent as f64 / 100.0)
+            .max(config.rebalance_margin_min as f64);
+        if own as f64 > self.mean + margin {
+            above_since.get_or_insert_with(Instant::now);
+        } else if own as f64 <= self.mean {
+            *above_since = None;
+        }
+        let due = above_since.is_some_and(|since| {
+            since.elapsed() >= Duration::from_millis(config.rebalance_after_ms)
+        });
+        if due && self.room_elsewhere {
+            (own as f64 - self.mean).floor().max(0.0) as u64
+        } else {
+            0
+        }
     }
 }
 
@@ -770,11 +884,65 @@ mod tests {
     }
 
     #[test]
+    fn an_instance_sheds_only_after_staying_above_mean_plus_margin_and_down_to_the_mean() {
+        let mut config = ClusterConfig {
+            advertise_url: String::new(),
+            announce_interval_ms: 2000,
+            member_ttl_ms: 6000,
+            rebalance: true,
+            rebalance_margin_percent: 10,
+            rebalance_margin_min: 5,
+            rebalance_after_ms: 0,
+            rebalance_rate_percent: 1.0,
+        };
+        let with = |id: &str, state: MemberState, connections: u64| {
+            let mut s = member(id, Vec::new());
+            s.member.state = state;
+            s.member.connections = connections;
+            s
+        };
+        let members = vec![
+            with("me", MemberState::Ready, 0),
+            with("a", MemberState::Ready, 0),
+            with("b", MemberState::Ready, 0),
+            with("c", MemberState::Draining, 500),
+        ];
+        // 300, 0, 0: mean 100, margin 10.
+        let load = Load::of(&members, "me", 300).unwrap();
+        assert_eq!(load.mean, 100.0);
+        let mut since = None;
+        assert_eq!(load.excess(300, &config, &mut since), 200);
+        // Within the margin, not yet above: nothing; once above, down to the mean.
+        let mut since = None;
+        assert_eq!(load.excess(105, &config, &mut since), 0);
+        assert_eq!(load.excess(111, &config, &mut since), 11);
+        assert_eq!(load.excess(105, &config, &mut since), 5, "keeps going");
+        assert_eq!(load.excess(100, &config, &mut since), 0);
+        assert_eq!(
+            load.excess(105, &config, &mut since),
+            0,
+            "stopped at the mean"
+        );
+        // Not before it stayed above for the configured time.
+        config.rebalance_after_ms = 60_000;
+        let mut since = None;
+        assert_eq!(load.excess(300, &config, &mut since), 0);
+        assert!(since.is_some());
+        // Alone (no other ready instance): nothing to compare with.
+        assert_eq!(Load::of(&members[..1], "me", 300), None);
+    }
+
+    #[test]
     fn the_advertised_url_comes_from_the_listener_unless_it_is_a_wildcard() {
         let mut config = ClusterConfig {
             advertise_url: String::new(),
             announce_interval_ms: 2000,
             member_ttl_ms: 6000,
+            rebalance: false,
+            rebalance_margin_percent: 10,
+            rebalance_margin_min: 20,
+            rebalance_after_ms: 30_000,
+            rebalance_rate_percent: 1.0,
         };
         assert_eq!(
             config.advertise_url("127.0.0.1:8080".parse().unwrap(), false),

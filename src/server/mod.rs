@@ -110,6 +110,7 @@ pub struct Server {
     relay: JoinHandle<()>,
     control: JoinHandle<()>,
     announcer: JoinHandle<()>,
+    rebalancer: Option<JoinHandle<()>>,
     /// Stops the background tasks (outbox relay, control listener, announcer).
     relay_stop: CancellationToken,
 }
@@ -239,6 +240,7 @@ impl Server {
             app.rooms.clone(),
             relay_stop.clone(),
         );
+        let rebalancer = cluster.spawn_rebalancer(app.connections.clone(), relay_stop.clone());
         let tls = ListenerTls::from_config(&config.tls)
             .map_err(|e| ServerError::Tls(format!("{}: {}", e.key, e.message)))?
             .map(Arc::new);
@@ -266,6 +268,7 @@ impl Server {
             relay,
             control,
             announcer,
+            rebalancer,
             relay_stop,
         })
     }
@@ -371,6 +374,9 @@ impl Server {
         let _ = self.relay.await;
         let _ = self.control.await;
         let _ = self.announcer.await;
+        if let Some(rebalancer) = self.rebalancer {
+            let _ = rebalancer.await;
+        }
         // The others stop listing this instance now, not when its record expires.
         self.app.cluster.leave().await;
         connections.stop();
