@@ -30,19 +30,40 @@ pub struct RedisServer {
 impl RedisServer {
     /// A fresh Redis with no persistence configured (SAVE still writes a snapshot).
     pub async fn start() -> RedisServer {
-        Self::start_with(&[]).await
+        Self::start_with(&[] as &[&str]).await
     }
 
     /// A fresh Redis with extra command-line options.
-    pub async fn start_with(extra: &[&str]) -> RedisServer {
+    pub async fn start_with(extra: &[impl AsRef<str>]) -> RedisServer {
         Self::start_configured(None, extra).await
+    }
+
+    /// A sentinel watching the master on `master_port` as [`SENTINEL_MASTER`] (quorum 2;
+    /// down after 1 s without an answer), with extra options.
+    pub async fn start_sentinel(master_port: u16, extra: &[impl AsRef<str>]) -> RedisServer {
+        let write = |dir: &std::path::Path| {
+            let path = dir.join("sentinel.conf");
+            std::fs::write(
+                &path,
+                format!(
+                    "sentinel monitor {SENTINEL_MASTER} 127.0.0.1 {master_port} 2\n\
+                     sentinel down-after-milliseconds {SENTINEL_MASTER} 1000\n\
+                     sentinel failover-timeout {SENTINEL_MASTER} 5000\n"
+                ),
+            )
+            .unwrap();
+            path
+        };
+        let mut options = vec!["--sentinel"];
+        options.extend(extra.iter().map(AsRef::as_ref));
+        Self::start_configured(Some(&write), &options).await
     }
 
     /// A server started with `config(dir)` as its configuration file (written into the
     /// server's own directory), then the usual options and `extra`.
     async fn start_configured(
         config: Option<&dyn Fn(&std::path::Path) -> PathBuf>,
-        extra: &[&str],
+        extra: &[impl AsRef<str>],
     ) -> RedisServer {
         let port = free_port();
         let dir =
@@ -54,7 +75,7 @@ impl RedisServer {
             port,
             config: config.map(|write| write(&dir)),
             dir,
-            extra: extra.iter().map(|s| s.to_string()).collect(),
+            extra: extra.iter().map(|s| s.as_ref().to_owned()).collect(),
         };
         server.spawn().await;
         server
@@ -462,20 +483,7 @@ impl SentinelGroup {
         let replica = RedisServer::start_with(&replica_options).await;
         let mut sentinels = Vec::new();
         for _ in 0..3 {
-            let write = |dir: &std::path::Path| {
-                let path = dir.join("sentinel.conf");
-                std::fs::write(
-                    &path,
-                    format!(
-                        "sentinel monitor {SENTINEL_MASTER} 127.0.0.1 {master_port} 2\n\
-                         sentinel down-after-milliseconds {SENTINEL_MASTER} 1000\n\
-                         sentinel failover-timeout {SENTINEL_MASTER} 5000\n"
-                    ),
-                )
-                .unwrap();
-                path
-            };
-            sentinels.push(RedisServer::start_configured(Some(&write), &["--sentinel"]).await);
+            sentinels.push(RedisServer::start_sentinel(master.port, &[] as &[&str]).await);
         }
         let group = SentinelGroup {
             servers: vec![master, replica],
