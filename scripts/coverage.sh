@@ -36,7 +36,7 @@ mkdir -p target/coverage
 # Run every test even when one fails (a timing-sensitive test can fail under
 # instrumentation): the figures then miss only that test's share, and it is listed.
 cargo llvm-cov clean --workspace
-cargo llvm-cov --workspace --locked --no-report --no-fail-fast --ignore-run-fail 2>&1 \
+cargo llvm-cov --workspace --locked --no-report --ignore-run-fail 2>&1 \
   | tee target/coverage/test-output.txt | grep -E '^test result|FAILED|failures:' || true
 cargo llvm-cov report --summary-only > target/coverage/summary.txt
 if [ -n "$html" ]; then
