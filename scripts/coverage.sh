@@ -55,11 +55,12 @@ for line in open("target/coverage/summary.txt"):
     path = parts[0]
     # Columns: regions, missed, cover, functions, missed, executed, lines, missed, cover, …
     lines, missed = int(parts[7]), int(parts[8])
-    m = re.match(r"(?:.*/)?src/([^/]+)(/)?", path)
-    if path.startswith("loadtest/") or "/loadtest/" in path:
+    # Paths are relative to src/ (the server) or name loadtest/ (the load tester).
+    path = re.sub(r"^.*?/?src/", "", path) if "loadtest" not in path else path
+    if "loadtest" in path:
         key = "loadtest"
-    elif m:
-        key = "src/" + m.group(1) + ("/" if m.group(2) else "")
+    elif "/" in path:
+        key = path.split("/")[0] + "/"
     else:
         key = path
     counts = rows.setdefault(key, [0, 0])
