@@ -27,6 +27,7 @@ mod release;
 mod resume;
 mod sentinel;
 mod slow_consumer;
+mod startup;
 mod supervision;
 mod support;
 mod tls;
