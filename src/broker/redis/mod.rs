@@ -1,5 +1,5 @@
-//! The Redis broker: rooms shared by every instance pointed at one Redis (or one Redis
-//! Cluster).
+//! The Redis broker: rooms shared by every instance pointed at one Redis (one Redis
+//! Cluster, or one Redis whose master the sentinels name: see `sentinel.rs`).
 //!
 //! - Sequencing, replay buffer, idempotency and fan-out happen in one Lua script per
 //!   publish (`publish.lua`); reads of position and buffer in another (`history.lua`).
