@@ -35,3 +35,4 @@ pub mod store;
 pub mod stream;
 pub mod telemetry;
 pub mod tracker;
+pub mod transport;

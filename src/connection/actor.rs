@@ -28,7 +28,6 @@ use serde_json::Value;
 use std::collections::HashSet;
 use std::sync::Arc;
 use tokio::sync::OwnedSemaphorePermit;
-use tokio_tungstenite::tungstenite::Message;
 
 /// Longest idempotency key (bytes), as for the HTTP API's `Idempotency-Key`.
 pub const MAX_KEY_BYTES: usize = 255;
@@ -40,7 +39,7 @@ pub type ConnectionRef = ActorRef<ConnectionMsg>;
 pub enum ConnectionMsg {
     /// A data frame read from the socket. The permit bounds how many frames may wait in
     /// the mailbox; it is released when the frame has been handled.
-    Inbound(Message, OwnedSemaphorePermit),
+    Inbound(crate::protocol::Encoded, OwnedSemaphorePermit),
     /// The token of the given generation reached its expiry (see `lifetime.rs`).
     TokenExpired(u64),
     /// An operator removed the user from this room: unsubscribe without being asked.

@@ -29,7 +29,6 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
-use tokio_tungstenite::tungstenite::Message;
 
 /// Longest a subscribe or unsubscribe waits for its presence write.
 const COMMAND_WAIT: Duration = Duration::from_secs(3);
@@ -250,7 +249,7 @@ struct Watched {
     known: Option<(u64, Set)>,
     /// `known` encoded as a `presence` frame, per encoding: during a storm many clients
     /// get the same snapshot, encoded once.
-    snapshot: [Option<Message>; 2],
+    snapshot: [Option<crate::protocol::Encoded>; 2],
 }
 
 /// Writes of one batch for one room.

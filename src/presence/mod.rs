@@ -23,13 +23,13 @@ pub mod diff;
 mod hub;
 pub mod memory;
 
+pub use crate::protocol::PresenceEntry;
 pub use hub::{Member, Presence, Watcher};
 
 use crate::broker::BrokerError;
 use crate::protocol::RoomName;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use std::time::Duration;
 
 /// `[presence]`
@@ -93,22 +93,6 @@ impl PresenceConfig {
     pub fn window(&self) -> Duration {
         Duration::from_millis(self.window_ms)
     }
-}
-
-/// One client in a room's presence set.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PresenceEntry {
-    /// The user: the token's `sub`, `service:{name}`, or `anonymous:{conn}`.
-    pub user: String,
-    /// The connection (its session id, as announced in `welcome`).
-    pub conn: String,
-    /// The instance serving the connection.
-    pub node: String,
-    /// When the client joined (ms since the Unix epoch).
-    pub joined: u64,
-    /// What the client attached at subscribe (omitted when none).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub info: Option<Value>,
 }
 
 /// Counts of a room's presence set.
