@@ -29,6 +29,7 @@ pub mod flags;
 pub mod presence;
 pub mod protocol;
 pub mod relay;
+pub mod response;
 pub mod room;
 pub mod server;
 pub mod store;

@@ -78,5 +78,5 @@ async fn send(api: &Api, command: &Command, echo: serde_json::Value) -> Reply {
         .await
         .map_err(super::rooms::broker_error)?;
     tracing::info!(?command, "operator command sent to every instance");
-    Ok(crate::server::json_response(StatusCode::ACCEPTED, &echo))
+    Ok(crate::response::json_response(StatusCode::ACCEPTED, &echo))
 }

@@ -28,7 +28,7 @@ use crate::broker::Broker;
 use crate::config::{ApiConfig, Config};
 use crate::connection::ConnectionContext;
 use crate::protocol::RoomNameRules;
-use crate::server::Body;
+use crate::response::Body;
 use crate::store::{Caller, IdempotencyKey, Mutation, Store, StoredResponse};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
@@ -395,7 +395,7 @@ fn idempotency(
 
 /// A stored response, sent again.
 fn replay(stored: StoredResponse) -> Response<Body> {
-    let mut response = Response::new(crate::server::full(stored.body));
+    let mut response = Response::new(crate::response::full(stored.body));
     *response.status_mut() = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK);
     let headers = response.headers_mut();
     headers.insert(
@@ -430,7 +430,7 @@ fn resource<T: serde::Serialize>(
     version: i64,
     location: Option<String>,
 ) -> Response<Body> {
-    let mut response = crate::server::json_response(status, value);
+    let mut response = crate::response::json_response(status, value);
     let headers = response.headers_mut();
     if let Ok(etag) = format!("\"{version}\"").parse() {
         headers.insert("etag", etag);
@@ -466,7 +466,7 @@ fn not_modified(headers: &hyper::HeaderMap, version: i64) -> Option<Response<Bod
                 .any(|t| t.trim().trim_start_matches("W/") == tag || t.trim() == "*")
         });
     matches.then(|| {
-        let mut response = Response::new(crate::server::empty());
+        let mut response = Response::new(crate::response::empty());
         *response.status_mut() = StatusCode::NOT_MODIFIED;
         if let Ok(etag) = tag.parse() {
             response.headers_mut().insert("etag", etag);
@@ -480,7 +480,7 @@ fn page<T: serde::Serialize>(items: &[T], limit: i64, id_of: impl Fn(&T) -> i64)
     let next = (items.len() as i64 == limit)
         .then(|| items.last().map(|item| id_of(item).to_string()))
         .flatten();
-    crate::server::json_response(
+    crate::response::json_response(
         StatusCode::OK,
         &serde_json::json!({ "items": items, "next_cursor": next }),
     )

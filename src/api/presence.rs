@@ -44,7 +44,7 @@ pub async fn entries(api: &Api, context: &Context, name: &str) -> Reply {
         .entries(&room)
         .await
         .map_err(broker_error)?;
-    Ok(crate::server::json_response(
+    Ok(crate::response::json_response(
         StatusCode::OK,
         &json!({"room": room.as_str(), "clients": clients}),
     ))
@@ -58,7 +58,7 @@ pub async fn stats(api: &Api, context: &Context, name: &str) -> Reply {
         .stats(&room)
         .await
         .map_err(broker_error)?;
-    Ok(crate::server::json_response(
+    Ok(crate::response::json_response(
         StatusCode::OK,
         &json!({"room": room.as_str(), "clients": stats.clients, "users": stats.users}),
     ))

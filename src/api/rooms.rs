@@ -105,7 +105,7 @@ pub async fn publish(api: &Api, request: Request<Incoming>, context: &Context) -
         .publish(&room, publish)
         .await
         .map_err(broker_error)?;
-    Ok(crate::server::json_response(
+    Ok(crate::response::json_response(
         StatusCode::OK,
         &json!({
             "room": room.as_str(),
@@ -166,5 +166,5 @@ pub async fn history(api: &Api, params: &Params, context: &Context, room: &str) 
     if let Some(recovered) = reply.recovered {
         body["recovered"] = json!(recovered);
     }
-    Ok(crate::server::json_response(StatusCode::OK, &body))
+    Ok(crate::response::json_response(StatusCode::OK, &body))
 }
