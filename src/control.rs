@@ -10,7 +10,8 @@
 
 use crate::access::AccessControl;
 use crate::broker::{BrokerError, PublishAck, PublishRequest};
-use crate::connection::{self, ConnectionContext, Connections, Item, OutboundReceiver, Received};
+use crate::connection::{ConnectionContext, Connections};
+use crate::outbound::{self, Item, OutboundReceiver, Received};
 use crate::protocol::{Encoding, RoomName, ServerFrame};
 use crate::room::{Rooms, Subscriber};
 use crate::stream::Position;
@@ -90,7 +91,7 @@ pub fn spawn_listener(
     tokio::spawn(async move {
         let mut position: Option<Position> = None;
         while !stop.is_cancelled() {
-            let (outbound, mut receiver) = connection::channel(1024);
+            let (outbound, mut receiver) = outbound::channel(1024);
             let subscriber = Subscriber::new(LISTENER_ID, Encoding::Json, outbound.clone());
             let room = control_room();
             match rooms

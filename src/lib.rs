@@ -26,6 +26,7 @@ pub mod config;
 pub mod connection;
 pub mod control;
 pub mod flags;
+pub mod outbound;
 pub mod presence;
 pub mod protocol;
 pub mod relay;

@@ -10,13 +10,13 @@
 
 mod presence;
 
-use super::Outbound;
 use super::context::ConnectionContext;
 use super::lifetime::TokenLifetime;
 use super::publishing::{Publishing, Replies};
 use crate::access::{Access, RoomAction};
 use crate::auth::Principal;
 use crate::broker::{PublishRequest, read_history};
+use crate::outbound::Outbound;
 use crate::protocol::{
     ClientFrame, CloseCode, DecodeError, Encoding, ErrorCode, HistoryItem, PROTOCOL_VERSION,
     RoomName, ServerFrame,

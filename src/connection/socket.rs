@@ -12,7 +12,7 @@
 //! end arrives as a close request instead).
 
 use super::actor::{ConnectionMsg, ConnectionRef};
-use super::outbound::{Item, OutboundReceiver, Received};
+use crate::outbound::{Item, OutboundReceiver, Received};
 use crate::protocol::CloseCode;
 use crate::transport::websocket;
 use futures_util::{Sink, SinkExt, StreamExt};

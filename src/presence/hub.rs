@@ -21,7 +21,7 @@ use super::diff::{Diff, Set, set_of};
 use super::{PresenceConfig, PresenceEntry, PresenceStats, PresenceStore, now_ms};
 use crate::auth::Principal;
 use crate::broker::BrokerError;
-use crate::connection::Outbound;
+use crate::outbound::Outbound;
 use crate::protocol::{Encoding, RoomName, ServerFrame};
 use futures_util::future::join_all;
 use serde_json::Value;
@@ -504,7 +504,7 @@ impl Hub {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::connection::{Item, OutboundReceiver, channel};
+    use crate::outbound::{Item, OutboundReceiver, channel};
     use crate::presence::memory::MemoryPresence;
     use std::collections::VecDeque;
 

@@ -1,4 +1,6 @@
 //! The bounded outbound queue of one connection, and the out-of-band close request.
+//! Below both the rooms (which queue their messages here) and the session core (which
+//! owns the queue of each client and hands its other end to the transport).
 //!
 //! Everything sent to a client goes through this queue: replies from the connection
 //! actor and room messages from room actors, which push pre-encoded, shared frames with
