@@ -16,6 +16,7 @@
 //! 4. `subscribe`/`unsubscribe` are idempotent set operations per room.
 
 mod memory;
+pub mod presence;
 mod redis;
 
 pub use memory::MemoryBroker;
@@ -220,8 +221,8 @@ pub trait Broker: Send + Sync + 'static {
 
     /// A store for presence sets that every instance sharing this broker sees (called
     /// once at start). The embedded broker's is in process.
-    fn presence_store(&self) -> Arc<dyn crate::presence::PresenceStore> {
-        Arc::new(crate::presence::memory::MemoryPresence::default())
+    fn presence_store(&self) -> Arc<dyn presence::PresenceStore> {
+        Arc::new(presence::memory::MemoryPresence::default())
     }
 }
 

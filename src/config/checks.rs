@@ -14,14 +14,6 @@ pub(super) fn validate(config: &Config) -> Result<(), ConfigError> {
         key: "log.level",
         message,
     })?;
-    if !config.redis_url.is_empty() {
-        crate::broker::check_redis_url(&config.redis_url).map_err(|message| {
-            ConfigError::Invalid {
-                key: "redis_url",
-                message,
-            }
-        })?;
-    }
     let ca = &config.redis.tls_ca_file;
     if !ca.is_empty() {
         let pem = std::fs::read_to_string(ca).map_err(|e| ConfigError::Invalid {

@@ -4,10 +4,12 @@
 mod access;
 mod checks;
 mod layers;
+mod presence;
 mod show;
 
 pub use access::{AuthMode, CorsConfig, OriginList, TrustedProxies, WebSocketConfig};
 pub use layers::{ENV_PREFIX, ENV_SECTION_SEPARATOR};
+pub use presence::PresenceConfig;
 pub use show::{REDACTED, redact_url};
 
 use crate::protocol::RoomNameRules;
@@ -64,7 +66,7 @@ pub struct Config {
     /// OpenTelemetry traces.
     pub tracing: TracingConfig,
     /// Presence (who is in a room).
-    pub presence: crate::presence::PresenceConfig,
+    pub presence: PresenceConfig,
 }
 
 /// `[tracing]`
@@ -522,13 +524,6 @@ impl Config {
             "must be at least 1",
         )?;
         access::validate(self)?;
-        crate::auth::Authenticator::from_config(&self.auth).map_err(|e| ConfigError::Invalid {
-            key: match e.key {
-                "service_tokens" => "auth.service_tokens",
-                _ => "auth.jwt_rs256_public_key_file",
-            },
-            message: e.message,
-        })?;
         check(
             self.tracing.otlp_endpoint.is_empty()
                 || self.tracing.otlp_endpoint.starts_with("http://"),
@@ -545,10 +540,6 @@ impl Config {
             "flags.coalesce_writes",
             "must be a percentage from 0 to 100",
         )?;
-        crate::flags::Flags::from_config(&self.flags).map_err(|e| ConfigError::Invalid {
-            key: "flags.file",
-            message: e.to_string(),
-        })?;
         self.presence
             .validate()
             .map_err(|(key, message)| ConfigError::Invalid {

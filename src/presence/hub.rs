@@ -504,8 +504,8 @@ impl Hub {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::broker::presence::memory::MemoryPresence;
     use crate::outbound::{Item, OutboundReceiver, channel};
-    use crate::presence::memory::MemoryPresence;
     use std::collections::VecDeque;
 
     fn config(window_ms: u64) -> PresenceConfig {

@@ -1,10 +1,12 @@
 //! The server: wires broker, rooms and connections together behind one listener that
 //! serves both HTTP routes and the WebSocket endpoint, and shuts them down in order.
 
+mod checks;
 mod http;
 mod origin;
 mod websocket;
 
+pub use checks::{check_config, load_config};
 pub use http::{Body, BoxError, empty, full, json_error, json_response};
 
 use crate::api::Api;

@@ -336,7 +336,7 @@ impl Broker for RedisBroker {
         self.health.status()
     }
 
-    fn presence_store(&self) -> Arc<dyn crate::presence::PresenceStore> {
+    fn presence_store(&self) -> Arc<dyn crate::broker::presence::PresenceStore> {
         Arc::new(presence::RedisPresence::new(
             self.link.clone(),
             self.keys.clone(),
