@@ -107,6 +107,14 @@ impl ConnectionState {
     }
 }
 
+/// What the token timer does when it fires: tell the actor.
+fn token_expired(myself: &ConnectionRef) -> impl FnOnce(u64) + Send + 'static {
+    let myself = myself.clone();
+    move |generation| {
+        let _ = myself.cast(ConnectionMsg::TokenExpired(generation));
+    }
+}
+
 impl Actor for ConnectionActor {
     type Msg = ConnectionMsg;
     type State = ConnectionState;
@@ -119,7 +127,11 @@ impl Actor for ConnectionActor {
     ) -> Result<ConnectionState, ActorProcessingErr> {
         let mut lifetime = TokenLifetime::default();
         let auth = &self.context.auth;
-        let expires_at = lifetime.watch(&myself, &args.principal, |exp| auth.valid_until(exp));
+        let expires_at = lifetime.watch(
+            &args.principal,
+            |exp| auth.valid_until(exp),
+            token_expired(&myself),
+        );
         let presence = crate::presence::Member::new(&args.session, &args.principal);
         let state = ConnectionState {
             replies: Replies {
@@ -261,9 +273,11 @@ impl ConnectionActor {
             );
         }
         let auth = &self.context.auth;
-        let expires_at = state
-            .lifetime
-            .watch(myself, &principal, |exp| auth.valid_until(exp));
+        let expires_at = state.lifetime.watch(
+            &principal,
+            |exp| auth.valid_until(exp),
+            token_expired(myself),
+        );
         state.principal = principal;
         // The new token may grant fewer rooms than the old one.
         let _ = myself.cast(ConnectionMsg::Recheck);

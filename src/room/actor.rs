@@ -14,7 +14,6 @@
 use super::members::{SharedMembers, Subscriber};
 use super::outgoing::Outgoing;
 use super::registry::Registry;
-use super::supervisor::SupervisorMsg;
 use crate::broker::{Broker, BrokerError, HistoryQuery, Publication};
 use crate::protocol::{RoomName, ServerFrame};
 use crate::stream::{
@@ -94,12 +93,15 @@ pub struct RoomActor {
     /// The broker.
     pub broker: Arc<dyn Broker>,
     /// Room name → actor, for routing.
-    pub registry: Arc<Registry>,
+    pub registry: Arc<Registry<RoomMsg>>,
     /// Tunables.
     pub settings: RoomSettings,
-    /// The supervisor, told when the room becomes idle.
-    pub supervisor: ActorRef<SupervisorMsg>,
+    /// Tells the supervisor that the room's linger expired without subscribers.
+    pub idle: IdleNotice,
 }
+
+/// How a room tells its supervisor that it became idle.
+pub type IdleNotice = Arc<dyn Fn(RoomName) + Send + Sync>;
 
 /// Mutable state of a room actor.
 pub struct RoomState {
@@ -196,9 +198,7 @@ impl Actor for RoomActor {
                 if generation == state.linger_generation
                     && state.members.lock().subscribers.is_empty()
                 {
-                    let _ = self
-                        .supervisor
-                        .cast(SupervisorMsg::RoomIdle(state.room.clone()));
+                    (self.idle)(state.room.clone());
                 }
             }
             RoomMsg::StopIfIdle(reply) => {

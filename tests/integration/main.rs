@@ -11,6 +11,7 @@ mod conformance;
 mod failover;
 mod image;
 mod lagging;
+mod layering;
 mod membership;
 mod migrations;
 mod monitoring;
