@@ -15,6 +15,7 @@
 //!    room that never existed creates its epoch, so positions are always meaningful.
 //! 4. `subscribe`/`unsubscribe` are idempotent set operations per room.
 
+pub mod membership;
 mod memory;
 pub mod presence;
 mod redis;
@@ -184,6 +185,15 @@ pub struct BrokerStatus {
     pub detail: String,
 }
 
+/// How the fan-out connection is doing, as this instance sees it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PubSubHealth {
+    /// Time since the latest liveness probe came back (`None`: none yet).
+    pub probe_age: Option<std::time::Duration>,
+    /// Lag of the latest publication received: from its sequencing to its arrival here.
+    pub lag_seconds: f64,
+}
+
 /// Sequencing, replay buffer and fan-out. See the module documentation for the contract.
 #[async_trait]
 pub trait Broker: Send + Sync + 'static {
@@ -218,6 +228,18 @@ pub trait Broker: Send + Sync + 'static {
 
     /// Current health.
     fn status(&self) -> BrokerStatus;
+
+    /// The fan-out connection's probe age and lag; `None` for a broker without one (the
+    /// embedded broker).
+    fn pubsub_health(&self) -> Option<PubSubHealth> {
+        None
+    }
+
+    /// Where instances announce themselves to each other (called once at start). The
+    /// embedded broker's store is in process: it knows only its own instance.
+    fn membership_store(&self) -> Arc<dyn membership::MembershipStore> {
+        Arc::new(membership::MemoryMembership::default())
+    }
 
     /// A store for presence sets that every instance sharing this broker sees (called
     /// once at start). The embedded broker's is in process.

@@ -3,14 +3,18 @@
 
 mod access;
 mod checks;
+mod cluster;
 mod layers;
 mod presence;
 mod show;
+mod tls;
 
 pub use access::{AuthMode, CorsConfig, OriginList, TrustedProxies, WebSocketConfig};
+pub use cluster::ClusterConfig;
 pub use layers::{ENV_PREFIX, ENV_SECTION_SEPARATOR};
 pub use presence::PresenceConfig;
 pub use show::{REDACTED, redact_url};
+pub use tls::{TlsConfig, TlsError};
 
 use crate::protocol::RoomNameRules;
 use serde::Deserialize;
@@ -27,6 +31,8 @@ pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
 pub struct Config {
     /// Listener address for WebSocket and HTTP.
     pub listen: SocketAddr,
+    /// TLS on the listener (`[tls]`); off when no certificate is configured.
+    pub tls: TlsConfig,
     /// Proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: TrustedProxies,
     /// Instance name; empty means "generate one".
@@ -67,6 +73,8 @@ pub struct Config {
     pub tracing: TracingConfig,
     /// Presence (who is in a room).
     pub presence: PresenceConfig,
+    /// Cluster membership, reconnect hints and rebalancing.
+    pub cluster: ClusterConfig,
 }
 
 /// `[tracing]`
@@ -541,6 +549,12 @@ impl Config {
             "must be a percentage from 0 to 100",
         )?;
         self.presence
+            .validate()
+            .map_err(|(key, message)| ConfigError::Invalid {
+                key,
+                message: message.to_owned(),
+            })?;
+        self.cluster
             .validate()
             .map_err(|(key, message)| ConfigError::Invalid {
                 key,

@@ -2,11 +2,11 @@
 //! with the negotiated subprotocol, and hand the upgraded socket to the connections.
 
 use super::App;
-use crate::response::{Body, json_error};
 use super::origin::{self, Origin};
 use crate::auth::bearer;
 use crate::connection::Refusal;
 use crate::protocol::Encoding;
+use crate::response::{Body, json_error};
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
