@@ -10,6 +10,7 @@ mod cluster;
 mod cluster_admin;
 mod conformance;
 mod failover;
+mod helm;
 mod image;
 mod lagging;
 mod layering;
