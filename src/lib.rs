@@ -30,6 +30,7 @@ pub mod flags;
 pub mod outbound;
 pub mod presence;
 pub mod protocol;
+pub mod publish;
 pub mod relay;
 pub mod response;
 pub mod room;

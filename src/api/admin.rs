@@ -127,7 +127,7 @@ pub async fn drain(api: &Api, request: Request<Incoming>, context: &Context) -> 
 
 /// Publishes the command to every instance; 202 once the broker has it.
 async fn send(api: &Api, command: &Command, echo: serde_json::Value) -> Reply {
-    control::send(&api.publisher, command)
+    control::send(&api.context.publisher, command)
         .await
         .map_err(super::rooms::broker_error)?;
     tracing::info!(?command, "operator command sent to every instance");

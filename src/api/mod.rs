@@ -45,7 +45,7 @@ pub struct Api {
     /// Rate limits.
     pub limiter: RateLimiter,
     /// Publishing (with its timeout and metrics) and the broker.
-    pub publisher: Arc<ConnectionContext>,
+    pub context: Arc<ConnectionContext>,
     /// Limits and page sizes.
     pub config: ApiConfig,
     /// Room-name rules.
@@ -93,7 +93,7 @@ impl Api {
         config: &Config,
         store: Store,
         auth: Arc<Authenticator>,
-        publisher: Arc<ConnectionContext>,
+        context: Arc<ConnectionContext>,
         cluster: Arc<crate::cluster::Cluster>,
     ) -> Arc<Self> {
         let api = Arc::new(Api {
@@ -102,8 +102,8 @@ impl Api {
             limiter: RateLimiter::new(&config.rate_limits),
             config: config.api.clone(),
             rooms: config.room_name_rules(),
-            access: publisher.access.clone(),
-            publisher,
+            access: context.access.clone(),
+            context,
             cluster,
         });
         // Forget idle rate-limit buckets now and then (they would be full anyway).
@@ -130,14 +130,14 @@ impl Api {
             user: user.to_owned(),
             project,
         };
-        if let Err(err) = crate::control::send(&self.publisher, &command).await {
+        if let Err(err) = crate::control::send(&self.context.publisher, &command).await {
             tracing::warn!(user, project, error = %err, "cannot tell the other instances about a membership change");
         }
     }
 
     /// The broker.
     pub fn broker(&self) -> &Arc<dyn Broker> {
-        &self.publisher.broker
+        &self.context.broker
     }
 
     /// Serves one request under `/api/v1/`. Returns the route template (for metrics)

@@ -26,7 +26,7 @@ async fn room(api: &Api, context: &Context, room: &str) -> Result<RoomName, ApiE
     {
         return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", reason));
     }
-    if !api.publisher.presence.enabled_for(room.as_str()) {
+    if !api.context.presence.enabled_for(room.as_str()) {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "presence_disabled",
@@ -39,7 +39,7 @@ async fn room(api: &Api, context: &Context, room: &str) -> Result<RoomName, ApiE
 pub async fn entries(api: &Api, context: &Context, name: &str) -> Reply {
     let room = room(api, context, name).await?;
     let clients = api
-        .publisher
+        .context
         .presence
         .entries(&room)
         .await
@@ -53,7 +53,7 @@ pub async fn entries(api: &Api, context: &Context, name: &str) -> Reply {
 pub async fn stats(api: &Api, context: &Context, name: &str) -> Reply {
     let room = room(api, context, name).await?;
     let stats = api
-        .publisher
+        .context
         .presence
         .stats(&room)
         .await

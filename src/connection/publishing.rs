@@ -124,7 +124,7 @@ async fn run_lane(
     pending: Arc<AtomicUsize>,
 ) {
     while let Some(job) = jobs.recv().await {
-        match context.publish(&room, job.request).await {
+        match context.publisher.publish(&room, job.request).await {
             Ok(ack) => replies.send(&ServerFrame::Ack {
                 id: job.id,
                 room: room.to_string(),
