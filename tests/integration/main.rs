@@ -27,6 +27,7 @@ mod protocol;
 mod release;
 mod resume;
 mod slow_consumer;
+mod startup;
 mod supervision;
 mod support;
 mod tls;
