@@ -57,7 +57,8 @@ fn redact_value(path: &str, value: &str) -> String {
 }
 
 /// A URL (or a `redis-cluster://` list of nodes) without the passwords in its user
-/// information (`user:password@`, `:password@`) or in a `password=` query parameter.
+/// information (`user:password@`, `:password@`) or in a `password=` (or
+/// `sentinel_password=`) query parameter.
 pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
@@ -81,7 +82,8 @@ pub fn redact_url(url: &str) -> String {
             let query: Vec<String> = query
                 .split('&')
                 .map(|pair| match pair.split_once('=') {
-                    Some((name, _)) if name.eq_ignore_ascii_case("password") => {
+                    // `password=`, and `sentinel_password=` of a Sentinel URL.
+                    Some((name, _)) if name.to_ascii_lowercase().ends_with("password") => {
                         format!("{name}={REDACTED}")
                     }
                     _ => pair.to_owned(),
@@ -115,6 +117,10 @@ mod tests {
         assert_eq!(
             redact_url("redis-cluster://u:s3cret@a:7000,b:7001"),
             "redis-cluster://u:<redacted>@a:7000,b:7001"
+        );
+        assert_eq!(
+            redact_url("redis-sentinel://:s3cret@a,b:26380/main?db=1&sentinel_password=p4ss"),
+            "redis-sentinel://:<redacted>@a,b:26380/main?db=1&sentinel_password=<redacted>"
         );
         assert_eq!(
             redact_url("sqlite://roomcast.db?mode=rwc"),

@@ -322,7 +322,7 @@ fn describe() {
     );
     describe_counter!(
         "roomcast_broker_topology_changes_total",
-        "Changes of the Redis Cluster slot map seen by this instance."
+        "Changes of the Redis Cluster slot map, or of the master named by the Redis sentinels, seen by this instance."
     );
     describe_gauge!(
         "roomcast_broker_pubsub_up",

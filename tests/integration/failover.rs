@@ -29,11 +29,12 @@ const INSTANCES: usize = 3;
 /// detection, promotion, slot-map read, resubscription), as docs/cluster.md states.
 const RECOVERY: Duration = Duration::from_secs(15);
 
-/// One failover scenario at a time: each runs six Redis nodes and three instances.
-static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+/// One failover scenario at a time (these and the Sentinel ones): each runs several
+/// Redis processes and instances.
+pub(crate) static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 #[derive(Debug, Clone)]
-enum Seen {
+pub(crate) enum Seen {
     Message {
         epoch: Epoch,
         seq: u64,
@@ -47,10 +48,14 @@ enum Seen {
 }
 
 /// What one subscriber received, per room, in order.
-type Journal = Arc<Mutex<HashMap<String, Vec<Seen>>>>;
+pub(crate) type Journal = Arc<Mutex<HashMap<String, Vec<Seen>>>>;
 
 /// A resilient subscriber of every room on one instance.
-async fn subscriber(url: String, rooms: &[String], encoding: Encoding) -> (Client, Journal) {
+pub(crate) async fn subscriber(
+    url: String,
+    rooms: &[String],
+    encoding: Encoding,
+) -> (Client, Journal) {
     let mut config = ClientConfig::new(url.clone());
     config.encoding = encoding;
     let (client, mut events) = Client::start(config);
@@ -106,15 +111,15 @@ async fn subscriber(url: String, rooms: &[String], encoding: Encoding) -> (Clien
 
 /// An acknowledged publish.
 #[derive(Debug, Clone)]
-struct Acked {
-    n: u64,
-    epoch: Epoch,
-    seq: u64,
+pub(crate) struct Acked {
+    pub(crate) n: u64,
+    pub(crate) epoch: Epoch,
+    pub(crate) seq: u64,
 }
 
 /// Publishes to every room in turn until stopped, retrying each message with its
 /// idempotency key until it is acknowledged.
-fn publisher(
+pub(crate) fn publisher(
     urls: Vec<String>,
     rooms: Vec<String>,
     stop: Arc<AtomicBool>,
@@ -178,40 +183,11 @@ enum Fault {
 async fn run(fault: Fault) {
     let _serial = SERIAL.lock().await;
     let mut cluster = RedisCluster::start_with_replicas().await;
-    let url = cluster.url();
-    let mut instances = Vec::new();
-    for i in 0..INSTANCES {
-        let node = format!("node-{i}");
-        let process = RoomcastProcess::start(&[
-            ("ROOMCAST_REDIS_URL", url.as_str()),
-            ("ROOMCAST_NODE_ID", node.as_str()),
-            ("ROOMCAST_REDIS__PROBE_INTERVAL_MS", "200"),
-            ("ROOMCAST_REDIS__PROBE_TIMEOUT_MS", "1000"),
-            ("ROOMCAST_REDIS__RECONNECT_MAX_MS", "500"),
-        ])
-        .await;
-        wait_ready(&process.addr).await;
-        instances.push(process);
-    }
-    let rooms: Vec<String> = (0..ROOMS).map(|i| format!("room-{i}")).collect();
+    let traffic = Traffic::start(&cluster.url(), INSTANCES, ROOMS, 100).await;
+    let (instances, rooms, published) = (&traffic.instances, &traffic.rooms, &traffic.published);
     let target_room = &rooms[0];
     let slot = cluster.keyslot(&format!("rc:{{{target_room}}}:ch")).await;
     let master = cluster.master_of(slot).await;
-
-    let mut subscribers = Vec::new();
-    for (i, instance) in instances.iter().enumerate() {
-        let encoding = if i % 2 == 0 {
-            Encoding::MsgPack
-        } else {
-            Encoding::Json
-        };
-        subscribers.push(subscriber(instance.url(), &rooms, encoding).await);
-    }
-    let stop = Arc::new(AtomicBool::new(false));
-    let published = Arc::new(AtomicU64::new(0));
-    let urls: Vec<String> = instances.iter().map(RoomcastProcess::url).collect();
-    let publishing = publisher(urls, rooms.clone(), stop.clone(), published.clone());
-    wait_published(&published, 100).await;
 
     // The fault.
     let new_owner = match fault {
@@ -239,7 +215,7 @@ async fn run(fault: Fault) {
             };
             // The master acknowledges messages the sleeping replica does not have.
             let before = published.load(Ordering::Relaxed);
-            wait_published(&published, before + 20).await;
+            wait_published(published, before + 20).await;
             cluster.nodes[master].kill().await;
             let _ = sleeper.await;
             replica
@@ -271,7 +247,7 @@ async fn run(fault: Fault) {
     }
     let moved_at = tokio::time::Instant::now();
     let channel = format!("rc:{{{target_room}}}:ch");
-    for instance in &instances {
+    for instance in instances {
         wait_until(RECOVERY, "instance ready again", || async {
             http_get(&instance.addr, "/readyz")
                 .await
@@ -293,58 +269,123 @@ async fn run(fault: Fault) {
     .await;
     let recovered_in = moved_at.elapsed();
 
-    // Live again: more messages after the recovery, then stop and compare.
-    let after = published.load(Ordering::Relaxed);
-    wait_published(&published, after + 2 * ROOMS as u64).await;
-    stop.store(true, Ordering::Relaxed);
-    let acks = publishing.await.unwrap();
-    for (i, (_, journal)) in subscribers.iter().enumerate() {
-        for room in &rooms {
-            let room_acks = &acks[room];
-            wait_until(Duration::from_secs(20), "subscriber caught up", || async {
-                let last = room_acks.last().unwrap();
-                journal.lock().unwrap().get(room).is_some_and(|seen| {
-                    seen.iter().any(|s| matches!(s, Seen::Message { epoch, seq, .. } if *epoch == last.epoch && *seq == last.seq))
-                })
-            })
-            .await;
-            let seen = journal
-                .lock()
-                .unwrap()
-                .get(room)
-                .cloned()
-                .unwrap_or_default();
-            check(
-                &format!("{fault:?}, subscriber {i}, {room}"),
-                &seen,
-                room_acks,
-            );
-        }
-    }
-    // The room's slot changed owner, so its stream changed epoch, and every subscriber
-    // was told.
-    let epochs: std::collections::HashSet<_> = acks[target_room].iter().map(|a| &a.epoch).collect();
-    assert!(epochs.len() > 1, "{fault:?}: {target_room} kept its epoch");
-    for (i, (_, journal)) in subscribers.iter().enumerate() {
-        let told = journal.lock().unwrap()[target_room]
-            .iter()
-            .any(|s| matches!(s, Seen::Loss { .. }));
-        assert!(
-            told,
-            "{fault:?}: subscriber {i} was not told of the epoch change"
-        );
-    }
+    // Live again: more messages after the recovery, then stop and compare. The room's
+    // slot changed owner, so its stream changed epoch, and every subscriber was told.
+    let target_room = target_room.clone();
+    traffic.finish(&format!("{fault:?}"), &[target_room]).await;
     println!(
         "{fault:?}: all instances served the moved slot {recovered_in:?} after it changed owner"
     );
-    for (client, _) in subscribers {
-        client.stop().await;
+}
+
+/// Roomcast instances on one Redis, a subscriber of every room on each, and a publisher
+/// through all of them.
+pub(crate) struct Traffic {
+    /// The instances.
+    pub(crate) instances: Vec<RoomcastProcess>,
+    /// The rooms.
+    pub(crate) rooms: Vec<String>,
+    /// Messages acknowledged so far.
+    pub(crate) published: Arc<AtomicU64>,
+    subscribers: Vec<(Client, Journal)>,
+    stop: Arc<AtomicBool>,
+    publishing: tokio::task::JoinHandle<HashMap<String, Vec<Acked>>>,
+}
+
+impl Traffic {
+    /// Starts `instances` instances on `url` (probing every 200 ms), subscribers of
+    /// `rooms` rooms on each (MessagePack and JSON in turn) and the publisher; returns
+    /// once `warm_up` messages were acknowledged.
+    pub(crate) async fn start(url: &str, instances: usize, rooms: usize, warm_up: u64) -> Traffic {
+        let mut processes = Vec::new();
+        for i in 0..instances {
+            let node = format!("node-{i}");
+            let process = RoomcastProcess::start(&[
+                ("ROOMCAST_REDIS_URL", url),
+                ("ROOMCAST_NODE_ID", node.as_str()),
+                ("ROOMCAST_REDIS__PROBE_INTERVAL_MS", "200"),
+                ("ROOMCAST_REDIS__PROBE_TIMEOUT_MS", "1000"),
+                ("ROOMCAST_REDIS__RECONNECT_MAX_MS", "500"),
+            ])
+            .await;
+            wait_ready(&process.addr).await;
+            processes.push(process);
+        }
+        let rooms: Vec<String> = (0..rooms).map(|i| format!("room-{i}")).collect();
+        let mut subscribers = Vec::new();
+        for (i, instance) in processes.iter().enumerate() {
+            let encoding = if i % 2 == 0 {
+                Encoding::MsgPack
+            } else {
+                Encoding::Json
+            };
+            subscribers.push(subscriber(instance.url(), &rooms, encoding).await);
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let published = Arc::new(AtomicU64::new(0));
+        let urls: Vec<String> = processes.iter().map(RoomcastProcess::url).collect();
+        let publishing = publisher(urls, rooms.clone(), stop.clone(), published.clone());
+        wait_published(&published, warm_up).await;
+        Traffic {
+            instances: processes,
+            rooms,
+            published,
+            subscribers,
+            stop,
+            publishing,
+        }
     }
-    drop(instances);
+
+    /// Publishes two more messages per room, stops the publisher and checks every
+    /// subscriber of every room against the acknowledgements (see [`check`]), and that
+    /// every room of `changed` changed epoch and every subscriber was told. Returns the
+    /// instances (still running) and the acknowledgements.
+    pub(crate) async fn finish(
+        self,
+        what: &str,
+        changed: &[String],
+    ) -> (Vec<RoomcastProcess>, HashMap<String, Vec<Acked>>) {
+        let after = self.published.load(Ordering::Relaxed);
+        wait_published(&self.published, after + 2 * self.rooms.len() as u64).await;
+        self.stop.store(true, Ordering::Relaxed);
+        let acks = self.publishing.await.unwrap();
+        for (i, (_, journal)) in self.subscribers.iter().enumerate() {
+            for room in &self.rooms {
+                let room_acks = &acks[room];
+                let last = room_acks.last().unwrap();
+                wait_until(Duration::from_secs(20), "subscriber caught up", || async {
+                    journal.lock().unwrap().get(room).is_some_and(|seen| {
+                        seen.iter().any(|s| matches!(s, Seen::Message { epoch, seq, .. } if *epoch == last.epoch && *seq == last.seq))
+                    })
+                })
+                .await;
+                let seen = journal.lock().unwrap()[room].clone();
+                check(&format!("{what}, subscriber {i}, {room}"), &seen, room_acks);
+            }
+        }
+        for room in changed {
+            let epochs: std::collections::HashSet<_> =
+                acks[room].iter().map(|a| &a.epoch).collect();
+            assert!(epochs.len() > 1, "{what}: {room} kept its epoch");
+            for (i, (_, journal)) in self.subscribers.iter().enumerate() {
+                let told = journal.lock().unwrap()[room]
+                    .iter()
+                    .any(|s| matches!(s, Seen::Loss { .. }));
+                assert!(
+                    told,
+                    "{what}: subscriber {i} was not told that {room} changed epoch"
+                );
+            }
+        }
+        for (client, _) in self.subscribers {
+            client.stop().await;
+        }
+        (self.instances, acks)
+    }
 }
 
 /// The guarantees for one subscriber of one room.
-fn check(what: &str, seen: &[Seen], acks: &[Acked]) {
+pub(crate) fn check(what: &str, seen: &[Seen], acks: &[Acked]) {
     // No position acknowledged twice for different messages.
     let mut by_position: HashMap<(Epoch, u64), u64> = HashMap::new();
     for ack in acks {
@@ -402,14 +443,14 @@ fn check(what: &str, seen: &[Seen], acks: &[Acked]) {
     );
 }
 
-async fn wait_published(published: &AtomicU64, at_least: u64) {
+pub(crate) async fn wait_published(published: &AtomicU64, at_least: u64) {
     wait_until(Duration::from_secs(60), "publishing progresses", || async {
         published.load(Ordering::Relaxed) >= at_least
     })
     .await;
 }
 
-async fn wait_until<F, Fut>(limit: Duration, what: &str, mut condition: F)
+pub(crate) async fn wait_until<F, Fut>(limit: Duration, what: &str, mut condition: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,

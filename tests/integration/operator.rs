@@ -59,6 +59,20 @@ async fn values_that_parse_but_cannot_work_are_refused_by_the_check() {
             &["redis_url", "host"],
         ),
         (
+            &[(
+                "ROOMCAST_REDIS_URL",
+                "redis-sentinel://:hunter2@10.0.0.1:26379",
+            )],
+            &["redis_url", "names no master", "redis-sentinel://"],
+        ),
+        (
+            &[(
+                "ROOMCAST_REDIS_URL",
+                "redis-sentinel://a,b/main?sentinel_password=hunter2&timeout=5",
+            )],
+            &["redis_url", "unknown option \"timeout\""],
+        ),
+        (
             &[
                 ("ROOMCAST_LISTEN", "127.0.0.1:18080"),
                 ("ROOMCAST_METRICS__LISTEN", "0.0.0.0:18080"),

@@ -3,7 +3,7 @@
 //! connections work; without the CA, the certificate is refused and the reason is said.
 
 use crate::support::process::RoomcastProcess;
-use crate::support::redis::{RedisCluster, RedisServer, free_port};
+use crate::support::redis::{RedisCluster, RedisServer, SENTINEL_MASTER, free_port};
 use crate::support::tls::TestCa;
 use crate::support::{TestClient, WAIT, wait_ready};
 use roomcast::protocol::{Encoding, ServerFrame};
@@ -17,21 +17,8 @@ use std::time::Duration;
 async fn redis_over_tls_with_a_private_ca() {
     let ca = TestCa::new("redis");
     let tls_port = free_port();
-    let tls_port_text = tls_port.to_string();
-    let (cert, key, ca_cert) = (ca.server_cert(), ca.server_key(), ca.ca_cert());
-    let mut redis = RedisServer::start_with(&[
-        "--tls-port",
-        &tls_port_text,
-        "--tls-cert-file",
-        &cert,
-        "--tls-key-file",
-        &key,
-        "--tls-ca-cert-file",
-        &ca_cert,
-        "--tls-auth-clients",
-        "no",
-    ])
-    .await;
+    let ca_cert = ca.ca_cert();
+    let mut redis = RedisServer::start_with(&ca.redis_options(tls_port)).await;
     // The TLS port speaks nothing but TLS: whatever roomcast stores there went over it.
     let url = format!("rediss://127.0.0.1:{tls_port}");
 
@@ -41,18 +28,7 @@ async fn redis_over_tls_with_a_private_ca() {
     ])
     .await;
     wait_ready(&process.addr).await;
-    let mut client = TestClient::connect(&process.url(), Encoding::Json).await;
-    client.subscribe("secure", None).await;
-    let (position, _, before_ack) = client.publish("secure", json!("over TLS"), None).await;
-    assert_eq!(position.seq, 1);
-    // Delivered back through the Pub/Sub connection, over TLS as well.
-    if !before_ack
-        .iter()
-        .any(|f| matches!(f, ServerFrame::Message { .. }))
-    {
-        let (_, _, seq, data) = client.message().await;
-        assert_eq!((seq, data), (1, json!("over TLS")));
-    }
+    round_trip(&process, "secure").await;
     let keys = redis
         .cli(&["--scan", "--pattern", "rc:*"])
         .await
@@ -60,19 +36,37 @@ async fn redis_over_tls_with_a_private_ca() {
     assert!(keys.contains("secure"), "no room keys in Redis: {keys:?}");
     process.signal("KILL");
     process.wait(WAIT).await;
+    refused_without_the_ca(&url, "cannot connect to Redis yet").await;
+    redis.kill().await;
+}
 
-    // Trusting only the system's store, the private CA's certificate is refused.
-    let mut untrusting = RoomcastProcess::start(&[("ROOMCAST_REDIS_URL", &url)]).await;
-    let line = untrusting
-        .wait_for_log("cannot connect to Redis yet", WAIT)
-        .await;
+/// A publish in `room` is acknowledged (sequenced over TLS) as seq 1 and delivered back
+/// through the Pub/Sub connection (over TLS as well).
+async fn round_trip(process: &RoomcastProcess, room: &str) {
+    let mut client = TestClient::connect(&process.url(), Encoding::Json).await;
+    client.subscribe(room, None).await;
+    let (position, _, before_ack) = client.publish(room, json!("over TLS"), None).await;
+    assert_eq!(position.seq, 1);
+    if !before_ack
+        .iter()
+        .any(|f| matches!(f, ServerFrame::Message { .. }))
+    {
+        let (_, _, seq, data) = client.message().await;
+        assert_eq!((seq, data), (1, json!("over TLS")));
+    }
+}
+
+/// An instance on `url` trusting only the system's store refuses the private CA's
+/// certificate, and its log line (the one containing `needle`) says why.
+async fn refused_without_the_ca(url: &str, needle: &str) {
+    let mut untrusting = RoomcastProcess::start(&[("ROOMCAST_REDIS_URL", url)]).await;
+    let line = untrusting.wait_for_log(needle, WAIT).await;
     assert!(
         line.to_lowercase().contains("certificate") || line.contains("UnknownIssuer"),
         "{line}"
     );
     untrusting.signal("KILL");
     untrusting.wait(WAIT).await;
-    redis.kill().await;
 }
 
 /// A PostgreSQL of the test's own (Debian's binaries, a data directory made by
@@ -264,33 +258,25 @@ async fn postgres_over_tls_require_and_verify_full() {
 /// Three cluster masters whose clients and cluster bus speak TLS (plain ports stay open
 /// for the harness's redis-cli checks); returns the cluster and the TLS ports.
 async fn tls_cluster(ca: &TestCa) -> (RedisCluster, Vec<u16>) {
-    let (cert, key, ca_cert) = (ca.server_cert(), ca.server_key(), ca.ca_cert());
+    let ca_cert = ca.ca_cert();
     let mut nodes = Vec::new();
     let mut tls_ports = Vec::new();
     for _ in 0..3 {
-        let tls_port = free_port().to_string();
-        nodes.push(
-            RedisServer::start_with(&[
+        let tls_port = free_port();
+        let mut options = ca.redis_options(tls_port);
+        options.extend(
+            [
                 "--cluster-enabled",
                 "yes",
                 "--cluster-node-timeout",
                 "2000",
-                "--tls-port",
-                &tls_port,
                 "--tls-cluster",
                 "yes",
-                "--tls-cert-file",
-                &cert,
-                "--tls-key-file",
-                &key,
-                "--tls-ca-cert-file",
-                &ca_cert,
-                "--tls-auth-clients",
-                "no",
-            ])
-            .await,
+            ]
+            .map(String::from),
         );
-        tls_ports.push(tls_port.parse().unwrap());
+        nodes.push(RedisServer::start_with(&options).await);
+        tls_ports.push(tls_port);
     }
     let addresses: Vec<String> = tls_ports
         .iter()
@@ -359,4 +345,69 @@ async fn redis_cluster_over_tls() {
     for node in &mut cluster.nodes {
         node.kill().await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_sentinel_over_tls() {
+    let ca = TestCa::new("sentinel");
+    let ca_cert = ca.ca_cert();
+    // TLS for clients and for the sentinels' own connections to the master
+    // (`tls-replication`); plain ports stay open for the harness's redis-cli checks.
+    let options = |port: u16| {
+        let mut options = ca.redis_options(port);
+        options.extend(["--tls-replication".to_owned(), "yes".to_owned()]);
+        options
+    };
+    let master_tls = free_port();
+    let mut master = RedisServer::start_with(&options(master_tls)).await;
+    let mut sentinels = Vec::new();
+    let mut sentinel_tls = Vec::new();
+    for _ in 0..2 {
+        let port = free_port();
+        sentinels.push(RedisServer::start_sentinel(master_tls, &options(port)).await);
+        sentinel_tls.push(format!("127.0.0.1:{port}"));
+    }
+    // The sentinels reach the master over TLS.
+    for sentinel in &sentinels {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let state = sentinel
+                .cli(&["SENTINEL", "MASTER", SENTINEL_MASTER])
+                .await
+                .unwrap_or_default();
+            let flags = state.lines().skip_while(|l| *l != "flags").nth(1);
+            if flags == Some("master") {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the sentinel cannot reach the master over TLS: {state}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    // Only TLS ports in the URL, and the sentinels name the master's TLS port.
+    let url = format!(
+        "rediss-sentinel://{}/{SENTINEL_MASTER}",
+        sentinel_tls.join(",")
+    );
+    let mut process = RoomcastProcess::start(&[
+        ("ROOMCAST_REDIS_URL", &url),
+        ("ROOMCAST_REDIS__TLS_CA_FILE", &ca_cert),
+    ])
+    .await;
+    wait_ready(&process.addr).await;
+    let ready = crate::support::http_get(&process.addr, "/readyz").await;
+    assert!(
+        ready.contains(&format!("Sentinel master 127.0.0.1:{master_tls}")),
+        "{ready}"
+    );
+    round_trip(&process, "guarded").await;
+    process.signal("KILL");
+    process.wait(WAIT).await;
+    refused_without_the_ca(&url, "cannot find the Redis master through the sentinels").await;
+    for sentinel in &mut sentinels {
+        sentinel.kill().await;
+    }
+    master.kill().await;
 }

@@ -10,6 +10,8 @@ use std::time::Instant;
 pub struct Health {
     pubsub: Mutex<Result<(), String>>,
     commands: Mutex<Result<(), String>>,
+    /// The master in use, when found through Sentinel.
+    master: Mutex<Option<String>>,
     /// When the latest probe came back over Pub/Sub (any node's).
     last_probe: Mutex<Option<Instant>>,
     /// The latest publication's Pub/Sub lag, in microseconds.
@@ -21,6 +23,7 @@ impl Default for Health {
         Health {
             pubsub: Mutex::new(Err("connecting".into())),
             commands: Mutex::new(Err("connecting".into())),
+            master: Mutex::new(None),
             last_probe: Mutex::new(None),
             lag_micros: AtomicU64::new(0),
         }
@@ -60,6 +63,11 @@ impl Health {
         *self.commands.lock().unwrap_or_else(|e| e.into_inner()) = state;
     }
 
+    /// Records the master the sentinels named (shown by `/readyz`).
+    pub fn set_master(&self, address: Option<String>) {
+        *self.master.lock().unwrap_or_else(|e| e.into_inner()) = address;
+    }
+
     /// Ready when both connections work; otherwise says which does not.
     pub fn status(&self) -> BrokerStatus {
         let pubsub = self
@@ -75,7 +83,10 @@ impl Health {
         match (pubsub, commands) {
             (Ok(()), Ok(())) => BrokerStatus {
                 ready: true,
-                detail: "redis connected".into(),
+                detail: match &*self.master.lock().unwrap_or_else(|e| e.into_inner()) {
+                    Some(master) => format!("redis connected (Sentinel master {master})"),
+                    None => "redis connected".into(),
+                },
             },
             (pubsub, commands) => BrokerStatus {
                 ready: false,

@@ -97,6 +97,11 @@ impl Link {
         link
     }
 
+    /// Replaces the connection (the master moved: see `sentinel.rs`).
+    pub fn set(&self, connection: Connection) {
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Some(connection);
+    }
+
     /// The connection, or `Unavailable` while it is not established.
     pub fn get(&self) -> Result<Connection, BrokerError> {
         self.current
@@ -107,7 +112,8 @@ impl Link {
     }
 }
 
-async fn open(target: &Target, settings: &RedisSettings) -> Result<Connection, RedisError> {
+/// Opens a command connection to `target`.
+pub async fn open(target: &Target, settings: &RedisSettings) -> Result<Connection, RedisError> {
     match target {
         Target::Single(client) => {
             let config = ConnectionManagerConfig::new()
@@ -148,6 +154,8 @@ pub fn broker_error(err: RedisError) -> BrokerError {
         || text.contains("LOADING")
         || text.contains("TRYAGAIN")
         || text.contains("CLUSTERDOWN")
+        // A replica (a demoted master) refuses writes before doing any.
+        || text.contains("READONLY")
     {
         BrokerError::Unavailable(text)
     } else {

@@ -1,5 +1,5 @@
-//! The Redis broker: rooms shared by every instance pointed at one Redis (or one Redis
-//! Cluster).
+//! The Redis broker: rooms shared by every instance pointed at one Redis (one Redis
+//! Cluster, or one Redis whose master the sentinels name: see `sentinel.rs`).
 //!
 //! - Sequencing, replay buffer, idempotency and fan-out happen in one Lua script per
 //!   publish (`publish.lua`); reads of position and buffer in another (`history.lua`).
@@ -22,6 +22,7 @@ mod keys;
 mod link;
 mod members;
 mod presence;
+mod sentinel;
 mod shard;
 mod slots;
 mod subscriber;
@@ -95,6 +96,8 @@ impl RedisSettings {
 enum Mode {
     Single,
     Cluster,
+    /// One Redis whose master the sentinels name.
+    Sentinel,
 }
 
 /// [`Broker`] over Redis.
@@ -106,12 +109,15 @@ pub struct RedisBroker {
     health: Arc<Health>,
     breaker: Arc<Breaker>,
     requests: mpsc::UnboundedSender<Request>,
+    /// Wakes the Sentinel watcher when a command fails (Sentinel mode only).
+    master_lost: Option<Arc<tokio::sync::Notify>>,
 }
 
 impl RedisBroker {
     /// Starts connecting to `url` in the background (so it must be called inside a tokio
     /// runtime). `redis://…` is one Redis; `redis-cluster://host:port,host:port` the
-    /// seed nodes of a Redis Cluster. Fails only when the URL is invalid.
+    /// seed nodes of a Redis Cluster; `redis-sentinel://host:port,…/name` the sentinels
+    /// that name the master. Fails only when the URL is invalid.
     pub fn start(
         url: &str,
         node_id: &str,
@@ -128,6 +134,10 @@ impl RedisBroker {
             .strip_prefix("redis-cluster://")
             .map(|nodes| ("redis", nodes))
             .or_else(|| url.strip_prefix("rediss-cluster://").map(|n| ("rediss", n)));
+        let sentinel = sentinel::parse(url)
+            .transpose()
+            .map_err(|e| BrokerError::Internal(format!("invalid Redis URL: {e}")))?;
+        let mut master_lost = None;
         let (mode, link) = match cluster {
             Some((scheme, nodes)) => {
                 let nodes: Vec<&str> = nodes.split(',').map(str::trim).collect();
@@ -154,10 +164,35 @@ impl RedisBroker {
                 (Mode::Cluster, link)
             }
             None => {
-                let client = client(url, &settings)
-                    .map_err(|e| BrokerError::Internal(format!("invalid Redis URL: {e}")))?;
-                let link =
-                    Link::connect(Target::Single(Box::new(client.clone())), settings.clone());
+                let (mode, link, master) = match sentinel {
+                    // The sentinels name the master, and move it.
+                    Some(sentinel) => {
+                        let link = Link::default();
+                        let (watcher, master) = sentinel::Watcher::new(
+                            sentinel,
+                            settings.clone(),
+                            link.clone(),
+                            breaker.clone(),
+                            health.clone(),
+                        )
+                        .map_err(|e| BrokerError::Internal(format!("invalid Redis URL: {e}")))?;
+                        master_lost = Some(watcher.hint());
+                        tokio::spawn(watcher.run());
+                        (Mode::Sentinel, link, master)
+                    }
+                    // One Redis: its client never changes.
+                    None => {
+                        let client = client(url, &settings).map_err(|e| {
+                            BrokerError::Internal(format!("invalid Redis URL: {e}"))
+                        })?;
+                        let link = Link::connect(
+                            Target::Single(Box::new(client.clone())),
+                            settings.clone(),
+                        );
+                        let (_, master) = tokio::sync::watch::channel(Some(client));
+                        (Mode::Single, link, master)
+                    }
+                };
                 let subscriber = Subscriber {
                     keys: keys.clone(),
                     probe_channel: keys.probe_channel(node_id),
@@ -167,8 +202,8 @@ impl RedisBroker {
                     link: link.clone(),
                     breaker: breaker.clone(),
                 };
-                tokio::spawn(subscriber::run_single(client, subscriber, requests_rx));
-                (Mode::Single, link)
+                tokio::spawn(subscriber::run_single(master, subscriber, requests_rx));
+                (mode, link)
             }
         };
         Ok(RedisBroker {
@@ -179,6 +214,7 @@ impl RedisBroker {
             health,
             breaker,
             requests,
+            master_lost,
         })
     }
 
@@ -212,6 +248,10 @@ impl RedisBroker {
                 metrics::counter!("roomcast_broker_errors_total", "op" => op).increment(1);
                 if !matches!(err, BrokerError::Internal(_)) {
                     self.health.set_commands(Err(err.to_string()));
+                    // The master may have moved: ask the sentinels.
+                    if let Some(master_lost) = &self.master_lost {
+                        master_lost.notify_one();
+                    }
                 }
             }
         }
@@ -231,6 +271,7 @@ impl Broker for RedisBroker {
         match self.mode {
             Mode::Single => "redis",
             Mode::Cluster => "redis-cluster",
+            Mode::Sentinel => "redis-sentinel",
         }
     }
 
@@ -257,7 +298,7 @@ impl Broker for RedisBroker {
         invocation
             .arg(self.keys.channel(room))
             .arg(match self.mode {
-                Mode::Single => "PUBLISH",
+                Mode::Single | Mode::Sentinel => "PUBLISH",
                 Mode::Cluster => "SPUBLISH",
             })
             .arg(Epoch::generate().as_str())
@@ -412,9 +453,17 @@ fn client(url: &str, settings: &RedisSettings) -> redis::RedisResult<redis::Clie
 /// failing after the start. The message never repeats a password.
 pub fn check_url(url: &str) -> Result<(), String> {
     let shown = crate::config::redact_url(url);
-    let forms = "write redis://[:password@]host:port[/db] or \
-                 redis-cluster://[user:password@]host:port,host:port,… \
-                 (rediss://, rediss-cluster:// for TLS)";
+    let forms = format!(
+        "write redis://[:password@]host:port[/db], \
+         redis-cluster://[user:password@]host:port,host:port,… \
+         (rediss://, rediss-cluster:// for TLS) or {}",
+        sentinel::FORM
+    );
+    if let Some(sentinel) = sentinel::parse(url) {
+        return sentinel
+            .map(|_| ())
+            .map_err(|why| format!("{shown} is not a usable Sentinel URL: {why}; {forms}"));
+    }
     let cluster = url
         .strip_prefix("redis-cluster://")
         .map(|nodes| ("redis", nodes))
@@ -464,6 +513,7 @@ mod url_tests {
             "redis://:pw@",
             "redis-cluster://a:7000,",
             "http://x:1",
+            "redis-sentinel://:pw@a:26379",
         ] {
             let err = check_url(bad).unwrap_err();
             assert!(err.contains("redis://"), "{bad}: {err}");
@@ -473,6 +523,8 @@ mod url_tests {
             "redis://127.0.0.1:6379",
             "redis://:pw@redis:6379/2?protocol=resp3",
             "redis-cluster://a:7000,b:7001",
+            "redis-sentinel://:pw@a:26379,b/mymaster?db=1",
+            "rediss-sentinel://a/mymaster",
         ] {
             assert_eq!(check_url(good), Ok(()), "{good}");
         }

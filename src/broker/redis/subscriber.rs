@@ -18,6 +18,7 @@
 use super::health::Health;
 use super::keys::Keys;
 use super::link::{Link, broker_error};
+use super::sentinel::Master;
 use super::{RedisSettings, envelope};
 use crate::broker::{BrokerError, BrokerEvent, EventSender, ResyncScope};
 use futures_util::StreamExt;
@@ -102,24 +103,31 @@ pub fn publish_probe(
     });
 }
 
-/// One Redis: owns the Pub/Sub connection, reconnects it, probes it.
+/// One Redis: owns the Pub/Sub connection, reconnects it, probes it. `master` holds
+/// the server to use (`None` while unknown); when it changes (Sentinel moved the
+/// master), the connection moves to the new one.
 pub async fn run_single(
-    client: redis::Client,
+    mut master: Master,
     this: Subscriber,
     mut requests: mpsc::UnboundedReceiver<Request>,
 ) {
     let mut wanted: HashSet<String> = HashSet::new();
     let mut delay = this.settings.reconnect_min;
     loop {
-        let connected =
-            tokio::time::timeout(this.settings.connect_timeout, client.get_async_pubsub()).await;
-        let pubsub = match connected {
-            Ok(Ok(pubsub)) => pubsub,
-            failure => {
-                let reason = match failure {
-                    Ok(Err(err)) => err.to_string(),
-                    _ => "connect timed out".to_owned(),
-                };
+        let client = master.borrow_and_update().clone();
+        let connected = match client {
+            Some(client) => {
+                tokio::time::timeout(this.settings.connect_timeout, client.get_async_pubsub())
+                    .await
+                    .map_err(|_| "connect timed out".to_owned())
+                    .and_then(|r| r.map_err(|e| e.to_string()))
+                    .map(|pubsub| (pubsub, client))
+            }
+            None => Err("no Redis master known yet".to_owned()),
+        };
+        let (pubsub, client) = match connected {
+            Ok(connected) => connected,
+            Err(reason) => {
                 this.health.set_pubsub(Err(reason));
                 // Meanwhile, refuse subscriptions (rooms retry) but remember removals.
                 let deadline = tokio::time::sleep(delay);
@@ -127,6 +135,7 @@ pub async fn run_single(
                 loop {
                     tokio::select! {
                         _ = &mut deadline => break,
+                        Ok(()) = master.changed() => break,
                         request = requests.recv() => match request {
                             None => return,
                             Some(Request::Subscribe(_, reply)) => {
@@ -163,6 +172,7 @@ pub async fn run_single(
         let mut last_probe = Instant::now();
         let why = loop {
             tokio::select! {
+                Ok(()) = master.changed() => break "the Redis master moved".to_owned(),
                 message = stream.next() => {
                     let Some(message) = message else { break "connection closed".to_owned() };
                     let channel = message.get_channel_name().as_bytes();

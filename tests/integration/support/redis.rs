@@ -15,23 +15,56 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// A Redis server process.
+/// A Redis server process (or a Redis Sentinel: see [`SentinelGroup`]).
 pub struct RedisServer {
     child: Option<Child>,
     /// Its port.
     pub port: u16,
     dir: PathBuf,
+    /// A configuration file given before the options (a sentinel needs one it can
+    /// rewrite).
+    config: Option<PathBuf>,
     extra: Vec<String>,
 }
 
 impl RedisServer {
     /// A fresh Redis with no persistence configured (SAVE still writes a snapshot).
     pub async fn start() -> RedisServer {
-        Self::start_with(&[]).await
+        Self::start_with(&[] as &[&str]).await
     }
 
     /// A fresh Redis with extra command-line options.
-    pub async fn start_with(extra: &[&str]) -> RedisServer {
+    pub async fn start_with(extra: &[impl AsRef<str>]) -> RedisServer {
+        Self::start_configured(None, extra).await
+    }
+
+    /// A sentinel watching the master on `master_port` as [`SENTINEL_MASTER`] (quorum 2;
+    /// down after 1 s without an answer), with extra options.
+    pub async fn start_sentinel(master_port: u16, extra: &[impl AsRef<str>]) -> RedisServer {
+        let write = |dir: &std::path::Path| {
+            let path = dir.join("sentinel.conf");
+            std::fs::write(
+                &path,
+                format!(
+                    "sentinel monitor {SENTINEL_MASTER} 127.0.0.1 {master_port} 2\n\
+                     sentinel down-after-milliseconds {SENTINEL_MASTER} 1000\n\
+                     sentinel failover-timeout {SENTINEL_MASTER} 5000\n"
+                ),
+            )
+            .unwrap();
+            path
+        };
+        let mut options = vec!["--sentinel"];
+        options.extend(extra.iter().map(AsRef::as_ref));
+        Self::start_configured(Some(&write), &options).await
+    }
+
+    /// A server started with `config(dir)` as its configuration file (written into the
+    /// server's own directory), then the usual options and `extra`.
+    async fn start_configured(
+        config: Option<&dyn Fn(&std::path::Path) -> PathBuf>,
+        extra: &[impl AsRef<str>],
+    ) -> RedisServer {
         let port = free_port();
         let dir =
             std::env::temp_dir().join(format!("roomcast-redis-{port}-{}", std::process::id()));
@@ -40,8 +73,9 @@ impl RedisServer {
         let mut server = RedisServer {
             child: None,
             port,
+            config: config.map(|write| write(&dir)),
             dir,
-            extra: extra.iter().map(|s| s.to_string()).collect(),
+            extra: extra.iter().map(|s| s.as_ref().to_owned()).collect(),
         };
         server.spawn().await;
         server
@@ -49,6 +83,9 @@ impl RedisServer {
 
     async fn spawn(&mut self) {
         let mut command = Command::new("redis-server");
+        if let Some(config) = &self.config {
+            command.arg(config);
+        }
         command
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
@@ -400,5 +437,129 @@ impl RedisCluster {
             .map(|n| format!("127.0.0.1:{}", n.port))
             .collect();
         format!("redis-cluster://{}", nodes.join(","))
+    }
+}
+
+/// The name the sentinels of a [`SentinelGroup`] know their master by.
+pub const SENTINEL_MASTER: &str = "mymaster";
+
+/// The replication user of a [`SentinelGroup`]: every server has it and replicates with
+/// it, so a master can cut its replica off by disabling it.
+const REPLICATION: [&str; 13] = [
+    "--user",
+    "repl",
+    "on",
+    ">repl-secret",
+    "~*",
+    "&*",
+    "+@all",
+    "--masteruser",
+    "repl",
+    "--masterauth",
+    "repl-secret",
+    // A replica syncs at once (not after the 5 s wait for more replicas).
+    "--repl-diskless-sync-delay",
+    "0",
+];
+
+/// A Redis master, one replica, and three sentinels watching them (quorum 2), each on a
+/// free port: the sentinels call the master down after 1 s without an answer.
+pub struct SentinelGroup {
+    /// The master, then the replica, as started (roles change with failovers).
+    pub servers: Vec<RedisServer>,
+    /// The sentinels.
+    pub sentinels: Vec<RedisServer>,
+}
+
+impl SentinelGroup {
+    /// Starts the servers and sentinels; returns once the replica is in sync and every
+    /// sentinel knows the replica and the other sentinels (so that they can agree on a
+    /// failover).
+    pub async fn start() -> SentinelGroup {
+        let master = RedisServer::start_with(&REPLICATION).await;
+        let master_port = master.port.to_string();
+        let mut replica_options = REPLICATION.to_vec();
+        replica_options.extend(["--replicaof", "127.0.0.1", &master_port]);
+        let replica = RedisServer::start_with(&replica_options).await;
+        let mut sentinels = Vec::new();
+        for _ in 0..3 {
+            sentinels.push(RedisServer::start_sentinel(master.port, &[] as &[&str]).await);
+        }
+        let group = SentinelGroup {
+            servers: vec![master, replica],
+            sentinels,
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let synced = group.servers[1]
+                .cli(&["INFO", "replication"])
+                .await
+                .unwrap_or_default()
+                .contains("master_link_status:up");
+            let mut known = true;
+            for sentinel in &group.sentinels {
+                let state = sentinel
+                    .cli(&["SENTINEL", "MASTER", SENTINEL_MASTER])
+                    .await
+                    .unwrap_or_default();
+                let fields: Vec<&str> = state.lines().collect();
+                let field = |name: &str| {
+                    fields
+                        .iter()
+                        .position(|f| *f == name)
+                        .and_then(|i| fields.get(i + 1))
+                        .copied()
+                };
+                known &=
+                    field("num-slaves") == Some("1") && field("num-other-sentinels") == Some("2");
+            }
+            if synced && known {
+                return group;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the replica or the sentinels did not get ready"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// `redis-sentinel://` URL of the three sentinels.
+    pub fn url(&self) -> String {
+        let sentinels: Vec<String> = self
+            .sentinels
+            .iter()
+            .map(|s| format!("127.0.0.1:{}", s.port))
+            .collect();
+        format!("redis-sentinel://{}/{SENTINEL_MASTER}", sentinels.join(","))
+    }
+
+    /// The port of the master, as the first sentinel that answers names it.
+    pub async fn master_port(&self) -> Option<u16> {
+        for sentinel in &self.sentinels {
+            let answer = sentinel
+                .cli(&["SENTINEL", "GET-MASTER-ADDR-BY-NAME", SENTINEL_MASTER])
+                .await
+                .unwrap_or_default();
+            if let Some(port) = answer.lines().nth(1).and_then(|p| p.trim().parse().ok()) {
+                return Some(port);
+            }
+        }
+        None
+    }
+
+    /// Cuts the replica off the master at `master`: the replication user is disabled
+    /// there and its connection closed, so the replica keeps its data and its role but
+    /// receives nothing more (its reconnections are refused).
+    pub async fn cut_replication(&self, master: usize) {
+        let server = &self.servers[master];
+        assert_eq!(
+            server
+                .cli(&["ACL", "SETUSER", "repl", "off"])
+                .await
+                .as_deref(),
+            Some("OK")
+        );
+        server.cli(&["CLIENT", "KILL", "USER", "repl"]).await;
     }
 }

@@ -114,6 +114,24 @@ impl TestCa {
         self.path("server.key")
     }
 
+    /// Options of a redis-server (or sentinel) that also listens with TLS on `port`,
+    /// presenting the server certificate and not asking clients for one.
+    pub fn redis_options(&self, port: u16) -> Vec<String> {
+        [
+            "--tls-port".to_owned(),
+            port.to_string(),
+            "--tls-cert-file".to_owned(),
+            self.server_cert(),
+            "--tls-key-file".to_owned(),
+            self.server_key(),
+            "--tls-ca-cert-file".to_owned(),
+            self.ca_cert(),
+            "--tls-auth-clients".to_owned(),
+            "no".to_owned(),
+        ]
+        .into()
+    }
+
     fn path(&self, name: &str) -> String {
         self.dir.join(name).to_str().unwrap().to_owned()
     }
