@@ -25,6 +25,7 @@ mod process;
 mod protocol;
 mod release;
 mod resume;
+mod rolling;
 mod slow_consumer;
 mod startup;
 mod supervision;
