@@ -1,11 +1,13 @@
 //! The server: wires broker, rooms and connections together behind one listener that
 //! serves both HTTP routes and the WebSocket endpoint, and shuts them down in order.
 
+mod checks;
 mod http;
 mod origin;
 mod tls;
 mod websocket;
 
+pub use checks::{check_config, load_config};
 pub use http::{Body, BoxError, empty, full, json_error, json_response};
 
 use crate::api::Api;
@@ -197,7 +199,8 @@ impl Server {
             cluster.clone(),
         );
         let relay_stop = CancellationToken::new();
-        let relay = crate::relay::spawn_relay(store.clone(), context.clone(), relay_stop.clone());
+        let relay =
+            crate::relay::spawn_relay(store.clone(), context.publisher.clone(), relay_stop.clone());
         crate::api::spawn_maintenance(store, config.audit.clone());
         let connections = Connections::start(context, config.connection.max_frame_bytes)
             .await
@@ -369,7 +372,7 @@ impl Server {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         // This instance's presence entries go now, not when they expire.
-        self.app.api.publisher.presence.shutdown().await;
+        self.app.api.context.presence.shutdown().await;
         self.relay_stop.cancel();
         let _ = self.relay.await;
         let _ = self.control.await;

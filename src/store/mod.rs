@@ -9,6 +9,7 @@
 
 mod audit;
 mod caller;
+mod comment_rows;
 mod comments;
 mod gdpr;
 mod idempotency;

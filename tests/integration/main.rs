@@ -13,6 +13,7 @@ mod failover;
 mod helm;
 mod image;
 mod lagging;
+mod layering;
 mod membership;
 mod migrations;
 mod monitoring;
