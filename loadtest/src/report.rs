@@ -45,10 +45,45 @@ pub struct Report {
     pub knee: Option<Knee>,
     /// Timed actions and how they went.
     pub actions: Vec<ActionOutcome>,
+    /// The rolling deploy, with `[roll]`.
+    pub roll: Option<RollFigures>,
     /// One point per second.
     pub timeline: Vec<Point>,
     /// Pass or fail, and why.
     pub verdict: Verdict,
+}
+
+/// A rolling deploy: how each replacement went, how often users moved, and where the
+/// connections (users and publishers, per instance, from the cluster view) were.
+#[derive(Debug, Default, Serialize)]
+pub struct RollFigures {
+    /// Start of the roll (seconds since the start of the run).
+    pub started_at: f64,
+    /// Each instance's replacement, in order.
+    pub steps: Vec<RollStep>,
+    /// Connections per instance when the roll started.
+    pub connections_before: Vec<u64>,
+    /// Connections per instance when the last replacement was ready.
+    pub connections_after_roll: Vec<u64>,
+    /// Connections per instance when publishing ended.
+    pub connections_at_end: Vec<u64>,
+    /// Reconnections over the run → number of users that many (drains and rebalancing).
+    pub moves_per_user: std::collections::BTreeMap<usize, usize>,
+    /// Why the roll stopped short, if it did.
+    pub error: Option<String>,
+}
+
+/// One instance's replacement.
+#[derive(Debug, Serialize)]
+pub struct RollStep {
+    /// The instance.
+    pub instance: usize,
+    /// SIGTERM (seconds since the start of the run).
+    pub at_secs: f64,
+    /// From SIGTERM to the old process's exit.
+    pub drain_secs: f64,
+    /// From that exit to the replacement ready and listed ready by every instance.
+    pub ready_secs: f64,
 }
 
 /// What was run.
@@ -471,6 +506,33 @@ impl Report {
             row(
                 &format!("action at {:.1} s", action.at_secs),
                 format!("{} ({})", action.label, action.exit()),
+            );
+        }
+        if let Some(roll) = &self.roll {
+            for step in &roll.steps {
+                row(
+                    &format!("roll: instance-{}", step.instance),
+                    format!(
+                        "SIGTERM at {:.1} s, drained in {:.2} s, replacement ready in {:.2} s",
+                        step.at_secs, step.drain_secs, step.ready_secs
+                    ),
+                );
+            }
+            if let Some(error) = &roll.error {
+                row("roll stopped", error.clone());
+            }
+            let moves: Vec<String> = roll
+                .moves_per_user
+                .iter()
+                .map(|(moves, users)| format!("{moves}: {users}"))
+                .collect();
+            row("roll: moves per user", format!("{{{}}}", moves.join(", ")));
+            row(
+                "roll: connections",
+                format!(
+                    "before {:?}, after the roll {:?}, at the end {:?}",
+                    roll.connections_before, roll.connections_after_roll, roll.connections_at_end
+                ),
             );
         }
         for worst in &self.worst_subscribers {

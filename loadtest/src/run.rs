@@ -8,10 +8,11 @@ use crate::progress::Progress;
 use crate::publishers::{Plan, Publisher, Schedule, Tops};
 use crate::report::{
     ActionOutcome, CpuPerDelivery, DeliveryFigures, Generator, Percentiles, Phases, PublishFigures,
-    Report, ServerFigures, Setup, Step, UserFigures, Verdict, Worst, find_knee,
+    Report, RollFigures, RollStep, ServerFigures, Setup, Step, UserFigures, Verdict, Worst,
+    find_knee,
 };
 use crate::sampler::{Phase, Sampled, ServerSet, StepLog, sample};
-use crate::scenario::{Action, Scenario};
+use crate::scenario::{Action, Roll, Scenario};
 use crate::stats::Live;
 use crate::topology::{Topology, TopologyError};
 use crate::users::User;
@@ -109,9 +110,12 @@ pub async fn run(scenario: &Scenario, options: &Options) -> Result<Report, RunEr
     check_open_files(scenario)?;
     let mut run = Run::start(scenario, options).await?;
     let users = run.ramp_up().await;
-    let published = run.publish().await;
+    let mut published = run.publish().await;
     let settle_secs = run.settle(&users).await;
     let actions = collect_actions(published.actions).await;
+    if let Some(roll) = &mut published.roll {
+        roll.moves_per_user = moves_per_user(&users);
+    }
     let _ = run.phase.send(Phase::Done);
     let sampled = run.sampler.await.unwrap_or_default();
     let (accounting, worst) = account(&users, &run.tops.snapshot());
@@ -142,6 +146,7 @@ pub async fn run(scenario: &Scenario, options: &Options) -> Result<Report, RunEr
         accounting,
         worst,
         actions,
+        roll: published.roll,
         connected_at_end,
     });
     report.verdict = judge(scenario, &report);
@@ -189,6 +194,7 @@ struct PublishPhase {
 struct Published {
     figures: PublishPhase,
     actions: JoinSet<(usize, ActionOutcome)>,
+    roll: Option<RollFigures>,
 }
 
 impl<'a> Run<'a> {
@@ -287,8 +293,19 @@ impl<'a> Run<'a> {
         users
     }
 
-    /// Publishes on schedule (or holds the connections idle) while the timed actions run.
-    async fn publish(&self) -> Published {
+    /// Publishes on schedule (or holds the connections idle) while the timed actions and
+    /// the roll run.
+    async fn publish(&mut self) -> Published {
+        let mut topology = self.topology.take();
+        let mut published = self.publish_with(topology.as_mut()).await;
+        if let (Some(roll), Some(topology)) = (&mut published.roll, &topology) {
+            roll.connections_at_end = topology.connections().await.unwrap_or_default();
+        }
+        self.topology = topology;
+        published
+    }
+
+    async fn publish_with(&self, topology: Option<&mut Topology>) -> Published {
         let scenario = self.scenario;
         let mut connecting = JoinSet::new();
         if self.schedule.publishes() {
@@ -324,9 +341,8 @@ impl<'a> Run<'a> {
                 self.tops.clone(),
             ));
         }
-        let env = self
-            .topology
-            .as_ref()
+        let env = topology
+            .as_deref()
             .map(Topology::action_env)
             .unwrap_or_default();
         let mut actions = JoinSet::new();
@@ -340,13 +356,25 @@ impl<'a> Run<'a> {
                 env.clone(),
             ));
         }
-        if self.schedule.rates.len() > 1 && scenario.publish.stop_at_knee {
-            self.step_until_degraded(start).await;
-            let _ = stop_publishing.send(true);
-        } else {
-            tokio::time::sleep_until(start + self.schedule.duration()).await;
-        }
-        while publishers.join_next().await.is_some() {}
+        let rolling = async {
+            match (topology, &scenario.roll) {
+                (Some(topology), Some(roll)) => {
+                    let at = start + Duration::from_secs_f64(roll.at_secs);
+                    Some(roll_instances(topology, roll, at, self.run_start).await)
+                }
+                _ => None,
+            }
+        };
+        let publishing = async {
+            if self.schedule.rates.len() > 1 && scenario.publish.stop_at_knee {
+                self.step_until_degraded(start).await;
+                let _ = stop_publishing.send(true);
+            } else {
+                tokio::time::sleep_until(start + self.schedule.duration()).await;
+            }
+            while publishers.join_next().await.is_some() {}
+        };
+        let (roll, ()) = tokio::join!(rolling, publishing);
         let cpu_after = self.servers.cpu();
         Published {
             figures: PublishPhase {
@@ -360,6 +388,7 @@ impl<'a> Run<'a> {
                 delivered: Live::get(&self.live.delivered) - delivered_before,
             },
             actions,
+            roll,
         }
     }
 
@@ -423,6 +452,57 @@ fn account(users: &[User], tops: &[Option<roomcast::stream::Position>]) -> (Tall
     (accounting, worst)
 }
 
+/// The roll: at `at`, each instance in turn replaced (SIGTERM, drain, exit, a new process
+/// on its port), the next once every instance lists every other as ready.
+async fn roll_instances(
+    topology: &mut Topology,
+    roll: &Roll,
+    at: Instant,
+    run_start: Instant,
+) -> RollFigures {
+    tokio::time::sleep_until(at).await;
+    let mut figures = RollFigures {
+        started_at: run_start.elapsed().as_secs_f64(),
+        connections_before: topology.connections().await.unwrap_or_default(),
+        ..RollFigures::default()
+    };
+    let exit_timeout = Duration::from_secs_f64(roll.exit_timeout_secs);
+    let ready_timeout = Duration::from_secs_f64(roll.ready_timeout_secs);
+    for index in 0..topology.instances.len() {
+        let at_secs = run_start.elapsed().as_secs_f64();
+        let drain_secs = match topology.replace(index, exit_timeout).await {
+            Ok(secs) => secs,
+            Err(err) => {
+                figures.error = Some(err.to_string());
+                return figures;
+            }
+        };
+        let replaced = Instant::now();
+        if let Err(err) = topology.wait_all_listed_ready(ready_timeout).await {
+            figures.error = Some(err.to_string());
+            return figures;
+        }
+        figures.steps.push(RollStep {
+            instance: index,
+            at_secs,
+            drain_secs,
+            ready_secs: replaced.elapsed().as_secs_f64(),
+        });
+    }
+    figures.connections_after_roll = topology.connections().await.unwrap_or_default();
+    figures
+}
+
+/// How many users moved how many times: moves → users.
+fn moves_per_user(users: &[User]) -> std::collections::BTreeMap<usize, usize> {
+    let mut histogram = std::collections::BTreeMap::new();
+    for user in users {
+        let moves = user.book.lock().unwrap_or_else(|p| p.into_inner()).moves;
+        *histogram.entry(moves).or_default() += 1;
+    }
+    histogram
+}
+
 async fn collect_actions(mut actions: JoinSet<(usize, ActionOutcome)>) -> Vec<ActionOutcome> {
     let mut outcomes = Vec::new();
     while let Some(outcome) = actions.join_next().await {
@@ -453,6 +533,7 @@ struct Assembly<'a> {
     accounting: Tally,
     worst: Vec<Worst>,
     actions: Vec<ActionOutcome>,
+    roll: Option<RollFigures>,
     connected_at_end: i64,
 }
 
@@ -568,6 +649,7 @@ fn assemble(a: Assembly<'_>) -> Report {
         knee: find_knee(&steps),
         steps,
         actions: a.actions,
+        roll: a.roll,
         timeline: a.sampled.timeline,
         verdict: Verdict::default(),
     }
@@ -628,6 +710,9 @@ fn judge(scenario: &Scenario, report: &Report) -> Verdict {
                 action.label, action.exit_code
             ));
         }
+    }
+    if let Some(error) = report.roll.as_ref().and_then(|roll| roll.error.as_ref()) {
+        failures.push(format!("the roll stopped: {error}"));
     }
     Verdict {
         passed: failures.is_empty(),

@@ -47,6 +47,9 @@ pub struct Scenario {
     /// Things to do at given times (kill an instance, drain it…).
     #[serde(default)]
     pub actions: Vec<Action>,
+    /// A rolling deploy of the spawned instances during publishing.
+    #[serde(default)]
+    pub roll: Option<Roll>,
     /// Limits that fail the run.
     #[serde(default)]
     pub thresholds: Thresholds,
@@ -177,6 +180,30 @@ pub struct Action {
     pub label: String,
 }
 
+/// `[roll]`: a rolling deploy of the spawned instances. At `at_secs` after publishing
+/// starts, each instance in turn gets SIGTERM, drains and exits, and a new process takes
+/// its port; the next one goes once the replacement answers `/readyz` and every
+/// instance lists every other as ready (`GET /api/v1/admin/cluster`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Roll {
+    /// Seconds after publishing starts.
+    pub at_secs: f64,
+    /// Longest wait for an instance to drain and exit after SIGTERM, seconds.
+    #[serde(default = "default_exit_timeout")]
+    pub exit_timeout_secs: f64,
+    /// Longest wait for a replacement to be ready and listed by every instance, seconds.
+    #[serde(default = "default_ready_timeout")]
+    pub ready_timeout_secs: f64,
+}
+
+fn default_exit_timeout() -> f64 {
+    60.0
+}
+fn default_ready_timeout() -> f64 {
+    30.0
+}
+
 /// `[thresholds]`
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -248,6 +275,9 @@ impl Scenario {
             && !spawn.redis
         {
             return fail("more than one instance needs `spawn.redis = true`");
+        }
+        if self.roll.is_some() && !self.spawn.as_ref().is_some_and(|spawn| spawn.redis) {
+            return fail("`[roll]` restarts spawned instances: it needs `[spawn]` with Redis");
         }
         Ok(())
     }
@@ -344,7 +374,7 @@ mod tests {
                 loaded += 1;
             }
         }
-        assert!(loaded >= 7, "found {loaded} scenarios in {}", dir.display());
+        assert!(loaded >= 8, "found {loaded} scenarios in {}", dir.display());
     }
 
     #[test]
@@ -354,5 +384,9 @@ mod tests {
         );
         assert!(Scenario::parse(&MINIMAL.replace("per_user = 2", "per_user = 9")).is_err());
         assert!(Scenario::parse(&format!("{MINIMAL}\nunknown = 1")).is_err());
+        assert!(
+            Scenario::parse(&format!("{MINIMAL}\n[roll]\nat_secs = 5")).is_err(),
+            "a roll without spawned instances"
+        );
     }
 }

@@ -45,6 +45,10 @@ pub struct Instance {
     pub pid: u32,
     /// WebSocket URL (`ws://127.0.0.1:PORT/ws`).
     pub url: String,
+    /// `127.0.0.1:PORT`
+    pub addr: String,
+    /// Processes that held this port before this one (replaced by a roll).
+    pub replaced: usize,
 }
 
 /// The Redis server.
@@ -64,6 +68,8 @@ pub struct Topology {
     pub instances: Vec<Instance>,
     /// Where logs and databases live.
     pub dir: PathBuf,
+    binary: PathBuf,
+    spawn: Spawn,
 }
 
 impl Topology {
@@ -78,22 +84,156 @@ impl Topology {
             redis: None,
             instances: Vec::new(),
             dir: dir.to_owned(),
+            binary,
+            spawn: spawn.clone(),
         };
         if spawn.redis {
             topology.redis = Some(start_redis(dir).await?);
         }
         for index in 0..spawn.instances {
-            let instance = start_instance(
-                &binary,
-                index,
-                dir,
-                topology.redis.as_ref().map(|redis| redis.url.as_str()),
-                spawn,
-            )
-            .await?;
+            let instance = topology.start_instance(index, "127.0.0.1:0", 0).await?;
             topology.instances.push(instance);
         }
         Ok(topology)
+    }
+
+    /// Replaces instance `index` as a deploy does: SIGTERM, waits (up to `exit_timeout`)
+    /// until it has drained and exited, then starts a new process on the same port.
+    /// Returns the seconds from SIGTERM to exit.
+    pub async fn replace(
+        &mut self,
+        index: usize,
+        exit_timeout: Duration,
+    ) -> Result<f64, TopologyError> {
+        let signalled = tokio::time::Instant::now();
+        let old = &mut self.instances[index];
+        let status = Command::new("kill")
+            .args(["-TERM", &old.pid.to_string()])
+            .status()
+            .await
+            .map_err(|source| TopologyError::Spawn {
+                program: "kill".into(),
+                source,
+            })?;
+        if !status.success() {
+            return Err(TopologyError::NotReady(format!(
+                "instance {index} (pid {}) could not be signalled",
+                old.pid
+            )));
+        }
+        match tokio::time::timeout(exit_timeout, old.child.wait()).await {
+            Ok(Ok(status)) if status.success() => {}
+            Ok(Ok(status)) => {
+                return Err(TopologyError::NotReady(format!(
+                    "instance {index} exited with {status} after SIGTERM"
+                )));
+            }
+            _ => {
+                return Err(TopologyError::NotReady(format!(
+                    "instance {index} did not exit within {exit_timeout:?} of SIGTERM"
+                )));
+            }
+        }
+        let drained = signalled.elapsed().as_secs_f64();
+        let (addr, replaced) = (old.addr.clone(), old.replaced + 1);
+        let instance = self.start_instance(index, &addr, replaced).await?;
+        if instance.addr != addr {
+            return Err(TopologyError::NotReady(format!(
+                "the replacement of instance {index} listens on {} instead of {addr}",
+                instance.addr
+            )));
+        }
+        self.instances[index] = instance;
+        Ok(drained)
+    }
+
+    /// Waits (up to `timeout`) until every instance answers `/readyz` with 200 and lists
+    /// exactly the running instances, all ready, in its cluster view.
+    pub async fn wait_all_listed_ready(&self, timeout: Duration) -> Result<(), TopologyError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if self.all_listed_ready().await {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(TopologyError::NotReady(format!(
+                    "the instances did not all list each other as ready within {timeout:?}"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn all_listed_ready(&self) -> bool {
+        for instance in &self.instances {
+            if !matches!(http_get(&instance.addr, "/readyz").await, Some((200, _))) {
+                return false;
+            }
+            let Some(view) = cluster_view(&instance.addr).await else {
+                return false;
+            };
+            let listed = view["instances"].as_array().cloned().unwrap_or_default();
+            let every_one = self.instances.iter().all(|other| {
+                listed
+                    .iter()
+                    .any(|i| i["advertise_url"] == other.url.as_str() && i["state"] == "ready")
+            });
+            if listed.len() != self.instances.len() || !every_one {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Connections per instance, in order, as the cluster view of the first instance
+    /// that answers lists them (by advertised address); `None` when none answers.
+    pub async fn connections(&self) -> Option<Vec<u64>> {
+        for instance in &self.instances {
+            if let Some(view) = cluster_view(&instance.addr).await {
+                let listed = view["instances"].as_array().cloned().unwrap_or_default();
+                return Some(
+                    self.instances
+                        .iter()
+                        .map(|other| {
+                            listed
+                                .iter()
+                                .find(|i| i["advertise_url"] == other.url.as_str())
+                                .and_then(|i| i["connections"].as_u64())
+                                .unwrap_or(0)
+                        })
+                        .collect(),
+                );
+            }
+        }
+        None
+    }
+
+    /// Starts instance `index` listening on `listen`; its `replaced`-th replacement
+    /// logs to `instance-N.R.log` (the first process to `instance-N.log`).
+    async fn start_instance(
+        &self,
+        index: usize,
+        listen: &str,
+        replaced: usize,
+    ) -> Result<Instance, TopologyError> {
+        let name = if replaced == 0 {
+            format!("instance-{index}")
+        } else {
+            format!("instance-{index}.{replaced}")
+        };
+        let redis_url = self.redis.as_ref().map(|redis| redis.url.as_str());
+        let mut instance = start_instance(
+            &self.binary,
+            &name,
+            index,
+            &self.dir,
+            redis_url,
+            &self.spawn,
+            listen,
+        )
+        .await?;
+        instance.replaced = replaced;
+        Ok(instance)
     }
 
     /// The instances' WebSocket URLs.
@@ -223,18 +363,49 @@ async fn redis_answers(port: u16) -> bool {
     )
 }
 
+/// `GET path` over HTTP/1.0 (so the body is neither chunked nor kept alive): the status
+/// and the body, or `None` when the server cannot be reached or answers nonsense.
+async fn http_get(addr: &str, path: &str) -> Option<(u16, Vec<u8>)> {
+    let exchange = async {
+        let mut stream = TcpStream::connect(addr).await.ok()?;
+        let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.ok()?;
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).await.ok()?;
+        let split = response.windows(4).position(|w| w == b"\r\n\r\n")?;
+        let head = std::str::from_utf8(&response[..split]).ok()?;
+        let status = head.split_whitespace().nth(1)?.parse().ok()?;
+        Some((status, response[split + 4..].to_vec()))
+    };
+    tokio::time::timeout(Duration::from_secs(5), exchange)
+        .await
+        .ok()
+        .flatten()
+}
+
+/// `GET /api/v1/admin/cluster` of the instance at `addr` (open to every caller on
+/// loopback without authentication), when it answers 200 with JSON.
+async fn cluster_view(addr: &str) -> Option<serde_json::Value> {
+    match http_get(addr, "/api/v1/admin/cluster").await? {
+        (200, body) => serde_json::from_slice(&body).ok(),
+        _ => None,
+    }
+}
+
 async fn start_instance(
     binary: &Path,
+    name: &str,
     index: usize,
     dir: &Path,
     redis_url: Option<&str>,
     spawn: &Spawn,
+    listen: &str,
 ) -> Result<Instance, TopologyError> {
     let mut command = Command::new(binary);
     command
         .env_remove("RUST_LOG")
         .env_remove("DATABASE_URL")
-        .env("ROOMCAST_LISTEN", "127.0.0.1:0")
+        .env("ROOMCAST_LISTEN", listen)
         .env("ROOMCAST_LOG__FORMAT", "json")
         .env("ROOMCAST_LOG__LEVEL", "info")
         .env(
@@ -254,7 +425,7 @@ async fn start_instance(
         source,
     })?;
     let pid = child.id().unwrap_or_default();
-    let log_path = dir.join(format!("instance-{index}.log"));
+    let log_path = dir.join(format!("{name}.log"));
     let log =
         tokio::fs::File::create(&log_path)
             .await
@@ -266,7 +437,7 @@ async fn start_instance(
     let stdout = child.stdout.take().expect("piped stdout");
     let stderr = child.stderr.take().expect("piped stderr");
     tokio::spawn(copy_log(stdout, log, Some(addr_tx)));
-    let err_log = tokio::fs::File::create(dir.join(format!("instance-{index}.stderr.log")))
+    let err_log = tokio::fs::File::create(dir.join(format!("{name}.stderr.log")))
         .await
         .map_err(|source| TopologyError::Scratch {
             path: dir.to_owned(),
@@ -277,7 +448,7 @@ async fn start_instance(
         Ok(Ok(addr)) => addr,
         _ => {
             return Err(TopologyError::NotReady(format!(
-                "roomcast instance {index} did not start listening; see {}",
+                "roomcast {name} did not start listening; see {}",
                 log_path.display()
             )));
         }
@@ -286,6 +457,8 @@ async fn start_instance(
         child,
         pid,
         url: format!("ws://{addr}/ws"),
+        addr,
+        replaced: 0,
     })
 }
 

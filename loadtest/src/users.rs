@@ -68,6 +68,8 @@ pub struct UserBook {
     lost_at: Option<Instant>,
     /// Every room was subscribed at least once.
     ready: bool,
+    /// Connections after the first (moves to another, or the same, instance).
+    pub moves: usize,
 }
 
 /// A running simulated user.
@@ -95,6 +97,7 @@ impl User {
                 .collect(),
             lost_at: None,
             ready: false,
+            moves: 0,
         }));
         let (client, events) = Client::start(config);
         let client = Arc::new(client);
@@ -207,7 +210,7 @@ impl UserBook {
                 live.gave_up.fetch_add(1, Ordering::Relaxed);
                 return true;
             }
-            Event::Connected { .. } => {}
+            Event::Connected { reconnect, .. } => self.moves += usize::from(reconnect),
             Event::Presence { .. } | Event::PresenceDiff { .. } => {}
         }
         false
@@ -261,6 +264,7 @@ mod tests {
                 .collect(),
             lost_at: None,
             ready: false,
+            moves: 0,
         }
     }
 

@@ -40,6 +40,38 @@ async fn instances(redis_url: &str, count: usize) -> Vec<RoomcastProcess> {
     started
 }
 
+/// One step of a client's connection history.
+#[derive(Debug, Clone)]
+pub(crate) enum Hop {
+    /// Connected to the instance with this id (from `welcome`).
+    Connected {
+        server: String,
+        at: std::time::Instant,
+    },
+    /// Lost the connection, with the server's close code if it sent one.
+    Lost {
+        code: Option<u16>,
+        at: std::time::Instant,
+    },
+}
+
+/// Where a client connected and when it lost its connections, in order.
+pub(crate) type Hops = Arc<std::sync::Mutex<Vec<Hop>>>;
+
+/// Appends `event` to `hops` when it is a connection or a lost connection.
+pub(crate) fn record_hop(hops: &Hops, event: &Event) {
+    let at = std::time::Instant::now();
+    let hop = match event {
+        Event::Connected { server, .. } => Hop::Connected {
+            server: server.clone(),
+            at,
+        },
+        Event::Disconnected { code } => Hop::Lost { code: *code, at },
+        _ => return,
+    };
+    hops.lock().unwrap().push(hop);
+}
+
 /// A resilient client over `urls`, its events fed into a ledger per room.
 pub(crate) struct Watcher {
     /// Kept alive for the test's duration (dropping it stops the client).
@@ -48,6 +80,8 @@ pub(crate) struct Watcher {
     pub(crate) reconnects: Arc<AtomicU64>,
     /// Close codes of the connections this watcher lost.
     pub(crate) closes: Arc<std::sync::Mutex<Vec<Option<u16>>>>,
+    /// Its connection history.
+    pub(crate) hops: Hops,
 }
 
 impl Watcher {
@@ -62,9 +96,12 @@ impl Watcher {
         let counted = reconnects.clone();
         let closes: Arc<std::sync::Mutex<Vec<Option<u16>>>> = Default::default();
         let closed = closes.clone();
+        let hops = Hops::default();
+        let hopped = hops.clone();
         let names: Vec<String> = rooms.iter().map(|r| r.to_string()).collect();
         tokio::spawn(async move {
             while let Some(event) = events.recv().await {
+                record_hop(&hopped, &event);
                 if matches!(
                     event,
                     Event::Connected {
@@ -94,6 +131,7 @@ impl Watcher {
             ledgers,
             reconnects,
             closes,
+            hops,
         }
     }
 

@@ -26,7 +26,11 @@ const TTL: Duration = Duration::from_millis(1200);
 /// Starts an instance named `node` on `redis_url` with fast membership and `extra`
 /// settings; waits until it is ready. Without authentication on loopback, every caller
 /// is an administrator (the 401 and 403 answers are checked by the OpenAPI test).
-async fn instance(redis_url: &str, node: &str, extra: &[(&str, &str)]) -> RoomcastProcess {
+pub(crate) async fn instance(
+    redis_url: &str,
+    node: &str,
+    extra: &[(&str, &str)],
+) -> RoomcastProcess {
     let mut env = vec![
         ("ROOMCAST_REDIS_URL", redis_url),
         ("ROOMCAST_NODE_ID", node),
@@ -43,14 +47,14 @@ async fn instance(redis_url: &str, node: &str, extra: &[(&str, &str)]) -> Roomca
 }
 
 /// `GET /api/v1/admin/cluster`.
-async fn view(addr: &str) -> Value {
+pub(crate) async fn view(addr: &str) -> Value {
     let reply = get(addr, "/api/v1/admin/cluster", &[]).await;
     assert_eq!(reply.status, 200, "{}", reply.text());
     reply.json()
 }
 
 /// Reads `addr`'s cluster view until `done` holds; returns it.
-async fn view_until(
+pub(crate) async fn view_until(
     addr: &str,
     what: &str,
     within: Duration,
@@ -81,7 +85,7 @@ async fn both_ready(addr: &str) -> Value {
 }
 
 /// The listed instance `id`, if any.
-fn listed<'a>(view: &'a Value, id: &str) -> Option<&'a Value> {
+pub(crate) fn listed<'a>(view: &'a Value, id: &str) -> Option<&'a Value> {
     view["instances"]
         .as_array()
         .expect("instances")

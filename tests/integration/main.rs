@@ -26,6 +26,7 @@ mod process;
 mod protocol;
 mod release;
 mod resume;
+mod rolling;
 mod sentinel;
 mod slow_consumer;
 mod startup;
