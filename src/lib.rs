@@ -24,6 +24,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod connection;
+pub mod console;
 pub mod control;
 pub mod flags;
 pub mod presence;

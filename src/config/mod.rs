@@ -65,6 +65,8 @@ pub struct Config {
     pub tracing: TracingConfig,
     /// Presence (who is in a room).
     pub presence: crate::presence::PresenceConfig,
+    /// The web console.
+    pub console: crate::console::ConsoleConfig,
 }
 
 /// `[tracing]`

@@ -6,6 +6,7 @@ mod origin;
 mod websocket;
 
 pub use http::{Body, BoxError, empty, full, json_error, json_response};
+pub use origin::Origin;
 
 use crate::api::Api;
 use crate::auth::{AuthConfigError, Authenticator};
@@ -56,6 +57,8 @@ pub struct App {
     /// Cancelled to ask for a drain (the admin endpoint; the binary also drains on
     /// SIGTERM).
     pub drain_requested: CancellationToken,
+    /// The web console's files, when `console.enabled`.
+    pub console: Option<crate::console::Console>,
 }
 
 /// Start-up failures.
@@ -196,6 +199,7 @@ impl Server {
             metrics_on_main_listener: config.metrics.listen.is_empty(),
             draining: AtomicBool::new(false),
             drain_requested: CancellationToken::new(),
+            console: config.console.enabled.then(crate::console::Console::new),
         });
         if !config.metrics.listen.is_empty() {
             let addr: SocketAddr = config.metrics.listen.parse().expect("validated");
