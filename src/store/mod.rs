@@ -189,10 +189,17 @@ impl Store {
                 .execute(&pool)
                 .await?;
         }
-        migrator(backend)
-            .run(&pool)
-            .await
-            .map_err(|e| StoreError::Internal(format!("migration failed: {e}")))?;
+        migrator(backend).run(&pool).await.map_err(|e| match e {
+            sqlx::migrate::MigrateError::VersionMissing(version) => StoreError::Internal(format!(
+                "this database was migrated by a newer release (migration {version} is not known \
+                     to this one): run that release, or roll back as migrations/README.md says"
+            )),
+            sqlx::migrate::MigrateError::VersionMismatch(version) => StoreError::Internal(format!(
+                "migration {version} applied to this database differs from this release's: \
+                     migrations are never edited once released (see migrations/README.md)"
+            )),
+            e => StoreError::Internal(format!("migration failed: {e}")),
+        })?;
         Ok(Store {
             pool,
             backend,
@@ -225,8 +232,9 @@ impl Store {
     }
 }
 
-/// The migrations of one backend, compiled in.
-fn migrator(backend: Backend) -> Migrator {
+/// The migrations of one backend, compiled in, in order. Public for the migration-safety
+/// tests, which apply prefixes of it to build the databases of earlier releases.
+pub fn migrator(backend: Backend) -> Migrator {
     // (version, description, SQLite, PostgreSQL), in order.
     let migrations = [
         (
