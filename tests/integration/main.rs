@@ -8,6 +8,7 @@ mod auth;
 mod bad_input;
 mod cluster;
 mod conformance;
+mod console;
 mod failover;
 mod image;
 mod lagging;
