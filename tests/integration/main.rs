@@ -22,6 +22,7 @@ mod outbox;
 mod presence;
 mod process;
 mod protocol;
+mod release;
 mod resume;
 mod slow_consumer;
 mod supervision;
