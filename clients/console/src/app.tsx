@@ -8,7 +8,7 @@ import { KeyMachine, SHORTCUTS, isTyping, keyLabel } from './lib/shortcuts';
 import { type ThemeChoice, chooseTheme, followSystem, nextChoice, storedChoice } from './lib/theme';
 import { AuditView } from './views/audit';
 import { ClusterView } from './views/cluster';
-import { Dialog } from './views/dialog';
+import { Dialog } from './views/ui';
 import { IssuesView } from './views/issues';
 
 type Route = 'cluster' | 'audit' | 'issues';

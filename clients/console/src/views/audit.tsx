@@ -15,6 +15,7 @@ import {
 } from '../lib/audit';
 import { formatTime, formatValue } from '../lib/format';
 import { liveClient } from '../lib/live';
+import { Report, Select } from './ui';
 
 const PAGE = 50;
 
@@ -121,28 +122,12 @@ export function AuditView() {
           Actor
           <input name="actor" type="search" data-search autocomplete="off" placeholder="e.g. ana" {...field('actor')} />
         </label>
-        <label>
-          Entity
-          <select name="entity" {...field('entity')}>
-            <option value="">any</option>
-            {ENTITIES.map((e) => (
-              <option value={e}>{e}</option>
-            ))}
-          </select>
-        </label>
+        <Select label="Entity" name="entity" any options={ENTITIES} value={draft.entity} onChange={(v) => setDraft({ ...draft, entity: v })} />
         <label>
           Entity id
           <input name="entity_id" inputMode="numeric" pattern="[0-9]*" size={6} {...field('entity_id')} />
         </label>
-        <label>
-          Action
-          <select name="action" {...field('action')}>
-            <option value="">any</option>
-            {ACTIONS.map((a) => (
-              <option value={a}>{a}</option>
-            ))}
-          </select>
-        </label>
+        <Select label="Action" name="action" any options={ACTIONS} value={draft.action} onChange={(v) => setDraft({ ...draft, action: v })} />
         <label>
           Project
           <input name="project_id" inputMode="numeric" pattern="[0-9]*" size={6} {...field('project_id')} />
@@ -170,14 +155,7 @@ export function AuditView() {
           </button>
         </div>
       </form>
-      <p class="sr-only" aria-live="polite">
-        {announce}
-      </p>
-      {error && (
-        <p class="error" role="alert">
-          {error}
-        </p>
-      )}
+      <Report error={error} announce={announce} />
       {unseen > 0 && (
         <p class="notice" role="status">
           {unseen} new {unseen === 1 ? 'entry matches' : 'entries match'} this filter on a later page.

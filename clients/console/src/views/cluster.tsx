@@ -6,7 +6,7 @@ import { useEffect, useState } from 'preact/hooks';
 import { call, describe } from '../lib/api';
 import { type ClusterSnapshot, clusterView } from '../lib/cluster';
 import { formatNumber, formatTime } from '../lib/format';
-import { Confirm } from './dialog';
+import { Confirm, Report } from './ui';
 
 const REFRESH_MS = 2000;
 
@@ -71,14 +71,7 @@ export function ClusterView() {
         {view && <span class="summary" data-testid="cluster-summary">{view.summary}</span>}
         {view && <span class={`pill ${view.brokerTone}`}>{view.brokerLine}</span>}
       </div>
-      {error && (
-        <p class="error" role="alert">
-          {error}
-        </p>
-      )}
-      <p class="sr-only" aria-live="polite">
-        {result}
-      </p>
+      <Report error={error} announce={result} />
       {result && <p class="notice">{result}</p>}
       {snapshot && view && (
         <>

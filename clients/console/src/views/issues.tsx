@@ -5,7 +5,7 @@ import { useEffect, useRef, useState } from 'preact/hooks';
 import { ApiError, call, describe } from '../lib/api';
 import { formatTime } from '../lib/format';
 import { liveClient } from '../lib/live';
-import { Dialog } from './dialog';
+import { Dialog, Report, Select } from './ui';
 
 export interface Issue {
   id: number;
@@ -170,14 +170,7 @@ export function IssuesView() {
           <button type="submit">Show board</button>
         </div>
       </form>
-      <p class="sr-only" aria-live="polite">
-        {announce}
-      </p>
-      {error && (
-        <p class="error" role="alert">
-          {error}
-        </p>
-      )}
+      <Report error={error} announce={announce} />
       {loaded && list.length === 0 && <p class="empty">Project {project} has no issues yet.</p>}
       <div class="board">
         {STATUSES.map(([status, label]) => {
@@ -257,26 +250,8 @@ function NewIssue(props: { project: number; onCreated: (issue: Issue) => void })
         <input name="title" required maxLength={200} autofocus />
       </label>
       <div class="row">
-        <label>
-          Type
-          <select name="type">
-            {TYPES.map((t) => (
-              <option value={t} selected={t === 'task'}>
-                {t}
-              </option>
-            ))}
-          </select>
-        </label>
-        <label>
-          Priority
-          <select name="priority">
-            {PRIORITIES.map((p) => (
-              <option value={p} selected={p === 'medium'}>
-                {p}
-              </option>
-            ))}
-          </select>
-        </label>
+        <Select label="Type" name="type" options={TYPES} defaultValue="task" />
+        <Select label="Priority" name="priority" options={PRIORITIES} defaultValue="medium" />
         <label>
           Assignee
           <input name="assignee" maxLength={100} />
@@ -286,11 +261,7 @@ function NewIssue(props: { project: number; onCreated: (issue: Issue) => void })
         Description
         <textarea name="description" rows={4} maxLength={10000} />
       </label>
-      {error && (
-        <p class="error" role="alert">
-          {error}
-        </p>
-      )}
+      <Report error={error} />
       <div class="actions">
         <button type="submit" class="primary">
           Create issue
@@ -390,30 +361,9 @@ function IssueDetail(props: { issue: Issue; commentsTick: number; onSaved: (issu
           <input value={draft.title} onInput={set('title')} required maxLength={200} />
         </label>
         <div class="row">
-          <label>
-            Status
-            <select value={draft.status} onChange={set('status')}>
-              {STATUSES.map(([s, label]) => (
-                <option value={s}>{label}</option>
-              ))}
-            </select>
-          </label>
-          <label>
-            Priority
-            <select value={draft.priority} onChange={set('priority')}>
-              {PRIORITIES.map((p) => (
-                <option value={p}>{p}</option>
-              ))}
-            </select>
-          </label>
-          <label>
-            Type
-            <select value={draft.type} onChange={set('type')}>
-              {TYPES.map((t) => (
-                <option value={t}>{t}</option>
-              ))}
-            </select>
-          </label>
+          <Select label="Status" options={STATUSES} value={draft.status} onChange={(v) => setDraft({ ...draft, status: v })} />
+          <Select label="Priority" options={PRIORITIES} value={draft.priority} onChange={(v) => setDraft({ ...draft, priority: v })} />
+          <Select label="Type" options={TYPES} value={draft.type} onChange={(v) => setDraft({ ...draft, type: v })} />
           <label>
             Assignee
             <input value={draft.assignee ?? ''} onInput={set('assignee')} maxLength={100} />
@@ -423,11 +373,7 @@ function IssueDetail(props: { issue: Issue; commentsTick: number; onSaved: (issu
           Description
           <textarea value={draft.description} onInput={set('description')} rows={4} maxLength={10000} />
         </label>
-        {error && (
-          <p class="error" role="alert">
-            {error}
-          </p>
-        )}
+        <Report error={error} />
         <p class="ok-text" role="status">
           {saved}
         </p>

@@ -51,3 +51,51 @@ export function Confirm(props: {
     </Dialog>
   );
 }
+
+/** What the view reports: a failure (announced at once) and news for screen readers. */
+export function Report(props: { error: string | null; announce?: string }) {
+  return (
+    <>
+      <p class="sr-only" aria-live="polite">
+        {props.announce ?? ''}
+      </p>
+      {props.error && (
+        <p class="error" role="alert">
+          {props.error}
+        </p>
+      )}
+    </>
+  );
+}
+
+/** A labelled drop-down; `options` are values, or [value, label] pairs. */
+export function Select(props: {
+  label: string;
+  name?: string;
+  value?: string;
+  options: readonly (string | readonly [string, string])[];
+  any?: boolean;
+  defaultValue?: string;
+  onChange?: (value: string) => void;
+}) {
+  return (
+    <label>
+      {props.label}
+      <select
+        name={props.name}
+        value={props.value}
+        onChange={(e) => props.onChange?.(e.currentTarget.value)}
+      >
+        {props.any && <option value="">any</option>}
+        {props.options.map((option) => {
+          const [value, text] = typeof option === 'string' ? [option, option] : option;
+          return (
+            <option value={value} selected={props.value === undefined && value === props.defaultValue}>
+              {text}
+            </option>
+          );
+        })}
+      </select>
+    </label>
+  );
+}
