@@ -7,10 +7,10 @@ let client: Client | null = null;
 export function liveClient(): Client {
   if (!client) {
     const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
-    const token = getToken();
+    // Read at each (re)connect: the tab's current token (none on an open server).
     client = new Client({
       urls: [`${scheme}//${location.host}/ws`],
-      ...(token ? { token } : {}),
+      ...(getToken() ? { token: () => getToken() ?? '' } : {}),
     });
   }
   return client;
