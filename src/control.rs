@@ -1,6 +1,6 @@
-//! Actions that reach every instance: disconnect a user, take a user out of a room, or
+//! Actions that reach every instance: disconnect a user, take a user out of a room,
 //! re-check a user's subscriptions after their project membership shrank, wherever
-//! their connections are.
+//! their connections are, or drain one named instance.
 //!
 //! A command is published to an internal room, [`CONTROL_ROOM`], that every instance
 //! follows the way a client follows a room. Commands are therefore sequenced, kept in
@@ -10,6 +10,7 @@
 
 use crate::access::AccessControl;
 use crate::broker::{BrokerError, PublishAck, PublishRequest};
+use crate::cluster::Cluster;
 use crate::connection::{self, ConnectionContext, Connections, Item, OutboundReceiver, Received};
 use crate::protocol::{Encoding, RoomName, ServerFrame};
 use crate::room::{Rooms, Subscriber};
@@ -57,6 +58,11 @@ pub enum Command {
         /// The project.
         project: i64,
     },
+    /// The instance `instance` drains (as on SIGTERM); the others do nothing.
+    Drain {
+        /// The instance's id.
+        instance: String,
+    },
 }
 
 fn control_room() -> RoomName {
@@ -85,6 +91,7 @@ pub fn spawn_listener(
     rooms: Rooms,
     connections: Connections,
     access: Arc<AccessControl>,
+    cluster: Arc<Cluster>,
     stop: CancellationToken,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
@@ -99,7 +106,7 @@ pub fn spawn_listener(
             {
                 Ok(()) => {
                     tokio::select! {
-                        () = follow(&mut receiver, &connections, &access, &mut position) => {}
+                        () = follow(&mut receiver, &connections, &access, &cluster, &mut position) => {}
                         () = stop.cancelled() => {}
                     }
                     rooms.unsubscribe(&room, LISTENER_ID);
@@ -120,6 +127,7 @@ async fn follow(
     receiver: &mut OutboundReceiver,
     connections: &Connections,
     access: &AccessControl,
+    cluster: &Cluster,
     position: &mut Option<Position>,
 ) {
     let mut batch = VecDeque::new();
@@ -143,7 +151,7 @@ async fn follow(
                         epoch, seq, data, ..
                     }) => {
                         *position = Some(Position::new(epoch, seq));
-                        apply(connections, access, data);
+                        apply(connections, access, cluster, data);
                     }
                     Ok(_) => {}
                     Err(err) => tracing::warn!(?err, "undecodable control frame"),
@@ -153,7 +161,12 @@ async fn follow(
     }
 }
 
-fn apply(connections: &Connections, access: &AccessControl, data: serde_json::Value) {
+fn apply(
+    connections: &Connections,
+    access: &AccessControl,
+    cluster: &Cluster,
+    data: serde_json::Value,
+) {
     let command: Command = match serde_json::from_value(data) {
         Ok(command) => command,
         Err(err) => return tracing::warn!(%err, "unknown control command"),
@@ -178,6 +191,12 @@ fn apply(connections: &Connections, access: &AccessControl, data: serde_json::Va
                 "membership shrank; subscriptions re-checked"
             );
         }
+        Command::Drain { instance } => {
+            if instance == cluster.id() {
+                tracing::info!("an operator asked this instance to drain");
+                cluster.request_drain();
+            }
+        }
     }
 }
 
@@ -194,6 +213,13 @@ mod tests {
         assert_eq!(
             serde_json::to_value(&command).unwrap(),
             serde_json::json!({"action": "disconnect", "user": "user:alice", "reconnect": false})
+        );
+        assert_eq!(
+            serde_json::to_value(Command::Drain {
+                instance: "node-1".into()
+            })
+            .unwrap(),
+            serde_json::json!({"action": "drain", "instance": "node-1"})
         );
     }
 }

@@ -22,6 +22,7 @@ pub mod auth;
 pub mod broker;
 pub mod cli;
 pub mod client;
+pub mod cluster;
 pub mod config;
 pub mod connection;
 pub mod console;

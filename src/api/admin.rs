@@ -1,6 +1,7 @@
-//! Operator actions on users, carried out on every instance:
-//! `POST /api/v1/admin/disconnect` and `POST /api/v1/admin/unsubscribe`.
-//! Global administrators only (an `admin` role in the token, or a service token).
+//! Operator actions, carried out on every instance: `POST /api/v1/admin/disconnect` and
+//! `POST /api/v1/admin/unsubscribe` (users), `POST /api/v1/admin/drain` (one instance);
+//! and the cluster view, `GET /api/v1/admin/cluster`. Global administrators only (an
+//! `admin` role in the token, or a service token).
 
 use super::access::require_admin;
 use super::input::json_body;
@@ -28,6 +29,14 @@ struct DisconnectBody {
 struct UnsubscribeBody {
     user: String,
     room: String,
+}
+
+/// Body of `POST /api/v1/admin/drain`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DrainBody {
+    /// The instance's id.
+    instance: String,
 }
 
 /// The principal key of the user `user` (a token's `sub`).
@@ -68,6 +77,50 @@ pub async fn unsubscribe(api: &Api, request: Request<Incoming>, context: &Contex
         api,
         &command,
         json!({"user": body.user, "room": room.as_str()}),
+    )
+    .await
+}
+
+/// `GET /api/v1/admin/cluster`: every instance, the broker, the busiest rooms and the
+/// latest events of the whole cluster.
+pub async fn cluster(api: &Api, context: &Context) -> Reply {
+    require_admin(context)?;
+    Ok(crate::server::json_response(
+        StatusCode::OK,
+        &api.cluster.overview().await,
+    ))
+}
+
+/// `POST /api/v1/admin/drain`: the named instance drains, as on SIGTERM. 404 for an
+/// instance the membership does not list, 409 for one already draining.
+pub async fn drain(api: &Api, request: Request<Incoming>, context: &Context) -> Reply {
+    require_admin(context)?;
+    let (body, _): (DrainBody, _) = json_body(request, api.config.max_body_bytes).await?;
+    let (members, _) = api.cluster.current_members().await;
+    let Some(target) = members.iter().find(|seen| seen.member.id == body.instance) else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no instance {:?} in the cluster", body.instance),
+        ));
+    };
+    let draining = target.member.state == crate::cluster::MemberState::Draining
+        || (body.instance == api.cluster.id()
+            && api.cluster.state() == crate::cluster::MemberState::Draining);
+    if draining {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "already_draining",
+            format!("instance {:?} is already draining", body.instance),
+        ));
+    }
+    let command = Command::Drain {
+        instance: body.instance.clone(),
+    };
+    send(
+        api,
+        &command,
+        json!({"instance": body.instance, "draining": true}),
     )
     .await
 }

@@ -52,6 +52,8 @@ pub struct Api {
     pub rooms: RoomNameRules,
     /// Who may do what (shared with the WebSocket connections).
     pub access: Arc<AccessControl>,
+    /// This instance's membership in the cluster.
+    pub cluster: Arc<crate::cluster::Cluster>,
 }
 
 /// What a handler knows about its request besides the request itself.
@@ -92,6 +94,7 @@ impl Api {
         store: Store,
         auth: Arc<Authenticator>,
         publisher: Arc<ConnectionContext>,
+        cluster: Arc<crate::cluster::Cluster>,
     ) -> Arc<Self> {
         let api = Arc::new(Api {
             store,
@@ -101,6 +104,7 @@ impl Api {
             rooms: config.room_name_rules(),
             access: publisher.access.clone(),
             publisher,
+            cluster,
         });
         // Forget idle rate-limit buckets now and then (they would be full anyway).
         let weak = Arc::downgrade(&api);
@@ -280,6 +284,8 @@ impl Api {
             (["admin", "unsubscribe"], &Method::POST) => {
                 admin::unsubscribe(self, request, context).await
             }
+            (["admin", "cluster"], &Method::GET) => admin::cluster(self, context).await,
+            (["admin", "drain"], &Method::POST) => admin::drain(self, request, context).await,
             (["rooms", room, "history"], &Method::GET) => {
                 rooms::history(self, &params, context, room).await
             }
@@ -335,6 +341,8 @@ fn route_template(segments: &[&str]) -> &'static str {
         ["publish"] => "/api/v1/publish",
         ["admin", "disconnect"] => "/api/v1/admin/disconnect",
         ["admin", "unsubscribe"] => "/api/v1/admin/unsubscribe",
+        ["admin", "cluster"] => "/api/v1/admin/cluster",
+        ["admin", "drain"] => "/api/v1/admin/drain",
         ["rooms", _, "history"] => "/api/v1/rooms/{room}/history",
         ["rooms", _, "presence"] => "/api/v1/rooms/{room}/presence",
         ["rooms", _, "presence", "stats"] => "/api/v1/rooms/{room}/presence/stats",
@@ -350,11 +358,14 @@ fn allowed_methods(segments: &[&str]) -> Option<&'static str> {
     match segments {
         ["issues"] | ["issues", _, "comments"] => Some("GET, POST"),
         ["issues", _] | ["issues", _, "comments", _] => Some("GET, PATCH, DELETE"),
-        ["audit"] | ["audit", "export"] | ["rooms", _, "history"] => Some("GET"),
+        ["audit"] | ["audit", "export"] | ["rooms", _, "history"] | ["admin", "cluster"] => {
+            Some("GET")
+        }
         ["rooms", _, "presence"] | ["rooms", _, "presence", "stats"] => Some("GET"),
         ["publish"]
         | ["admin", "disconnect"]
         | ["admin", "unsubscribe"]
+        | ["admin", "drain"]
         | ["admin", "users", _, "erase"] => Some("POST"),
         ["projects", _, "members"] | ["admin", "users", _, "export"] => Some("GET"),
         ["projects", _, "members", _] => Some("PUT, DELETE"),

@@ -183,6 +183,15 @@ pub struct BrokerStatus {
     pub detail: String,
 }
 
+/// How the fan-out connection is doing, as this instance sees it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PubSubHealth {
+    /// Time since the latest liveness probe came back (`None`: none yet).
+    pub probe_age: Option<std::time::Duration>,
+    /// Lag of the latest publication received: from its sequencing to its arrival here.
+    pub lag_seconds: f64,
+}
+
 /// Sequencing, replay buffer and fan-out. See the module documentation for the contract.
 #[async_trait]
 pub trait Broker: Send + Sync + 'static {
@@ -217,6 +226,18 @@ pub trait Broker: Send + Sync + 'static {
 
     /// Current health.
     fn status(&self) -> BrokerStatus;
+
+    /// The fan-out connection's probe age and lag; `None` for a broker without one (the
+    /// embedded broker).
+    fn pubsub_health(&self) -> Option<PubSubHealth> {
+        None
+    }
+
+    /// Where instances announce themselves to each other (called once at start). The
+    /// embedded broker's store is in process: it knows only its own instance.
+    fn membership_store(&self) -> Arc<dyn crate::cluster::MembershipStore> {
+        Arc::new(crate::cluster::MemoryMembership::default())
+    }
 
     /// A store for presence sets that every instance sharing this broker sees (called
     /// once at start). The embedded broker's is in process.

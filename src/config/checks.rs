@@ -22,6 +22,12 @@ pub(super) fn validate(config: &Config) -> Result<(), ConfigError> {
             }
         })?;
     }
+    if config.tls.enabled() {
+        config.tls.load().map_err(|e| ConfigError::Invalid {
+            key: e.key,
+            message: e.message,
+        })?;
+    }
     let ca = &config.redis.tls_ca_file;
     if !ca.is_empty() {
         let pem = std::fs::read_to_string(ca).map_err(|e| ConfigError::Invalid {

@@ -5,10 +5,12 @@ mod access;
 mod checks;
 mod layers;
 mod show;
+mod tls;
 
 pub use access::{AuthMode, CorsConfig, OriginList, TrustedProxies, WebSocketConfig};
 pub use layers::{ENV_PREFIX, ENV_SECTION_SEPARATOR};
 pub use show::{REDACTED, redact_url};
+pub use tls::{TlsConfig, TlsError};
 
 use crate::protocol::RoomNameRules;
 use serde::Deserialize;
@@ -25,6 +27,8 @@ pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
 pub struct Config {
     /// Listener address for WebSocket and HTTP.
     pub listen: SocketAddr,
+    /// TLS on the listener (`[tls]`); off when no certificate is configured.
+    pub tls: TlsConfig,
     /// Proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: TrustedProxies,
     /// Instance name; empty means "generate one".
@@ -67,6 +71,8 @@ pub struct Config {
     pub presence: crate::presence::PresenceConfig,
     /// The web console.
     pub console: crate::console::ConsoleConfig,
+    /// Cluster membership, reconnect hints and rebalancing.
+    pub cluster: crate::cluster::ClusterConfig,
 }
 
 /// `[tracing]`
@@ -552,6 +558,12 @@ impl Config {
             message: e.to_string(),
         })?;
         self.presence
+            .validate()
+            .map_err(|(key, message)| ConfigError::Invalid {
+                key,
+                message: message.to_owned(),
+            })?;
+        self.cluster
             .validate()
             .map_err(|(key, message)| ConfigError::Invalid {
                 key,

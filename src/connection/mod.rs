@@ -163,6 +163,8 @@ impl Connections {
         let ending = socket::pump(&mut ws, &actor, &mut receiver, heartbeat, coalesce).await;
         match ending {
             Ending::Close(CloseCode::SlowConsumer) => {
+                let user = inner.live.get(&conn_id).and_then(|live| live.user.clone());
+                crate::cluster::recent::slow_consumer(user.as_deref());
                 tracing::info!(conn = conn_id, "slow consumer disconnected")
             }
             Ending::Close(CloseCode::InternalError) => {

@@ -142,7 +142,8 @@ impl Actor for RoomActor {
         // queues this room's publications in our mailbox, and whatever was sequenced
         // before the history read below is in that read. Nothing falls in between.
         let room = args.room.clone();
-        self.registry.insert(room.clone(), myself.clone());
+        self.registry
+            .insert(room.clone(), myself.clone(), args.members.clone());
         match self.start(args).await {
             Ok(state) => Ok(state),
             Err(err) => {
@@ -330,6 +331,9 @@ impl RoomActor {
             (Some(_), Some(_)) => "lost",
         };
         metrics::counter!("roomcast_resumes_total", "result" => outcome).increment(1);
+        if since.is_some() {
+            crate::cluster::recent::recovery(state.room.as_str(), recovered, replay.len() as u64);
+        }
         metrics::counter!("roomcast_replayed_messages_total").increment(replay.len() as u64);
         let subscribed = ServerFrame::Subscribed {
             id: request_id,
@@ -648,6 +652,7 @@ impl RoomActor {
 fn deliver(members: &SharedMembers, outgoing: &Outgoing) -> u64 {
     let seq = outgoing.seq();
     let mut members = members.lock();
+    members.publications += 1;
     let mut delivered = 0;
     members.subscribers.retain(|subscriber| {
         if seq <= subscriber.last_seq() {

@@ -85,6 +85,8 @@ pub struct Members {
     pub subscribers: Vec<Arc<Subscriber>>,
     /// The epoch every subscriber's `last_seq` refers to (`None` before the first start).
     pub epoch: Option<Epoch>,
+    /// Publications the room delivered since it started here (for message rates).
+    pub publications: u64,
 }
 
 impl Members {

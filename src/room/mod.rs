@@ -33,6 +33,18 @@ pub struct Rooms {
     supervisor: ActorRef<SupervisorMsg>,
 }
 
+/// One room's load on this instance.
+#[derive(Debug, Clone)]
+pub struct RoomLoad {
+    /// The room.
+    pub room: RoomName,
+    /// Its local subscribers.
+    pub subscribers: usize,
+    /// Publications it delivered since its actor started (a counter: rates come from
+    /// differences).
+    pub publications: u64,
+}
+
 /// Why a subscribe failed.
 #[derive(Debug, thiserror::Error)]
 pub enum SubscribeError {
@@ -133,6 +145,21 @@ impl Rooms {
     /// Number of rooms with a running actor on this instance.
     pub fn active(&self) -> usize {
         self.registry.len()
+    }
+
+    /// Subscribers and publications delivered of every room with an actor here, the
+    /// server's internal rooms (`$…`) left out.
+    pub fn loads(&self) -> Vec<RoomLoad> {
+        self.registry
+            .loads()
+            .into_iter()
+            .filter(|(room, _, _)| !room.as_str().starts_with('$'))
+            .map(|(room, subscribers, publications)| RoomLoad {
+                room,
+                subscribers,
+                publications,
+            })
+            .collect()
     }
 
     /// Makes the room's actor panic, to exercise supervision (tests and fault drills).

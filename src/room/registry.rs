@@ -2,6 +2,7 @@
 //! every subscribe; written only when a room actor starts or stops.
 
 use super::actor::RoomRef;
+use super::members::SharedMembers;
 use crate::protocol::RoomName;
 use dashmap::DashMap;
 use ractor::ActorId;
@@ -9,32 +10,47 @@ use ractor::ActorId;
 /// The running room actors of this instance.
 #[derive(Default)]
 pub struct Registry {
-    rooms: DashMap<RoomName, RoomRef>,
+    rooms: DashMap<RoomName, (RoomRef, SharedMembers)>,
 }
 
 impl Registry {
-    /// Registers (or replaces, after a restart) a room's actor.
-    pub fn insert(&self, room: RoomName, actor: RoomRef) {
-        self.rooms.insert(room, actor);
+    /// Registers (or replaces, after a restart) a room's actor and its subscriber set.
+    pub fn insert(&self, room: RoomName, actor: RoomRef, members: SharedMembers) {
+        self.rooms.insert(room, (actor, members));
     }
 
     /// The actor of `room`, if one runs.
     pub fn get(&self, room: &str) -> Option<RoomRef> {
-        self.rooms.get(room).map(|entry| entry.value().clone())
+        self.rooms.get(room).map(|entry| entry.value().0.clone())
     }
 
     /// Removes `room` if the actor `id` is still the one registered for it (a restarted
     /// actor may already have replaced it).
     pub fn remove_if_current(&self, room: &RoomName, id: ActorId) {
         self.rooms
-            .remove_if(room, |_, current| current.get_id() == id);
+            .remove_if(room, |_, (current, _)| current.get_id() == id);
     }
 
     /// Every running room actor.
     pub fn all(&self) -> Vec<RoomRef> {
         self.rooms
             .iter()
-            .map(|entry| entry.value().clone())
+            .map(|entry| entry.value().0.clone())
+            .collect()
+    }
+
+    /// Each room's name, subscriber count and publications delivered so far.
+    pub fn loads(&self) -> Vec<(RoomName, usize, u64)> {
+        self.rooms
+            .iter()
+            .map(|entry| {
+                let members = entry.value().1.lock();
+                (
+                    entry.key().clone(),
+                    members.subscribers.len(),
+                    members.publications,
+                )
+            })
             .collect()
     }
 

@@ -3,6 +3,7 @@
 
 mod http;
 mod origin;
+mod tls;
 mod websocket;
 
 pub use http::{Body, BoxError, empty, full, json_error, json_response};
@@ -11,6 +12,7 @@ pub use origin::Origin;
 use crate::api::Api;
 use crate::auth::{AuthConfigError, Authenticator};
 use crate::broker::{Broker, BrokerError, EventReceiver};
+use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::connection::{ConnectionContext, Connections};
 use crate::flags::{Flags, FlagsError};
@@ -24,6 +26,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+use tls::ListenerTls;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -54,11 +57,13 @@ pub struct App {
     pub metrics_on_main_listener: bool,
     /// Set while the instance drains: not ready, no new connections.
     pub draining: AtomicBool,
-    /// Cancelled to ask for a drain (the admin endpoint; the binary also drains on
+    /// Cancelled to ask for a drain (the admin endpoints; the binary also drains on
     /// SIGTERM).
     pub drain_requested: CancellationToken,
     /// The web console's files, when `console.enabled`.
     pub console: Option<crate::console::Console>,
+    /// This instance's membership in the cluster.
+    pub cluster: Arc<Cluster>,
 }
 
 /// Start-up failures.
@@ -85,6 +90,9 @@ pub enum ServerError {
     /// The authentication settings cannot be used.
     #[error("invalid authentication settings: {0}")]
     Auth(#[source] AuthConfigError),
+    /// The listener's certificate or key cannot be used.
+    #[error("invalid TLS settings: {0}")]
+    Tls(String),
     /// An actor system part failed to start.
     #[error("cannot start {what}: {source}")]
     Actors {
@@ -104,7 +112,8 @@ pub struct Server {
     accept_loop: Option<JoinHandle<()>>,
     relay: JoinHandle<()>,
     control: JoinHandle<()>,
-    /// Stops the background tasks (outbox relay, control listener).
+    announcer: JoinHandle<()>,
+    /// Stops the background tasks (outbox relay, control listener, announcer).
     relay_stop: CancellationToken,
 }
 
@@ -165,16 +174,6 @@ impl Server {
             auth.clone(),
             Arc::new(crate::access::AccessControl::new(store.clone())),
         ));
-        let api = Api::new(config, store.clone(), auth.clone(), context.clone());
-        let relay_stop = CancellationToken::new();
-        let relay = crate::relay::spawn_relay(store.clone(), context.clone(), relay_stop.clone());
-        crate::api::spawn_maintenance(store, config.audit.clone());
-        let connections = Connections::start(context, config.connection.max_frame_bytes)
-            .await
-            .map_err(|source| ServerError::Actors {
-                what: "the connection supervisor",
-                source,
-            })?;
         let listener = bind(config.listen, config.connection.listen_backlog).map_err(|source| {
             ServerError::Bind {
                 addr: config.listen,
@@ -185,6 +184,23 @@ impl Server {
             addr: config.listen,
             source,
         })?;
+        let cluster = Cluster::new(&config.cluster, &node_id, local_addr, broker.clone());
+        let api = Api::new(
+            config,
+            store.clone(),
+            auth.clone(),
+            context.clone(),
+            cluster.clone(),
+        );
+        let relay_stop = CancellationToken::new();
+        let relay = crate::relay::spawn_relay(store.clone(), context.clone(), relay_stop.clone());
+        crate::api::spawn_maintenance(store, config.audit.clone());
+        let connections = Connections::start(context, config.connection.max_frame_bytes)
+            .await
+            .map_err(|source| ServerError::Actors {
+                what: "the connection supervisor",
+                source,
+            })?;
         let app = Arc::new(App {
             node_id,
             started: Instant::now(),
@@ -198,7 +214,8 @@ impl Server {
             ws_origins: config.websocket.allowed_origins.clone(),
             metrics_on_main_listener: config.metrics.listen.is_empty(),
             draining: AtomicBool::new(false),
-            drain_requested: CancellationToken::new(),
+            drain_requested: cluster.drain_requested(),
+            cluster: cluster.clone(),
             console: config.console.enabled.then(crate::console::Console::new),
         });
         if !config.metrics.listen.is_empty() {
@@ -212,8 +229,21 @@ impl Server {
             app.rooms.clone(),
             app.connections.clone(),
             app.api.access.clone(),
+            cluster.clone(),
             relay_stop.clone(),
         );
+        let announcer = cluster.spawn_announcer(
+            app.connections.clone(),
+            app.rooms.clone(),
+            relay_stop.clone(),
+        );
+        let tls = ListenerTls::from_config(&config.tls)
+            .map_err(|e| ServerError::Tls(format!("{}: {}", e.key, e.message)))?
+            .map(Arc::new);
+        if let Some(tls) = &tls {
+            tls.reload_on_hangup();
+        }
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let stop_accepting = CancellationToken::new();
         let accept_loop = tokio::spawn(accept(
             listener,
@@ -221,10 +251,11 @@ impl Server {
             SocketOptions {
                 handshake_timeout: config.connection.handshake_timeout(),
                 send_buffer_bytes: config.connection.send_buffer_bytes,
+                tls,
             },
             stop_accepting.clone(),
         ));
-        tracing::info!(addr = %local_addr, node = %app.node_id, broker = app.broker.kind(), "roomcast listening");
+        tracing::info!(addr = %local_addr, scheme, node = %app.node_id, broker = app.broker.kind(), "roomcast listening");
         Ok(Server {
             app,
             local_addr,
@@ -232,6 +263,7 @@ impl Server {
             accept_loop: Some(accept_loop),
             relay,
             control,
+            announcer,
             relay_stop,
         })
     }
@@ -268,7 +300,13 @@ impl Server {
         }
     }
 
-    /// Cancelled when someone asked for a drain through `POST /admin/drain`.
+    /// This instance's membership in the cluster.
+    pub fn cluster(&self) -> &Arc<Cluster> {
+        &self.app.cluster
+    }
+
+    /// Cancelled when someone asked for a drain through `POST /admin/drain` or
+    /// `POST /api/v1/admin/drain`.
     pub fn drain_requested(&self) -> CancellationToken {
         self.app.drain_requested.clone()
     }
@@ -281,6 +319,7 @@ impl Server {
         let until = tokio::time::Instant::now() + deadline;
         let drain_began = crate::store::now_ms();
         self.app.draining.store(true, Ordering::SeqCst);
+        self.app.cluster.set_draining();
         metrics::gauge!("roomcast_draining").set(1.0);
         tracing::info!(?window, ?deadline, "draining");
         // The listener stays open meanwhile: health checks see 503 (not a refused
@@ -328,6 +367,9 @@ impl Server {
         self.relay_stop.cancel();
         let _ = self.relay.await;
         let _ = self.control.await;
+        let _ = self.announcer.await;
+        // The others stop listing this instance now, not when its record expires.
+        self.app.cluster.leave().await;
         connections.stop();
         self.app.rooms.stop();
         tracing::info!("roomcast stopped");
@@ -368,10 +410,12 @@ fn room_settings(config: &Config) -> RoomSettings {
 }
 
 /// Per-socket settings applied at accept.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 struct SocketOptions {
     handshake_timeout: Duration,
     send_buffer_bytes: usize,
+    /// TLS on the listener, when configured.
+    tls: Option<Arc<ListenerTls>>,
 }
 
 async fn accept(
@@ -387,7 +431,7 @@ async fn accept(
         };
         match accepted {
             Ok((stream, _peer)) => {
-                tokio::spawn(serve_http(stream, app.clone(), options));
+                tokio::spawn(serve_http(stream, app.clone(), options.clone()));
             }
             Err(err) => {
                 // Typically out of file descriptors: back off instead of spinning.
@@ -398,8 +442,9 @@ async fn accept(
     }
 }
 
-/// Serves HTTP on one TCP connection. A WebSocket upgrade ends this future and the
-/// socket continues in the connection's own task.
+/// Serves HTTP on one TCP connection (after the TLS handshake when the listener has TLS).
+/// A WebSocket upgrade ends this future and the socket continues in the connection's own
+/// task.
 async fn serve_http(stream: TcpStream, app: Arc<App>, options: SocketOptions) {
     let _ = stream.set_nodelay(true);
     if options.send_buffer_bytes > 0 {
@@ -409,11 +454,40 @@ async fn serve_http(stream: TcpStream, app: Arc<App>, options: SocketOptions) {
         .peer_addr()
         .map(|addr| addr.ip())
         .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+    let Some(tls) = &options.tls else {
+        return serve_io(TokioIo::new(stream), app, peer, options.handshake_timeout).await;
+    };
+    // The handshake shares the request's time budget: a client that opens a socket and
+    // says nothing is dropped as on plain TCP.
+    match tokio::time::timeout(options.handshake_timeout, tls.acceptor().accept(stream)).await {
+        Ok(Ok(stream)) => {
+            serve_io(TokioIo::new(stream), app, peer, options.handshake_timeout).await
+        }
+        Ok(Err(err)) => {
+            metrics::counter!("roomcast_tls_handshake_failures_total").increment(1);
+            tracing::debug!(error = %err, %peer, "TLS handshake failed");
+        }
+        Err(_) => {
+            metrics::counter!("roomcast_handshake_timeouts_total").increment(1);
+            tracing::debug!(%peer, "client did not complete the TLS handshake in time");
+        }
+    }
+}
+
+/// Serves HTTP/1.1 over one client stream, plain or TLS.
+async fn serve_io<I>(
+    io: TokioIo<I>,
+    app: Arc<App>,
+    peer: std::net::IpAddr,
+    handshake_timeout: Duration,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let service = service_fn(move |request| http::route(request, app.clone(), peer));
     let connection = http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(options.handshake_timeout)
-        .serve_connection(TokioIo::new(stream), service)
+        .header_read_timeout(handshake_timeout)
+        .serve_connection(io, service)
         .with_upgrades();
     if let Err(err) = connection.await {
         if err.is_timeout() {

@@ -83,7 +83,13 @@ const LABELLED_COUNTERS: &[(&str, &str, &[&str])] = &[
     (
         "roomcast_broker_commands_total",
         "op",
-        &["publish", "history", "reset_epoch", "presence"],
+        &[
+            "publish",
+            "history",
+            "reset_epoch",
+            "presence",
+            "membership",
+        ],
     ),
     (
         "roomcast_presence_frames_total",
@@ -95,12 +101,14 @@ const LABELLED_COUNTERS: &[(&str, &str, &[&str])] = &[
         "op",
         &["publish", "history", "reset_epoch"],
     ),
+    ("roomcast_tls_reloads_total", "result", &["ok", "failed"]),
 ];
 
 /// Counters without labels.
 const COUNTERS: &[&str] = &[
     "roomcast_connection_failures_total",
     "roomcast_handshake_timeouts_total",
+    "roomcast_tls_handshake_failures_total",
     "roomcast_room_failures_total",
     "roomcast_room_restarts_total",
     "roomcast_slow_consumer_disconnects_total",
@@ -152,6 +160,9 @@ fn register_at_zero() {
     for name in GAUGES {
         metrics::gauge!(*name).increment(0.0);
     }
+    for state in crate::cluster::MemberState::ALL {
+        metrics::gauge!("roomcast_cluster_members", "state" => state.name()).increment(0.0);
+    }
 }
 
 /// The HTTP method as a metrics label: one of the standard methods, else `other`, so
@@ -193,7 +204,19 @@ fn describe() {
     );
     describe_counter!(
         "roomcast_handshake_timeouts_total",
-        "Connections closed for not completing their request in time."
+        "Connections closed for not completing their request (or TLS handshake) in time."
+    );
+    describe_counter!(
+        "roomcast_tls_handshake_failures_total",
+        "TLS handshakes on the listener that failed (plain HTTP on the TLS port, untrusted or outdated clients)."
+    );
+    describe_counter!(
+        "roomcast_tls_reloads_total",
+        "Reloads of the listener's certificate on SIGHUP, by result."
+    );
+    describe_gauge!(
+        "roomcast_cluster_members",
+        "Instances of the cluster this instance sees, by state (starting, ready, draining)."
     );
     describe_gauge!(
         "roomcast_subscriptions",

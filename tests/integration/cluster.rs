@@ -17,7 +17,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 /// Fast failure detection for tests.
-const FAST_PROBES: [(&str, &str); 3] = [
+pub(crate) const FAST_PROBES: [(&str, &str); 3] = [
     ("ROOMCAST_REDIS__PROBE_INTERVAL_MS", "200"),
     ("ROOMCAST_REDIS__PROBE_TIMEOUT_MS", "1000"),
     ("ROOMCAST_REDIS__RECONNECT_MAX_MS", "500"),
@@ -41,17 +41,17 @@ async fn instances(redis_url: &str, count: usize) -> Vec<RoomcastProcess> {
 }
 
 /// A resilient client over `urls`, its events fed into a ledger per room.
-struct Watcher {
+pub(crate) struct Watcher {
     /// Kept alive for the test's duration (dropping it stops the client).
     _client: Client,
     ledgers: Arc<std::sync::Mutex<HashMap<String, Ledger>>>,
-    reconnects: Arc<AtomicU64>,
+    pub(crate) reconnects: Arc<AtomicU64>,
     /// Close codes of the connections this watcher lost.
-    closes: Arc<std::sync::Mutex<Vec<Option<u16>>>>,
+    pub(crate) closes: Arc<std::sync::Mutex<Vec<Option<u16>>>>,
 }
 
 impl Watcher {
-    async fn start(urls: Vec<String>, rooms: &[&str], encoding: Encoding) -> Watcher {
+    pub(crate) async fn start(urls: Vec<String>, rooms: &[&str], encoding: Encoding) -> Watcher {
         let mut config = ClientConfig::new(urls[0].clone());
         config.urls = urls;
         config.encoding = encoding;
@@ -106,7 +106,7 @@ impl Watcher {
             .unwrap_or_default()
     }
 
-    async fn wait_for(&self, room: &str, seq: u64) -> Ledger {
+    pub(crate) async fn wait_for(&self, room: &str, seq: u64) -> Ledger {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
             let ledger = self.ledger(room);
@@ -124,7 +124,7 @@ impl Watcher {
 }
 
 /// Publishes `count` messages through a resilient client; returns the highest acked seq.
-fn spawn_publisher(
+pub(crate) fn spawn_publisher(
     urls: Vec<String>,
     room: &'static str,
     count: u64,
@@ -151,7 +151,7 @@ fn spawn_publisher(
     })
 }
 
-async fn wait_progress(progress: &AtomicU64, at_least: u64) {
+pub(crate) async fn wait_progress(progress: &AtomicU64, at_least: u64) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while progress.load(Ordering::Relaxed) < at_least {
         assert!(tokio::time::Instant::now() < deadline, "publishing stalled");
@@ -815,23 +815,29 @@ async fn a_drained_instance_hands_its_clients_over_without_loss() {
     for publisher in publishers {
         highest = highest.max(publisher.await.unwrap());
     }
-    let told: usize = watchers
-        .iter()
-        .map(|w| {
-            w.closes
-                .lock()
-                .unwrap()
-                .iter()
-                .filter(|c| **c == Some(1012))
-                .count()
-        })
-        .sum();
+    let told = closed_with(&watchers, 1012);
     assert!(
         told >= 5,
         "the drained instance's clients were closed with 1012 ({told})"
     );
+    assert_complete(&watchers, "deploy", highest).await;
+}
+
+/// How many connections of `watchers` were closed with `code`.
+pub(crate) fn closed_with(watchers: &[Watcher], code: u16) -> usize {
+    watchers
+        .iter()
+        .map(|w| {
+            let closes = w.closes.lock().unwrap();
+            closes.iter().filter(|c| **c == Some(code)).count()
+        })
+        .sum()
+}
+
+/// Every watcher got `room` from seq 1 to `highest`, once each, in order, nothing lost.
+pub(crate) async fn assert_complete(watchers: &[Watcher], room: &str, highest: u64) {
     for (i, watcher) in watchers.iter().enumerate() {
-        let ledger = watcher.wait_for("deploy", highest).await;
+        let ledger = watcher.wait_for(room, highest).await;
         assert_eq!(ledger.losses, 0, "watcher {i}");
         assert_eq!(
             ledger.verdict(1, highest),

@@ -469,6 +469,72 @@ async fn admin(api: &mut Conformance) {
         Body::Raw("application/json", b"{"),
     )
     .await;
+    cluster(api).await;
+}
+
+/// The cluster view and the drain of an instance (the in-process server is its own
+/// cluster; its drain is only requested, the test harness does not carry it out).
+async fn cluster(api: &mut Conformance) {
+    const DRAIN: &str = "/api/v1/admin/drain";
+    // Listed once its first announcement is in (at start).
+    let view = cluster_view_until(api, "the instance listed as ready", |view| {
+        view["instances"][0]["state"] == "ready"
+    })
+    .await;
+    let me = view["self_id"].as_str().expect("self_id").to_owned();
+    assert_eq!(view["instances"][0]["id"], me.as_str(), "{view}");
+    for (status, body) in [
+        (404, json!({"instance": "no-such-instance"})),
+        (422, json!({"instance": me, "extra": 1})),
+        (422, json!({})),
+        (202, json!({"instance": me})),
+    ] {
+        api.call(status, DRAIN, "POST", DRAIN, &[], Body::Json(body))
+            .await;
+    }
+    api.call(
+        400,
+        DRAIN,
+        "POST",
+        DRAIN,
+        &[],
+        Body::Raw("application/json", b"{"),
+    )
+    .await;
+    cluster_view_until(api, "the instance listed as draining", |view| {
+        view["instances"][0]["state"] == "draining"
+    })
+    .await;
+    api.call(
+        409,
+        DRAIN,
+        "POST",
+        DRAIN,
+        &[],
+        Body::Json(json!({"instance": me})),
+    )
+    .await;
+}
+
+/// Reads the cluster view until `done` holds for it.
+async fn cluster_view_until(
+    api: &mut Conformance,
+    what: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    const CLUSTER: &str = "/api/v1/admin/cluster";
+    let deadline = tokio::time::Instant::now() + crate::support::WAIT;
+    loop {
+        let view = api.get(200, CLUSTER, CLUSTER).await.json();
+        if done(&view) {
+            return view;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}: {view}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }
 
 /// Presence over HTTP (no one connected: empty sets are still the documented shape).
@@ -765,6 +831,33 @@ async fn refusals_of_credentials_and_limits_are_as_documented() {
         "/api/v1/audit/export",
         &forged,
         Body::None,
+    )
+    .await;
+    // Another user, so that the read bucket counted below stays untouched.
+    let other = bearer(
+        &encode(
+            &Header::new(Algorithm::HS256),
+            &json!({"sub": "bea", "exp": jsonwebtoken::get_current_timestamp() + 600}),
+            &EncodingKey::from_secret(SECRET.as_bytes()),
+        )
+        .unwrap(),
+    );
+    api.call(
+        403,
+        "/api/v1/admin/cluster",
+        "GET",
+        "/api/v1/admin/cluster",
+        &[("authorization", other.as_str())],
+        Body::None,
+    )
+    .await;
+    api.call(
+        403,
+        "/api/v1/admin/drain",
+        "POST",
+        "/api/v1/admin/drain",
+        &as_user,
+        Body::Json(json!({"instance": "x"})),
     )
     .await;
     api.call(

@@ -59,6 +59,12 @@ impl Keys {
         Some(RoomName::new_unchecked(inner))
     }
 
+    /// The cluster's membership: hash, instance id → `written_ms record` (Redis time).
+    /// `$` never occurs in a room name, so no room shares this hash tag.
+    pub fn members(&self) -> String {
+        format!("{}:{{$cluster}}:members", self.prefix)
+    }
+
     /// The room's presence entries: hash, connection id → entry (JSON).
     pub fn presence(&self, room: &RoomName) -> String {
         format!("{}:{{{}}}:pr", self.prefix, room)

@@ -20,6 +20,7 @@ mod envelope;
 mod health;
 mod keys;
 mod link;
+mod members;
 mod presence;
 mod shard;
 mod slots;
@@ -334,6 +335,17 @@ impl Broker for RedisBroker {
 
     fn status(&self) -> BrokerStatus {
         self.health.status()
+    }
+
+    fn pubsub_health(&self) -> Option<super::PubSubHealth> {
+        Some(self.health.pubsub())
+    }
+
+    fn membership_store(&self) -> Arc<dyn crate::cluster::MembershipStore> {
+        Arc::new(members::RedisMembership::new(
+            self.link.clone(),
+            self.keys.clone(),
+        ))
     }
 
     fn presence_store(&self) -> Arc<dyn crate::presence::PresenceStore> {

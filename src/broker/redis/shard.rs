@@ -241,11 +241,12 @@ impl Shard {
                 {
                     if channel.as_slice() == state.probe.as_bytes() {
                         state.last_probe = Instant::now();
+                        self.health.probe_received();
                         if state.probe_confirmed {
                             self.check_health(state);
                         }
                     } else {
-                        deliver(&self.keys, &self.events, channel, payload);
+                        deliver(&self.keys, &self.events, &self.health, channel, payload);
                     }
                 }
                 None

@@ -53,7 +53,7 @@ pub struct Subscriber {
 }
 
 /// Decodes a publication received on `channel` and hands it to the rooms.
-pub fn deliver(keys: &Keys, events: &EventSender, channel: &[u8], payload: &[u8]) {
+pub fn deliver(keys: &Keys, events: &EventSender, health: &Health, channel: &[u8], payload: &[u8]) {
     let Some(room) = keys.room_of_channel(channel) else {
         return;
     };
@@ -62,8 +62,9 @@ pub fn deliver(keys: &Keys, events: &EventSender, channel: &[u8], payload: &[u8]
             let now_ms = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as u64);
-            metrics::histogram!("roomcast_broker_pubsub_lag_seconds")
-                .record(now_ms.saturating_sub(publication.time_ms) as f64 / 1000.0);
+            let lag = now_ms.saturating_sub(publication.time_ms) as f64 / 1000.0;
+            metrics::histogram!("roomcast_broker_pubsub_lag_seconds").record(lag);
+            health.lag(lag);
             let _ = events.send(BrokerEvent::Publication(Arc::new(publication)));
         }
         Err(err) => tracing::warn!(error = %err, "dropping a malformed publication"),
@@ -167,8 +168,9 @@ pub async fn run_single(
                     let channel = message.get_channel_name().as_bytes();
                     if channel == this.probe_channel.as_bytes() {
                         last_probe = Instant::now();
+                        this.health.probe_received();
                     } else {
-                        deliver(&this.keys, &this.events, channel, message.get_payload_bytes());
+                        deliver(&this.keys, &this.events, &this.health, channel, message.get_payload_bytes());
                     }
                 }
                 request = requests.recv() => match request {
