@@ -4,7 +4,7 @@ use super::{Ack, ClientConfig, ClientError, Command, Connection, Event, Received
 use crate::protocol::{ClientFrame, CloseCode, ServerFrame};
 use crate::stream::Position;
 use serde_json::Value;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -60,6 +60,9 @@ struct State {
     publishes: HashMap<u64, Publish>,
     queries: HashMap<u64, Query>,
     next_id: u64,
+    /// Addresses the server named in its last `reconnect` frame, tried (in order) before
+    /// the configured URLs by the next connection attempts.
+    hint: VecDeque<String>,
 }
 
 enum SessionEnd {
@@ -79,13 +82,18 @@ pub(super) async fn run(
         publishes: HashMap::new(),
         queries: HashMap::new(),
         next_id: 1,
+        hint: VecDeque::new(),
     };
     let mut url_index = 0;
     let mut delay = state.config.reconnect_min;
     let mut connected_before = false;
     loop {
-        let url = state.config.urls[url_index % state.config.urls.len()].clone();
-        url_index += 1;
+        // A draining or rebalancing server names where to go: there first, then on
+        // through the configured list.
+        let url = state.hint.pop_front().unwrap_or_else(|| {
+            url_index += 1;
+            state.config.urls[(url_index - 1) % state.config.urls.len()].clone()
+        });
         let config = state.config.clone();
         let connection = tokio::select! {
             connection = connect(&config, &url) => connection,
@@ -101,6 +109,7 @@ pub(super) async fn run(
             }
         };
         delay = state.config.reconnect_min;
+        state.hint.clear();
         state
             .emit(Event::Connected {
                 url,
@@ -494,6 +503,7 @@ impl State {
                 message,
                 ..
             } => self.on_error(id, code, message),
+            ServerFrame::Reconnect { hint, .. } => self.hint = hint.into(),
             _ => {}
         }
     }

@@ -32,6 +32,8 @@ use tokio_util::sync::CancellationToken;
 
 /// Rooms listed per instance, and in the merged view, by subscribers and by message rate.
 pub const TOP_ROOMS: usize = 10;
+/// Addresses in one reconnect hint.
+pub const HINT_SIZE: usize = 3;
 
 /// `[cluster]`
 #[derive(Debug, Clone, Deserialize)]
@@ -44,6 +46,17 @@ pub struct ClusterConfig {
     pub announce_interval_ms: u64,
     /// An instance not heard from for this long is dropped (ms).
     pub member_ttl_ms: u64,
+    /// Whether an instance above the cluster's mean sheds connections.
+    pub rebalance: bool,
+    /// Above the mean by more than this percentage of the mean...
+    pub rebalance_margin_percent: u64,
+    /// ...and by more than this many connections...
+    pub rebalance_margin_min: u64,
+    /// ...for this long (ms), the instance sheds...
+    pub rebalance_after_ms: u64,
+    /// ...this percentage of its connections per second (at least one) until it is down
+    /// to the mean.
+    pub rebalance_rate_percent: f64,
 }
 
 impl ClusterConfig {
@@ -59,6 +72,12 @@ impl ClusterConfig {
             return Err((
                 "cluster.member_ttl_ms",
                 "must be at least twice cluster.announce_interval_ms",
+            ));
+        }
+        if !(self.rebalance_rate_percent > 0.0 && self.rebalance_rate_percent <= 100.0) {
+            return Err((
+                "cluster.rebalance_rate_percent",
+                "must be above 0 and at most 100",
             ));
         }
         let url = &self.advertise_url;
@@ -83,15 +102,16 @@ impl ClusterConfig {
         Duration::from_millis(self.member_ttl_ms)
     }
 
-    /// The URL this instance announces: the configured one, else `ws://{bound}/ws` when
-    /// the listener is bound to a specific address, else none.
-    pub fn advertise_url(&self, bound: SocketAddr) -> Option<String> {
+    /// The URL this instance announces: the configured one, else `ws://{bound}/ws`
+    /// (`wss://` with `tls`) when the listener is bound to a specific address, else none.
+    pub fn advertise_url(&self, bound: SocketAddr, tls: bool) -> Option<String> {
+        let scheme = if tls { "wss" } else { "ws" };
         if !self.advertise_url.is_empty() {
             Some(self.advertise_url.clone())
         } else if bound.ip().is_unspecified() {
             None
         } else {
-            Some(format!("ws://{bound}/ws"))
+            Some(format!("{scheme}://{bound}/ws"))
         }
     }
 }
@@ -216,6 +236,53 @@ struct View {
     read_at: Instant,
 }
 
+/// Where the clients this instance sends away go: the ready instances with an address,
+/// other than this one, with the connections each had at the last read plus those sent
+/// to it since. Each hint names the one with the fewest first, so a drain fills the
+/// emptiest instances up evenly instead of sending everyone to one.
+#[derive(Default)]
+struct Planner {
+    /// The view it was built from.
+    read_at: Option<Instant>,
+    /// Address and expected connections.
+    targets: Vec<(String, u64)>,
+}
+
+impl Planner {
+    fn rebuild(&mut self, view: &View, own_id: &str, ttl_ms: u64) {
+        let since = view.read_at.elapsed().as_millis() as u64;
+        self.read_at = Some(view.read_at);
+        self.targets = view
+            .members
+            .iter()
+            .filter(|seen| {
+                seen.member.id != own_id
+                    && seen.member.state == MemberState::Ready
+                    && seen.last_seen_ms + since <= ttl_ms
+            })
+            .filter_map(|seen| {
+                let url = seen.member.advertise_url.clone()?;
+                Some((url, seen.member.connections))
+            })
+            .collect();
+    }
+
+    /// The next client's hint: the target with the fewest expected connections (which
+    /// then expects one more), followed by the next emptiest.
+    fn next(&mut self) -> Vec<String> {
+        self.targets
+            .sort_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.cmp(&b.0)));
+        if let Some(first) = self.targets.first_mut() {
+            first.1 += 1;
+        }
+        self.targets
+            .iter()
+            .take(HINT_SIZE)
+            .map(|(url, _)| url.clone())
+            .collect()
+    }
+}
+
 /// This instance's membership in the cluster.
 pub struct Cluster {
     id: String,
@@ -227,21 +294,24 @@ pub struct Cluster {
     store: Arc<dyn MembershipStore>,
     broker: Arc<dyn Broker>,
     view: Mutex<View>,
+    planner: Mutex<Planner>,
     announce_now: Notify,
     drain_requested: CancellationToken,
 }
 
 impl Cluster {
-    /// Membership of instance `id`, listening on `bound`, through `broker`'s store.
+    /// Membership of instance `id`, listening on `bound` (over TLS with `tls`), through
+    /// `broker`'s store.
     pub fn new(
         config: &ClusterConfig,
         id: &str,
         bound: SocketAddr,
+        tls: bool,
         broker: Arc<dyn Broker>,
     ) -> Arc<Cluster> {
         Arc::new(Cluster {
             id: id.to_owned(),
-            advertise_url: config.advertise_url(bound),
+            advertise_url: config.advertise_url(bound, tls),
             config: config.clone(),
             started_at: SystemTime::now(),
             started: Instant::now(),
@@ -252,6 +322,7 @@ impl Cluster {
                 members: Vec::new(),
                 read_at: Instant::now(),
             }),
+            planner: Mutex::new(Planner::default()),
             announce_now: Notify::new(),
             drain_requested: CancellationToken::new(),
         })
@@ -313,6 +384,24 @@ impl Cluster {
             })
             .filter(|seen| seen.last_seen_ms <= self.config.member_ttl_ms)
             .collect()
+    }
+
+    /// The reconnect hint for the next client this instance sends away: addresses of
+    /// ready instances (never a draining one, never this one) with the fewest
+    /// connections, counting the clients already sent to each since the last read.
+    /// Empty when no other instance is ready or none announces an address.
+    pub fn hint(&self) -> Vec<String> {
+        let view = self.view.lock().unwrap_or_else(|e| e.into_inner());
+        let mut planner = self.planner.lock().unwrap_or_else(|e| e.into_inner());
+        if planner.read_at != Some(view.read_at) {
+            planner.rebuild(&view, &self.id, self.config.member_ttl_ms);
+        }
+        drop(view);
+        let hint = planner.next();
+        if !hint.is_empty() {
+            metrics::counter!("roomcast_reconnect_hints_total").increment(1);
+        }
+        hint
     }
 
     /// Reads the membership from the broker now (and keeps it as the view).
@@ -403,6 +492,54 @@ impl Cluster {
         })
     }
 
+    /// With `cluster.rebalance`: once a second, when this instance has held more than the
+    /// ready instances' mean + margin for `rebalance_after_ms`, moves
+    /// `rebalance_rate_percent` of its connections (at least one) to the emptiest ready
+    /// instances, exactly as a drain moves them (hint, 1012), until it is down to the mean.
+    pub fn spawn_rebalancer(
+        self: &Arc<Self>,
+        connections: Connections,
+        stop: CancellationToken,
+    ) -> Option<JoinHandle<()>> {
+        if !self.config.rebalance {
+            return None;
+        }
+        let this = self.clone();
+        Some(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut above_since: Option<Instant> = None;
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    () = stop.cancelled() => return,
+                }
+                let own = connections.count() as u64;
+                let load = (this.state() == MemberState::Ready)
+                    .then(|| Load::of(&this.members(), &this.id, own))
+                    .flatten();
+                let Some(load) = load else {
+                    above_since = None;
+                    continue;
+                };
+                let excess = load.excess(own, &this.config, &mut above_since);
+                if excess == 0 {
+                    continue;
+                }
+                let rate = (own as f64 * this.config.rebalance_rate_percent / 100.0).ceil() as u64;
+                let count = rate.max(1).min(excess) as usize;
+                let shed = connections.shed(count, || this.hint());
+                metrics::counter!("roomcast_rebalance_shed_total").increment(shed as u64);
+                tracing::info!(
+                    shed,
+                    own,
+                    mean = load.mean,
+                    "rebalancing: connections sent to emptier instances"
+                );
+            }
+        }))
+    }
+
     /// Removes this instance from the membership (it stops).
     pub async fn leave(&self) {
         if let Err(err) = self.store.leave(&self.id).await {
@@ -479,6 +616,55 @@ impl Cluster {
             "top_rooms": merged_top_rooms(&members),
             "recent": merged_recent(&members),
         })
+    }
+}
+
+/// The ready instances' load, as the rebalancer sees it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Load {
+    /// Mean connections per ready instance (this one counted with its live count).
+    mean: f64,
+    /// Whether another ready instance is below the mean (somewhere to shed to).
+    room_elsewhere: bool,
+}
+
+impl Load {
+    /// `None` when fewer than two instances are ready.
+    fn of(members: &[Seen], own_id: &str, own: u64) -> Option<Load> {
+        let others: Vec<u64> = members
+            .iter()
+            .filter(|s| s.member.id != own_id && s.member.state == MemberState::Ready)
+            .map(|s| s.member.connections)
+            .collect();
+        if others.is_empty() {
+            return None;
+        }
+        let mean = (others.iter().sum::<u64>() + own) as f64 / (others.len() + 1) as f64;
+        Some(Load {
+            mean,
+            room_elsewhere: others.iter().any(|&c| (c as f64) < mean),
+        })
+    }
+
+    /// How many connections to shed now: over the mean once `own` has stayed above
+    /// mean + margin for `rebalance_after_ms` (tracked in `above_since`), until it is
+    /// down to the mean; else 0.
+    fn excess(&self, own: u64, config: &ClusterConfig, above_since: &mut Option<Instant>) -> u64 {
+        let margin = (self.mean * config.rebalance_margin_percent as f64 / 100.0)
+            .max(config.rebalance_margin_min as f64);
+        if own as f64 > self.mean + margin {
+            above_since.get_or_insert_with(Instant::now);
+        } else if own as f64 <= self.mean {
+            *above_since = None;
+        }
+        let due = above_since.is_some_and(|since| {
+            since.elapsed() >= Duration::from_millis(config.rebalance_after_ms)
+        });
+        if due && self.room_elsewhere {
+            (own as f64 - self.mean).floor().max(0.0) as u64
+        } else {
+            0
+        }
     }
 }
 
@@ -657,20 +843,122 @@ mod tests {
     }
 
     #[test]
+    fn hints_fill_the_emptiest_ready_instances_first_and_skip_draining_ones() {
+        let seen = |id: &str, state: MemberState, connections: u64, url: bool| {
+            let mut s = member(id, Vec::new());
+            s.member.state = state;
+            s.member.connections = connections;
+            s.member.advertise_url = url.then(|| format!("ws://{id}/ws"));
+            s
+        };
+        let view = View {
+            members: vec![
+                seen("me", MemberState::Draining, 90, true),
+                seen("a", MemberState::Ready, 10, true),
+                seen("b", MemberState::Ready, 13, true),
+                seen("c", MemberState::Draining, 0, true),
+                seen("d", MemberState::Starting, 0, true),
+                seen("e", MemberState::Ready, 0, false),
+            ],
+            read_at: Instant::now(),
+        };
+        let mut planner = Planner::default();
+        planner.rebuild(&view, "me", 6000);
+        let firsts: Vec<String> = (0..9).map(|_| planner.next()[0].clone()).collect();
+        // a takes 3 to catch up with b, then they alternate.
+        assert_eq!(
+            firsts,
+            ["a", "a", "a", "a", "b", "a", "b", "a", "b"].map(|id| format!("ws://{id}/ws"))
+        );
+        assert_eq!(
+            planner.next().len(),
+            2,
+            "only the ready ones with an address"
+        );
+        let empty = View {
+            members: vec![seen("me", MemberState::Draining, 5, true)],
+            read_at: Instant::now(),
+        };
+        planner.rebuild(&empty, "me", 6000);
+        assert!(planner.next().is_empty());
+    }
+
+    #[test]
+    fn an_instance_sheds_only_after_staying_above_mean_plus_margin_and_down_to_the_mean() {
+        let mut config = ClusterConfig {
+            advertise_url: String::new(),
+            announce_interval_ms: 2000,
+            member_ttl_ms: 6000,
+            rebalance: true,
+            rebalance_margin_percent: 10,
+            rebalance_margin_min: 5,
+            rebalance_after_ms: 0,
+            rebalance_rate_percent: 1.0,
+        };
+        let with = |id: &str, state: MemberState, connections: u64| {
+            let mut s = member(id, Vec::new());
+            s.member.state = state;
+            s.member.connections = connections;
+            s
+        };
+        let members = vec![
+            with("me", MemberState::Ready, 0),
+            with("a", MemberState::Ready, 0),
+            with("b", MemberState::Ready, 0),
+            with("c", MemberState::Draining, 500),
+        ];
+        // 300, 0, 0: mean 100, margin 10.
+        let load = Load::of(&members, "me", 300).unwrap();
+        assert_eq!(load.mean, 100.0);
+        let mut since = None;
+        assert_eq!(load.excess(300, &config, &mut since), 200);
+        // Within the margin, not yet above: nothing; once above, down to the mean.
+        let mut since = None;
+        assert_eq!(load.excess(105, &config, &mut since), 0);
+        assert_eq!(load.excess(111, &config, &mut since), 11);
+        assert_eq!(load.excess(105, &config, &mut since), 5, "keeps going");
+        assert_eq!(load.excess(100, &config, &mut since), 0);
+        assert_eq!(
+            load.excess(105, &config, &mut since),
+            0,
+            "stopped at the mean"
+        );
+        // Not before it stayed above for the configured time.
+        config.rebalance_after_ms = 60_000;
+        let mut since = None;
+        assert_eq!(load.excess(300, &config, &mut since), 0);
+        assert!(since.is_some());
+        // Alone (no other ready instance): nothing to compare with.
+        assert_eq!(Load::of(&members[..1], "me", 300), None);
+    }
+
+    #[test]
     fn the_advertised_url_comes_from_the_listener_unless_it_is_a_wildcard() {
         let mut config = ClusterConfig {
             advertise_url: String::new(),
             announce_interval_ms: 2000,
             member_ttl_ms: 6000,
+            rebalance: false,
+            rebalance_margin_percent: 10,
+            rebalance_margin_min: 20,
+            rebalance_after_ms: 30_000,
+            rebalance_rate_percent: 1.0,
         };
         assert_eq!(
-            config.advertise_url("127.0.0.1:8080".parse().unwrap()),
+            config.advertise_url("127.0.0.1:8080".parse().unwrap(), false),
             Some("ws://127.0.0.1:8080/ws".into())
         );
-        assert_eq!(config.advertise_url("0.0.0.0:8080".parse().unwrap()), None);
+        assert_eq!(
+            config.advertise_url("127.0.0.1:8443".parse().unwrap(), true),
+            Some("wss://127.0.0.1:8443/ws".into())
+        );
+        assert_eq!(
+            config.advertise_url("0.0.0.0:8080".parse().unwrap(), false),
+            None
+        );
         config.advertise_url = "wss://a.example/ws".into();
         assert_eq!(
-            config.advertise_url("0.0.0.0:8080".parse().unwrap()),
+            config.advertise_url("0.0.0.0:8080".parse().unwrap(), false),
             Some("wss://a.example/ws".into())
         );
         assert!(config.validate().is_ok());

@@ -200,12 +200,7 @@ impl Connections {
             }
             count += 1;
             if reconnect {
-                let hint = ServerFrame::Reconnect {
-                    reason: "disconnected".into(),
-                };
-                entry
-                    .outbound
-                    .close_after(entry.encoding.encode(&hint), CloseCode::ServiceRestart);
+                send_elsewhere(&entry.outbound, entry.encoding, "disconnected", Vec::new());
             } else {
                 entry.outbound.close(CloseCode::Disconnected);
             }
@@ -254,11 +249,11 @@ impl Connections {
         }
     }
 
-    /// Tells every client to reconnect elsewhere and closes it with 1012 after what was
-    /// already queued to it, spreading the closes evenly over `window` so that the other
-    /// instances are not hit by every client at once. Returns when every connection was
-    /// told (not when they are gone).
-    pub async fn drain(&self, window: Duration) {
+    /// Tells every client to reconnect elsewhere — to the addresses `hint` returns for
+    /// it — and closes it with 1012 after what was already queued to it, spreading the
+    /// closes evenly over `window` so that the other instances are not hit by every
+    /// client at once. Returns when every connection was told (not when they are gone).
+    pub async fn drain(&self, window: Duration, hint: impl Fn() -> Vec<String>) {
         let targets: Vec<(Outbound, Encoding)> = self
             .inner
             .live
@@ -270,11 +265,26 @@ impl Connections {
         tracing::info!(connections = targets.len(), ?window, "draining connections");
         for (i, (outbound, encoding)) in targets.into_iter().enumerate() {
             tokio::time::sleep_until(start + window * i as u32 / count).await;
-            let hint = ServerFrame::Reconnect {
-                reason: "draining".into(),
-            };
-            outbound.close_after(encoding.encode(&hint), CloseCode::ServiceRestart);
+            send_elsewhere(&outbound, encoding, "draining", hint());
         }
+    }
+
+    /// Moves up to `count` clients to other instances exactly as a drain does (a
+    /// `reconnect` frame with reason `rebalancing` and `hint`'s addresses, then 1012
+    /// after what was queued). Returns how many were told.
+    pub fn shed(&self, count: usize, hint: impl Fn() -> Vec<String>) -> usize {
+        let targets: Vec<(Outbound, Encoding)> = self
+            .inner
+            .live
+            .iter()
+            .filter(|entry| !entry.outbound.is_closed())
+            .take(count)
+            .map(|entry| (entry.outbound.clone(), entry.encoding))
+            .collect();
+        for (outbound, encoding) in &targets {
+            send_elsewhere(outbound, *encoding, "rebalancing", hint());
+        }
+        targets.len()
     }
 
     /// Makes the actor of the connection with this session id panic, to exercise
@@ -291,6 +301,15 @@ impl Connections {
     pub fn stop(&self) {
         self.inner.supervisor.stop(None);
     }
+}
+
+/// Queues a `reconnect` frame (`reason`, `hint`) and closes with 1012 after it.
+fn send_elsewhere(outbound: &Outbound, encoding: Encoding, reason: &str, hint: Vec<String>) {
+    let frame = ServerFrame::Reconnect {
+        reason: reason.into(),
+        hint,
+    };
+    outbound.close_after(encoding.encode(&frame), CloseCode::ServiceRestart);
 }
 
 /// WebSocket buffers sized for many mostly idle connections: tungstenite's defaults

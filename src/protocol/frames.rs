@@ -241,11 +241,15 @@ pub enum ServerFrame {
         /// Messages, oldest first.
         messages: Vec<HistoryItem>,
     },
-    /// The instance is going away (a deploy): reconnect, to any instance, and resume.
-    /// The close (code 1012) follows right after this frame.
+    /// The instance is going away (a deploy) or sheds load: reconnect and resume. The
+    /// close (code 1012) follows right after this frame.
     Reconnect {
-        /// Why (`draining`).
+        /// Why (`draining`, `rebalancing`, `disconnected`).
         reason: String,
+        /// WebSocket URLs of ready instances with the fewest connections, the one to try
+        /// first first. Empty (and omitted) when the cluster knows none.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        hint: Vec<String>,
     },
     /// A room's presence set: the reply to `presence` (with its `id`), or the first
     /// frame of a `subscribe` with `presence: true` (without `id`).

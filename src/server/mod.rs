@@ -113,6 +113,7 @@ pub struct Server {
     relay: JoinHandle<()>,
     control: JoinHandle<()>,
     announcer: JoinHandle<()>,
+    rebalancer: Option<JoinHandle<()>>,
     /// Stops the background tasks (outbox relay, control listener, announcer).
     relay_stop: CancellationToken,
 }
@@ -184,7 +185,13 @@ impl Server {
             addr: config.listen,
             source,
         })?;
-        let cluster = Cluster::new(&config.cluster, &node_id, local_addr, broker.clone());
+        let cluster = Cluster::new(
+            &config.cluster,
+            &node_id,
+            local_addr,
+            config.tls.enabled(),
+            broker.clone(),
+        );
         let api = Api::new(
             config,
             store.clone(),
@@ -237,6 +244,7 @@ impl Server {
             app.rooms.clone(),
             relay_stop.clone(),
         );
+        let rebalancer = cluster.spawn_rebalancer(app.connections.clone(), relay_stop.clone());
         let tls = ListenerTls::from_config(&config.tls)
             .map_err(|e| ServerError::Tls(format!("{}: {}", e.key, e.message)))?
             .map(Arc::new);
@@ -264,6 +272,7 @@ impl Server {
             relay,
             control,
             announcer,
+            rebalancer,
             relay_stop,
         })
     }
@@ -328,7 +337,8 @@ impl Server {
         let connections = self.app.connections.clone();
         let store = self.app.api.store.clone();
         let completed = tokio::time::timeout_at(until, async {
-            connections.drain(window).await;
+            let cluster = self.app.cluster.clone();
+            connections.drain(window, move || cluster.hint()).await;
             while connections.count() > 0 {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
@@ -368,6 +378,9 @@ impl Server {
         let _ = self.relay.await;
         let _ = self.control.await;
         let _ = self.announcer.await;
+        if let Some(rebalancer) = self.rebalancer {
+            let _ = rebalancer.await;
+        }
         // The others stop listing this instance now, not when its record expires.
         self.app.cluster.leave().await;
         connections.stop();

@@ -128,6 +128,8 @@ const COUNTERS: &[&str] = &[
     "roomcast_audit_retention_deleted_total",
     "roomcast_http_rate_limited_total",
     "roomcast_tokens_expired_total",
+    "roomcast_reconnect_hints_total",
+    "roomcast_rebalance_shed_total",
 ];
 
 /// Gauges a dashboard reads from the start, before anything happened.
@@ -213,6 +215,14 @@ fn describe() {
     describe_counter!(
         "roomcast_tls_reloads_total",
         "Reloads of the listener's certificate on SIGHUP, by result."
+    );
+    describe_counter!(
+        "roomcast_rebalance_shed_total",
+        "Connections this instance moved to emptier instances (rebalancing)."
+    );
+    describe_counter!(
+        "roomcast_reconnect_hints_total",
+        "Reconnect frames (drain, rebalancing) that named other instances to go to."
     );
     describe_gauge!(
         "roomcast_cluster_members",

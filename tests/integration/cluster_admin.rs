@@ -10,7 +10,7 @@ use crate::support::http::{get, json};
 use crate::support::process::RoomcastProcess;
 use crate::support::redis::RedisServer;
 use crate::support::{TestClient, wait_ready};
-use roomcast::protocol::Encoding;
+use roomcast::protocol::{Encoding, ServerFrame};
 use serde_json::{Value, json as json_value};
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -30,6 +30,9 @@ async fn instance(redis_url: &str, node: &str, extra: &[(&str, &str)]) -> Roomca
     let mut env = vec![
         ("ROOMCAST_REDIS_URL", redis_url),
         ("ROOMCAST_NODE_ID", node),
+        // The views are polled faster than a user's read budget allows.
+        ("ROOMCAST_RATE_LIMITS__USER_READS_PER_SECOND", "1000"),
+        ("ROOMCAST_RATE_LIMITS__USER_READ_BURST", "1000"),
     ];
     env.extend(FAST_PROBES);
     env.extend(FAST_MEMBERSHIP);
@@ -63,7 +66,7 @@ async fn view_until(
             tokio::time::Instant::now() < deadline,
             "{what} not seen within {within:?}: {view}"
         );
-        tokio::time::sleep(Duration::from_millis(25)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -237,4 +240,130 @@ async fn a_redis_cluster_carries_the_membership_too() {
         listed(v, "node-b").is_none()
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_hints_the_emptiest_ready_instances_and_clients_follow() {
+    let redis = RedisServer::start().await;
+    let url = redis.url();
+    let drain_settings = [
+        ("ROOMCAST_DRAIN__WINDOW_MS", "1000"),
+        ("ROOMCAST_DRAIN__DEADLINE_MS", "10000"),
+    ];
+    let mut a = instance(&url, "node-a", &drain_settings).await;
+    let b = instance(&url, "node-b", &drain_settings).await;
+    let c = instance(&url, "node-c", &drain_settings).await;
+    view_until(
+        &a.addr,
+        "three ready instances",
+        Duration::from_secs(10),
+        |v| {
+            ["node-a", "node-b", "node-c"]
+                .iter()
+                .all(|id| listed(v, id).is_some_and(|i| i["state"] == "ready"))
+        },
+    )
+    .await;
+    // Without hints, every client would go to B, the next of its list.
+    let urls = vec![a.url(), b.url(), c.url()];
+    let mut watchers = Vec::new();
+    for _ in 0..8 {
+        watchers.push(Watcher::start(urls.clone(), &["hinted"], Encoding::Json).await);
+    }
+    let mut raw = TestClient::connect(&a.url(), Encoding::Json).await;
+    raw.subscribe("hinted", None).await;
+    view_until(&a.addr, "A's nine clients", Duration::from_secs(10), |v| {
+        listed(v, "node-a").is_some_and(|a| a["connections"] == 9)
+    })
+    .await;
+
+    assert_eq!(drain(&b.addr, "node-a").await.status, 202);
+    let hint = loop {
+        if let ServerFrame::Reconnect { reason, hint } = raw.next().await {
+            assert_eq!(reason, "draining");
+            break hint;
+        }
+    };
+    // The ready others (both, unless one looked unready at that moment on a loaded
+    // machine), never A.
+    assert!(!hint.is_empty(), "a hint");
+    assert!(
+        hint.iter().all(|url| *url == b.url() || *url == c.url()),
+        "{hint:?}"
+    );
+    assert_eq!(a.wait(Duration::from_secs(15)).await, Some(0));
+
+    // The eight watchers spread over B and C instead of all landing on B.
+    let view = view_until(&b.addr, "A's clients moved", Duration::from_secs(10), |v| {
+        let count = |id| listed(v, id).map_or(0, |i| i["connections"].as_u64().unwrap());
+        listed(v, "node-a").is_none() && count("node-b") + count("node-c") == 8
+    })
+    .await;
+    let on_c = listed(&view, "node-c").unwrap()["connections"]
+        .as_u64()
+        .unwrap();
+    assert!(on_c >= 2, "C got {on_c} of 8: {view}");
+    assert_eq!(closed_with(&watchers, 1012), 8);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crowded_instance_sheds_to_the_mean_and_its_clients_resume_without_loss() {
+    const MESSAGES: u64 = 200;
+    let redis = RedisServer::start().await;
+    let url = redis.url();
+    let rebalancing = [
+        ("ROOMCAST_CLUSTER__REBALANCE", "true"),
+        ("ROOMCAST_CLUSTER__REBALANCE_MARGIN_MIN", "2"),
+        ("ROOMCAST_CLUSTER__REBALANCE_AFTER_MS", "500"),
+        ("ROOMCAST_CLUSTER__REBALANCE_RATE_PERCENT", "20"),
+    ];
+    let a = instance(&url, "node-a", &rebalancing).await;
+    let b = instance(&url, "node-b", &rebalancing).await;
+    both_ready(&a.addr).await;
+    // Every watcher starts on A.
+    let mut watchers = Vec::new();
+    for _ in 0..12 {
+        let urls = vec![a.url(), b.url()];
+        watchers.push(Watcher::start(urls, &["crowd"], Encoding::MsgPack).await);
+    }
+    let progress = Arc::new(AtomicU64::new(0));
+    let publisher = spawn_publisher(
+        vec![b.url()],
+        "crowd",
+        MESSAGES,
+        Duration::from_millis(20),
+        progress.clone(),
+    );
+    // 13 connections over 2 instances: mean 6.5, margin 2.
+    let view = view_until(
+        &b.addr,
+        "A down to the mean",
+        Duration::from_secs(20),
+        |v| {
+            let count = |id| listed(v, id).map_or(99, |i| i["connections"].as_u64().unwrap());
+            count("node-a") <= 8 && count("node-a") + count("node-b") == 13
+        },
+    )
+    .await;
+    let on_a = listed(&view, "node-a").unwrap()["connections"]
+        .as_u64()
+        .unwrap();
+    assert!(on_a >= 6, "shed to the mean, not below it: {view}");
+    let metrics = crate::support::http_get(&a.addr, "/metrics").await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("roomcast_rebalance_shed_total ") && !l.ends_with(" 0")),
+        "{metrics}"
+    );
+
+    let highest = publisher.await.unwrap();
+    assert_complete(&watchers, "crowd", highest).await;
+    for (i, watcher) in watchers.iter().enumerate() {
+        let moves = watcher
+            .reconnects
+            .load(std::sync::atomic::Ordering::Relaxed);
+        assert!(moves <= 1, "watcher {i} moved {moves} times");
+    }
+    assert!(closed_with(&watchers, 1012) >= 4);
 }

@@ -22,8 +22,9 @@ async fn the_binary_serves_and_shuts_down_on_sigterm() {
     process.signal("TERM");
     loop {
         match client.next().await {
-            ServerFrame::Reconnect { reason } => {
+            ServerFrame::Reconnect { reason, hint } => {
                 assert_eq!(reason, "draining");
+                assert!(hint.is_empty(), "a lone instance names no other: {hint:?}");
                 break;
             }
             ServerFrame::Message { .. } | ServerFrame::Ack { .. } => continue,

@@ -73,8 +73,11 @@ export interface ClientEvents {
   connected: (welcome: Welcome) => void;
   /** The connection ended; `willReconnect` says whether the client goes on. */
   disconnected: (info: { code: number; reason: string; willReconnect: boolean }) => void;
-  /** The server asked this client to move (it is draining); a reconnect follows. */
-  draining: (info: { reason: string }) => void;
+  /**
+   * The server asked this client to move (it is draining, or shedding load); a reconnect
+   * follows, to the `hint` addresses first (in order) when the server named any.
+   */
+  draining: (info: { reason: string; hint: string[] }) => void;
   /** A reconnect is scheduled. */
   reconnecting: (info: { attempt: number; delayMs: number; url: string }) => void;
   /** The token was replaced on the live connection. */
@@ -156,6 +159,10 @@ export class Client extends Emitter<ClientEvents> implements SubscriptionHost {
   /** Bumped for every socket: events of older sockets are ignored. */
   private generation = 0;
   private urlIndex = 0;
+  /** Addresses named by the last `reconnect` frame, tried before `urls`. */
+  private hint: string[] = [];
+  /** The hint arrived on the connection that is closing: its first address is next. */
+  private hintFresh = false;
   private attempt = 0;
   private token: string | undefined;
   private tokenStale = true;
@@ -385,7 +392,7 @@ export class Client extends Emitter<ClientEvents> implements SubscriptionHost {
       return;
     }
     if (generation !== this.generation || this._state === 'closed') return;
-    const url = this.urls[this.urlIndex % this.urls.length]!;
+    const url = this.nextUrl();
     const protocols = [SUBPROTOCOL[this.encoding]];
     let target = url;
     if (token !== undefined) {
@@ -555,13 +562,18 @@ export class Client extends Emitter<ClientEvents> implements SubscriptionHost {
       case 'presence_diff':
         this.subs.get(frame.room)?.handlePresenceDiff(frame);
         return;
-      case 'reconnect':
-        // The instance drains: it closes with 1012 after what it queued; go elsewhere soon.
+      case 'reconnect': {
+        // The instance drains (or sheds load): it closes with 1012 after what it queued;
+        // go elsewhere soon, to the instances it named when it named any.
         this.draining = true;
+        const hint = Array.isArray(frame.hint) ? frame.hint.filter((u): u is string => typeof u === 'string') : [];
+        this.hint = hint;
+        this.hintFresh = hint.length > 0;
         clearTimeout(this.drainTimer);
         this.drainTimer = setTimeout(() => this.abandon('drain'), 2_000);
-        this.emit('draining', { reason: String(frame.reason ?? 'draining') });
+        this.emit('draining', { reason: String(frame.reason ?? 'draining'), hint: hint.slice() });
         return;
+      }
       case 'refreshed': {
         const entry = this.take(frame.id);
         if (entry?.kind === 'refresh' || entry === undefined) {
@@ -592,6 +604,8 @@ export class Client extends Emitter<ClientEvents> implements SubscriptionHost {
   private welcomed(welcome: Welcome): void {
     clearTimeout(this.connectTimer);
     this.welcomeFrame = welcome;
+    this.hint = [];
+    this.hintFresh = false;
     this._state = 'connected';
     this.attempt = 0;
     this.lastReceived = Date.now();
@@ -871,8 +885,21 @@ export class Client extends Emitter<ClientEvents> implements SubscriptionHost {
       this.tokenStale = true;
     }
     this.emit('disconnected', { code, reason, willReconnect: true });
-    this.urlIndex = (this.urlIndex + 1) % this.urls.length;
+    if (this.hintFresh) {
+      // Closed by the server that named the hint: its first address is next.
+      this.hintFresh = false;
+    } else if (this.hint.length > 0) {
+      // A hinted address did not work: the next one, then the configured list.
+      this.hint.shift();
+    } else {
+      this.urlIndex = (this.urlIndex + 1) % this.urls.length;
+    }
     this.scheduleReconnect(drained, code === 4101);
+  }
+
+  /** Where the next connection goes: the first hinted address, else the next of `urls`. */
+  private nextUrl(): string {
+    return this.hint[0] ?? this.urls[this.urlIndex % this.urls.length]!;
   }
 
   private scheduleReconnect(drained: boolean, immediate: boolean): void {
@@ -888,7 +915,7 @@ export class Client extends Emitter<ClientEvents> implements SubscriptionHost {
         ? Math.floor(this.random() * this.opts.drainReconnectMs)
         : backoffDelay(this.attempt, this.opts.reconnectDelayMs, this.opts.maxReconnectDelayMs, this.random);
     this.attempt++;
-    const url = this.urls[this.urlIndex % this.urls.length]!;
+    const url = this.nextUrl();
     this.emit('reconnecting', { attempt: this.attempt, delayMs, url });
     clearTimeout(this.reconnectTimer);
     this.reconnectTimer = setTimeout(() => {

@@ -72,9 +72,11 @@ async fn pump(
                 Ok(0) | Err(_) => return,
                 Ok(n) => n,
             };
+            // The command itself (a RESP bulk string), not the word inside some value
+            // (a membership record's "subscribers").
             if buf[..n]
-                .windows(9)
-                .any(|w| w.eq_ignore_ascii_case(b"SUBSCRIBE"))
+                .windows(15)
+                .any(|w| w.eq_ignore_ascii_case(b"$9\r\nSUBSCRIBE\r\n"))
             {
                 seen.store(true, Ordering::SeqCst);
             }

@@ -345,7 +345,7 @@ describe('close codes', () => {
     const draining = [];
     c.on('draining', (d) => draining.push(d));
     ws.push({ type: 'reconnect', reason: 'draining' });
-    assert.deepEqual(draining, [{ reason: 'draining' }]);
+    assert.deepEqual(draining, [{ reason: 'draining', hint: [] }]);
     ws.serverClose(1012, 'service_restart');
     assert.equal(reconnecting[0].delayMs, 90);
     mock.timers.tick(90);
@@ -353,6 +353,36 @@ describe('close codes', () => {
     const ws2 = FakeSocket.last();
     ws2.accept();
     assert.deepEqual(ws2.sent('subscribe')[0].since, { epoch: 'e1', seq: 4 });
+  });
+
+  it('a reconnect hint is followed: its addresses first, in order, then the configured list', async () => {
+    const C = 'ws://c.test/ws';
+    const D = 'ws://d.test/ws';
+    const { c, ws } = await subscribed('r', 'e1', 4);
+    const draining = [];
+    c.on('draining', (d) => draining.push(d));
+    const reconnecting = [];
+    c.on('reconnecting', (r) => reconnecting.push(r.url));
+    ws.push({ type: 'reconnect', reason: 'rebalancing', hint: [C, D] });
+    assert.deepEqual(draining, [{ reason: 'rebalancing', hint: [C, D] }]);
+    ws.serverClose(1012, 'service_restart');
+    mock.timers.tick(100);
+    await flush();
+    // The first hinted address, not the next configured one (B).
+    assert.equal(FakeSocket.last().url.split('?')[0], C);
+    // It fails: the second hinted address.
+    FakeSocket.last().serverClose(1006);
+    mock.timers.tick(1_000);
+    await flush();
+    assert.equal(FakeSocket.last().url.split('?')[0], D);
+    FakeSocket.last().accept();
+    assert.deepEqual(FakeSocket.last().sent('subscribe')[0].since, { epoch: 'e1', seq: 4 });
+    assert.deepEqual(reconnecting, [C, D]);
+    // Once connected the hint is spent: a later loss goes on through the configured list.
+    FakeSocket.last().serverClose(1006);
+    mock.timers.tick(1_000);
+    await flush();
+    assert.ok([A, B].includes(FakeSocket.last().url.split('?')[0]), FakeSocket.last().url);
   });
 
   it('a reconnect frame without a close is followed by leaving the instance anyway, and the connection cut after it counts as a drain', async () => {
