@@ -11,8 +11,10 @@
 use crate::access::AccessControl;
 use crate::broker::{BrokerError, PublishAck, PublishRequest};
 use crate::cluster::Cluster;
-use crate::connection::{self, ConnectionContext, Connections, Item, OutboundReceiver, Received};
+use crate::connection::Connections;
+use crate::outbound::{self, Item, OutboundReceiver, Received};
 use crate::protocol::{Encoding, RoomName, ServerFrame};
+use crate::publish::Publisher;
 use crate::room::{Rooms, Subscriber};
 use crate::stream::Position;
 use serde::{Deserialize, Serialize};
@@ -70,10 +72,7 @@ fn control_room() -> RoomName {
 }
 
 /// Sends `command` to every instance (this one included).
-pub async fn send(
-    context: &ConnectionContext,
-    command: &Command,
-) -> Result<PublishAck, BrokerError> {
+pub async fn send(publisher: &Publisher, command: &Command) -> Result<PublishAck, BrokerError> {
     let data = serde_json::to_value(command).expect("commands serialize");
     let request = PublishRequest {
         data,
@@ -81,7 +80,7 @@ pub async fn send(
         trace: None,
         key_retention: Default::default(),
     };
-    context.publish(&control_room(), request).await
+    publisher.publish(&control_room(), request).await
 }
 
 /// Follows the control room until `stop` is cancelled, carrying out each command on
@@ -97,7 +96,7 @@ pub fn spawn_listener(
     tokio::spawn(async move {
         let mut position: Option<Position> = None;
         while !stop.is_cancelled() {
-            let (outbound, mut receiver) = connection::channel(1024);
+            let (outbound, mut receiver) = outbound::channel(1024);
             let subscriber = Subscriber::new(LISTENER_ID, Encoding::Json, outbound.clone());
             let room = control_room();
             match rooms

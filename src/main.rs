@@ -87,7 +87,7 @@ fn main() -> ExitCode {
     if let Some(Command::Config { defaults }) = args.command {
         return print_config(args.config.as_deref(), env, defaults);
     }
-    let config = match Config::load(args.config.as_deref(), env) {
+    let config = match roomcast::server::load_config(args.config.as_deref(), env) {
         Ok(config) => config,
         Err(err) => {
             eprintln!("roomcast: invalid configuration: {err}");
@@ -163,7 +163,10 @@ fn print_config(
         print!("{}", roomcast::config::DEFAULT_TOML);
         return ExitCode::SUCCESS;
     }
-    match Config::effective_toml(file, env) {
+    let env: Vec<(String, String)> = env.into_iter().collect();
+    let effective = roomcast::server::load_config(file, env.clone())
+        .and_then(|_| Config::effective_toml(file, env));
+    match effective {
         Ok(text) => {
             print!("{text}");
             ExitCode::SUCCESS

@@ -9,11 +9,10 @@
 //! on one database may relay the same rows; the keys make that harmless.
 
 use crate::broker::{KeyRetention, PublishRequest};
-use crate::connection::ConnectionContext;
 use crate::protocol::RoomName;
+use crate::publish::Publisher;
 use crate::store::{OutboxRow, Store, now_ms};
 use crate::telemetry::traces;
-use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -26,7 +25,7 @@ const POLL: Duration = Duration::from_secs(1);
 /// Starts the relay; it stops when `stop` is cancelled.
 pub fn spawn_relay(
     store: Store,
-    publisher: Arc<ConnectionContext>,
+    publisher: Publisher,
     stop: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
     let watched = store.clone();
@@ -79,7 +78,7 @@ pub fn spawn_relay(
 /// Publishes one row to each of its rooms and marks it; false if stopped first.
 async fn relay_row(
     store: &Store,
-    publisher: &ConnectionContext,
+    publisher: &Publisher,
     row: &OutboxRow,
     stop: &CancellationToken,
 ) -> bool {
@@ -89,11 +88,7 @@ async fn relay_row(
 }
 
 /// Publishes a row to each of its rooms, retrying until acknowledged; false if stopped.
-async fn publish_row(
-    publisher: &ConnectionContext,
-    row: &OutboxRow,
-    stop: &CancellationToken,
-) -> bool {
+async fn publish_row(publisher: &Publisher, row: &OutboxRow, stop: &CancellationToken) -> bool {
     for room in &row.rooms {
         let name = RoomName::new_unchecked(room.as_str());
         let request = PublishRequest {

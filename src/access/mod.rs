@@ -23,7 +23,7 @@ pub mod cache;
 
 use crate::auth::Principal;
 use crate::store::{Store, StoreError};
-use crate::tracker::Role;
+use crate::tracker::{AUDIT_ROOM, Role};
 use cache::AccessCache;
 
 /// What a room request wants to do.
@@ -42,15 +42,6 @@ pub enum Access {
     Allowed,
     /// Refused, with the reason to tell the client.
     Denied(String),
-}
-
-/// The room every new audit entry is published to (see [`crate::store`]'s
-/// `record_audit`); an entry of a project also goes to [`audit_room`] of it.
-pub const AUDIT_ROOM: &str = "audit";
-
-/// The audit room of one project.
-pub fn audit_room(project: i64) -> String {
-    format!("{AUDIT_ROOM}:{project}")
 }
 
 /// An audit room, by its name.
@@ -321,7 +312,10 @@ mod tests {
     fn audit_rooms_are_recognised_by_their_first_segment() {
         assert_eq!(audit_room_of("audit"), Some(AuditRoom::All));
         assert_eq!(audit_room_of("audit:12"), Some(AuditRoom::Project(12)));
-        assert_eq!(audit_room_of(&audit_room(3)), Some(AuditRoom::Project(3)));
+        assert_eq!(
+            audit_room_of(&crate::tracker::audit_room(3)),
+            Some(AuditRoom::Project(3))
+        );
         for malformed in ["audit:", "audit:0", "audit:+1", "audit:1:x", "audit:*"] {
             assert_eq!(
                 audit_room_of(malformed),

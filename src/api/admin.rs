@@ -85,7 +85,7 @@ pub async fn unsubscribe(api: &Api, request: Request<Incoming>, context: &Contex
 /// latest events of the whole cluster.
 pub async fn cluster(api: &Api, context: &Context) -> Reply {
     require_admin(context)?;
-    Ok(crate::server::json_response(
+    Ok(crate::response::json_response(
         StatusCode::OK,
         &api.cluster.overview().await,
     ))
@@ -127,9 +127,9 @@ pub async fn drain(api: &Api, request: Request<Incoming>, context: &Context) -> 
 
 /// Publishes the command to every instance; 202 once the broker has it.
 async fn send(api: &Api, command: &Command, echo: serde_json::Value) -> Reply {
-    control::send(&api.publisher, command)
+    control::send(&api.context.publisher, command)
         .await
         .map_err(super::rooms::broker_error)?;
     tracing::info!(?command, "operator command sent to every instance");
-    Ok(crate::server::json_response(StatusCode::ACCEPTED, &echo))
+    Ok(crate::response::json_response(StatusCode::ACCEPTED, &echo))
 }

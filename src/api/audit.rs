@@ -4,7 +4,7 @@
 
 use super::input::{Checks, Params, int_param, page_limit};
 use super::{Api, ApiError, Context, FieldError, Reply, page};
-use crate::server::{Body, BoxError};
+use crate::response::{Body, BoxError};
 use crate::store::{AuditEntry, AuditQuery, Caller, Store};
 use crate::tracker::format_time;
 use bytes::Bytes;

@@ -132,7 +132,7 @@ pub async fn delete(
         .delete_comment(&context.mutation(None), issue_id, id, expected)
         .await
         .map_err(|e| not_found_as(e, "comment"))?;
-    let mut response = hyper::Response::new(crate::server::empty());
+    let mut response = hyper::Response::new(crate::response::empty());
     *response.status_mut() = StatusCode::NO_CONTENT;
     Ok(response)
 }

@@ -1,6 +1,6 @@
 //! The one error shape of the HTTP API: `{"error": {"code", "message", "details"?}}`.
 
-use crate::server::Body;
+use crate::response::Body;
 use crate::store::StoreError;
 use hyper::{Response, StatusCode};
 use serde::Serialize;
@@ -79,7 +79,7 @@ impl ApiError {
         if !self.details.is_empty() {
             error["details"] = json!(self.details);
         }
-        let mut response = crate::server::json_response(self.status, &json!({ "error": error }));
+        let mut response = crate::response::json_response(self.status, &json!({ "error": error }));
         for (name, value) in self.headers {
             if let Ok(value) = value.parse() {
                 response.headers_mut().insert(name, value);

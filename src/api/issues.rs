@@ -239,7 +239,7 @@ pub async fn delete(api: &Api, request: Request<Incoming>, context: &Context, id
         .delete_issue(&context.mutation(None), id, expected)
         .await
         .map_err(|e| not_found_as(e, "issue"))?;
-    let mut response = hyper::Response::new(crate::server::empty());
+    let mut response = hyper::Response::new(crate::response::empty());
     *response.status_mut() = StatusCode::NO_CONTENT;
     Ok(response)
 }

@@ -79,7 +79,7 @@ pub async fn put(
         None => StatusCode::CREATED,
         Some(_) => StatusCode::OK,
     };
-    Ok(crate::server::json_response(status, &change.membership))
+    Ok(crate::response::json_response(status, &change.membership))
 }
 
 pub async fn delete(api: &Api, context: &Context, project: i64, user: &str) -> Reply {
@@ -90,7 +90,7 @@ pub async fn delete(api: &Api, context: &Context, project: i64, user: &str) -> R
         .await
         .map_err(|e| super::issues::not_found_as(e, "membership"))?;
     api.membership_removed(&user, project).await;
-    let mut response = hyper::Response::new(crate::server::empty());
+    let mut response = hyper::Response::new(crate::response::empty());
     *response.status_mut() = StatusCode::NO_CONTENT;
     Ok(response)
 }

@@ -28,7 +28,7 @@ use crate::broker::Broker;
 use crate::config::{ApiConfig, Config};
 use crate::connection::ConnectionContext;
 use crate::protocol::RoomNameRules;
-use crate::server::Body;
+use crate::response::Body;
 use crate::store::{Caller, IdempotencyKey, Mutation, Store, StoredResponse};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
@@ -45,7 +45,7 @@ pub struct Api {
     /// Rate limits.
     pub limiter: RateLimiter,
     /// Publishing (with its timeout and metrics) and the broker.
-    pub publisher: Arc<ConnectionContext>,
+    pub context: Arc<ConnectionContext>,
     /// Limits and page sizes.
     pub config: ApiConfig,
     /// Room-name rules.
@@ -93,7 +93,7 @@ impl Api {
         config: &Config,
         store: Store,
         auth: Arc<Authenticator>,
-        publisher: Arc<ConnectionContext>,
+        context: Arc<ConnectionContext>,
         cluster: Arc<crate::cluster::Cluster>,
     ) -> Arc<Self> {
         let api = Arc::new(Api {
@@ -102,8 +102,8 @@ impl Api {
             limiter: RateLimiter::new(&config.rate_limits),
             config: config.api.clone(),
             rooms: config.room_name_rules(),
-            access: publisher.access.clone(),
-            publisher,
+            access: context.access.clone(),
+            context,
             cluster,
         });
         // Forget idle rate-limit buckets now and then (they would be full anyway).
@@ -130,14 +130,14 @@ impl Api {
             user: user.to_owned(),
             project,
         };
-        if let Err(err) = crate::control::send(&self.publisher, &command).await {
+        if let Err(err) = crate::control::send(&self.context.publisher, &command).await {
             tracing::warn!(user, project, error = %err, "cannot tell the other instances about a membership change");
         }
     }
 
     /// The broker.
     pub fn broker(&self) -> &Arc<dyn Broker> {
-        &self.publisher.broker
+        &self.context.broker
     }
 
     /// Serves one request under `/api/v1/`. Returns the route template (for metrics)
@@ -406,7 +406,7 @@ fn idempotency(
 
 /// A stored response, sent again.
 fn replay(stored: StoredResponse) -> Response<Body> {
-    let mut response = Response::new(crate::server::full(stored.body));
+    let mut response = Response::new(crate::response::full(stored.body));
     *response.status_mut() = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK);
     let headers = response.headers_mut();
     headers.insert(
@@ -441,7 +441,7 @@ fn resource<T: serde::Serialize>(
     version: i64,
     location: Option<String>,
 ) -> Response<Body> {
-    let mut response = crate::server::json_response(status, value);
+    let mut response = crate::response::json_response(status, value);
     let headers = response.headers_mut();
     if let Ok(etag) = format!("\"{version}\"").parse() {
         headers.insert("etag", etag);
@@ -477,7 +477,7 @@ fn not_modified(headers: &hyper::HeaderMap, version: i64) -> Option<Response<Bod
                 .any(|t| t.trim().trim_start_matches("W/") == tag || t.trim() == "*")
         });
     matches.then(|| {
-        let mut response = Response::new(crate::server::empty());
+        let mut response = Response::new(crate::response::empty());
         *response.status_mut() = StatusCode::NOT_MODIFIED;
         if let Ok(etag) = tag.parse() {
             response.headers_mut().insert("etag", etag);
@@ -491,7 +491,7 @@ fn page<T: serde::Serialize>(items: &[T], limit: i64, id_of: impl Fn(&T) -> i64)
     let next = (items.len() as i64 == limit)
         .then(|| items.last().map(|item| id_of(item).to_string()))
         .flatten();
-    crate::server::json_response(
+    crate::response::json_response(
         StatusCode::OK,
         &serde_json::json!({ "items": items, "next_cursor": next }),
     )

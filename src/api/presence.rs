@@ -26,7 +26,7 @@ async fn room(api: &Api, context: &Context, room: &str) -> Result<RoomName, ApiE
     {
         return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", reason));
     }
-    if !api.publisher.presence.enabled_for(room.as_str()) {
+    if !api.context.presence.enabled_for(room.as_str()) {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "presence_disabled",
@@ -39,12 +39,12 @@ async fn room(api: &Api, context: &Context, room: &str) -> Result<RoomName, ApiE
 pub async fn entries(api: &Api, context: &Context, name: &str) -> Reply {
     let room = room(api, context, name).await?;
     let clients = api
-        .publisher
+        .context
         .presence
         .entries(&room)
         .await
         .map_err(broker_error)?;
-    Ok(crate::server::json_response(
+    Ok(crate::response::json_response(
         StatusCode::OK,
         &json!({"room": room.as_str(), "clients": clients}),
     ))
@@ -53,12 +53,12 @@ pub async fn entries(api: &Api, context: &Context, name: &str) -> Reply {
 pub async fn stats(api: &Api, context: &Context, name: &str) -> Reply {
     let room = room(api, context, name).await?;
     let stats = api
-        .publisher
+        .context
         .presence
         .stats(&room)
         .await
         .map_err(broker_error)?;
-    Ok(crate::server::json_response(
+    Ok(crate::response::json_response(
         StatusCode::OK,
         &json!({"room": room.as_str(), "clients": stats.clients, "users": stats.users}),
     ))

@@ -101,11 +101,12 @@ pub async fn publish(api: &Api, request: Request<Incoming>, context: &Context) -
         key_retention: Default::default(),
     };
     let ack = api
+        .context
         .publisher
         .publish(&room, publish)
         .await
         .map_err(broker_error)?;
-    Ok(crate::server::json_response(
+    Ok(crate::response::json_response(
         StatusCode::OK,
         &json!({
             "room": room.as_str(),
@@ -135,7 +136,7 @@ pub async fn history(api: &Api, params: &Params, context: &Context, room: &str) 
             })?)
         }
     };
-    let max = api.publisher.limits.max_history as i64;
+    let max = api.context.limits.max_history as i64;
     let limit = int_param(params, "limit")?.unwrap_or(max);
     if !(1..=max).contains(&limit) {
         return Err(FieldErrors::one(
@@ -166,5 +167,5 @@ pub async fn history(api: &Api, params: &Params, context: &Context, room: &str) 
     if let Some(recovered) = reply.recovered {
         body["recovered"] = json!(recovered);
     }
-    Ok(crate::server::json_response(StatusCode::OK, &body))
+    Ok(crate::response::json_response(StatusCode::OK, &body))
 }

@@ -11,7 +11,7 @@ pub async fn export(api: &Api, context: &Context, user: &str) -> Reply {
     require_admin(context)?;
     let user = user_id(user)?;
     let export = api.store.export_user(&user).await?;
-    Ok(crate::server::json_response(StatusCode::OK, &export))
+    Ok(crate::response::json_response(StatusCode::OK, &export))
 }
 
 pub async fn erase(api: &Api, context: &Context, user: &str) -> Reply {
@@ -21,5 +21,5 @@ pub async fn erase(api: &Api, context: &Context, user: &str) -> Reply {
     for project in &erasure.memberships {
         api.membership_removed(&user, *project).await;
     }
-    Ok(crate::server::json_response(StatusCode::OK, &erasure))
+    Ok(crate::response::json_response(StatusCode::OK, &erasure))
 }

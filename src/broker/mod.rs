@@ -15,7 +15,9 @@
 //!    room that never existed creates its epoch, so positions are always meaningful.
 //! 4. `subscribe`/`unsubscribe` are idempotent set operations per room.
 
+pub mod membership;
 mod memory;
+pub mod presence;
 mod redis;
 
 pub use memory::MemoryBroker;
@@ -235,14 +237,14 @@ pub trait Broker: Send + Sync + 'static {
 
     /// Where instances announce themselves to each other (called once at start). The
     /// embedded broker's store is in process: it knows only its own instance.
-    fn membership_store(&self) -> Arc<dyn crate::cluster::MembershipStore> {
-        Arc::new(crate::cluster::MemoryMembership::default())
+    fn membership_store(&self) -> Arc<dyn membership::MembershipStore> {
+        Arc::new(membership::MemoryMembership::default())
     }
 
     /// A store for presence sets that every instance sharing this broker sees (called
     /// once at start). The embedded broker's is in process.
-    fn presence_store(&self) -> Arc<dyn crate::presence::PresenceStore> {
-        Arc::new(crate::presence::memory::MemoryPresence::default())
+    fn presence_store(&self) -> Arc<dyn presence::PresenceStore> {
+        Arc::new(presence::memory::MemoryPresence::default())
     }
 }
 

@@ -2,7 +2,8 @@
 //! The building block of [`super::Client`], and what tests use to look at exact frames.
 
 use super::ClientError;
-use crate::protocol::{ClientFrame, CloseCode, Encoding, ServerFrame};
+use crate::protocol::{ClientFrame, CloseCode, Encoded, Encoding, ServerFrame};
+use crate::transport::websocket;
 use futures_util::{SinkExt, StreamExt};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -132,7 +133,7 @@ impl Connection {
 
     /// Sends a frame.
     pub async fn send(&mut self, frame: &ClientFrame) -> Result<(), ClientError> {
-        let message = self.encoding.encode(frame);
+        let message = websocket::message(self.encoding.encode(frame));
         self.send_raw(message).await
     }
 
@@ -156,9 +157,12 @@ impl Connection {
                     return Ok(Received::Closed(self.close_code));
                 }
                 Ok(message @ (Message::Text(_) | Message::Binary(_))) => {
+                    let encoded = websocket::encoded(message).ok_or_else(|| {
+                        ClientError::Protocol("invalid UTF-8 in a text frame".into())
+                    })?;
                     let frame = self
                         .encoding
-                        .decode_server(&message)
+                        .decode_server(&encoded)
                         .map_err(|e| ClientError::Protocol(e.to_string()))?;
                     return Ok(Received::Frame(frame));
                 }
@@ -183,14 +187,16 @@ impl Connection {
 
     /// Waits up to `timeout` for the next data frame, undecoded (benchmarks decode later
     /// to keep the measurement light).
-    pub async fn next_raw(&mut self, timeout: Duration) -> Result<Message, ClientError> {
+    pub async fn next_raw(&mut self, timeout: Duration) -> Result<Encoded, ClientError> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             match tokio::time::timeout_at(deadline, self.socket.next()).await {
                 Err(_) => return Err(ClientError::Timeout),
                 Ok(None) => return Err(ClientError::Closed(self.close_code)),
                 Ok(Some(Ok(message @ (Message::Text(_) | Message::Binary(_))))) => {
-                    return Ok(message);
+                    return websocket::encoded(message).ok_or_else(|| {
+                        ClientError::Protocol("invalid UTF-8 in a text frame".into())
+                    });
                 }
                 Ok(Some(Ok(Message::Close(frame)))) => {
                     self.close_code = frame.map(|f| u16::from(f.code));

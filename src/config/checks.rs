@@ -14,14 +14,6 @@ pub(super) fn validate(config: &Config) -> Result<(), ConfigError> {
         key: "log.level",
         message,
     })?;
-    if !config.redis_url.is_empty() {
-        crate::broker::check_redis_url(&config.redis_url).map_err(|message| {
-            ConfigError::Invalid {
-                key: "redis_url",
-                message,
-            }
-        })?;
-    }
     if config.tls.enabled() {
         config.tls.load().map_err(|e| ConfigError::Invalid {
             key: e.key,

@@ -3,12 +3,18 @@
 
 mod access;
 mod checks;
+mod cluster;
+mod console;
 mod layers;
+mod presence;
 mod show;
 mod tls;
 
 pub use access::{AuthMode, CorsConfig, OriginList, TrustedProxies, WebSocketConfig};
+pub use cluster::ClusterConfig;
+pub use console::ConsoleConfig;
 pub use layers::{ENV_PREFIX, ENV_SECTION_SEPARATOR};
+pub use presence::PresenceConfig;
 pub use show::{REDACTED, redact_url};
 pub use tls::{TlsConfig, TlsError};
 
@@ -68,11 +74,11 @@ pub struct Config {
     /// OpenTelemetry traces.
     pub tracing: TracingConfig,
     /// Presence (who is in a room).
-    pub presence: crate::presence::PresenceConfig,
-    /// The web console.
-    pub console: crate::console::ConsoleConfig,
+    pub presence: PresenceConfig,
     /// Cluster membership, reconnect hints and rebalancing.
-    pub cluster: crate::cluster::ClusterConfig,
+    pub cluster: ClusterConfig,
+    /// The web console.
+    pub console: ConsoleConfig,
 }
 
 /// `[tracing]`
@@ -530,13 +536,6 @@ impl Config {
             "must be at least 1",
         )?;
         access::validate(self)?;
-        crate::auth::Authenticator::from_config(&self.auth).map_err(|e| ConfigError::Invalid {
-            key: match e.key {
-                "service_tokens" => "auth.service_tokens",
-                _ => "auth.jwt_rs256_public_key_file",
-            },
-            message: e.message,
-        })?;
         check(
             self.tracing.otlp_endpoint.is_empty()
                 || self.tracing.otlp_endpoint.starts_with("http://"),
@@ -553,10 +552,6 @@ impl Config {
             "flags.coalesce_writes",
             "must be a percentage from 0 to 100",
         )?;
-        crate::flags::Flags::from_config(&self.flags).map_err(|e| ConfigError::Invalid {
-            key: "flags.file",
-            message: e.to_string(),
-        })?;
         self.presence
             .validate()
             .map_err(|(key, message)| ConfigError::Invalid {

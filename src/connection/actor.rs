@@ -10,13 +10,13 @@
 
 mod presence;
 
-use super::Outbound;
 use super::context::ConnectionContext;
 use super::lifetime::TokenLifetime;
 use super::publishing::{Publishing, Replies};
 use crate::access::{Access, RoomAction};
 use crate::auth::Principal;
 use crate::broker::{PublishRequest, read_history};
+use crate::outbound::Outbound;
 use crate::protocol::{
     ClientFrame, CloseCode, DecodeError, Encoding, ErrorCode, HistoryItem, PROTOCOL_VERSION,
     RoomName, ServerFrame,
@@ -28,7 +28,6 @@ use serde_json::Value;
 use std::collections::HashSet;
 use std::sync::Arc;
 use tokio::sync::OwnedSemaphorePermit;
-use tokio_tungstenite::tungstenite::Message;
 
 /// Longest idempotency key (bytes), as for the HTTP API's `Idempotency-Key`.
 pub const MAX_KEY_BYTES: usize = 255;
@@ -40,7 +39,7 @@ pub type ConnectionRef = ActorRef<ConnectionMsg>;
 pub enum ConnectionMsg {
     /// A data frame read from the socket. The permit bounds how many frames may wait in
     /// the mailbox; it is released when the frame has been handled.
-    Inbound(Message, OwnedSemaphorePermit),
+    Inbound(crate::protocol::Encoded, OwnedSemaphorePermit),
     /// The token of the given generation reached its expiry (see `lifetime.rs`).
     TokenExpired(u64),
     /// An operator removed the user from this room: unsubscribe without being asked.
@@ -108,6 +107,14 @@ impl ConnectionState {
     }
 }
 
+/// What the token timer does when it fires: tell the actor.
+fn token_expired(myself: &ConnectionRef) -> impl FnOnce(u64) + Send + 'static {
+    let myself = myself.clone();
+    move |generation| {
+        let _ = myself.cast(ConnectionMsg::TokenExpired(generation));
+    }
+}
+
 impl Actor for ConnectionActor {
     type Msg = ConnectionMsg;
     type State = ConnectionState;
@@ -120,7 +127,11 @@ impl Actor for ConnectionActor {
     ) -> Result<ConnectionState, ActorProcessingErr> {
         let mut lifetime = TokenLifetime::default();
         let auth = &self.context.auth;
-        let expires_at = lifetime.watch(&myself, &args.principal, |exp| auth.valid_until(exp));
+        let expires_at = lifetime.watch(
+            &args.principal,
+            |exp| auth.valid_until(exp),
+            token_expired(&myself),
+        );
         let presence = crate::presence::Member::new(&args.session, &args.principal);
         let state = ConnectionState {
             replies: Replies {
@@ -262,9 +273,11 @@ impl ConnectionActor {
             );
         }
         let auth = &self.context.auth;
-        let expires_at = state
-            .lifetime
-            .watch(myself, &principal, |exp| auth.valid_until(exp));
+        let expires_at = state.lifetime.watch(
+            &principal,
+            |exp| auth.valid_until(exp),
+            token_expired(myself),
+        );
         state.principal = principal;
         // The new token may grant fewer rooms than the old one.
         let _ = myself.cast(ConnectionMsg::Recheck);

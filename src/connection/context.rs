@@ -3,16 +3,14 @@
 use super::admission::{Admissions, PublishLimiter};
 use crate::access::AccessControl;
 use crate::auth::Authenticator;
-use crate::broker::{Broker, BrokerError, PublishAck, PublishRequest};
+use crate::broker::Broker;
 use crate::config::Config;
 use crate::flags::Flags;
-use crate::protocol::{Limits, RoomName, RoomNameRules};
+use crate::protocol::{Limits, RoomNameRules};
+use crate::publish::Publisher;
 use crate::room::Rooms;
 use std::sync::Arc;
 use std::time::Duration;
-
-/// Longest a publish may wait for the broker before the client is told `timeout`.
-const PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Shared, read-only services and limits of all connections.
 pub struct ConnectionContext {
@@ -26,6 +24,8 @@ pub struct ConnectionContext {
     pub rooms: Rooms,
     /// The broker.
     pub broker: Arc<dyn Broker>,
+    /// Publishes (the one publish path of clients, the HTTP API and the outbox relay).
+    pub publisher: Publisher,
     /// Outbound queue bound per connection (frames).
     pub outbound_queue: usize,
     /// WebSocket heartbeat interval.
@@ -76,6 +76,7 @@ impl ConnectionContext {
             },
             room_rules: config.room_name_rules(),
             rooms,
+            publisher: Publisher::new(broker.clone()),
             broker,
             outbound_queue: c.outbound_queue,
             heartbeat: c.heartbeat(),
@@ -87,27 +88,5 @@ impl ConnectionContext {
             presence,
             access,
         }
-    }
-
-    /// Publishes through the broker with a deadline, counting the outcome.
-    pub async fn publish(
-        &self,
-        room: &RoomName,
-        request: PublishRequest,
-    ) -> Result<PublishAck, BrokerError> {
-        let result =
-            match tokio::time::timeout(PUBLISH_TIMEOUT, self.broker.publish(room, request)).await {
-                Ok(result) => result,
-                Err(_) => Err(BrokerError::Timeout(format!(
-                    "no answer within {PUBLISH_TIMEOUT:?}"
-                ))),
-            };
-        let outcome = match &result {
-            Ok(ack) if ack.duplicate => "duplicate",
-            Ok(_) => "ok",
-            Err(_) => "error",
-        };
-        metrics::counter!("roomcast_messages_published_total", "result" => outcome).increment(1);
-        result
     }
 }

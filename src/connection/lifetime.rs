@@ -2,7 +2,6 @@
 //! (`exp` plus the tolerated clock skew, `auth.clock_skew_secs`) the connection is closed
 //! with 4101, unless a `refresh` frame brought a newer token first.
 
-use super::actor::{ConnectionMsg, ConnectionRef};
 use crate::auth::Principal;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::task::JoinHandle;
@@ -17,12 +16,14 @@ pub struct TokenLifetime {
 
 impl TokenLifetime {
     /// Starts watching `principal`'s token (cancelling the watch of the previous one),
-    /// which ends at `valid_until(exp)`; returns its `exp`, for tokens that expire.
+    /// which ends at `valid_until(exp)`; then `expired` is called with the watch's
+    /// generation (see [`TokenLifetime::is_current`]). Returns the token's `exp`, for
+    /// tokens that expire.
     pub fn watch(
         &mut self,
-        myself: &ConnectionRef,
         principal: &Principal,
         valid_until: impl Fn(u64) -> u64,
+        expired: impl FnOnce(u64) + Send + 'static,
     ) -> Option<u64> {
         self.cancel();
         self.generation += 1;
@@ -32,10 +33,9 @@ impl TokenLifetime {
         let expires_at = *expires_at;
         let generation = self.generation;
         let delay = Duration::from_secs(valid_until(expires_at)).saturating_sub(since_epoch());
-        let myself = myself.clone();
         self.timer = Some(tokio::spawn(async move {
             tokio::time::sleep(delay).await;
-            let _ = myself.cast(ConnectionMsg::TokenExpired(generation));
+            expired(generation);
         }));
         Some(expires_at)
     }

@@ -11,16 +11,15 @@ mod actor;
 mod admission;
 mod context;
 mod lifetime;
-mod outbound;
 mod publishing;
 mod socket;
 
 pub use actor::{ConnectionActor, ConnectionArgs, ConnectionMsg, ConnectionRef};
 pub use admission::{Admission, Refusal};
 pub use context::ConnectionContext;
-pub use outbound::{Item, Outbound, OutboundReceiver, QueueError, Received, channel};
 
 use crate::auth::Principal;
+use crate::outbound::Outbound;
 use crate::protocol::{CloseCode, Encoding, ServerFrame};
 use dashmap::DashMap;
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
@@ -101,7 +100,7 @@ impl Connections {
             WebSocketStream::from_raw_socket(io, Role::Server, Some(inner.ws_config)).await;
         let conn_id = inner.next_id.fetch_add(1, Ordering::Relaxed);
         let session = uuid::Uuid::new_v4().to_string();
-        let (outbound, mut receiver) = outbound::channel(inner.context.outbound_queue);
+        let (outbound, mut receiver) = crate::outbound::channel(inner.context.outbound_queue);
         let features = inner.context.flags.enabled_for(&principal.key());
         let coalesce = features.iter().any(|f| f == crate::flags::COALESCE_WRITES);
         let user: Option<Box<str>> = admission.user().map(Box::from);
@@ -164,7 +163,7 @@ impl Connections {
         match ending {
             Ending::Close(CloseCode::SlowConsumer) => {
                 let user = inner.live.get(&conn_id).and_then(|live| live.user.clone());
-                crate::cluster::recent::slow_consumer(user.as_deref());
+                crate::telemetry::recent::slow_consumer(user.as_deref());
                 tracing::info!(conn = conn_id, "slow consumer disconnected")
             }
             Ending::Close(CloseCode::InternalError) => {

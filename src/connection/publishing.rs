@@ -12,9 +12,9 @@
 //! that, the connection reads no further frames until one is answered (backpressure to
 //! the client's socket, as for any other request). A lane ends when it has nothing left.
 
-use super::Outbound;
 use super::context::ConnectionContext;
 use crate::broker::PublishRequest;
+use crate::outbound::Outbound;
 use crate::protocol::{Encoding, ErrorCode, RoomName, ServerFrame};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -124,7 +124,7 @@ async fn run_lane(
     pending: Arc<AtomicUsize>,
 ) {
     while let Some(job) = jobs.recv().await {
-        match context.publish(&room, job.request).await {
+        match context.publisher.publish(&room, job.request).await {
             Ok(ack) => replies.send(&ServerFrame::Ack {
                 id: job.id,
                 room: room.to_string(),

@@ -12,8 +12,9 @@
 //! end arrives as a close request instead).
 
 use super::actor::{ConnectionMsg, ConnectionRef};
-use super::outbound::{Item, OutboundReceiver, Received};
+use crate::outbound::{Item, OutboundReceiver, Received};
 use crate::protocol::CloseCode;
+use crate::transport::websocket;
 use futures_util::{Sink, SinkExt, StreamExt};
 use std::collections::VecDeque;
 use std::future::poll_fn;
@@ -101,7 +102,10 @@ where
             inbound = ws.next(), if inbound_permit.is_some() => {
                 last_heard = Instant::now();
                 match inbound {
-                    Some(Ok(frame @ (Message::Text(_) | Message::Binary(_)))) => {
+                    Some(Ok(message @ (Message::Text(_) | Message::Binary(_)))) => {
+                        let Some(frame) = websocket::encoded(message) else {
+                            return Ending::Close(CloseCode::ProtocolError);
+                        };
                         let permit = inbound_permit.take().expect("branch guard");
                         if actor.cast(ConnectionMsg::Inbound(frame, permit)).is_err() {
                             return Ending::Close(CloseCode::InternalError);
@@ -146,7 +150,7 @@ where
     while let Some(item) = batch.pop_front() {
         match item {
             Item::Frame(frame) => match ws.as_mut().poll_ready(cx) {
-                Poll::Ready(Ok(())) => ws.as_mut().start_send(frame)?,
+                Poll::Ready(Ok(())) => ws.as_mut().start_send(websocket::message(frame))?,
                 Poll::Ready(Err(err)) => return Poll::Ready(Err(err)),
                 Poll::Pending => {
                     batch.push_front(Item::Frame(frame));

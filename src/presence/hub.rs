@@ -21,7 +21,7 @@ use super::diff::{Diff, Set, set_of};
 use super::{PresenceConfig, PresenceEntry, PresenceStats, PresenceStore, now_ms};
 use crate::auth::Principal;
 use crate::broker::BrokerError;
-use crate::connection::Outbound;
+use crate::outbound::Outbound;
 use crate::protocol::{Encoding, RoomName, ServerFrame};
 use futures_util::future::join_all;
 use serde_json::Value;
@@ -29,7 +29,6 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
-use tokio_tungstenite::tungstenite::Message;
 
 /// Longest a subscribe or unsubscribe waits for its presence write.
 const COMMAND_WAIT: Duration = Duration::from_secs(3);
@@ -250,7 +249,7 @@ struct Watched {
     known: Option<(u64, Set)>,
     /// `known` encoded as a `presence` frame, per encoding: during a storm many clients
     /// get the same snapshot, encoded once.
-    snapshot: [Option<Message>; 2],
+    snapshot: [Option<crate::protocol::Encoded>; 2],
 }
 
 /// Writes of one batch for one room.
@@ -505,8 +504,8 @@ impl Hub {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::connection::{Item, OutboundReceiver, channel};
-    use crate::presence::memory::MemoryPresence;
+    use crate::broker::presence::memory::MemoryPresence;
+    use crate::outbound::{Item, OutboundReceiver, channel};
     use std::collections::VecDeque;
 
     fn config(window_ms: u64) -> PresenceConfig {

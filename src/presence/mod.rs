@@ -14,143 +14,28 @@
 //! The parts:
 //!
 //! - [`diff`]: the pure core — the difference between two sets of entries.
-//! - [`memory`]: the in-process store.
+//! - [`crate::broker::presence`]: where the sets live ([`PresenceStore`]), in process
+//!   or in Redis.
 //! - `hub`: the per-instance task that writes local entries (batched), heartbeats them,
 //!   reads watched rooms every window and fans the differences out.
 //! - [`Presence`]: the handle connections and the HTTP API use.
 
 pub mod diff;
 mod hub;
-pub mod memory;
 
+pub use crate::config::PresenceConfig;
+pub use crate::protocol::PresenceEntry;
 pub use hub::{Member, Presence, Watcher};
 
-use crate::broker::BrokerError;
-use crate::protocol::RoomName;
-use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
-use std::time::Duration;
-
-/// `[presence]`
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PresenceConfig {
-    /// Room patterns with presence (matched by `:` segments).
-    pub rooms: Vec<String>,
-    /// How often an instance re-writes its entries (ms).
-    pub heartbeat_ms: u64,
-    /// How long an entry lives without being re-written (ms).
-    pub ttl_ms: u64,
-    /// Join/leave events are gathered over this window (ms).
-    pub window_ms: u64,
-    /// Largest client `info` (bytes of JSON).
-    pub max_info_bytes: usize,
-}
+pub use crate::broker::presence::{PresenceStats, PresenceStore, Snapshot};
 
 impl PresenceConfig {
-    /// Checks ranges; the error names the key.
-    pub fn validate(&self) -> Result<(), (&'static str, &'static str)> {
-        if self.heartbeat_ms < 50 {
-            return Err(("presence.heartbeat_ms", "must be at least 50"));
-        }
-        if self.ttl_ms < 2 * self.heartbeat_ms {
-            return Err((
-                "presence.ttl_ms",
-                "must be at least twice presence.heartbeat_ms",
-            ));
-        }
-        if !(10..=60_000).contains(&self.window_ms) {
-            return Err(("presence.window_ms", "must be between 10 and 60000"));
-        }
-        if self.max_info_bytes > 4096 {
-            return Err(("presence.max_info_bytes", "must be at most 4096"));
-        }
-        if self.rooms.iter().any(|p| p.is_empty()) {
-            return Err(("presence.rooms", "patterns must not be empty"));
-        }
-        Ok(())
-    }
-
     /// Whether `room` has presence.
     pub fn enabled_for(&self, room: &str) -> bool {
         self.rooms
             .iter()
             .any(|pattern| crate::auth::pattern_matches(pattern, room))
     }
-
-    /// The heartbeat interval.
-    pub fn heartbeat(&self) -> Duration {
-        Duration::from_millis(self.heartbeat_ms)
-    }
-
-    /// The lifetime of an entry that is not re-written.
-    pub fn ttl(&self) -> Duration {
-        Duration::from_millis(self.ttl_ms)
-    }
-
-    /// The event window.
-    pub fn window(&self) -> Duration {
-        Duration::from_millis(self.window_ms)
-    }
-}
-
-/// One client in a room's presence set.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PresenceEntry {
-    /// The user: the token's `sub`, `service:{name}`, or `anonymous:{conn}`.
-    pub user: String,
-    /// The connection (its session id, as announced in `welcome`).
-    pub conn: String,
-    /// The instance serving the connection.
-    pub node: String,
-    /// When the client joined (ms since the Unix epoch).
-    pub joined: u64,
-    /// What the client attached at subscribe (omitted when none).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub info: Option<Value>,
-}
-
-/// Counts of a room's presence set.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PresenceStats {
-    /// Entries (connections).
-    pub clients: u64,
-    /// Distinct users among them.
-    pub users: u64,
-}
-
-/// A read of a room's set: its version, and the entries when the version differs from
-/// the one the reader knew.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Snapshot {
-    /// Changes with every change of the set; never repeats for a room, also across a
-    /// Redis restart.
-    pub version: u64,
-    /// The live entries (expired ones are dropped by the read), unless unchanged.
-    pub entries: Option<Vec<PresenceEntry>>,
-}
-
-/// Where presence sets live. Every implementation drops entries `ttl` after they were
-/// last written, and every read drops expired entries before it answers.
-#[async_trait]
-pub trait PresenceStore: Send + Sync + 'static {
-    /// Inserts or re-writes entries (keyed by `conn`); each lives `ttl` from now.
-    async fn add(
-        &self,
-        room: &RoomName,
-        entries: &[PresenceEntry],
-        ttl: Duration,
-    ) -> Result<(), BrokerError>;
-
-    /// Removes the entries of these connections.
-    async fn remove(&self, room: &RoomName, conns: &[String]) -> Result<(), BrokerError>;
-
-    /// The room's version, with its entries unless `known` is that version.
-    async fn read(&self, room: &RoomName, known: Option<u64>) -> Result<Snapshot, BrokerError>;
-
-    /// Counts, without reading the entries.
-    async fn stats(&self, room: &RoomName) -> Result<PresenceStats, BrokerError>;
 }
 
 /// Milliseconds since the Unix epoch.

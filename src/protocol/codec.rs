@@ -1,11 +1,93 @@
-//! Encoding and decoding frames as JSON text or MessagePack binary WebSocket messages.
+//! Encoding and decoding frames as JSON text or MessagePack bytes. The codec knows no
+//! transport: an encoded frame is an [`Encoded`] (shared bytes), which each transport
+//! adapter turns into its own frame type (a WebSocket text or binary message, ...).
 
 use super::codes::ErrorCode;
 use super::frames::{ClientFrame, ServerFrame};
 use crate::stream::Position;
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tokio_tungstenite::tungstenite::Message;
+
+/// UTF-8 text in shared bytes: the body of a JSON frame. Cheap to clone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Text(Bytes);
+
+impl Text {
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).expect("Text holds UTF-8 by construction")
+    }
+
+    /// The text's bytes (valid UTF-8).
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// The shared bytes, which are valid UTF-8 (a transport may rely on that).
+    pub fn into_bytes(self) -> Bytes {
+        self.0
+    }
+}
+
+impl From<String> for Text {
+    fn from(text: String) -> Self {
+        Text(Bytes::from(text))
+    }
+}
+
+impl From<&str> for Text {
+    fn from(text: &str) -> Self {
+        Text(Bytes::copy_from_slice(text.as_bytes()))
+    }
+}
+
+impl TryFrom<Bytes> for Text {
+    type Error = std::str::Utf8Error;
+
+    fn try_from(bytes: Bytes) -> Result<Self, Self::Error> {
+        std::str::from_utf8(&bytes)?;
+        Ok(Text(bytes))
+    }
+}
+
+/// One encoded frame: JSON text or MessagePack bytes. Cloning shares the bytes, so a
+/// room message is encoded once per encoding and sent to every subscriber as is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Encoded {
+    /// A JSON frame.
+    Text(Text),
+    /// A MessagePack frame.
+    Binary(Bytes),
+}
+
+impl Encoded {
+    /// A text frame.
+    pub fn text(text: impl Into<Text>) -> Self {
+        Encoded::Text(text.into())
+    }
+
+    /// A binary frame.
+    pub fn binary(bytes: impl Into<Bytes>) -> Self {
+        Encoded::Binary(bytes.into())
+    }
+
+    /// The frame's bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            Encoded::Text(text) => text.as_bytes(),
+            Encoded::Binary(bytes) => bytes,
+        }
+    }
+
+    /// The frame as text, when it is a text frame.
+    pub fn as_text(&self) -> Option<&str> {
+        match self {
+            Encoded::Text(text) => Some(text.as_str()),
+            Encoded::Binary(_) => None,
+        }
+    }
+}
 
 /// The subprotocol naming the MessagePack encoding.
 pub const SUBPROTOCOL_MSGPACK: &str = "roomcast.v1.msgpack";
@@ -70,41 +152,41 @@ impl Encoding {
         (Encoding::Json, false)
     }
 
-    /// Encodes any serializable frame as a WebSocket message of this encoding.
-    pub fn encode<T: Serialize + ?Sized>(self, frame: &T) -> Message {
+    /// Encodes any serializable frame in this encoding.
+    pub fn encode<T: Serialize + ?Sized>(self, frame: &T) -> Encoded {
         match self {
             Encoding::Json => {
                 let text = serde_json::to_string(frame).expect("frames always serialize to JSON");
-                Message::text(text)
+                Encoded::text(text)
             }
             Encoding::MsgPack => {
                 let bytes =
                     rmp_serde::to_vec_named(frame).expect("frames always serialize to MessagePack");
-                Message::binary(bytes)
+                Encoded::binary(bytes)
             }
         }
     }
 
     /// Decodes a frame sent by a client. Failures carry the request id when it could be
     /// read, and the stable error code to report.
-    pub fn decode_client(self, message: &Message) -> Result<ClientFrame, DecodeError> {
+    pub fn decode_client(self, message: &Encoded) -> Result<ClientFrame, DecodeError> {
         let raw: RawClientFrame = self.decode_payload(message)?;
         raw.into_frame()
     }
 
     /// Decodes a frame sent by the server (used by the client).
-    pub fn decode_server(self, message: &Message) -> Result<ServerFrame, DecodeError> {
+    pub fn decode_server(self, message: &Encoded) -> Result<ServerFrame, DecodeError> {
         self.decode_payload(message)
     }
 
     fn decode_payload<T: for<'de> Deserialize<'de>>(
         self,
-        message: &Message,
+        message: &Encoded,
     ) -> Result<T, DecodeError> {
         match (self, message) {
-            (Encoding::Json, Message::Text(text)) => serde_json::from_str(text.as_str())
-                .map_err(|e| DecodeError::bad_frame(id_from_json(text.as_str()), e)),
-            (Encoding::MsgPack, Message::Binary(bytes)) => rmp_serde::from_slice(bytes)
+            (Encoding::Json, Encoded::Text(text)) => serde_json::from_slice(text.as_bytes())
+                .map_err(|e| DecodeError::bad_frame(id_from_json(text.as_bytes()), e)),
+            (Encoding::MsgPack, Encoded::Binary(bytes)) => rmp_serde::from_slice(bytes)
                 .map_err(|e| DecodeError::bad_frame(id_from_msgpack(bytes), e)),
             (Encoding::Json, _) => Err(DecodeError {
                 id: None,
@@ -240,8 +322,10 @@ struct IdOnly {
     id: Option<u64>,
 }
 
-fn id_from_json(text: &str) -> Option<u64> {
-    serde_json::from_str::<IdOnly>(text).ok().and_then(|f| f.id)
+fn id_from_json(text: &[u8]) -> Option<u64> {
+    serde_json::from_slice::<IdOnly>(text)
+        .ok()
+        .and_then(|f| f.id)
 }
 
 fn id_from_msgpack(bytes: &[u8]) -> Option<u64> {
@@ -301,11 +385,11 @@ mod fuzz {
         #[test]
         fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
             for encoding in [Encoding::Json, Encoding::MsgPack] {
-                let _ = encoding.decode_client(&Message::binary(bytes.clone()));
-                let _ = encoding.decode_server(&Message::binary(bytes.clone()));
+                let _ = encoding.decode_client(&Encoded::binary(bytes.clone()));
+                let _ = encoding.decode_server(&Encoded::binary(bytes.clone()));
             }
             if let Ok(text) = std::str::from_utf8(&bytes) {
-                let _ = Encoding::Json.decode_client(&Message::text(text.to_owned()));
+                let _ = Encoding::Json.decode_client(&Encoded::text(text.to_owned()));
             }
         }
 
@@ -314,8 +398,8 @@ mod fuzz {
             let text = frame.to_string();
             let packed = rmp_serde::to_vec_named(&frame).expect("JSON values pack");
             for (encoding, message) in [
-                (Encoding::Json, Message::text(text)),
-                (Encoding::MsgPack, Message::binary(packed)),
+                (Encoding::Json, Encoded::text(text)),
+                (Encoding::MsgPack, Encoded::binary(packed)),
             ] {
                 match encoding.decode_client(&message) {
                     // What decodes encodes back to a frame that decodes the same.
@@ -446,8 +530,8 @@ mod tests {
     fn json_and_msgpack_carry_the_same_maps() {
         let frame = sample_client_frames().remove(3);
         let json_value: Value =
-            serde_json::from_str(Encoding::Json.encode(&frame).to_text().unwrap()).unwrap();
-        let Message::Binary(bytes) = Encoding::MsgPack.encode(&frame) else {
+            serde_json::from_str(Encoding::Json.encode(&frame).as_text().unwrap()).unwrap();
+        let Encoded::Binary(bytes) = Encoding::MsgPack.encode(&frame) else {
             panic!("msgpack must be binary")
         };
         let msgpack_value: Value = rmp_serde::from_slice(&bytes).unwrap();
@@ -471,19 +555,19 @@ mod tests {
     #[test]
     fn malformed_frames_are_bad_frame() {
         let err = Encoding::Json
-            .decode_client(&Message::text("{not json"))
+            .decode_client(&Encoded::text("{not json"))
             .unwrap_err();
         assert_eq!(err.code, ErrorCode::BadFrame);
         let err = Encoding::MsgPack
-            .decode_client(&Message::binary(vec![0xc1u8]))
+            .decode_client(&Encoded::binary(vec![0xc1u8]))
             .unwrap_err();
         assert_eq!(err.code, ErrorCode::BadFrame);
         let err = Encoding::Json
-            .decode_client(&Message::binary(b"{}".to_vec()))
+            .decode_client(&Encoded::binary(b"{}".to_vec()))
             .unwrap_err();
         assert_eq!(err.code, ErrorCode::BadFrame);
         let err = Encoding::MsgPack
-            .decode_client(&Message::text("{}"))
+            .decode_client(&Encoded::text("{}"))
             .unwrap_err();
         assert_eq!(err.code, ErrorCode::BadFrame);
     }
@@ -491,7 +575,7 @@ mod tests {
     #[test]
     fn wrong_field_types_keep_the_id_when_readable() {
         let err = Encoding::Json
-            .decode_client(&Message::text(r#"{"type":"subscribe","id":7,"room":5}"#))
+            .decode_client(&Encoded::text(r#"{"type":"subscribe","id":7,"room":5}"#))
             .unwrap_err();
         assert_eq!((err.code, err.id), (ErrorCode::BadFrame, Some(7)));
     }
@@ -499,17 +583,17 @@ mod tests {
     #[test]
     fn unknown_type_and_missing_fields_are_classified() {
         let err = Encoding::Json
-            .decode_client(&Message::text(r#"{"type":"dance","id":3}"#))
+            .decode_client(&Encoded::text(r#"{"type":"dance","id":3}"#))
             .unwrap_err();
         assert_eq!((err.code, err.id), (ErrorCode::UnknownType, Some(3)));
         let err = Encoding::Json
-            .decode_client(&Message::text(
+            .decode_client(&Encoded::text(
                 r#"{"type":"publish","room":"r","data":null}"#,
             ))
             .unwrap_err();
         assert_eq!(err.code, ErrorCode::InvalidFrame);
         let err = Encoding::Json
-            .decode_client(&Message::text(r#"{"id":1}"#))
+            .decode_client(&Encoded::text(r#"{"id":1}"#))
             .unwrap_err();
         assert_eq!(err.code, ErrorCode::InvalidFrame);
     }
@@ -528,7 +612,7 @@ mod tests {
         bytes.extend_from_slice(b"data");
         bytes.extend_from_slice(&[0xc4, 0x02, 0x01, 0x02]);
         let err = Encoding::MsgPack
-            .decode_client(&Message::binary(bytes))
+            .decode_client(&Encoded::binary(bytes))
             .unwrap_err();
         assert_eq!(err.code, ErrorCode::BadFrame);
     }
@@ -536,7 +620,7 @@ mod tests {
     #[test]
     fn unknown_fields_are_ignored() {
         let frame = Encoding::Json
-            .decode_client(&Message::text(r#"{"type":"ping","id":1,"future":"x"}"#))
+            .decode_client(&Encoded::text(r#"{"type":"ping","id":1,"future":"x"}"#))
             .unwrap();
         assert_eq!(frame, ClientFrame::Ping { id: Some(1) });
     }

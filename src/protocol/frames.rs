@@ -260,7 +260,7 @@ pub enum ServerFrame {
         /// The room.
         room: String,
         /// Everyone in the room, by join time.
-        clients: Vec<crate::presence::PresenceEntry>,
+        clients: Vec<PresenceEntry>,
     },
     /// Reply to `presence_stats`.
     PresenceStats {
@@ -280,9 +280,9 @@ pub enum ServerFrame {
         /// The room.
         room: String,
         /// Entries that joined.
-        joins: Vec<crate::presence::PresenceEntry>,
+        joins: Vec<PresenceEntry>,
         /// Entries that left (or expired).
-        leaves: Vec<crate::presence::PresenceEntry>,
+        leaves: Vec<PresenceEntry>,
     },
     /// Reply to `ping`.
     Pong {
@@ -338,4 +338,20 @@ pub struct MessageFrameRef<'a> {
     pub time: u64,
     /// The published value.
     pub data: &'a Value,
+}
+
+/// One client in a room's presence set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PresenceEntry {
+    /// The user: the token's `sub`, `service:{name}`, or `anonymous:{conn}`.
+    pub user: String,
+    /// The connection (its session id, as announced in `welcome`).
+    pub conn: String,
+    /// The instance serving the connection.
+    pub node: String,
+    /// When the client joined (ms since the Unix epoch).
+    pub joined: u64,
+    /// What the client attached at subscribe (omitted when none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub info: Option<Value>,
 }

@@ -6,7 +6,9 @@ mod codes;
 mod frames;
 mod room_name;
 
-pub use codec::{DecodeError, Encoding, PROTOCOL_VERSION, SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK};
+pub use codec::{
+    DecodeError, Encoded, Encoding, PROTOCOL_VERSION, SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK, Text,
+};
 pub use codes::{CloseCode, ErrorCode};
-pub use frames::{ClientFrame, HistoryItem, Limits, MessageFrameRef, ServerFrame};
+pub use frames::{ClientFrame, HistoryItem, Limits, MessageFrameRef, PresenceEntry, ServerFrame};
 pub use room_name::{RoomName, RoomNameError, RoomNameRules};

@@ -14,7 +14,6 @@
 use super::members::{SharedMembers, Subscriber};
 use super::outgoing::Outgoing;
 use super::registry::Registry;
-use super::supervisor::SupervisorMsg;
 use crate::broker::{Broker, BrokerError, HistoryQuery, Publication};
 use crate::protocol::{RoomName, ServerFrame};
 use crate::stream::{
@@ -94,12 +93,15 @@ pub struct RoomActor {
     /// The broker.
     pub broker: Arc<dyn Broker>,
     /// Room name → actor, for routing.
-    pub registry: Arc<Registry>,
+    pub registry: Arc<Registry<RoomMsg>>,
     /// Tunables.
     pub settings: RoomSettings,
-    /// The supervisor, told when the room becomes idle.
-    pub supervisor: ActorRef<SupervisorMsg>,
+    /// Tells the supervisor that the room's linger expired without subscribers.
+    pub idle: IdleNotice,
 }
+
+/// How a room tells its supervisor that it became idle.
+pub type IdleNotice = Arc<dyn Fn(RoomName) + Send + Sync>;
 
 /// Mutable state of a room actor.
 pub struct RoomState {
@@ -197,9 +199,7 @@ impl Actor for RoomActor {
                 if generation == state.linger_generation
                     && state.members.lock().subscribers.is_empty()
                 {
-                    let _ = self
-                        .supervisor
-                        .cast(SupervisorMsg::RoomIdle(state.room.clone()));
+                    (self.idle)(state.room.clone());
                 }
             }
             RoomMsg::StopIfIdle(reply) => {
@@ -332,7 +332,7 @@ impl RoomActor {
         };
         metrics::counter!("roomcast_resumes_total", "result" => outcome).increment(1);
         if since.is_some() {
-            crate::cluster::recent::recovery(state.room.as_str(), recovered, replay.len() as u64);
+            crate::telemetry::recent::recovery(state.room.as_str(), recovered, replay.len() as u64);
         }
         metrics::counter!("roomcast_replayed_messages_total").increment(replay.len() as u64);
         let subscribed = ServerFrame::Subscribed {

@@ -2,7 +2,7 @@
 //! actor and its supervisor, so that a room actor that panics can be restarted with the
 //! same subscribers and each one resumed from exactly where it was.
 
-use crate::connection::Outbound;
+use crate::outbound::Outbound;
 use crate::protocol::Encoding;
 use crate::stream::Epoch;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};

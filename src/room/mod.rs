@@ -29,7 +29,7 @@ const SUBSCRIBE_ATTEMPTS: u32 = 20;
 /// Handle to this instance's rooms, shared by connections and the dispatcher.
 #[derive(Clone)]
 pub struct Rooms {
-    registry: Arc<Registry>,
+    registry: Arc<Registry<RoomMsg>>,
     supervisor: ActorRef<SupervisorMsg>,
 }
 
@@ -195,7 +195,7 @@ impl Rooms {
 }
 
 /// Routes broker events to room actors until the broker's channel closes.
-async fn dispatch(registry: Arc<Registry>, mut events: EventReceiver) {
+async fn dispatch(registry: Arc<Registry<RoomMsg>>, mut events: EventReceiver) {
     while let Some(event) = events.recv().await {
         match event {
             BrokerEvent::Publication(publication) => {

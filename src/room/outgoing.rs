@@ -2,16 +2,15 @@
 //! frame shared (reference-counted bytes) by every local subscriber of that encoding.
 
 use crate::broker::Publication;
-use crate::protocol::{Encoding, MessageFrameRef};
+use crate::protocol::{Encoded, Encoding, MessageFrameRef};
 use std::sync::{Arc, OnceLock};
-use tokio_tungstenite::tungstenite::Message;
 
 /// A publication with its lazily encoded `message` frames.
 #[derive(Debug)]
 pub struct Outgoing {
     /// The publication.
     pub publication: Arc<Publication>,
-    frames: [OnceLock<Message>; 2],
+    frames: [OnceLock<Encoded>; 2],
 }
 
 impl Outgoing {
@@ -28,9 +27,9 @@ impl Outgoing {
         self.publication.seq
     }
 
-    /// The `message` frame in `encoding`, encoded on first use. Cloning a [`Message`]
+    /// The `message` frame in `encoding`, encoded on first use. Cloning an [`Encoded`]
     /// only bumps a reference count.
-    pub fn frame(&self, encoding: Encoding) -> Message {
+    pub fn frame(&self, encoding: Encoding) -> Encoded {
         self.frames[encoding.index()]
             .get_or_init(|| {
                 let p = &self.publication;

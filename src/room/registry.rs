@@ -1,26 +1,32 @@
 //! Room name → room actor, for this instance. Read on every publication (routing) and
 //! every subscribe; written only when a room actor starts or stops.
 
-use super::actor::RoomRef;
 use super::members::SharedMembers;
 use crate::protocol::RoomName;
 use dashmap::DashMap;
-use ractor::ActorId;
+use ractor::{ActorId, ActorRef, Message};
 
-/// The running room actors of this instance.
-#[derive(Default)]
-pub struct Registry {
-    rooms: DashMap<RoomName, (RoomRef, SharedMembers)>,
+/// The running room actors of this instance (actors taking messages `M`).
+pub struct Registry<M: Message> {
+    rooms: DashMap<RoomName, (ActorRef<M>, SharedMembers)>,
 }
 
-impl Registry {
+impl<M: Message> Default for Registry<M> {
+    fn default() -> Self {
+        Registry {
+            rooms: DashMap::new(),
+        }
+    }
+}
+
+impl<M: Message> Registry<M> {
     /// Registers (or replaces, after a restart) a room's actor and its subscriber set.
-    pub fn insert(&self, room: RoomName, actor: RoomRef, members: SharedMembers) {
+    pub fn insert(&self, room: RoomName, actor: ActorRef<M>, members: SharedMembers) {
         self.rooms.insert(room, (actor, members));
     }
 
     /// The actor of `room`, if one runs.
-    pub fn get(&self, room: &str) -> Option<RoomRef> {
+    pub fn get(&self, room: &str) -> Option<ActorRef<M>> {
         self.rooms.get(room).map(|entry| entry.value().0.clone())
     }
 
@@ -32,7 +38,7 @@ impl Registry {
     }
 
     /// Every running room actor.
-    pub fn all(&self) -> Vec<RoomRef> {
+    pub fn all(&self) -> Vec<ActorRef<M>> {
         self.rooms
             .iter()
             .map(|entry| entry.value().0.clone())

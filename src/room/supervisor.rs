@@ -44,7 +44,7 @@ pub struct RoomSupervisor {
     /// The broker every room uses.
     pub broker: Arc<dyn Broker>,
     /// Room name → actor.
-    pub registry: Arc<Registry>,
+    pub registry: Arc<Registry<RoomMsg>>,
     /// Room tunables.
     pub settings: RoomSettings,
     /// Restart policy.
@@ -160,7 +160,12 @@ impl RoomSupervisor {
             broker: self.broker.clone(),
             registry: self.registry.clone(),
             settings: self.settings.clone(),
-            supervisor: myself.clone(),
+            idle: {
+                let supervisor = myself.clone();
+                Arc::new(move |room| {
+                    let _ = supervisor.cast(SupervisorMsg::RoomIdle(room));
+                })
+            },
         };
         let args = RoomArgs {
             room: room.clone(),

@@ -1,14 +1,11 @@
-//! HTTP routing on the shared listener, and small response helpers.
+//! HTTP routing on the shared listener.
 
 use super::App;
 use super::origin::{self, Origin};
 use super::websocket;
 use crate::telemetry::traces;
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Full, combinators::BoxBody};
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
-use serde::Serialize;
 use serde_json::json;
 use std::convert::Infallible;
 use std::net::IpAddr;
@@ -16,10 +13,7 @@ use std::sync::Arc;
 use std::time::Instant;
 use tracing::Instrument;
 
-/// Any error a response body may fail with.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-/// Response body type of every route.
-pub type Body = BoxBody<Bytes, BoxError>;
+pub use crate::response::{Body, BoxError, empty, full, json_error, json_response};
 
 /// Dispatches one request. Every response carries `X-Request-Id` (the caller's, when
 /// it sent a well-formed one).
@@ -286,40 +280,6 @@ async fn readiness(app: &App, detailed: bool) -> Response<Body> {
                 },
             },
         }),
-    )
-}
-
-/// An empty body.
-pub fn empty() -> Body {
-    Empty::<Bytes>::new()
-        .map_err(|never| match never {})
-        .boxed()
-}
-
-/// A complete body.
-pub fn full(bytes: impl Into<Bytes>) -> Body {
-    Full::new(bytes.into())
-        .map_err(|never| match never {})
-        .boxed()
-}
-
-/// A JSON response.
-pub fn json_response<T: Serialize + ?Sized>(status: StatusCode, value: &T) -> Response<Body> {
-    let body = serde_json::to_vec(value).expect("response values serialize");
-    let mut response = Response::new(full(body));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response
-}
-
-/// The JSON error body every route uses: `{"error": {"code": …, "message": …}}`.
-pub fn json_error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
-    json_response(
-        status,
-        &json!({ "error": { "code": code, "message": message } }),
     )
 }
 

@@ -1,13 +1,15 @@
 //! The server: wires broker, rooms and connections together behind one listener that
 //! serves both HTTP routes and the WebSocket endpoint, and shuts them down in order.
 
+mod checks;
+pub mod console;
 mod http;
 mod origin;
 mod tls;
 mod websocket;
 
+pub use checks::{check_config, load_config};
 pub use http::{Body, BoxError, empty, full, json_error, json_response};
-pub use origin::Origin;
 
 use crate::api::Api;
 use crate::auth::{AuthConfigError, Authenticator};
@@ -61,7 +63,7 @@ pub struct App {
     /// SIGTERM).
     pub drain_requested: CancellationToken,
     /// The web console's files, when `console.enabled`.
-    pub console: Option<crate::console::Console>,
+    pub console: Option<console::Console>,
     /// This instance's membership in the cluster.
     pub cluster: Arc<Cluster>,
 }
@@ -200,7 +202,8 @@ impl Server {
             cluster.clone(),
         );
         let relay_stop = CancellationToken::new();
-        let relay = crate::relay::spawn_relay(store.clone(), context.clone(), relay_stop.clone());
+        let relay =
+            crate::relay::spawn_relay(store.clone(), context.publisher.clone(), relay_stop.clone());
         crate::api::spawn_maintenance(store, config.audit.clone());
         let connections = Connections::start(context, config.connection.max_frame_bytes)
             .await
@@ -223,7 +226,7 @@ impl Server {
             draining: AtomicBool::new(false),
             drain_requested: cluster.drain_requested(),
             cluster: cluster.clone(),
-            console: config.console.enabled.then(crate::console::Console::new),
+            console: config.console.enabled.then(console::Console::new),
         });
         if !config.metrics.listen.is_empty() {
             let addr: SocketAddr = config.metrics.listen.parse().expect("validated");
@@ -373,7 +376,7 @@ impl Server {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         // This instance's presence entries go now, not when they expire.
-        self.app.api.publisher.presence.shutdown().await;
+        self.app.api.context.presence.shutdown().await;
         self.relay_stop.cancel();
         let _ = self.relay.await;
         let _ = self.control.await;

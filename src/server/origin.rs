@@ -4,8 +4,8 @@
 //! affected. A page on the server's own origin (the `Origin`'s host equals the `Host`
 //! header) is always allowed; others must be listed in the configuration.
 
-use super::http::{Body, json_error};
 use crate::config::{CorsConfig, OriginList};
+use crate::response::{Body, json_error};
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Response, StatusCode};
 
@@ -69,7 +69,7 @@ pub fn is_preflight(method: &Method, headers: &HeaderMap) -> bool {
 
 /// The answer to a preflight from an allowed origin.
 pub fn preflight(origin: &str, cors: &CorsConfig) -> Response<Body> {
-    let mut response = Response::new(super::http::empty());
+    let mut response = Response::new(crate::response::empty());
     *response.status_mut() = StatusCode::NO_CONTENT;
     let headers = response.headers_mut();
     allow(headers, origin);

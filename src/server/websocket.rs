@@ -2,11 +2,11 @@
 //! with the negotiated subprotocol, and hand the upgraded socket to the connections.
 
 use super::App;
-use super::http::{Body, json_error};
 use super::origin::{self, Origin};
 use crate::auth::bearer;
 use crate::connection::Refusal;
 use crate::protocol::Encoding;
+use crate::response::{Body, json_error};
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
@@ -131,7 +131,7 @@ pub fn upgrade(
         }
     });
 
-    let mut response = Response::new(super::http::empty());
+    let mut response = Response::new(crate::response::empty());
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let headers = response.headers_mut();
     headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));

@@ -1,5 +1,6 @@
 //! Comments under an issue: create, read, list, update, delete.
 
+use super::comment_rows::{Row, from_row};
 use super::idempotency::{self, StoredResponse};
 use super::{
     Caller, Change, Mutation, Outcome, Store, StoreError, is_unique_violation, issues, now_ms,
@@ -9,38 +10,8 @@ use crate::tracker::{Action, Comment, Entity, changes, fields};
 use serde_json::Value;
 use sqlx::AnyConnection;
 
-pub(crate) type Row = (i64, i64, String, String, i64, i64, i64);
-
-pub(crate) fn from_row(
-    (id, issue_id, author, body, version, created_at, updated_at): Row,
-) -> Comment {
-    Comment {
-        id,
-        issue_id,
-        author,
-        body,
-        version,
-        created_at,
-        updated_at,
-    }
-}
-
 const SELECT_ONE: &str = "SELECT id, issue_id, author, body, version, created_at, updated_at \
      FROM comments WHERE id = $1 AND issue_id = $2";
-
-/// Every comment of an issue (used when the issue is deleted).
-pub(crate) async fn of_issue(
-    conn: &mut AnyConnection,
-    issue_id: i64,
-) -> Result<Vec<Comment>, StoreError> {
-    let rows: Vec<Row> = sqlx::query_as(
-        "SELECT id, issue_id, author, body, version, created_at, updated_at FROM comments WHERE issue_id = $1 ORDER BY id",
-    )
-    .bind(issue_id)
-    .fetch_all(conn)
-    .await?;
-    Ok(rows.into_iter().map(from_row).collect())
-}
 
 async fn fetch(conn: &mut AnyConnection, issue_id: i64, id: i64) -> Result<Comment, StoreError> {
     let row: Row = sqlx::query_as(SELECT_ONE)

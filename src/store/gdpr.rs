@@ -13,7 +13,7 @@
 //! needed, through the ordinary delete routes.
 
 use super::audit::{self, AuditEntry};
-use super::{AuditRecord, Mutation, Store, StoreError, comments, issues, memberships};
+use super::{AuditRecord, Mutation, Store, StoreError, comment_rows, issues, memberships};
 use super::{now_ms, record_audit};
 use crate::tracker::{Action, Comment, Entity, Issue, Membership};
 use serde::Serialize;
@@ -116,7 +116,7 @@ impl Store {
         .bind(user_id)
         .fetch_all(&mut *conn)
         .await?;
-        let comments: Vec<comments::Row> = sqlx::query_as(
+        let comments: Vec<comment_rows::Row> = sqlx::query_as(
             "SELECT id, issue_id, author, body, version, created_at, updated_at FROM comments WHERE author = $1 ORDER BY id",
         )
         .bind(user_id)
@@ -135,7 +135,7 @@ impl Store {
                 .into_iter()
                 .map(issues::from_row)
                 .collect::<Result<_, _>>()?,
-            comments: comments.into_iter().map(comments::from_row).collect(),
+            comments: comments.into_iter().map(comment_rows::from_row).collect(),
             memberships: memberships
                 .into_iter()
                 .map(memberships::from_row)

@@ -294,7 +294,7 @@ impl Store {
             });
         }
         let now = now_ms();
-        let comments = super::comments::of_issue(&mut tx, id).await?;
+        let comments = super::comment_rows::of_issue(&mut tx, id).await?;
         for comment in &comments {
             record_audit(
                 &mut tx,

@@ -9,6 +9,7 @@
 
 mod audit;
 mod caller;
+mod comment_rows;
 mod comments;
 mod gdpr;
 mod idempotency;
@@ -352,7 +353,7 @@ pub(crate) struct AuditRecord<'a> {
 }
 
 /// Appends an audit entry, and in the same transaction its event to the audit rooms
-/// ([`crate::access::AUDIT_ROOM`], and the project's one when it has a project): the
+/// ([`crate::tracker::AUDIT_ROOM`], and the project's one when it has a project): the
 /// live audit view sees exactly what the log holds, through the relay that publishes the
 /// mutation's own event.
 pub(crate) async fn record_audit(
@@ -395,8 +396,8 @@ pub(crate) async fn record_audit(
         request_id: mutation.request_id.clone(),
         project_id: record.project_id,
     };
-    let mut rooms = vec![crate::access::AUDIT_ROOM.to_owned()];
-    rooms.extend(record.project_id.map(crate::access::audit_room));
+    let mut rooms = vec![crate::tracker::AUDIT_ROOM.to_owned()];
+    rooms.extend(record.project_id.map(crate::tracker::audit_room));
     let event = serde_json::to_value(&entry).expect("audit entries serialize");
     let trace = crate::telemetry::traces::current_traceparent();
     outbox::enqueue(conn, &rooms, &event, record.at, trace.as_deref()).await

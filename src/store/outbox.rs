@@ -1,7 +1,7 @@
 //! The outbox: events written with the change they describe, broadcast by the relay.
 
 use super::{Store, StoreError, now_ms};
-use crate::access::AUDIT_ROOM;
+use crate::tracker::AUDIT_ROOM;
 use serde_json::Value;
 use sqlx::AnyConnection;
 

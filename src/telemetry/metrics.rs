@@ -162,9 +162,6 @@ fn register_at_zero() {
     for name in GAUGES {
         metrics::gauge!(*name).increment(0.0);
     }
-    for state in crate::cluster::MemberState::ALL {
-        metrics::gauge!("roomcast_cluster_members", "state" => state.name()).increment(0.0);
-    }
 }
 
 /// The HTTP method as a metrics label: one of the standard methods, else `other`, so

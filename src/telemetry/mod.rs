@@ -8,6 +8,7 @@
 
 mod logging;
 pub mod metrics;
+pub mod recent;
 pub mod traces;
 
 pub use logging::init_logging;

@@ -5,6 +5,7 @@ use crate::support::{TestClient, TestServer, WAIT};
 use futures_util::{SinkExt, StreamExt};
 use roomcast::protocol::{ClientFrame, CloseCode, Encoding, ServerFrame};
 use roomcast::stream::Position;
+use roomcast::transport::websocket;
 use serde_json::json;
 use std::time::Duration;
 use tokio_tungstenite::tungstenite::Message;
@@ -26,7 +27,10 @@ async fn a_slow_consumer_is_disconnected_and_resumes_from_its_last_message() {
     let (mut slow, _) = tokio_tungstenite::client_async(server.url.as_str(), stream)
         .await
         .unwrap();
-    let decode = |m: &Message| Encoding::Json.decode_server(m).unwrap();
+    let decode = |m: &Message| {
+        let frame = websocket::encoded(m.clone()).expect("a data frame");
+        Encoding::Json.decode_server(&frame).unwrap()
+    };
     assert!(matches!(
         decode(&slow.next().await.unwrap().unwrap()),
         ServerFrame::Welcome { .. }
@@ -38,7 +42,9 @@ async fn a_slow_consumer_is_disconnected_and_resumes_from_its_last_message() {
         presence: false,
         info: None,
     };
-    slow.send(Encoding::Json.encode(&subscribe)).await.unwrap();
+    slow.send(websocket::message(Encoding::Json.encode(&subscribe)))
+        .await
+        .unwrap();
     let epoch = match decode(&slow.next().await.unwrap().unwrap()) {
         ServerFrame::Subscribed { epoch, .. } => epoch,
         other => panic!("expected subscribed, got {other:?}"),

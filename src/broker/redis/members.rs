@@ -6,7 +6,7 @@
 use super::keys::Keys;
 use super::link::{Link, broker_error};
 use crate::broker::BrokerError;
-use crate::cluster::{Announcement, MembershipStore};
+use crate::broker::membership::{Announcement, MembershipStore};
 use async_trait::async_trait;
 use redis::{FromRedisValue, Script, Value};
 use std::sync::LazyLock;

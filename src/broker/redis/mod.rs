@@ -341,14 +341,14 @@ impl Broker for RedisBroker {
         Some(self.health.pubsub())
     }
 
-    fn membership_store(&self) -> Arc<dyn crate::cluster::MembershipStore> {
+    fn membership_store(&self) -> Arc<dyn crate::broker::membership::MembershipStore> {
         Arc::new(members::RedisMembership::new(
             self.link.clone(),
             self.keys.clone(),
         ))
     }
 
-    fn presence_store(&self) -> Arc<dyn crate::presence::PresenceStore> {
+    fn presence_store(&self) -> Arc<dyn crate::broker::presence::PresenceStore> {
         Arc::new(presence::RedisPresence::new(
             self.link.clone(),
             self.keys.clone(),

@@ -6,7 +6,8 @@
 use super::keys::Keys;
 use super::link::{Link, broker_error};
 use crate::broker::BrokerError;
-use crate::presence::{PresenceEntry, PresenceStats, PresenceStore, Snapshot};
+use crate::broker::presence::{PresenceStats, PresenceStore, Snapshot};
+use crate::protocol::PresenceEntry;
 use crate::protocol::RoomName;
 use async_trait::async_trait;
 use redis::{FromRedisValue, Script, Value};

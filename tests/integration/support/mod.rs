@@ -47,6 +47,7 @@ impl TestServer {
         config.database_url = database_url.to_owned();
         adjust(&mut config);
         config.validate().expect("test configuration is valid");
+        roomcast::server::check_config(&config).expect("test configuration is valid");
         let server = Server::start(&config).await.expect("server starts");
         TestServer::wrap(server)
     }

@@ -109,6 +109,36 @@ impl RoomcastProcess {
     }
 }
 
+impl Drop for RoomcastProcess {
+    /// Ends a process the test left running with two SIGTERMs (a drain, then "exit at
+    /// once"), so that it exits normally — coverage profiles and logs are written at
+    /// exit — and only then, if it is still there after a second, with SIGKILL
+    /// (`kill_on_drop`).
+    fn drop(&mut self) {
+        if !matches!(self.child.try_wait(), Ok(None)) {
+            return;
+        }
+        let Some(pid) = self.child.id() else {
+            return;
+        };
+        let terminate = || {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
+        };
+        terminate();
+        std::thread::sleep(Duration::from_millis(20));
+        terminate();
+        let deadline = std::time::Instant::now() + Duration::from_secs(1);
+        while std::time::Instant::now() < deadline {
+            if !matches!(self.child.try_wait(), Ok(None)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
 /// Runs the binary with `args` and `env` to completion; returns (exit code, stderr).
 pub async fn run_to_exit(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
     let mut command = Command::new(env!("CARGO_BIN_EXE_roomcast"));

@@ -2,9 +2,9 @@
 //! contract as the Redis one: entries expire `ttl` after their last write, every read
 //! drops expired entries first, and a room's version never repeats.
 
-use super::{PresenceEntry, PresenceStats, PresenceStore, Snapshot};
+use super::{PresenceStats, PresenceStore, Snapshot};
 use crate::broker::BrokerError;
-use crate::protocol::RoomName;
+use crate::protocol::{PresenceEntry, RoomName};
 use async_trait::async_trait;
 use std::collections::HashMap;
 use std::sync::Mutex;

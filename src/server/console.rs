@@ -17,8 +17,9 @@
 //! (the cookie is never read by the API). On a server without authentication every
 //! caller is an administrator and the console opens without signing in.
 
+use super::origin::Origin;
 use crate::auth::{Authenticator, Principal};
-use crate::server::{Body, empty, full, json_error};
+use crate::response::{Body, empty, full, json_error};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
 use hyper::header::{self, HeaderMap, HeaderValue};
@@ -26,14 +27,6 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
-
-/// `[console]`
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ConsoleConfig {
-    /// Whether `/console/` is served.
-    pub enabled: bool,
-}
 
 /// The cookie that holds the console session (the token it was opened with).
 pub const COOKIE: &str = "roomcast_console";
@@ -418,8 +411,8 @@ fn sign_out(headers: &HeaderMap) -> Response<Body> {
 /// server's own pages only).
 fn foreign_origin(headers: &HeaderMap) -> Option<Response<Body>> {
     let allowed = crate::config::OriginList::default();
-    match crate::server::Origin::of(headers, &allowed) {
-        crate::server::Origin::Absent | crate::server::Origin::SameHost => None,
+    match Origin::of(headers, &allowed) {
+        Origin::Absent | Origin::SameHost => None,
         _ => Some(json_error(
             StatusCode::FORBIDDEN,
             "origin_not_allowed",

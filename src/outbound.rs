@@ -1,4 +1,6 @@
 //! The bounded outbound queue of one connection, and the out-of-band close request.
+//! Below both the rooms (which queue their messages here) and the session core (which
+//! owns the queue of each client and hands its other end to the transport).
 //!
 //! Everything sent to a client goes through this queue: replies from the connection
 //! actor and room messages from room actors, which push pre-encoded, shared frames with
@@ -21,19 +23,19 @@
 //! separate `Notify` would take a second one on each side.
 
 use crate::protocol::CloseCode;
+use crate::protocol::Encoded;
 use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
-use tokio_tungstenite::tungstenite::Message;
 
 /// One entry of the outbound queue.
 #[derive(Debug)]
 pub enum Item {
     /// One frame.
-    Frame(Message),
+    Frame(Encoded),
     /// Frames written back to back (a subscribe reply and its replay).
-    Batch(Vec<Message>),
+    Batch(Vec<Encoded>),
     /// Close the connection with this code once everything queued before is written
     /// (a drain: the client should get what it was sent, then go).
     Close(CloseCode),
@@ -147,13 +149,13 @@ impl Outbound {
 
     /// Queues a frame; when the queue is full, closes the connection as a slow consumer
     /// instead. Returns false when the frame was not queued.
-    pub fn send_or_evict(&self, frame: Message) -> bool {
+    pub fn send_or_evict(&self, frame: Encoded) -> bool {
         self.item_or_evict(Item::Frame(frame))
     }
 
     /// Queues frames to be written back to back, as one queue entry; see
     /// [`Outbound::send_or_evict`].
-    pub fn batch_or_evict(&self, frames: Vec<Message>) -> bool {
+    pub fn batch_or_evict(&self, frames: Vec<Encoded>) -> bool {
         self.item_or_evict(Item::Batch(frames))
     }
 
@@ -186,7 +188,7 @@ impl Outbound {
 
     /// Queues `frame` and then a close with `code`, so both go out after everything
     /// already queued; when the queue has no room, closes at once instead.
-    pub fn close_after(&self, frame: Message, code: CloseCode) {
+    pub fn close_after(&self, frame: Encoded, code: CloseCode) {
         let queued = {
             let mut state = self.shared.lock();
             if state.receiver_gone || state.close.is_some() {
@@ -271,7 +273,7 @@ mod tests {
     use super::*;
 
     fn text(s: &str) -> Item {
-        Item::Frame(Message::text(s))
+        Item::Frame(Encoded::text(s))
     }
 
     #[tokio::test]
@@ -282,15 +284,15 @@ mod tests {
         let mut batch = VecDeque::new();
         assert_eq!(receiver.recv(&mut batch).await, Received::Items);
         assert_eq!(batch.len(), 2);
-        assert!(matches!(&batch[0], Item::Frame(m) if m.to_text().unwrap() == "1"));
+        assert!(matches!(&batch[0], Item::Frame(m) if m.as_text() == Some("1")));
     }
 
     #[tokio::test]
     async fn full_queue_evicts_with_slow_consumer_and_drops_the_backlog() {
         let (outbound, mut receiver) = channel(2);
-        assert!(outbound.send_or_evict(Message::text("1")));
-        assert!(outbound.send_or_evict(Message::text("2")));
-        assert!(!outbound.send_or_evict(Message::text("3")));
+        assert!(outbound.send_or_evict(Encoded::text("1")));
+        assert!(outbound.send_or_evict(Encoded::text("2")));
+        assert!(!outbound.send_or_evict(Encoded::text("3")));
         let mut batch = VecDeque::new();
         assert_eq!(
             receiver.recv(&mut batch).await,
