@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Tests of the browser SDK (clients/js) on a fresh Debian machine: installs what is
-# missing (Debian's chromium, redis-server, the npm packages of package-lock.json),
-# builds and type-checks the SDK (strict), runs its unit tests, then its end-to-end tests
-# in headless Chromium against real roomcast and redis-server processes.
+# Tests of the browser SDK (clients/js) and the web console (clients/console) on a fresh
+# Debian machine: installs what is missing (Debian's chromium, redis-server, the npm
+# packages of each package-lock.json), builds and type-checks both (strict), checks that
+# the console's committed build output (clients/console/dist, embedded in the server) is
+# what its sources give, runs their unit tests, then their end-to-end tests in headless
+# Chromium against real roomcast and redis-server processes.
 #
 # Needs the server binary: target/debug/roomcast (built by `cargo test`), or ROOMCAST_BIN.
 # Usage: bash scripts/test-js.sh
@@ -67,3 +69,17 @@ timeout --kill-after=10 120 node --test test/unit/
 log "end-to-end tests in headless Chromium ($CHROMIUM_PATH, roomcast at $ROOMCAST_BIN)"
 # One test file at a time: the machine has 2 cores and every file starts its own servers.
 timeout --kill-after=15 300 node --test --test-concurrency=1 test/e2e/
+
+cd "$root/clients/console"
+log "npm ci (clients/console)"
+npm ci --no-audit --no-fund --loglevel=error
+
+log "console: strict type check, and dist/ against a fresh build"
+npx tsc -p tsconfig.json
+node scripts/build.mjs --check
+
+log "console: unit tests"
+timeout --kill-after=10 120 node --test test/unit/
+
+log "console: end-to-end tests in headless Chromium (screenshots in clients/console/test/artifacts)"
+timeout --kill-after=15 400 node --test --test-concurrency=1 test/e2e/

@@ -9,6 +9,11 @@
 //!   members and project admins. Any other room whose first segment is `project` or
 //!   `issue` is refused to everyone but global administrators. Other rooms follow the
 //!   token's room claims ([`Principal::may_subscribe`], [`Principal::may_publish`]).
+//! - The audit rooms carry every new audit entry, written by the server only (no client
+//!   may publish to them, administrators included): [`AUDIT_ROOM`] is read by global
+//!   administrators, `audit:{project}` also by that project's admins (the readers of its
+//!   entries through `GET /api/v1/audit`); any other name whose first segment is `audit`
+//!   by global administrators only.
 //!
 //! Room checks run on every subscribe, publish and history request, so they read
 //! memberships through a cache ([`cache`]): entries live [`cache::TTL`] and are dropped
@@ -18,7 +23,7 @@ pub mod cache;
 
 use crate::auth::Principal;
 use crate::store::{Store, StoreError};
-use crate::tracker::Role;
+use crate::tracker::{AUDIT_ROOM, Role};
 use cache::AccessCache;
 
 /// What a room request wants to do.
@@ -39,6 +44,38 @@ pub enum Access {
     Denied(String),
 }
 
+/// An audit room, by its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AuditRoom {
+    /// `audit`: every entry.
+    All,
+    /// `audit:{id}`: the entries of one project.
+    Project(i64),
+    /// `audit:…` without a single positive id after the prefix.
+    Malformed,
+}
+
+fn audit_room_of(room: &str) -> Option<AuditRoom> {
+    if room == AUDIT_ROOM {
+        return Some(AuditRoom::All);
+    }
+    let (kind, rest) = room.split_once(':')?;
+    if kind != AUDIT_ROOM {
+        return None;
+    }
+    Some(match positive_id(rest) {
+        Some(id) => AuditRoom::Project(id),
+        None => AuditRoom::Malformed,
+    })
+}
+
+/// `text` as a positive id written plainly (no sign, no other segment).
+fn positive_id(text: &str) -> Option<i64> {
+    text.parse::<i64>()
+        .ok()
+        .filter(|id| *id > 0 && !text.starts_with('+'))
+}
+
 /// A room of the issue tracker, by its name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum TrackerRoom {
@@ -55,11 +92,7 @@ fn tracker_room(room: &str) -> Option<TrackerRoom> {
     if kind != "project" && kind != "issue" {
         return None;
     }
-    let id = rest
-        .parse::<i64>()
-        .ok()
-        .filter(|id| *id > 0 && !rest.starts_with('+'));
-    Some(match (kind, id) {
+    Some(match (kind, positive_id(rest)) {
         ("project", Some(id)) => TrackerRoom::Project(id),
         ("issue", Some(id)) => TrackerRoom::Issue(id),
         _ => TrackerRoom::Malformed,
@@ -103,6 +136,9 @@ impl AccessControl {
         room: &str,
         action: RoomAction,
     ) -> Result<Access, StoreError> {
+        if let Some(audit) = audit_room_of(room) {
+            return self.audit_access(principal, audit, room, action).await;
+        }
         if principal.is_admin() {
             return Ok(Access::Allowed);
         }
@@ -113,6 +149,38 @@ impl AccessControl {
             }
             (Some(_), _) => Ok(Access::Denied(format!("{room} needs a user"))),
         }
+    }
+
+    /// An audit room: read by those who may read its entries through the API, published
+    /// to by nobody (the outbox relay publishes without asking).
+    async fn audit_access(
+        &self,
+        principal: &Principal,
+        audit: AuditRoom,
+        room: &str,
+        action: RoomAction,
+    ) -> Result<Access, StoreError> {
+        if action == RoomAction::Publish {
+            return Ok(Access::Denied(format!(
+                "{room} is written by the server only"
+            )));
+        }
+        if principal.is_admin() {
+            return Ok(Access::Allowed);
+        }
+        let role = match (audit, principal) {
+            (AuditRoom::Project(project), Principal::User { subject, .. }) => {
+                self.cached_role(subject, project).await?
+            }
+            _ => None,
+        };
+        Ok(if role == Some(Role::Admin) {
+            Access::Allowed
+        } else {
+            Access::Denied(format!(
+                "reading {room} needs the admin role in its project, or a global administrator"
+            ))
+        })
     }
 
     /// A room of the tracker: the user's role in the room's project decides.
@@ -238,5 +306,25 @@ mod tests {
         assert_eq!(tracker_room("projects:1"), None);
         assert_eq!(tracker_room("lobby"), None);
         assert_eq!(tracker_room("team:project:1"), None);
+    }
+
+    #[test]
+    fn audit_rooms_are_recognised_by_their_first_segment() {
+        assert_eq!(audit_room_of("audit"), Some(AuditRoom::All));
+        assert_eq!(audit_room_of("audit:12"), Some(AuditRoom::Project(12)));
+        assert_eq!(
+            audit_room_of(&crate::tracker::audit_room(3)),
+            Some(AuditRoom::Project(3))
+        );
+        for malformed in ["audit:", "audit:0", "audit:+1", "audit:1:x", "audit:*"] {
+            assert_eq!(
+                audit_room_of(malformed),
+                Some(AuditRoom::Malformed),
+                "{malformed}"
+            );
+        }
+        assert_eq!(audit_room_of("audits"), None);
+        assert_eq!(audit_room_of("auditor:1"), None);
+        assert_eq!(audit_room_of("team:audit"), None);
     }
 }

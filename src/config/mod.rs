@@ -4,6 +4,7 @@
 mod access;
 mod checks;
 mod cluster;
+mod console;
 mod layers;
 mod presence;
 mod show;
@@ -11,6 +12,7 @@ mod tls;
 
 pub use access::{AuthMode, CorsConfig, OriginList, TrustedProxies, WebSocketConfig};
 pub use cluster::ClusterConfig;
+pub use console::ConsoleConfig;
 pub use layers::{ENV_PREFIX, ENV_SECTION_SEPARATOR};
 pub use presence::PresenceConfig;
 pub use show::{REDACTED, redact_url};
@@ -75,6 +77,8 @@ pub struct Config {
     pub presence: PresenceConfig,
     /// Cluster membership, reconnect hints and rebalancing.
     pub cluster: ClusterConfig,
+    /// The web console.
+    pub console: ConsoleConfig,
 }
 
 /// `[tracing]`

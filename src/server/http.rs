@@ -118,6 +118,12 @@ async fn serve(
         (&Method::POST, "/admin/drain") => ("/admin/drain", admin_drain(&request, &app, peer)),
         (&Method::GET, "/metrics") if app.metrics_on_main_listener => ("/metrics", metrics()),
         (_, "/healthz" | "/readyz") => ("/health", probe_method_not_allowed()),
+        (_, path)
+            if app.console.is_some() && (path == "/console" || path.starts_with("/console/")) =>
+        {
+            let console = app.console.as_ref().expect("checked above");
+            console.serve(request, &app.auth).await
+        }
         (_, path) if path.starts_with("/api/v1/") || path == "/api/v1" => {
             api_with_cors(request, &app, peer, &request_id).await
         }

@@ -2,6 +2,7 @@
 //! serves both HTTP routes and the WebSocket endpoint, and shuts them down in order.
 
 mod checks;
+pub mod console;
 mod http;
 mod origin;
 mod tls;
@@ -61,6 +62,8 @@ pub struct App {
     /// Cancelled to ask for a drain (the admin endpoints; the binary also drains on
     /// SIGTERM).
     pub drain_requested: CancellationToken,
+    /// The web console's files, when `console.enabled`.
+    pub console: Option<console::Console>,
     /// This instance's membership in the cluster.
     pub cluster: Arc<Cluster>,
 }
@@ -223,6 +226,7 @@ impl Server {
             draining: AtomicBool::new(false),
             drain_requested: cluster.drain_requested(),
             cluster: cluster.clone(),
+            console: config.console.enabled.then(console::Console::new),
         });
         if !config.metrics.listen.is_empty() {
             let addr: SocketAddr = config.metrics.listen.parse().expect("validated");

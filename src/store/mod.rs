@@ -352,7 +352,10 @@ pub(crate) struct AuditRecord<'a> {
     pub at: i64,
 }
 
-/// Appends an audit entry.
+/// Appends an audit entry, and in the same transaction its event to the audit rooms
+/// ([`crate::tracker::AUDIT_ROOM`], and the project's one when it has a project): the
+/// live audit view sees exactly what the log holds, through the relay that publishes the
+/// mutation's own event.
 pub(crate) async fn record_audit(
     conn: &mut AnyConnection,
     mutation: &Mutation,
@@ -371,7 +374,31 @@ pub(crate) async fn record_audit(
     .bind(record.changes.to_string())
     .bind(&mutation.request_id)
     .bind(record.project_id)
-    .execute(conn)
+    .execute(&mut *conn)
     .await?;
-    Ok(())
+    // Not `RETURNING id`: on PostgreSQL that needs the new row to pass the audit log's
+    // read policy, which a project member who writes does not (only its admins read).
+    let last_id = if conn.backend_name() == "PostgreSQL" {
+        "SELECT lastval()"
+    } else {
+        "SELECT last_insert_rowid()"
+    };
+    let (id,): (i64,) = sqlx::query_as(last_id).fetch_one(&mut *conn).await?;
+    let entry = audit::AuditEntry {
+        id,
+        created_at: record.at,
+        actor: mutation.actor.name.clone(),
+        actor_kind: mutation.actor.kind.to_owned(),
+        entity: record.entity.as_str().to_owned(),
+        entity_id: record.entity_id,
+        action: record.action.as_str().to_owned(),
+        changes: record.changes.clone(),
+        request_id: mutation.request_id.clone(),
+        project_id: record.project_id,
+    };
+    let mut rooms = vec![crate::tracker::AUDIT_ROOM.to_owned()];
+    rooms.extend(record.project_id.map(crate::tracker::audit_room));
+    let event = serde_json::to_value(&entry).expect("audit entries serialize");
+    let trace = crate::telemetry::traces::current_traceparent();
+    outbox::enqueue(conn, &rooms, &event, record.at, trace.as_deref()).await
 }

@@ -1,6 +1,7 @@
 //! The outbox: events written with the change they describe, broadcast by the relay.
 
 use super::{Store, StoreError, now_ms};
+use crate::tracker::AUDIT_ROOM;
 use serde_json::Value;
 use sqlx::AnyConnection;
 
@@ -28,7 +29,9 @@ pub struct OutboxRow {
 /// held until commit, taken in name order so that two transactions cannot deadlock on
 /// them): a second change to one of these rooms inserts its row only after the first
 /// committed, and within a room id order is commit order. SQLite has one writer at a
-/// time and needs nothing.
+/// time and needs nothing. The room of every audit entry ([`AUDIT_ROOM`]) is not locked:
+/// every change of every project writes to it, and its readers order entries by their
+/// ids, so it is not worth serialising all writers for.
 pub(crate) async fn enqueue(
     conn: &mut AnyConnection,
     rooms: &[String],
@@ -37,7 +40,7 @@ pub(crate) async fn enqueue(
     trace: Option<&str>,
 ) -> Result<(), StoreError> {
     if conn.backend_name() == "PostgreSQL" {
-        let mut ordered: Vec<&String> = rooms.iter().collect();
+        let mut ordered: Vec<&String> = rooms.iter().filter(|r| *r != AUDIT_ROOM).collect();
         ordered.sort();
         for room in ordered {
             sqlx::query(

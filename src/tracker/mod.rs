@@ -4,7 +4,7 @@
 mod model;
 
 pub use model::{
-    ASSIGNEE_MAX, Action, Actor, Comment, Entity, Issue, IssuePatch, IssueType, Membership,
-    NewIssue, Priority, Role, Status, TEXT_MAX, TITLE_MAX, USER_ID_MAX, changes, event, fields,
-    format_time, rfc3339,
+    ASSIGNEE_MAX, AUDIT_ROOM, Action, Actor, Comment, Entity, Issue, IssuePatch, IssueType,
+    Membership, NewIssue, Priority, Role, Status, TEXT_MAX, TITLE_MAX, USER_ID_MAX, audit_room,
+    changes, event, fields, format_time, rfc3339,
 };

@@ -307,6 +307,16 @@ pub fn changes(before: Option<&Map<String, Value>>, after: Option<&Map<String, V
     Value::Object(out)
 }
 
+/// The room every new audit entry is published to (with the change, through the
+/// outbox); an entry of a project also goes to [`audit_room`] of it. Who may read them:
+/// `crate::access`.
+pub const AUDIT_ROOM: &str = "audit";
+
+/// The audit room of one project.
+pub fn audit_room(project: i64) -> String {
+    format!("{AUDIT_ROOM}:{project}")
+}
+
 /// The event broadcast for a change, to the rooms of its project and issue.
 #[allow(clippy::too_many_arguments)]
 pub fn event(

@@ -9,6 +9,7 @@ mod bad_input;
 mod cluster;
 mod cluster_admin;
 mod conformance;
+mod console;
 mod failover;
 mod helm;
 mod image;

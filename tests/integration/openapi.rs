@@ -121,6 +121,7 @@ async fn every_route_answers_as_the_openapi_document_says() {
         members(&mut api).await;
         admin_users(&mut api).await;
         probes(&mut api).await;
+        console(&mut api).await;
         unlisted_methods(&mut api, issue).await;
         deletes(&mut api, issue).await;
         api.assert_clean();
@@ -618,6 +619,32 @@ async fn probes(api: &mut Conformance) {
             "HEAD {probe} has GET's headers"
         );
     }
+}
+
+/// The console's sign-in (an open server: every token is an administrator's, and no
+/// cookie is set).
+async fn console(api: &mut Conformance) {
+    const SESSION: &str = "/console/session";
+    let token = Body::Json(json!({"token": "anything"}));
+    api.call(204, SESSION, "POST", SESSION, &[], token).await;
+    let foreign = [("origin", "http://elsewhere.example")];
+    let token = Body::Json(json!({"token": "anything"}));
+    api.call(403, SESSION, "POST", SESSION, &foreign, token)
+        .await;
+    for body in [
+        json!({}),
+        json!({"token": 1}),
+        json!({"token": "t", "x": 1}),
+    ] {
+        api.call(422, SESSION, "POST", SESSION, &[], Body::Json(body))
+            .await;
+    }
+    let big = Body::Json(json!({"token": "t".repeat(20_000)}));
+    api.call(413, SESSION, "POST", SESSION, &[], big).await;
+    api.call(204, SESSION, "DELETE", SESSION, &[], Body::None)
+        .await;
+    api.call(403, SESSION, "DELETE", SESSION, &foreign, Body::None)
+        .await;
 }
 
 /// A known path with a method the document does not list: 405, `Allow` naming the

@@ -348,3 +348,106 @@ async fn a_removed_membership_ends_subscriptions_on_every_instance() {
     );
     stayer.ping().await;
 }
+
+/// The first entry of `room` with an id above `after` (earlier ones are skipped).
+async fn entry_after(client: &mut TestClient, room: &str, after: i64) -> serde_json::Value {
+    loop {
+        let (from, _, _, data) = client.message().await;
+        assert_eq!(from, room);
+        if data["id"].as_i64().unwrap() > after {
+            return data;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_rooms_carry_each_new_entry_to_those_who_may_read_it() {
+    for url in db::all().await {
+        let w = World::on(&url).await;
+        // (who, rooms they may read); nobody publishes to an audit room.
+        for (who, readable) in [
+            (VIEWER, vec![]),
+            (MEMBER, vec![]),
+            (PROJECT_ADMIN, vec!["audit:1"]),
+            (OUTSIDER, vec![]),
+            (ROOT, vec!["audit", "audit:1", "audit:2", "audit:x"]),
+        ] {
+            let mut client = connect(&w.server.url, who).await;
+            for room in ["audit", "audit:1", "audit:2", "audit:x"] {
+                assert_eq!(
+                    allowed(&mut client, subscribe(room)).await,
+                    readable.contains(&room),
+                    "{who} subscribe {room}"
+                );
+                assert!(
+                    !allowed(&mut client, publish(room)).await,
+                    "{who} publish {room}"
+                );
+            }
+        }
+        let service = bearer(SERVICE_TOKEN);
+        let forged = json(
+            &w.addr,
+            "POST",
+            "/api/v1/publish",
+            &[("authorization", &service)],
+            &json!({"room": "audit", "data": {"id": 1}}),
+        )
+        .await;
+        assert_eq!(forged.status, 403, "not even a service writes the audit");
+
+        // A member's change (on PostgreSQL under row-level security, where the member
+        // may write the entry but not read it) reaches both audit rooms, as the log holds
+        // it.
+        let mut root = connect(&w.server.url, ROOT).await;
+        root.subscribe("audit", None).await;
+        let mut project_admin = connect(&w.server.url, PROJECT_ADMIN).await;
+        project_admin.subscribe("audit:1", None).await;
+        let created = w
+            .call(
+                MEMBER,
+                "POST",
+                "/api/v1/issues",
+                Some(json!({"project_id": 1, "title": "audited live"})),
+            )
+            .await;
+        assert_eq!(created.status, 201);
+        let id = created.json()["id"].as_i64().unwrap();
+        let logged = w
+            .call(
+                ROOT,
+                "GET",
+                &format!("/api/v1/audit?entity=issue&entity_id={id}"),
+                None,
+            )
+            .await
+            .json()["items"][0]
+            .clone();
+        assert_eq!(logged["actor"], MEMBER);
+        for (client, room) in [(&mut root, "audit"), (&mut project_admin, "audit:1")] {
+            // The entries of the world's setup may still be on their way: skip them.
+            let data = entry_after(client, room, logged["id"].as_i64().unwrap() - 1).await;
+            assert_eq!(data, logged, "{room} carries the entry as the log holds it");
+        }
+        // An entry of project 2 reaches the global room only.
+        let other = json(
+            &w.addr,
+            "POST",
+            "/api/v1/issues",
+            &[("authorization", &service)],
+            &json!({"project_id": 2, "title": "elsewhere"}),
+        )
+        .await;
+        let data = entry_after(&mut root, "audit", logged["id"].as_i64().unwrap()).await;
+        assert_eq!(data["entity_id"], other.json()["id"]);
+        assert_eq!(data["project_id"], 2);
+        assert!(
+            project_admin
+                .maybe_next(Duration::from_millis(300))
+                .await
+                .is_none(),
+            "project 1's admin hears nothing of project 2"
+        );
+        w.server.stop().await;
+    }
+}
