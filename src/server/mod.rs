@@ -173,6 +173,30 @@ fn listener_tls(config: &Config) -> Result<Option<Arc<ListenerTls>>, ServerError
     Ok(tls)
 }
 
+/// Accepts on `listener` until the returned token is cancelled; says so in the log.
+fn spawn_accept(
+    config: &Config,
+    (listener, addr): (TcpListener, SocketAddr),
+    app: &Arc<App>,
+    tls: Option<Arc<ListenerTls>>,
+) -> (CancellationToken, JoinHandle<()>) {
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let options = SocketOptions {
+        handshake_timeout: config.connection.handshake_timeout(),
+        send_buffer_bytes: config.connection.send_buffer_bytes,
+        tls,
+    };
+    let stop_accepting = CancellationToken::new();
+    let accept_loop = tokio::spawn(accept(
+        listener,
+        app.clone(),
+        options,
+        stop_accepting.clone(),
+    ));
+    tracing::info!(%addr, scheme, node = %app.node_id, broker = app.broker.kind(), "roomcast listening");
+    (stop_accepting, accept_loop)
+}
+
 /// A running server.
 pub struct Server {
     app: Arc<App>,
@@ -200,6 +224,10 @@ impl Server {
 
     /// Like [`Server::start`], with a broker built by the caller (embedding, tests):
     /// `events_rx` must receive the events that broker sends.
+    ///
+    /// Start-up in order, one step per statement: longer than ~60 lines on purpose, as
+    /// the order is the contract (everything a request may reach exists before the
+    /// listener accepts, and a failure stops start-up before it binds what follows).
     pub async fn start_with_broker(
         config: &Config,
         broker: Arc<dyn Broker>,
@@ -280,19 +308,7 @@ impl Server {
         );
         let rebalancer = cluster.spawn_rebalancer(app.connections.clone(), relay_stop.clone());
         let tls = listener_tls(config)?;
-        let scheme = if tls.is_some() { "https" } else { "http" };
-        let stop_accepting = CancellationToken::new();
-        let accept_loop = tokio::spawn(accept(
-            listener,
-            app.clone(),
-            SocketOptions {
-                handshake_timeout: config.connection.handshake_timeout(),
-                send_buffer_bytes: config.connection.send_buffer_bytes,
-                tls,
-            },
-            stop_accepting.clone(),
-        ));
-        tracing::info!(addr = %local_addr, scheme, node = %app.node_id, broker = app.broker.kind(), "roomcast listening");
+        let (stop_accepting, accept_loop) = spawn_accept(config, (listener, local_addr), &app, tls);
         Ok(Server {
             app,
             local_addr,
