@@ -647,3 +647,65 @@ impl State {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::fossil;
+    use crate::stream::Epoch;
+
+    fn room() -> Room {
+        Room {
+            position: None,
+            reply: None,
+            request_id: Some(1),
+            resend_at: Instant::now(),
+            active_once: true,
+            presence: (false, None),
+            delta: true,
+            base: None,
+            resubscribe: Resubscribe::No,
+        }
+    }
+
+    fn at(seq: u64) -> Position {
+        Position::new(Epoch::new("e"), seq)
+    }
+
+    #[tokio::test]
+    async fn deltas_rebuild_values_and_a_missing_base_starts_a_resubscribe() {
+        let first = r#"{"id":1,"status":"open","title":"a title long enough to be copied"}"#;
+        let second = r#"{"id":1,"status":"done","title":"a title long enough to be copied"}"#;
+        let delta = String::from_utf8(fossil::create(first.as_bytes(), second.as_bytes())).unwrap();
+        let mut room = room();
+        let text = |t: &str| Value::from(t);
+        assert_eq!(
+            room.receive(&at(1), text(first), Some(false)),
+            Some(serde_json::from_str(first).unwrap())
+        );
+        assert_eq!(
+            room.receive(&at(2), text(&delta), Some(true)),
+            Some(serde_json::from_str(second).unwrap())
+        );
+        // seq 3 never arrived: the delta of seq 4 has no base.
+        assert_eq!(room.receive(&at(4), text(&delta), Some(true)), None);
+        assert_eq!(room.resubscribe, Resubscribe::Due);
+        assert_eq!(
+            room.request_id, None,
+            "a subscribe is due on this connection"
+        );
+        // Until the new `subscribed`, the room's messages are dropped, whole ones too.
+        assert_eq!(room.receive(&at(5), text(second), Some(false)), None);
+        // A delta applied to the wrong text fails its checksum instead of delivering.
+        let mut other = self::room();
+        let unrelated =
+            r#"{"id":9,"status":"open","title":"not the text the delta was made from"}"#;
+        other.receive(&at(1), text(unrelated), Some(false));
+        assert_eq!(other.receive(&at(2), text(&delta), Some(true)), None);
+        assert_eq!(other.resubscribe, Resubscribe::Due);
+        // Subscriptions without delta pass values through untouched.
+        let mut plain = self::room();
+        plain.delta = false;
+        assert_eq!(plain.receive(&at(1), text("x"), None), Some(text("x")));
+    }
+}

@@ -54,18 +54,7 @@ impl Outgoing {
     /// only bumps a reference count.
     pub fn frame(&self, encoding: Encoding) -> Encoded {
         self.frames[encoding.index()]
-            .get_or_init(|| {
-                let p = &self.publication;
-                encoding.encode(&MessageFrameRef {
-                    kind: "message",
-                    room: p.room.as_str(),
-                    epoch: &p.epoch,
-                    seq: p.seq,
-                    time: p.time_ms,
-                    data: &p.data,
-                    delta: None,
-                })
-            })
+            .get_or_init(|| self.encode(encoding, &self.publication.data, None))
             .clone()
     }
 
@@ -146,18 +135,26 @@ impl Outgoing {
             (&forms.whole, forms.json.as_str())
         };
         cell[encoding.index()]
-            .get_or_init(|| {
-                let p = &self.publication;
-                encoding.encode(&MessageFrameRef {
-                    kind: "message",
-                    room: p.room.as_str(),
-                    epoch: &p.epoch,
-                    seq: p.seq,
-                    time: p.time_ms,
-                    data,
-                    delta: Some(delta),
-                })
-            })
+            .get_or_init(|| self.encode(encoding, data, Some(delta)))
             .clone()
+    }
+
+    /// The `message` frame of this publication with `data` (the value or its text form).
+    fn encode<D: serde::Serialize + ?Sized>(
+        &self,
+        encoding: Encoding,
+        data: &D,
+        delta: Option<bool>,
+    ) -> Encoded {
+        let p = &self.publication;
+        encoding.encode(&MessageFrameRef {
+            kind: "message",
+            room: p.room.as_str(),
+            epoch: &p.epoch,
+            seq: p.seq,
+            time: p.time_ms,
+            data,
+            delta,
+        })
     }
 }
