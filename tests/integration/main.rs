@@ -11,6 +11,7 @@ mod cluster_admin;
 mod conformance;
 mod console;
 mod failover;
+mod fanin;
 mod helm;
 mod image;
 mod lagging;

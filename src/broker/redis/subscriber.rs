@@ -103,6 +103,37 @@ pub fn publish_probe(
     });
 }
 
+/// The next subscription change: the one held back by [`more_subscribes`] first.
+async fn next_request(
+    held: &mut Option<String>,
+    requests: &mut mpsc::UnboundedReceiver<Request>,
+) -> Option<Request> {
+    match held.take() {
+        Some(channel) => Some(Request::Unsubscribe(channel)),
+        None => requests.recv().await,
+    }
+}
+
+/// `first` and the subscribes queued right behind it, in order; an unsubscribe met on
+/// the way is held back for [`next_request`], so the order of changes is kept.
+fn more_subscribes(
+    first: (String, oneshot::Sender<Result<(), BrokerError>>),
+    requests: &mut mpsc::UnboundedReceiver<Request>,
+    held: &mut Option<String>,
+) -> Vec<(String, oneshot::Sender<Result<(), BrokerError>>)> {
+    let mut batch = vec![first];
+    while let Ok(request) = requests.try_recv() {
+        match request {
+            Request::Subscribe(channel, reply) => batch.push((channel, reply)),
+            Request::Unsubscribe(channel) => {
+                *held = Some(channel);
+                break;
+            }
+        }
+    }
+    batch
+}
+
 /// One Redis: owns the Pub/Sub connection, reconnects it, probes it. `master` holds
 /// the server to use (`None` while unknown); when it changes (Sentinel moved the
 /// master), the connection moves to the new one.
@@ -112,8 +143,13 @@ pub async fn run_single(
     mut requests: mpsc::UnboundedReceiver<Request>,
 ) {
     let mut wanted: HashSet<String> = HashSet::new();
+    // An unsubscribe read while batching subscribes, handled before any later request.
+    let mut held: Option<String> = None;
     let mut delay = this.settings.reconnect_min;
     loop {
+        if let Some(channel) = held.take() {
+            wanted.remove(&channel);
+        }
         let client = master.borrow_and_update().clone();
         let connected = match client {
             Some(client) => {
@@ -183,23 +219,31 @@ pub async fn run_single(
                         deliver(&this.keys, &this.events, &this.health, channel, message.get_payload_bytes());
                     }
                 }
-                request = requests.recv() => match request {
+                request = next_request(&mut held, &mut requests) => match request {
                     None => return,
                     Some(Request::Subscribe(channel, reply)) => {
-                        let result = tokio::time::timeout(this.settings.command_timeout, sink.subscribe(&channel)).await;
-                        match result {
-                            Ok(Ok(())) => {
-                                wanted.insert(channel);
-                                let _ = reply.send(Ok(()));
+                        // Rooms starting together (a reconnect storm) share one round trip.
+                        let batch = more_subscribes((channel, reply), &mut requests, &mut held);
+                        let channels: Vec<&String> = batch.iter().map(|(channel, _)| channel).collect();
+                        let result = tokio::time::timeout(this.settings.command_timeout, sink.subscribe(channels)).await;
+                        let outcome = match result {
+                            Ok(Ok(())) => Ok(()),
+                            Ok(Err(err)) => Err((broker_error(err), "subscribe failed")),
+                            Err(_) => Err((BrokerError::Timeout("subscribe".into()), "subscribe timed out")),
+                        };
+                        for (channel, reply) in batch {
+                            match &outcome {
+                                Ok(()) => {
+                                    wanted.insert(channel);
+                                    let _ = reply.send(Ok(()));
+                                }
+                                Err((err, _)) => {
+                                    let _ = reply.send(Err(err.clone()));
+                                }
                             }
-                            Ok(Err(err)) => {
-                                let _ = reply.send(Err(broker_error(err)));
-                                break "subscribe failed".to_owned();
-                            }
-                            Err(_) => {
-                                let _ = reply.send(Err(BrokerError::Timeout("subscribe".into())));
-                                break "subscribe timed out".to_owned();
-                            }
+                        }
+                        if let Err((_, why)) = outcome {
+                            break why.to_owned();
                         }
                     }
                     Some(Request::Unsubscribe(channel)) => {
