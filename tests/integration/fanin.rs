@@ -95,6 +95,7 @@ async fn resume_from_elsewhere(url: String, room: &'static str, stop: Arc<Atomic
                 since: Some(Position::new(Epoch::new("elsewhere"), 1)),
                 presence: false,
                 info: None,
+                delta: None,
             })
             .await;
         loop {
@@ -217,6 +218,7 @@ async fn many_rooms_start_side_by_side_while_redis_is_slow() {
                         since: None,
                         presence: false,
                         info: None,
+                        delta: None,
                     })
                     .await;
                 let reply = client.conn.next_frame(Duration::from_secs(30)).await;

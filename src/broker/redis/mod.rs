@@ -69,6 +69,8 @@ pub struct RedisSettings {
     pub probe_timeout: Duration,
     /// PEM certificates trusted for `rediss://` instead of the system's trust store.
     pub tls_ca: Option<Vec<u8>>,
+    /// Publication bodies of at least this many bytes travel compressed (0: never).
+    pub compress_above: usize,
 }
 
 impl RedisSettings {
@@ -87,6 +89,7 @@ impl RedisSettings {
             tls_ca: (!config.tls_ca_file.is_empty())
                 .then(|| std::fs::read(&config.tls_ca_file).ok())
                 .flatten(),
+            compress_above: config.compress_above_bytes,
         }
     }
 }
@@ -111,6 +114,8 @@ pub struct RedisBroker {
     requests: mpsc::UnboundedSender<Request>,
     /// Wakes the Sentinel watcher when a command fails (Sentinel mode only).
     master_lost: Option<Arc<tokio::sync::Notify>>,
+    /// Bodies of at least this many bytes are compressed (0: never).
+    compress_above: usize,
 }
 
 impl RedisBroker {
@@ -215,6 +220,7 @@ impl RedisBroker {
             breaker,
             requests,
             master_lost,
+            compress_above: settings.compress_above,
         })
     }
 
@@ -285,7 +291,7 @@ impl Broker for RedisBroker {
             data: request.data,
             trace: request.trace,
         }
-        .encode();
+        .encode(self.compress_above);
         let mut invocation = PUBLISH.prepare_invoke();
         invocation
             .key(self.keys.meta(room))
