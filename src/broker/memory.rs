@@ -228,7 +228,6 @@ impl Broker for MemoryBroker {
 mod tests {
     use super::*;
     use serde_json::json;
-    use tokio::sync::mpsc;
 
     fn settings() -> HistorySettings {
         HistorySettings {
@@ -251,7 +250,7 @@ mod tests {
 
     #[tokio::test]
     async fn sequences_buffers_and_dedupes() {
-        let (tx, mut rx) = mpsc::unbounded_channel();
+        let (tx, mut rx) = crate::broker::event_channel(16);
         let broker = MemoryBroker::new(settings(), tx);
         let room = RoomName::new_unchecked("r");
         broker.subscribe(&room).await.unwrap();
@@ -271,15 +270,18 @@ mod tests {
         assert_eq!(page.first_seq, Some(3), "count bound keeps 3");
         assert_eq!(page.publications.len(), 3);
         let mut seqs = Vec::new();
-        while let Ok(BrokerEvent::Publication(p)) = rx.try_recv() {
-            seqs.push(p.seq);
+        while seqs.len() < 5 {
+            match rx.recv().await {
+                Some(BrokerEvent::Publication(p)) => seqs.push(p.seq),
+                other => panic!("expected a publication, got {other:?}"),
+            }
         }
         assert_eq!(seqs, vec![1, 2, 3, 4, 5], "one event per sequenced publish");
     }
 
     #[tokio::test]
     async fn idle_streams_are_forgotten_and_get_a_new_epoch() {
-        let (tx, _rx) = mpsc::unbounded_channel();
+        let (tx, _rx) = crate::broker::event_channel(16);
         let broker = MemoryBroker::new(settings(), tx);
         let room = RoomName::new_unchecked("r");
         let ack = broker.publish(&room, request(1, None)).await.unwrap();

@@ -10,16 +10,19 @@
 //!    after that step; a repeated key within the window returns the original ack.
 //! 2. Every publication of a room this instance is subscribed to is sent as a
 //!    [`BrokerEvent::Publication`], in sequence order per room — possibly with gaps (a
-//!    lossy transport), never reordered within one connection to the broker.
+//!    lossy transport, or a full event queue, which resyncs the room instead: see
+//!    [`event_channel`]), never reordered within one connection to the broker.
 //! 3. `history` returns the room's top position and buffered publications; reading a
 //!    room that never existed creates its epoch, so positions are always meaningful.
 //! 4. `subscribe`/`unsubscribe` are idempotent set operations per room.
 
+mod events;
 pub mod membership;
 mod memory;
 pub mod presence;
 mod redis;
 
+pub use events::{EventReceiver, EventSender, channel as event_channel};
 pub use memory::MemoryBroker;
 pub use redis::{RedisBroker, RedisSettings, check_url as check_redis_url};
 
@@ -145,11 +148,6 @@ pub enum ResyncScope {
     /// These rooms only (those served by one failed part of the broker).
     Rooms(Vec<RoomName>),
 }
-
-/// Sender half of the channel a broker pushes its events into.
-pub type EventSender = tokio::sync::mpsc::UnboundedSender<BrokerEvent>;
-/// Receiver half of the broker event channel, read by the room dispatcher.
-pub type EventReceiver = tokio::sync::mpsc::UnboundedReceiver<BrokerEvent>;
 
 /// Broker failures, as seen by callers.
 #[derive(Debug, Clone, thiserror::Error)]

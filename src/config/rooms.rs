@@ -21,6 +21,10 @@ pub struct RoomsConfig {
     pub max_restarts: u32,
     /// Restart-intensity window (ms).
     pub restart_window_ms: u64,
+    /// Publications waiting in one room actor's mailbox, at most.
+    pub queue_size: usize,
+    /// Publications waiting between the broker and the room dispatcher, at most.
+    pub event_queue_size: usize,
 }
 
 /// `[history]`
@@ -70,6 +74,16 @@ impl RoomsConfig {
             self.restart_window_ms >= 1,
             "rooms.restart_window_ms",
             "must be at least 1",
+        )?;
+        check(
+            (1..=1 << 20).contains(&self.queue_size),
+            "rooms.queue_size",
+            "must be between 1 and 1048576",
+        )?;
+        check(
+            (1..=1 << 24).contains(&self.event_queue_size),
+            "rooms.event_queue_size",
+            "must be between 1 and 16777216",
         )
     }
 }

@@ -11,6 +11,7 @@
 //! broker cannot fill it (history gone) or the epoch changed, subscribers get an explicit
 //! `reset` frame — never a silent skip.
 
+use super::inbox::Inbox;
 use super::members::{SharedMembers, Subscriber};
 use super::outgoing::Outgoing;
 use super::registry::Registry;
@@ -86,6 +87,8 @@ pub struct RoomSettings {
     /// Most out-of-order publications held while a gap is filled; beyond it the gap is
     /// declared lost.
     pub max_pending: usize,
+    /// Most publications waiting in the mailbox (see `inbox.rs`).
+    pub queue_size: usize,
 }
 
 /// The room actor (read-only parts; the mutable part is [`RoomState`]).
@@ -96,11 +99,13 @@ pub struct RoomActor {
     pub registry: Arc<Registry<RoomMsg>>,
     /// Tunables.
     pub settings: RoomSettings,
-    /// Tells the supervisor that the room's linger expired without subscribers.
+    /// Called when the room's linger expired without subscribers (an idle stop follows).
     pub idle: IdleNotice,
+    /// This actor's mailbox accounting (see `inbox.rs`), fresh for every actor.
+    pub inbox: Arc<Inbox>,
 }
 
-/// How a room tells its supervisor that it became idle.
+/// How a room tells its starter that it became idle.
 pub type IdleNotice = Arc<dyn Fn(RoomName) + Send + Sync>;
 
 /// Mutable state of a room actor.
@@ -144,8 +149,12 @@ impl Actor for RoomActor {
         // queues this room's publications in our mailbox, and whatever was sequenced
         // before the history read below is in that read. Nothing falls in between.
         let room = args.room.clone();
-        self.registry
-            .insert(room.clone(), myself.clone(), args.members.clone());
+        self.registry.insert(
+            room.clone(),
+            myself.clone(),
+            args.members.clone(),
+            self.inbox.clone(),
+        );
         match self.start(args).await {
             Ok(state) => Ok(state),
             Err(err) => {
@@ -179,9 +188,11 @@ impl Actor for RoomActor {
                 self.linger_if_empty(&myself, state);
             }
             RoomMsg::Publication(publication) => {
+                self.inbox.took_publication();
                 self.on_publication(&myself, state, publication).await;
             }
             RoomMsg::Resync => {
+                self.inbox.took_resync();
                 state.fill_retry_scheduled = false;
                 state.stale = true;
                 self.resync(&myself, state).await;

@@ -1,10 +1,13 @@
 //! Rooms on this instance: one actor per room with local subscribers, a supervisor over
-//! them, and the dispatcher that routes broker events to them.
+//! them, the starter that creates them concurrently, and the dispatcher that routes
+//! broker events to them within each room's mailbox bound (see `inbox.rs`).
 
 mod actor;
+mod inbox;
 mod members;
 mod outgoing;
 mod registry;
+mod starter;
 mod supervisor;
 
 pub use actor::{RoomMsg, RoomRef, RoomSettings, SubscribeRequest};
@@ -14,9 +17,11 @@ pub use supervisor::RestartPolicy;
 use crate::broker::{Broker, BrokerError, BrokerEvent, EventReceiver, ResyncScope};
 use crate::protocol::RoomName;
 use crate::stream::Position;
+use inbox::Inbox;
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorRef};
 use registry::Registry;
+use starter::Starter;
 use std::sync::Arc;
 use std::time::Duration;
 use supervisor::{RoomSupervisor, SupervisorMsg};
@@ -30,6 +35,7 @@ const SUBSCRIBE_ATTEMPTS: u32 = 20;
 #[derive(Clone)]
 pub struct Rooms {
     registry: Arc<Registry<RoomMsg>>,
+    starter: Arc<Starter>,
     supervisor: ActorRef<SupervisorMsg>,
 }
 
@@ -65,16 +71,17 @@ impl Rooms {
         policy: RestartPolicy,
     ) -> Result<Rooms, ractor::SpawnErr> {
         let registry = Arc::new(Registry::default());
+        let starter = Starter::new(broker, registry.clone(), settings);
         let supervisor = RoomSupervisor {
-            broker,
+            starter: starter.clone(),
             registry: registry.clone(),
-            settings,
             policy,
             sweep_interval: Duration::from_secs(30),
         };
         let (supervisor, _) = Actor::spawn(None, supervisor, ()).await?;
         let rooms = Rooms {
             registry,
+            starter,
             supervisor,
         };
         tokio::spawn(dispatch(rooms.registry.clone(), events));
@@ -176,46 +183,49 @@ impl Rooms {
     }
 
     async fn get_or_create(&self, room: &RoomName) -> Result<RoomRef, BrokerError> {
-        if let Some(actor) = self.registry.get(room.as_str()) {
-            return Ok(actor);
-        }
-        match self
-            .supervisor
-            .call(
-                |reply| SupervisorMsg::GetOrCreate(room.clone(), reply),
-                Some(SUBSCRIBE_TIMEOUT),
-            )
+        self.starter
+            .get_or_start(room, self.supervisor.get_cell(), SUBSCRIBE_TIMEOUT)
             .await
-        {
-            Ok(CallResult::Success(result)) => result,
-            Ok(CallResult::Timeout) => Err(BrokerError::Timeout("room start".into())),
-            _ => Err(BrokerError::Internal("room supervisor is gone".into())),
-        }
     }
 }
 
-/// Routes broker events to room actors until the broker's channel closes.
+/// Routes broker events to room actors until the broker's channel closes. A publication
+/// beyond its room's mailbox bound is dropped and the room resynced instead (it fills
+/// from the replay buffer); resyncs are coalesced to one waiting per room.
 async fn dispatch(registry: Arc<Registry<RoomMsg>>, mut events: EventReceiver) {
     while let Some(event) = events.recv().await {
         match event {
             BrokerEvent::Publication(publication) => {
                 metrics::counter!("roomcast_broker_messages_received_total").increment(1);
-                if let Some(actor) = registry.get(publication.room.as_str()) {
-                    let _ = actor.cast(RoomMsg::Publication(publication));
+                let Some((actor, inbox)) = registry.route(publication.room.as_str()) else {
+                    continue;
+                };
+                if !inbox.admit() {
+                    resync(&actor, &inbox);
+                } else if actor.cast(RoomMsg::Publication(publication)).is_err() {
+                    inbox.took_publication();
                 }
             }
             BrokerEvent::Resync(ResyncScope::All) => {
-                for actor in registry.all() {
-                    let _ = actor.cast(RoomMsg::Resync);
+                for (actor, inbox) in registry.all() {
+                    resync(&actor, &inbox);
                 }
             }
             BrokerEvent::Resync(ResyncScope::Rooms(rooms)) => {
                 for room in rooms {
-                    if let Some(actor) = registry.get(room.as_str()) {
-                        let _ = actor.cast(RoomMsg::Resync);
+                    if let Some((actor, inbox)) = registry.route(room.as_str()) {
+                        resync(&actor, &inbox);
                     }
                 }
             }
         }
+    }
+}
+
+/// Asks a room to compare its position with the broker and fill, unless it already has
+/// such a request waiting.
+fn resync(actor: &RoomRef, inbox: &Inbox) {
+    if inbox.request_resync() && actor.cast(RoomMsg::Resync).is_err() {
+        inbox.took_resync();
     }
 }

@@ -1,32 +1,35 @@
 //! The room supervisor: the parent of every room actor of this instance.
 //!
-//! It serializes room lifecycles (creation, idle stop) so that a room never has two
-//! actors, and a broker unsubscribe of a stopping room always completes before the next
-//! actor of that room subscribes again. Supervision policy:
+//! It decides and records; it does no I/O in its handlers, so nothing queues behind it.
+//! Starts and idle stops run in the tasks that need them, one at a time per room (see
+//! `starter.rs`). Supervision policy:
 //! - a room actor that panics is restarted with the same subscriber set; the new actor
 //!   resumes every subscriber from its own last delivered sequence number (replayed from
 //!   the cache or the broker's replay buffer), so nobody misses or repeats a message;
 //! - more than `max_restarts` failures within `restart_window`, or a restart that cannot
 //!   reach the broker, close the room's connections with 1011 instead: the clients
 //!   reconnect and resume, which is the same guarantee through a longer path.
+//!
+//! The failure history it keeps for that decision is bounded: a room's entry goes once
+//! its last failure is older than the window, and at most [`MAX_FAILING_ROOMS`] rooms
+//! are tracked (the one whose last failure is oldest makes room).
 
-use super::actor::{RoomActor, RoomArgs, RoomMsg, RoomRef, RoomSettings};
-use super::members::SharedMembers;
+use super::actor::RoomMsg;
 use super::registry::Registry;
-use crate::broker::{Broker, BrokerError};
-use crate::protocol::{CloseCode, RoomName};
-use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use super::starter::{Starter, close_members};
+use crate::protocol::RoomName;
+use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// Most rooms whose recent failures are remembered.
+pub const MAX_FAILING_ROOMS: usize = 10_000;
+
 /// Messages the room supervisor handles.
 pub enum SupervisorMsg {
-    /// Returns the room's actor, starting it first if needed.
-    GetOrCreate(RoomName, RpcReplyPort<Result<RoomRef, BrokerError>>),
-    /// A room's linger expired without subscribers: stop it if that is still true.
-    RoomIdle(RoomName),
-    /// Ask every room to drop subscribers whose connection is gone.
+    /// Ask every room to drop subscribers whose connection is gone, and forget failures
+    /// older than the restart window.
     SweepAll,
 }
 
@@ -41,28 +44,19 @@ pub struct RestartPolicy {
 
 /// The supervisor's read-only parts.
 pub struct RoomSupervisor {
-    /// The broker every room uses.
-    pub broker: Arc<dyn Broker>,
+    /// Starts replacement actors.
+    pub starter: Arc<Starter>,
     /// Room name → actor.
     pub registry: Arc<Registry<RoomMsg>>,
-    /// Room tunables.
-    pub settings: RoomSettings,
     /// Restart policy.
     pub policy: RestartPolicy,
     /// How often rooms sweep closed subscribers.
     pub sweep_interval: Duration,
 }
 
-/// What the supervisor tracks per running room actor.
-struct Child {
-    room: RoomName,
-    members: SharedMembers,
-}
-
 /// The supervisor's mutable state.
 pub struct SupervisorState {
-    children: HashMap<ActorId, Child>,
-    failures: HashMap<RoomName, VecDeque<Instant>>,
+    failures: FailureLog,
 }
 
 impl Actor for RoomSupervisor {
@@ -77,44 +71,22 @@ impl Actor for RoomSupervisor {
     ) -> Result<SupervisorState, ActorProcessingErr> {
         myself.send_interval(self.sweep_interval, || SupervisorMsg::SweepAll);
         Ok(SupervisorState {
-            children: HashMap::new(),
-            failures: HashMap::new(),
+            failures: FailureLog::new(self.policy.window, MAX_FAILING_ROOMS),
         })
     }
 
     async fn handle(
         &self,
-        myself: ActorRef<SupervisorMsg>,
+        _myself: ActorRef<SupervisorMsg>,
         message: SupervisorMsg,
         state: &mut SupervisorState,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            SupervisorMsg::GetOrCreate(room, reply) => {
-                let result = match self.registry.get(room.as_str()) {
-                    Some(actor) => Ok(actor),
-                    None => {
-                        self.spawn(&myself, state, room, SharedMembers::default())
-                            .await
-                    }
-                };
-                let _ = reply.send(result);
-            }
-            SupervisorMsg::RoomIdle(room) => {
-                if let Some(actor) = self.registry.get(room.as_str()) {
-                    // Awaited here, so no GetOrCreate of this room interleaves with the
-                    // stop and its broker unsubscribe.
-                    let stopping = actor
-                        .call(RoomMsg::StopIfIdle, Some(Duration::from_secs(10)))
-                        .await;
-                    if let Ok(ractor::rpc::CallResult::Success(true)) = stopping {
-                        tracing::debug!(%room, "idle room stopped");
-                    }
-                }
-            }
             SupervisorMsg::SweepAll => {
-                for actor in self.registry.all() {
+                for (actor, _) in self.registry.all() {
                     let _ = actor.cast(RoomMsg::Sweep);
                 }
+                state.failures.prune(Instant::now());
             }
         }
         Ok(())
@@ -126,109 +98,167 @@ impl Actor for RoomSupervisor {
         event: SupervisionEvent,
         state: &mut SupervisorState,
     ) -> Result<(), ActorProcessingErr> {
-        match event {
-            SupervisionEvent::ActorTerminated(cell, _, _)
-                if state.children.remove(&cell.get_id()).is_some() =>
-            {
-                metrics::gauge!("roomcast_rooms_active").decrement(1.0);
-            }
-            SupervisionEvent::ActorFailed(cell, error) => {
-                let Some(child) = state.children.remove(&cell.get_id()) else {
-                    return Ok(());
-                };
-                metrics::gauge!("roomcast_rooms_active").decrement(1.0);
-                metrics::counter!("roomcast_room_failures_total").increment(1);
-                self.registry.remove_if_current(&child.room, cell.get_id());
-                tracing::error!(room = %child.room, %error, "room actor failed");
-                self.restart(&myself, state, child).await;
-            }
-            _ => {}
+        // A room that stopped (idle) has already left the registry; only failures matter.
+        let SupervisionEvent::ActorFailed(cell, error) = event else {
+            return Ok(());
+        };
+        let Some((room, members)) = self.registry.find(cell.get_id()) else {
+            return Ok(());
+        };
+        metrics::counter!("roomcast_room_failures_total").increment(1);
+        tracing::error!(%room, %error, "room actor failed");
+        let failures = state.failures.record(&room, Instant::now());
+        if failures > self.policy.max_restarts as usize {
+            tracing::error!(%room, "room keeps failing; closing its connections");
+            self.registry.remove_if_current(&room, cell.get_id());
+            close_members(&members);
+            return Ok(());
         }
+        self.starter
+            .restart(room, cell.get_id(), members, myself.get_cell());
         Ok(())
     }
 }
 
-impl RoomSupervisor {
-    async fn spawn(
-        &self,
-        myself: &ActorRef<SupervisorMsg>,
-        state: &mut SupervisorState,
-        room: RoomName,
-        members: SharedMembers,
-    ) -> Result<RoomRef, BrokerError> {
-        let actor = RoomActor {
-            broker: self.broker.clone(),
-            registry: self.registry.clone(),
-            settings: self.settings.clone(),
-            idle: {
-                let supervisor = myself.clone();
-                Arc::new(move |room| {
-                    let _ = supervisor.cast(SupervisorMsg::RoomIdle(room));
-                })
-            },
-        };
-        let args = RoomArgs {
-            room: room.clone(),
-            members: members.clone(),
-        };
-        match Actor::spawn_linked(None, actor, args, myself.get_cell()).await {
-            Ok((actor, _)) => {
-                metrics::gauge!("roomcast_rooms_active").increment(1.0);
-                state
-                    .children
-                    .insert(actor.get_id(), Child { room, members });
-                Ok(actor)
-            }
-            // The client sees the broker's own error (Redis unreachable, timed out), never
-            // ractor's wording of a failed start ("Actor panicked during startup").
-            Err(ractor::SpawnErr::StartupFailed(err)) => match err.downcast::<BrokerError>() {
-                Ok(err) => Err(*err),
-                Err(err) => {
-                    tracing::error!(%room, error = %err, "room actor failed to start");
-                    Err(BrokerError::Unavailable(format!(
-                        "room {room} could not be started; retry"
-                    )))
-                }
-            },
-            Err(err) => {
-                tracing::error!(%room, error = %err, "room actor failed to start");
-                Err(BrokerError::Unavailable(format!(
-                    "room {room} could not be started; retry"
-                )))
-            }
+/// Recent failures per room, bounded in time (the restart window) and in rooms.
+struct FailureLog {
+    window: Duration,
+    max_rooms: usize,
+    rooms: HashMap<RoomName, VecDeque<Instant>>,
+}
+
+impl FailureLog {
+    fn new(window: Duration, max_rooms: usize) -> Self {
+        FailureLog {
+            window,
+            max_rooms: max_rooms.max(1),
+            rooms: HashMap::new(),
         }
     }
 
-    async fn restart(
-        &self,
-        myself: &ActorRef<SupervisorMsg>,
-        state: &mut SupervisorState,
-        child: Child,
-    ) {
-        let now = Instant::now();
-        let failures = state.failures.entry(child.room.clone()).or_default();
-        failures.retain(|at| now.duration_since(*at) <= self.policy.window);
-        failures.push_back(now);
-        if failures.len() > self.policy.max_restarts as usize {
-            tracing::error!(room = %child.room, "room keeps failing; closing its connections");
-            close_members(&child.members);
-            return;
+    /// Records a failure of `room` at `now`; returns its failures within the window.
+    fn record(&mut self, room: &RoomName, now: Instant) -> usize {
+        if !self.rooms.contains_key(room) && self.rooms.len() >= self.max_rooms {
+            self.prune(now);
+            if self.rooms.len() >= self.max_rooms {
+                self.evict_oldest();
+            }
         }
-        let room = child.room.clone();
-        if let Err(err) = self
-            .spawn(myself, state, child.room, child.members.clone())
-            .await
-        {
-            tracing::error!(%room, error = %err, "room restart failed; closing its connections");
-            close_members(&child.members);
+        let window = self.window;
+        let failures = self.rooms.entry(room.clone()).or_default();
+        failures.retain(|at| now.saturating_duration_since(*at) <= window);
+        failures.push_back(now);
+        failures.len()
+    }
+
+    /// Forgets the rooms whose last failure is older than the window.
+    fn prune(&mut self, now: Instant) {
+        let window = self.window;
+        self.rooms.retain(|_, failures| {
+            failures
+                .back()
+                .is_some_and(|last| now.saturating_duration_since(*last) <= window)
+        });
+    }
+
+    /// Forgets the room whose last failure is the oldest.
+    fn evict_oldest(&mut self) {
+        let oldest = self
+            .rooms
+            .iter()
+            .min_by_key(|(_, failures)| failures.back().copied())
+            .map(|(room, _)| room.clone());
+        if let Some(room) = oldest {
+            self.rooms.remove(&room);
         }
     }
 }
 
-/// Closes the connections of a room that cannot be served; they reconnect and resume.
-fn close_members(members: &SharedMembers) {
-    let mut members = members.lock();
-    for subscriber in members.subscribers.drain(..) {
-        subscriber.outbound.close(CloseCode::InternalError);
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_failures_within_the_window_only() {
+        let start = Instant::now();
+        let mut log = FailureLog::new(Duration::from_secs(10), 100);
+        assert_eq!(log.record(&RoomName::new_unchecked("a"), start), 1);
+        assert_eq!(
+            log.record(
+                &RoomName::new_unchecked("a"),
+                start + Duration::from_secs(5)
+            ),
+            2
+        );
+        assert_eq!(
+            log.record(
+                &RoomName::new_unchecked("a"),
+                start + Duration::from_secs(12)
+            ),
+            2,
+            "the first fell out of the window"
+        );
+        assert_eq!(
+            log.record(&RoomName::new_unchecked("b"), start),
+            1,
+            "per room"
+        );
+    }
+
+    #[test]
+    fn prune_forgets_rooms_whose_last_failure_is_old() {
+        let start = Instant::now();
+        let mut log = FailureLog::new(Duration::from_secs(10), 100);
+        log.record(&RoomName::new_unchecked("old"), start);
+        log.record(
+            &RoomName::new_unchecked("recent"),
+            start + Duration::from_secs(8),
+        );
+        log.prune(start + Duration::from_secs(15));
+        assert_eq!(log.rooms.len(), 1);
+        assert_eq!(
+            log.record(
+                &RoomName::new_unchecked("recent"),
+                start + Duration::from_secs(15)
+            ),
+            2,
+            "the recent room kept its history"
+        );
+        log.prune(start + Duration::from_secs(60));
+        assert_eq!(log.rooms.len(), 0, "everything expires");
+    }
+
+    #[test]
+    fn at_most_max_rooms_are_tracked() {
+        let start = Instant::now();
+        let mut log = FailureLog::new(Duration::from_secs(3600), 3);
+        for (n, name) in ["a", "b", "c"].into_iter().enumerate() {
+            log.record(
+                &RoomName::new_unchecked(name),
+                start + Duration::from_secs(n as u64),
+            );
+        }
+        log.record(
+            &RoomName::new_unchecked("d"),
+            start + Duration::from_secs(10),
+        );
+        assert_eq!(log.rooms.len(), 3, "bounded");
+        assert_eq!(
+            log.record(
+                &RoomName::new_unchecked("a"),
+                start + Duration::from_secs(11)
+            ),
+            1,
+            "the room with the oldest failure was forgotten"
+        );
+        assert_eq!(log.rooms.len(), 3);
+        assert_eq!(
+            log.record(
+                &RoomName::new_unchecked("d"),
+                start + Duration::from_secs(12)
+            ),
+            2,
+            "a newer one was kept"
+        );
     }
 }

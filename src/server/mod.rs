@@ -216,7 +216,7 @@ impl Server {
     pub async fn start(config: &Config) -> Result<Server, ServerError> {
         let mut config = config.clone();
         config.node_id = node_id(&config);
-        let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
+        let (events_tx, events_rx) = crate::broker::event_channel(config.rooms.event_queue_size);
         let broker = crate::broker::from_config(&config, &config.node_id, events_tx)
             .map_err(ServerError::Broker)?;
         Self::start_with_broker(&config, broker, events_rx).await
@@ -464,6 +464,7 @@ fn room_settings(config: &Config) -> RoomSettings {
         linger: Duration::from_millis(config.rooms.linger_ms),
         fill_retry: Duration::from_millis(250),
         max_pending: config.history.size,
+        queue_size: config.rooms.queue_size,
     }
 }
 

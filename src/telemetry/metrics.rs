@@ -102,7 +102,11 @@ const LABELLED_COUNTERS: &[(&str, &str, &[&str])] = &[
         &["publish", "history", "reset_epoch"],
     ),
     ("roomcast_tls_reloads_total", "result", &["ok", "failed"]),
+    ("roomcast_fanin_dropped_total", "queue", FANIN_QUEUES),
 ];
+
+/// The bounded fan-in queues (see `broker::event_channel` and `room::inbox`).
+const FANIN_QUEUES: &[&str] = &["events", "rooms"];
 
 /// Counters without labels.
 const COUNTERS: &[&str] = &[
@@ -161,6 +165,10 @@ fn register_at_zero() {
     }
     for name in GAUGES {
         metrics::gauge!(*name).increment(0.0);
+    }
+    for queue in FANIN_QUEUES {
+        metrics::gauge!("roomcast_fanin_queue_depth", "queue" => *queue).increment(0.0);
+        metrics::gauge!("roomcast_fanin_queue_peak", "queue" => *queue).increment(0.0);
     }
 }
 
@@ -289,6 +297,18 @@ fn describe() {
     describe_counter!(
         "roomcast_gap_fills_total",
         "Gaps in a room's sequence filled from the replay buffer."
+    );
+    describe_gauge!(
+        "roomcast_fanin_queue_depth",
+        "Publications waiting on their way from the broker to room actors: `events` between the broker and the dispatcher, `rooms` in room actors' mailboxes (all rooms together)."
+    );
+    describe_gauge!(
+        "roomcast_fanin_queue_peak",
+        "Highest depth seen since start: of the `events` queue, and of any one room's mailbox (`rooms`, at most rooms.queue_size)."
+    );
+    describe_counter!(
+        "roomcast_fanin_dropped_total",
+        "Publications dropped at a full fan-in queue, by queue; each one's room then fills from the replay buffer."
     );
     describe_counter!(
         "roomcast_room_resets_total",

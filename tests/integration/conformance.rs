@@ -10,7 +10,6 @@ use roomcast::config::Config;
 use roomcast::protocol::RoomName;
 use serde_json::json;
 use std::time::Duration;
-use tokio::sync::mpsc;
 
 fn settings() -> HistorySettings {
     HistorySettings {
@@ -109,7 +108,7 @@ async fn conformance(broker: &dyn Broker, events: &mut EventReceiver) {
     // After unsubscribing, no more events for the room.
     broker.unsubscribe(&room).await.unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
-    while let Ok(event) = events.try_recv() {
+    while let Some(event) = events.try_recv() {
         assert!(
             matches!(event, BrokerEvent::Resync(_)),
             "unexpected {event:?}"
@@ -118,7 +117,7 @@ async fn conformance(broker: &dyn Broker, events: &mut EventReceiver) {
     broker.publish(&room, request(7, None)).await.unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(
-        !matches!(events.try_recv(), Ok(BrokerEvent::Publication(_))),
+        !matches!(events.try_recv(), Some(BrokerEvent::Publication(_))),
         "no events after unsubscribe"
     );
 
@@ -179,7 +178,7 @@ async fn dedupe_is_bounded_per_room(broker: &dyn Broker) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_memory_broker_conforms() {
-    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (tx, mut rx) = roomcast::broker::event_channel(1 << 16);
     let broker = MemoryBroker::new(settings(), tx);
     conformance(&broker, &mut rx).await;
 }
@@ -187,7 +186,7 @@ async fn the_memory_broker_conforms() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_redis_broker_conforms() {
     let redis = RedisServer::start().await;
-    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (tx, mut rx) = roomcast::broker::event_channel(1 << 16);
     let config = Config::defaults();
     let broker = RedisBroker::start(
         &redis.url(),
@@ -214,7 +213,7 @@ async fn the_redis_broker_conforms() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_keeps_epoch_keys_past_the_dedupe_window() {
     let redis = RedisServer::start().await;
-    let (tx, _rx) = mpsc::unbounded_channel();
+    let (tx, _rx) = roomcast::broker::event_channel(1 << 16);
     let short_window = HistorySettings {
         idempotency_window_ms: 300,
         ..settings()

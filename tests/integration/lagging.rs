@@ -16,7 +16,6 @@ use serde_json::json;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::mpsc;
 
 /// What the gate does with the next publication events.
 #[derive(Default)]
@@ -122,8 +121,8 @@ impl Broker for GatedBroker {
 
 /// A server on a gated broker.
 async fn gated_server() -> (TestServer, Arc<GatedBroker>) {
-    let (inner_tx, mut inner_rx) = mpsc::unbounded_channel();
-    let (out_tx, out_rx) = mpsc::unbounded_channel();
+    let (inner_tx, mut inner_rx) = roomcast::broker::event_channel(1 << 16);
+    let (out_tx, out_rx) = roomcast::broker::event_channel(1 << 16);
     let mut config = Config::defaults();
     config.listen = "127.0.0.1:0".parse().unwrap();
     config.database_url = crate::support::db::sqlite_url();

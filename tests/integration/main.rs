@@ -12,6 +12,7 @@ mod conformance;
 mod console;
 mod delta;
 mod failover;
+mod fanin;
 mod helm;
 mod image;
 mod lagging;

@@ -174,6 +174,42 @@ pub struct Single {
     wanted: HashSet<String>,
     /// The server of the current connection (named when it is lost).
     client: Option<redis::Client>,
+    /// An unsubscribe read while batching subscribes, handled before any later request.
+    held: Option<String>,
+}
+
+/// The next subscription change: the one held back by [`more_subscribes`] first.
+async fn next_request(
+    held: &mut Option<String>,
+    requests: &mut mpsc::UnboundedReceiver<Request>,
+) -> Option<Request> {
+    match held.take() {
+        Some(channel) => Some(Request::Unsubscribe(channel)),
+        None => requests.recv().await,
+    }
+}
+
+/// A subscribe's channel and whom to answer.
+type SubscribeRequest = (String, oneshot::Sender<Result<(), BrokerError>>);
+
+/// `first` and the subscribes queued right behind it, in order; an unsubscribe met on
+/// the way is held back for [`next_request`], so the order of changes is kept.
+fn more_subscribes(
+    first: SubscribeRequest,
+    requests: &mut mpsc::UnboundedReceiver<Request>,
+    held: &mut Option<String>,
+) -> Vec<SubscribeRequest> {
+    let mut batch = vec![first];
+    while let Ok(request) = requests.try_recv() {
+        match request {
+            Request::Subscribe(channel, reply) => batch.push((channel, reply)),
+            Request::Unsubscribe(channel) => {
+                *held = Some(channel);
+                break;
+            }
+        }
+    }
+    batch
 }
 
 impl Single {
@@ -189,6 +225,7 @@ impl Single {
             requests,
             wanted: HashSet::new(),
             client: None,
+            held: None,
         }
     }
 
@@ -203,19 +240,30 @@ impl Single {
         match request {
             None => return Ok(false),
             Some(Request::Subscribe(channel, reply)) => {
-                match tokio::time::timeout(timeout, sink.subscribe(&channel)).await {
-                    Ok(Ok(())) => {
-                        self.wanted.insert(channel);
-                        let _ = reply.send(Ok(()));
+                // Rooms starting together (a reconnect storm) share one round trip.
+                let batch = more_subscribes((channel, reply), &mut self.requests, &mut self.held);
+                let channels: Vec<&String> = batch.iter().map(|(channel, _)| channel).collect();
+                let outcome = match tokio::time::timeout(timeout, sink.subscribe(channels)).await {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(err)) => Err((broker_error(err), "subscribe failed")),
+                    Err(_) => Err((
+                        BrokerError::Timeout("subscribe".into()),
+                        "subscribe timed out",
+                    )),
+                };
+                for (channel, reply) in batch {
+                    match &outcome {
+                        Ok(()) => {
+                            self.wanted.insert(channel);
+                            let _ = reply.send(Ok(()));
+                        }
+                        Err((err, _)) => {
+                            let _ = reply.send(Err(err.clone()));
+                        }
                     }
-                    Ok(Err(err)) => {
-                        let _ = reply.send(Err(broker_error(err)));
-                        return Err("subscribe failed".to_owned());
-                    }
-                    Err(_) => {
-                        let _ = reply.send(Err(BrokerError::Timeout("subscribe".into())));
-                        return Err("subscribe timed out".to_owned());
-                    }
+                }
+                if let Err((_, why)) = outcome {
+                    return Err(why.to_owned());
                 }
             }
             Some(Request::Unsubscribe(channel)) => {
@@ -320,7 +368,7 @@ impl Session for Single {
                     let Some(message) = message else { return Some("connection closed".to_owned()) };
                     self.on_message(message, &mut last_probe);
                 }
-                request = self.requests.recv() => match self.on_request(request, &mut sink).await {
+                request = next_request(&mut self.held, &mut self.requests) => match self.on_request(request, &mut sink).await {
                     Ok(true) => {}
                     Ok(false) => return None,
                     Err(why) => return Some(why),
@@ -338,6 +386,9 @@ impl Session for Single {
     }
 
     fn lost(&mut self, why: String) {
+        if let Some(channel) = self.held.take() {
+            self.wanted.remove(&channel);
+        }
         let address = (self.client.as_ref())
             .map(|client| client.get_connection_info().addr().to_string())
             .unwrap_or_default();
