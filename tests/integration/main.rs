@@ -30,6 +30,7 @@ mod resume;
 mod rolling;
 mod sentinel;
 mod slow_consumer;
+mod sse;
 mod startup;
 mod supervision;
 mod support;
