@@ -395,6 +395,20 @@ async fn sse_sessions_are_drained_like_websockets() {
         .await
         .unwrap();
     stream.expect("subscribed").await;
+    // Counted with the transport label (the recorder is shared by this test binary).
+    let metrics = http::get(&server.addr(), "/metrics", &[]).await.text();
+    let opened = metrics
+        .lines()
+        .find(|line| {
+            line.starts_with(
+                "roomcast_connections_opened_total{encoding=\"json\",transport=\"sse\"}",
+            )
+        })
+        .and_then(|line| line.rsplit(' ').next()?.parse::<f64>().ok());
+    assert!(
+        opened.is_some_and(|n| n >= 1.0),
+        "SSE sessions counted: {opened:?}"
+    );
     server
         .server()
         .connections()
