@@ -1,10 +1,12 @@
-//! WebSocket connections: one actor per connection (its subscriptions and requests), one
-//! socket task (its I/O), a bounded outbound queue between them and the room actors, and
-//! a supervisor over the actors.
+//! The session core: one actor per connection (its subscriptions and requests), one
+//! task that pumps its transport (its I/O, see `pump.rs`), a bounded outbound queue
+//! between them and the room actors, and a supervisor over the actors. Nothing here
+//! knows which transport a client uses: WebSocket and Server-Sent Events are adapters
+//! in [`crate::transport`].
 //!
 //! Supervision policy: a connection actor that fails (panics) is not restarted — the
-//! client's session state is in the client, which reconnects and resumes. Its socket
-//! task sees the actor end and closes only that socket, with 1011; the rooms drop its
+//! client's session state is in the client, which reconnects and resumes. Its pump
+//! sees the actor end and closes only that connection, with 1011; the rooms drop its
 //! subscriptions when they find its queue closed. Other connections are not affected.
 
 mod actor;
@@ -12,7 +14,7 @@ mod admission;
 mod context;
 mod lifetime;
 mod publishing;
-mod socket;
+mod pump;
 
 pub use actor::{ConnectionActor, ConnectionArgs, ConnectionMsg, ConnectionRef};
 pub use admission::{Admission, Refusal};
@@ -21,15 +23,12 @@ pub use context::ConnectionContext;
 use crate::auth::Principal;
 use crate::outbound::Outbound;
 use crate::protocol::{CloseCode, Encoding, ServerFrame};
+use crate::transport::{Ending, Inbox, Transport};
 use dashmap::DashMap;
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
-use socket::Ending;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 
 /// Longest wait for a stopping connection actor to release its subscriptions.
 const ACTOR_STOP_TIMEOUT: Duration = Duration::from_secs(5);
@@ -44,6 +43,22 @@ struct Live {
     encoding: Encoding,
 }
 
+/// The way in of a session whose client frames arrive as `POST`s.
+struct Posts {
+    inbox: Inbox,
+    /// The principal key of the session's owner: only it may post.
+    owner: Box<str>,
+}
+
+/// Why posted frames were not taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PostRefusal {
+    /// No such session here, or not one of the poster's, or not one that takes posts.
+    UnknownSession,
+    /// The session ended while its frames were handed in.
+    Ended,
+}
+
 /// The connections of this instance.
 #[derive(Clone)]
 pub struct Connections {
@@ -55,7 +70,10 @@ struct Inner {
     supervisor: ActorRef<()>,
     live: DashMap<u64, Live>,
     next_id: AtomicU64,
-    ws_config: WebSocketConfig,
+    max_frame_bytes: usize,
+    /// By session id: the ways in of sessions whose client frames arrive as `POST`s
+    /// (Server-Sent Events). Other sessions are not here and pay nothing for it.
+    posts: DashMap<Box<str>, Posts>,
 }
 
 impl Connections {
@@ -71,7 +89,8 @@ impl Connections {
                 supervisor,
                 live: DashMap::new(),
                 next_id: AtomicU64::new(1),
-                ws_config: websocket_config(max_frame_bytes),
+                max_frame_bytes,
+                posts: DashMap::new(),
             }),
         })
     }
@@ -82,28 +101,33 @@ impl Connections {
         self.inner.context.admissions.admit(principal)
     }
 
-    /// Serves one upgraded connection until it ends. `peer` keys the publish rate limit
-    /// of anonymous clients of an open server; `admission` is released when the
-    /// connection ends.
-    pub async fn serve<S>(
+    /// Largest client frame, in bytes (transports enforce it on what they read).
+    pub fn max_frame_bytes(&self) -> usize {
+        self.inner.max_frame_bytes
+    }
+
+    /// Serves one connection over `transport` until it ends. `peer` keys the publish
+    /// rate limit of anonymous clients of an open server; `admission` is released when
+    /// the connection ends.
+    pub async fn serve<T: Transport>(
         &self,
-        io: S,
+        mut transport: T,
         encoding: Encoding,
         principal: Principal,
         admission: Admission,
         peer: std::net::IpAddr,
-    ) where
-        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    {
+    ) {
         let inner = &self.inner;
-        let mut ws =
-            WebSocketStream::from_raw_socket(io, Role::Server, Some(inner.ws_config)).await;
         let conn_id = inner.next_id.fetch_add(1, Ordering::Relaxed);
         let session = uuid::Uuid::new_v4().to_string();
         let (outbound, mut receiver) = crate::outbound::channel(inner.context.outbound_queue);
         let features = inner.context.flags.enabled_for(&principal.key());
         let coalesce = features.iter().any(|f| f == crate::flags::COALESCE_WRITES);
         let user: Option<Box<str>> = admission.user().map(Box::from);
+        let posts = transport.inbox().map(|inbox| Posts {
+            inbox,
+            owner: principal.key().into(),
+        });
         let rate_key = match &principal {
             Principal::User { .. } => Some(Arc::from(principal.key())),
             Principal::Anonymous if inner.context.limit_anonymous_publishes => {
@@ -135,10 +159,15 @@ impl Connections {
             Ok(spawned) => spawned,
             Err(err) => {
                 tracing::error!(error = %err, "cannot start a connection actor");
-                socket::finish(&mut ws, Ending::Close(CloseCode::InternalError)).await;
+                transport
+                    .close(Ending::Close(CloseCode::InternalError))
+                    .await;
                 return;
             }
         };
+        if let Some(posts) = posts {
+            inner.posts.insert(session.as_str().into(), posts);
+        }
         inner.live.insert(
             conn_id,
             Live {
@@ -149,17 +178,22 @@ impl Connections {
                 encoding,
             },
         );
-        metrics::gauge!("roomcast_connections").increment(1.0);
-        metrics::counter!("roomcast_connections_opened_total", "encoding" => encoding.name())
-            .increment(1);
+        metrics::gauge!("roomcast_connections", "transport" => T::NAME).increment(1.0);
+        metrics::counter!(
+            "roomcast_connections_opened_total",
+            "encoding" => encoding.name(),
+            "transport" => T::NAME
+        )
+        .increment(1);
         tracing::debug!(
             conn = conn_id,
             encoding = encoding.name(),
+            transport = T::NAME,
             "connection opened"
         );
 
         let heartbeat = inner.context.heartbeat;
-        let ending = socket::pump(&mut ws, &actor, &mut receiver, heartbeat, coalesce).await;
+        let ending = pump::pump(&mut transport, &actor, &mut receiver, heartbeat, coalesce).await;
         match ending {
             Ending::Close(CloseCode::SlowConsumer) => {
                 let user = inner.live.get(&conn_id).and_then(|live| live.user.clone());
@@ -174,18 +208,47 @@ impl Connections {
             }
             _ => tracing::debug!(conn = conn_id, ?ending, "connection closed"),
         }
-        metrics::counter!("roomcast_connections_closed_total", "reason" => ending_name(ending))
-            .increment(1);
-        inner.live.remove(&conn_id);
+        metrics::counter!(
+            "roomcast_connections_closed_total",
+            "reason" => ending.name(),
+            "transport" => T::NAME
+        )
+        .increment(1);
+        if let Some((_, live)) = inner.live.remove(&conn_id) {
+            inner.posts.remove(&live.session);
+        }
         // Stops taking frames; the actor releases its subscriptions in post_stop.
         drop(receiver);
-        socket::finish(&mut ws, ending).await;
+        transport.close(ending).await;
         if !actor_done.is_finished() {
             actor.stop(None);
             let _ = tokio::time::timeout(ACTOR_STOP_TIMEOUT, actor_done).await;
         }
-        metrics::gauge!("roomcast_connections").decrement(1.0);
+        metrics::gauge!("roomcast_connections", "transport" => T::NAME).decrement(1.0);
         drop(admission);
+    }
+
+    /// Hands frames posted to `session` by `poster` (a principal key) to that session,
+    /// in order. Only the session's owner may post to it, and only to a session whose
+    /// transport takes posts; any other session is unknown to the poster.
+    pub async fn post(
+        &self,
+        session: &str,
+        poster: &str,
+        frames: Vec<crate::protocol::Encoded>,
+    ) -> Result<(), PostRefusal> {
+        let inbox = self
+            .inner
+            .posts
+            .get(session)
+            .filter(|posts| &*posts.owner == poster)
+            .map(|posts| posts.inbox.clone())
+            .ok_or(PostRefusal::UnknownSession)?;
+        if inbox.post(frames).await {
+            Ok(())
+        } else {
+            Err(PostRefusal::Ended)
+        }
     }
 
     /// Disconnects every connection of `user` (a principal key such as `user:alice`):
@@ -309,34 +372,6 @@ fn send_elsewhere(outbound: &Outbound, encoding: Encoding, reason: &str, hint: V
         hint,
     };
     outbound.close_after(encoding.encode(&frame), CloseCode::ServiceRestart);
-}
-
-/// WebSocket buffers sized for many mostly idle connections: tungstenite's defaults
-/// (128 KiB read buffer allocated up front per socket, unbounded write buffer) would cost
-/// far more than the rest of a connection.
-fn websocket_config(max_frame_bytes: usize) -> WebSocketConfig {
-    WebSocketConfig::default()
-        .read_buffer_size(READ_BUFFER_BYTES)
-        .write_buffer_size(WRITE_BUFFER_BYTES)
-        .max_write_buffer_size(MAX_WRITE_BUFFER_BYTES.max(max_frame_bytes * 2))
-        .max_message_size(Some(max_frame_bytes))
-        .max_frame_size(Some(max_frame_bytes))
-}
-
-/// Initial read buffer per socket; it grows for a larger frame. Client frames are
-/// mostly small, and an idle connection should cost little.
-const READ_BUFFER_BYTES: usize = 256;
-/// Frames are buffered up to this size before a socket write (a flush always writes).
-const WRITE_BUFFER_BYTES: usize = 16 * 1024;
-/// Hard bound on buffered outgoing bytes per socket.
-const MAX_WRITE_BUFFER_BYTES: usize = 1024 * 1024;
-
-fn ending_name(ending: Ending) -> &'static str {
-    match ending {
-        Ending::Close(code) => code.reason(),
-        Ending::ClientClosed => "client_closed",
-        Ending::Gone => "gone",
-    }
 }
 
 /// Parent of every connection actor; logs and counts their failures, restarts none.

@@ -2,7 +2,7 @@
 
 use super::App;
 use super::origin::{self, Origin};
-use super::websocket;
+use super::{sse, websocket};
 use crate::telemetry::traces;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
@@ -98,6 +98,9 @@ async fn serve(
     let path = request.uri().path().to_owned();
     let (route, mut response) = match (&method, path.as_str()) {
         (_, "/ws") => ("/ws", websocket::upgrade(request, &app, peer)),
+        (_, path) if path == sse::SSE_PATH || path.starts_with("/sse/") => {
+            sse::serve(request, &app, peer).await
+        }
         // HEAD too, for load balancers: hyper sends the GET's headers (Content-Length
         // included) and leaves the body out.
         (&Method::GET | &Method::HEAD, "/healthz") => (

@@ -2,9 +2,11 @@
 //! serves both HTTP routes and the WebSocket endpoint, and shuts them down in order.
 
 mod checks;
+mod connect;
 pub mod console;
 mod http;
 mod origin;
+mod sse;
 mod tls;
 mod websocket;
 

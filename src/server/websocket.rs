@@ -1,53 +1,30 @@
 //! The WebSocket upgrade on the shared HTTP listener: validate the request, answer 101
 //! with the negotiated subprotocol, and hand the upgraded socket to the connections.
 
-use super::App;
-use super::origin::{self, Origin};
-use crate::auth::bearer;
-use crate::connection::Refusal;
+use super::{App, connect};
 use crate::protocol::Encoding;
 use crate::response::{Body, json_error};
+use crate::transport::websocket;
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
-/// The subprotocol prefix that carries a token from browsers, which cannot set headers
-/// on a WebSocket: `Sec-WebSocket-Protocol: roomcast.v1.json, roomcast.token.<token>`.
-/// It is never echoed back.
-pub const TOKEN_SUBPROTOCOL_PREFIX: &str = "roomcast.token.";
-
 /// Answers an upgrade request on `/ws` and, once hyper hands the socket over, serves it.
 /// A page's `Origin` must be this server's or a listed one. With authentication
 /// configured, the token comes from `Authorization: Bearer …`, from the
-/// `roomcast.token.<token>` subprotocol, or from `?access_token=…`.
+/// `roomcast.token.<token>` subprotocol, or from `?access_token=…` (see [`connect::authorize`]).
 pub fn upgrade(
     mut request: Request<hyper::body::Incoming>,
     app: &App,
     peer: std::net::IpAddr,
 ) -> Response<Body> {
-    if Origin::of(request.headers(), &app.ws_origins) == Origin::Refused {
-        metrics::counter!("roomcast_origin_refusals_total", "endpoint" => "ws").increment(1);
-        return origin::refused("open a WebSocket here");
-    }
-    let principal = match app.auth.authenticate(token(&request).as_deref()) {
+    let principal = match connect::authorize(&request, app, "ws", "open a WebSocket here") {
         Ok(principal) => principal,
-        Err(err) => {
-            metrics::counter!("roomcast_auth_failures_total", "endpoint" => "ws").increment(1);
-            let mut response =
-                json_error(StatusCode::UNAUTHORIZED, "unauthorized", &err.to_string());
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            return response;
-        }
+        Err(refusal) => return *refusal,
     };
-    if app.draining.load(std::sync::atomic::Ordering::SeqCst) {
-        return json_error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "draining",
-            "this instance is draining; connect to another one",
-        );
+    if let Some(refusal) = connect::draining(app) {
+        return refusal;
     }
     let connections = app.connections.clone();
     let headers = request.headers();
@@ -96,35 +73,18 @@ pub fn upgrade(
         .and_then(|value| value.to_str().ok());
     let (encoding, echo) = Encoding::negotiate(offered);
 
-    let admission = match connections.admit(&principal) {
+    let admission = match connect::admit(app, &principal) {
         Ok(admission) => admission,
-        Err(refusal) => {
-            let (status, code, message) = match refusal {
-                Refusal::InstanceFull => (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "too_many_connections",
-                    "this instance holds all the connections it may; connect to another one",
-                ),
-                Refusal::UserLimit => (
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "too_many_connections",
-                    "you hold all the connections one user may have on this instance",
-                ),
-            };
-            metrics::counter!("roomcast_connections_refused_total", "reason" => match refusal {
-                Refusal::InstanceFull => "instance_full",
-                Refusal::UserLimit => "user_limit",
-            })
-            .increment(1);
-            return json_error(status, code, message);
-        }
+        Err(refusal) => return *refusal,
     };
     let on_upgrade = hyper::upgrade::on(&mut request);
     tokio::spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
+                let config = websocket::config(connections.max_frame_bytes());
+                let transport = websocket::WebSocket::accept(TokioIo::new(upgraded), config).await;
                 connections
-                    .serve(TokioIo::new(upgraded), encoding, principal, admission, peer)
+                    .serve(transport, encoding, principal, admission, peer)
                     .await
             }
             Err(err) => tracing::debug!(error = %err, "WebSocket upgrade did not complete"),
@@ -147,39 +107,6 @@ pub fn upgrade(
         );
     }
     response
-}
-
-/// The credentials of an upgrade request: the `Authorization` header, else the token
-/// subprotocol, else the `access_token` query parameter.
-fn token(request: &Request<hyper::body::Incoming>) -> Option<String> {
-    let headers = request.headers();
-    let header_token = || {
-        headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(bearer)
-            .map(str::to_owned)
-    };
-    let subprotocol_token = || {
-        headers
-            .get(header::SEC_WEBSOCKET_PROTOCOL)
-            .and_then(|v| v.to_str().ok())?
-            .split(',')
-            .find_map(|offer| offer.trim().strip_prefix(TOKEN_SUBPROTOCOL_PREFIX))
-            .filter(|token| !token.is_empty())
-            .map(str::to_owned)
-    };
-    let query_token = || {
-        request.uri().query().and_then(|query| {
-            query
-                .split('&')
-                .find_map(|pair| pair.strip_prefix("access_token="))
-                .and_then(crate::api::percent_decode)
-        })
-    };
-    header_token()
-        .or_else(subprotocol_token)
-        .or_else(query_token)
 }
 
 /// Whether a comma-separated header contains `token` (case-insensitive).

@@ -64,16 +64,15 @@ const LABELLED_COUNTERS: &[(&str, &str, &[&str])] = &[
         &["epoch_changed", "too_far_behind", "ahead_of_stream"],
     ),
     (
-        "roomcast_connections_opened_total",
-        "encoding",
-        &["json", "msgpack"],
-    ),
-    (
         "roomcast_auth_failures_total",
         "endpoint",
-        &["api", "ws", "ws_refresh"],
+        &["api", "ws", "ws_refresh", "sse"],
     ),
-    ("roomcast_origin_refusals_total", "endpoint", &["api", "ws"]),
+    (
+        "roomcast_origin_refusals_total",
+        "endpoint",
+        &["api", "ws", "sse"],
+    ),
     ("roomcast_rate_limited_total", "endpoint", &["ws_publish"]),
     (
         "roomcast_connections_refused_total",
@@ -138,12 +137,14 @@ const COUNTERS: &[&str] = &[
 
 /// Gauges a dashboard reads from the start, before anything happened.
 const GAUGES: &[&str] = &[
-    "roomcast_connections",
     "roomcast_subscriptions",
     "roomcast_rooms_active",
     "roomcast_draining",
     "roomcast_broker_circuits_open",
 ];
+
+/// The `transport` label of the connection metrics (see [`crate::transport`]).
+const TRANSPORTS: [&str; 2] = ["websocket", "sse"];
 
 /// Creates every counter series (and the state gauges) at 0, so that dashboards show 0
 /// rather than "no data" and `increase()` alerts fire on the very first event.
@@ -157,8 +158,24 @@ fn register_at_zero() {
         metrics::counter!("roomcast_protocol_errors_total", "code" => code.name()).increment(0);
     }
     let close_reasons = crate::protocol::CloseCode::ALL.map(|code| code.reason());
-    for reason in close_reasons.iter().chain(&["client_closed", "gone"]) {
-        metrics::counter!("roomcast_connections_closed_total", "reason" => *reason).increment(0);
+    for transport in TRANSPORTS {
+        for reason in close_reasons.iter().chain(&["client_closed", "gone"]) {
+            metrics::counter!(
+                "roomcast_connections_closed_total",
+                "reason" => *reason,
+                "transport" => transport
+            )
+            .increment(0);
+        }
+        for encoding in ["json", "msgpack"] {
+            metrics::counter!(
+                "roomcast_connections_opened_total",
+                "encoding" => encoding,
+                "transport" => transport
+            )
+            .increment(0);
+        }
+        metrics::gauge!("roomcast_connections", "transport" => transport).increment(0.0);
     }
     for name in COUNTERS {
         metrics::counter!(*name).increment(0);
@@ -199,14 +216,17 @@ fn describe() {
         "Build information of the running binary (always 1)."
     );
     // Connections and rooms.
-    describe_gauge!("roomcast_connections", "Open WebSocket connections.");
+    describe_gauge!(
+        "roomcast_connections",
+        "Open client connections, by transport (websocket, sse)."
+    );
     describe_counter!(
         "roomcast_connections_opened_total",
-        "WebSocket connections opened, by encoding."
+        "Client connections opened, by encoding and transport."
     );
     describe_counter!(
         "roomcast_connections_closed_total",
-        "WebSocket connections closed, by reason."
+        "Client connections closed, by reason and transport."
     );
     describe_counter!(
         "roomcast_connection_failures_total",

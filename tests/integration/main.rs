@@ -32,6 +32,7 @@ mod resume;
 mod rolling;
 mod sentinel;
 mod slow_consumer;
+mod sse;
 mod startup;
 mod supervision;
 mod support;

@@ -329,11 +329,14 @@ async fn every_counter_exists_at_zero_from_start_and_methods_are_bounded() {
         "roomcast_room_failures_total 0",
         "roomcast_broker_fast_failures_total 0",
         "roomcast_protocol_errors_total{code=\"rate_limited\"} 0",
-        "roomcast_connections_closed_total{reason=\"token_expired\"} 0",
-        "roomcast_connections_closed_total{reason=\"gone\"} 0",
+        "roomcast_connections_closed_total{reason=\"token_expired\",transport=\"websocket\"} 0",
+        "roomcast_connections_closed_total{reason=\"gone\",transport=\"sse\"} 0",
+        "roomcast_connections_opened_total{encoding=\"json\",transport=\"sse\"} 0",
+        "roomcast_connections{transport=\"sse\"} 0",
         "roomcast_resumes_total{result=\"lost\"} 0",
         "roomcast_messages_published_total{result=\"error\"} 0",
         "roomcast_auth_failures_total{endpoint=\"ws\"} 0",
+        "roomcast_auth_failures_total{endpoint=\"sse\"} 0",
     ] {
         assert!(
             text.contains(series),

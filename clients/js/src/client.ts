@@ -1,4 +1,6 @@
 import { RoomcastError } from './errors.js';
+import { SseSocket, sseUrl } from './sse.js';
+import type { EventSourceConstructor, FetchLike } from './sse.js';
 import { Subscription } from './subscription.js';
 import type { PublishOptions, SubscriptionHandlers, SubscriptionHost } from './subscription.js';
 import type {
@@ -29,6 +31,9 @@ import type { Encoding } from './util.js';
 /** A token, or a function that fetches a fresh one (called again when it is needed). */
 export type TokenSource = string | (() => string | Promise<string>);
 
+/** How the client reaches the server: a WebSocket, or Server-Sent Events plus POSTs. */
+export type Transport = 'websocket' | 'sse';
+
 export interface ClientOptions {
   /** One URL (e.g. behind a load balancer) or several instances, tried in turn on failure. */
   urls: string | string[];
@@ -45,6 +50,19 @@ export interface ClientOptions {
   encoding?: Encoding;
   /** WebSocket implementation; default `globalThis.WebSocket`. */
   WebSocket?: WebSocketConstructor;
+  /**
+   * Transports in the order they are tried (default `['websocket', 'sse']`, or only
+   * `['websocket']` where there is no `EventSource`, as in Node 20). When a
+   * connection fails before the server's welcome, the next transport is tried on the
+   * same URL (a proxy that blocks WebSocket upgrades); once one works, the client stays
+   * on it. Over `sse` frames are JSON whatever `encoding` says, and the event stream
+   * URL is the WebSocket URL with `http(s)` and `/sse` for `/ws`.
+   */
+  transports?: Transport[];
+  /** EventSource implementation for the `sse` transport; default `globalThis.EventSource`. */
+  EventSource?: EventSourceConstructor;
+  /** fetch implementation for the `sse` transport's posts; default `globalThis.fetch`. */
+  fetch?: FetchLike;
   /** First reconnect delay ceiling (ms, default 250); doubles per failed attempt. */
   reconnectDelayMs?: number;
   /** Largest reconnect delay ceiling (ms, default 30000). */
@@ -148,11 +166,20 @@ export class Client extends Emitter<ClientEvents> implements SubscriptionHost {
   private readonly urls: string[];
   private readonly encoding: Encoding;
   private readonly opts: Required<
-    Omit<ClientOptions, 'urls' | 'token' | 'encoding' | 'WebSocket' | 'autoConnect' | 'random' | 'maxReconnectAttempts'>
+    Omit<ClientOptions, 'urls' | 'token' | 'encoding' | 'WebSocket' | 'autoConnect' | 'random' | 'maxReconnectAttempts' | 'transports' | 'EventSource' | 'fetch'>
   > & { maxReconnectAttempts: number };
   private readonly tokenSource: TokenSource | undefined;
   private readonly random: () => number;
   private readonly WS: WebSocketConstructor | undefined;
+  private readonly ES: EventSourceConstructor | undefined;
+  private readonly fetcher: FetchLike | undefined;
+  private readonly transports: Transport[];
+  /** The transport of the next (or current) connection, an index into `transports`. */
+  private transportIndex = 0;
+  /** The encoding of the current connection (JSON over `sse`). */
+  private wire: Encoding = 'json';
+  /** A transport was welcomed once: the client stays on it from then on. */
+  private settled = false;
 
   private _state: ClientState = 'idle';
   private ws: WebSocketLike | null = null;
@@ -193,6 +220,13 @@ export class Client extends Emitter<ClientEvents> implements SubscriptionHost {
     this.tokenSource = options.token;
     this.random = options.random ?? Math.random;
     this.WS = options.WebSocket;
+    this.ES = options.EventSource;
+    this.fetcher = options.fetch;
+    const eventSourceHere = options.EventSource !== undefined || typeof (globalThis as { EventSource?: unknown }).EventSource === 'function';
+    this.transports = (options.transports ?? (eventSourceHere ? ['websocket', 'sse'] : ['websocket'])).slice();
+    if (this.transports.length === 0 || this.transports.some((t) => t !== 'websocket' && t !== 'sse')) {
+      throw new TypeError(`roomcast: transports must list 'websocket' and/or 'sse'`);
+    }
     this.opts = {
       tokenTransport: options.tokenTransport ?? 'subprotocol',
       reconnectDelayMs: options.reconnectDelayMs ?? 250,
@@ -210,6 +244,11 @@ export class Client extends Emitter<ClientEvents> implements SubscriptionHost {
   /** `idle`, `connecting` (also while waiting to reconnect), `connected` or `closed`. */
   get state(): ClientState {
     return this._state;
+  }
+
+  /** The transport of the current connection (or of the next attempt). */
+  get transport(): Transport {
+    return this.transports[this.transportIndex]!;
   }
 
   /** The current connection's `welcome`, when connected. */
@@ -405,6 +444,8 @@ export class Client extends Emitter<ClientEvents> implements SubscriptionHost {
     }
     if (generation !== this.generation || this._state === 'closed') return;
     const url = this.nextUrl();
+    if (this.transport === 'sse') return this.openEventStream(generation, url, token);
+    this.wire = this.encoding;
     const protocols = [SUBPROTOCOL[this.encoding]];
     let target = url;
     if (token !== undefined) {
@@ -428,6 +469,32 @@ export class Client extends Emitter<ClientEvents> implements SubscriptionHost {
       return;
     }
     ws.binaryType = 'arraybuffer';
+    this.attach(generation, ws);
+  }
+
+  /** Opens a Server-Sent Events session on the instance of `url` (a WebSocket URL). */
+  private openEventStream(generation: number, url: string, token: string | undefined): void {
+    const ES = this.ES ?? (globalThis as { EventSource?: EventSourceConstructor }).EventSource;
+    const fetcher = this.fetcher ?? (globalThis as { fetch?: FetchLike }).fetch?.bind(globalThis);
+    if (!ES || !fetcher) {
+      this.emit('error', new RoomcastError('connection', 'no EventSource or fetch here: the sse transport cannot be used'));
+      this.socketClosed(1006, 'sse unavailable');
+      return;
+    }
+    this.wire = 'json';
+    let socket: SseSocket;
+    try {
+      socket = new SseSocket(sseUrl(url), token, ES, fetcher);
+    } catch (err) {
+      this.emit('error', new RoomcastError('connection', `cannot open ${url} over sse: ${String(err)}`));
+      this.socketClosed(1006, 'sse failed');
+      return;
+    }
+    this.attach(generation, socket);
+  }
+
+  /** Makes `ws` the current connection and listens to it. */
+  private attach(generation: number, ws: WebSocketLike): void {
     this.ws = ws;
     this.welcomeFrame = undefined;
     this.draining = false;
@@ -474,7 +541,7 @@ export class Client extends Emitter<ClientEvents> implements SubscriptionHost {
   private send(frame: Record<string, unknown>): boolean {
     const ws = this.ws;
     if (!ws || ws.readyState !== WS_OPEN) return false;
-    ws.send(encodeFrame(this.encoding, frame));
+    ws.send(encodeFrame(this.wire, frame));
     return true;
   }
 
@@ -616,6 +683,7 @@ export class Client extends Emitter<ClientEvents> implements SubscriptionHost {
   private welcomed(welcome: Welcome): void {
     clearTimeout(this.connectTimer);
     this.welcomeFrame = welcome;
+    this.settled = true;
     this.hint = [];
     this.hintFresh = false;
     this._state = 'connected';
@@ -650,7 +718,7 @@ export class Client extends Emitter<ClientEvents> implements SubscriptionHost {
 
   private sendPublish(pub: PendingPublish): void {
     const id = this.nextId++;
-    const encoded = encodeFrame(this.encoding, { type: 'publish', id, room: pub.room, data: pub.data, key: pub.key });
+    const encoded = encodeFrame(this.wire, { type: 'publish', id, room: pub.room, data: pub.data, key: pub.key });
     const max = this.welcomeFrame?.limits.max_frame_bytes;
     if (max !== undefined && byteSize(encoded) > max) {
       this.finishPublish(pub);
@@ -901,11 +969,19 @@ export class Client extends Emitter<ClientEvents> implements SubscriptionHost {
     if (this.hintFresh) {
       // Closed by the server that named the hint: its first address is next.
       this.hintFresh = false;
-    } else if (this.hint.length > 0) {
-      // A hinted address did not work: the next one, then the configured list.
-      this.hint.shift();
+    } else if (!wasWelcomed && !this.settled && this.transportIndex + 1 < this.transports.length) {
+      // The connection failed before a welcome, and no transport has worked yet: maybe
+      // this one is blocked on the way (a proxy refusing WebSocket upgrades); the next
+      // one, on the same address.
+      this.transportIndex++;
     } else {
-      this.urlIndex = (this.urlIndex + 1) % this.urls.length;
+      if (!wasWelcomed && !this.settled) this.transportIndex = 0;
+      if (this.hint.length > 0) {
+        // A hinted address did not work: the next one, then the configured list.
+        this.hint.shift();
+      } else {
+        this.urlIndex = (this.urlIndex + 1) % this.urls.length;
+      }
     }
     this.scheduleReconnect(drained, code === 4101);
   }

@@ -88,6 +88,7 @@ window.app = {
     publishing = 0;
     await Promise.all(Array.from(inflight));
   },
+  transports: () => clients.map((c) => c.transport),
   servers: () => clients.map((c) => ({ name: c.name, server: c.welcome ? c.welcome.server : null, state: c.state, pending: c.pendingPublishes })),
   closeAll() {
     for (const c of clients) c.close();

@@ -1,9 +1,11 @@
-//! The socket task of one connection: the only code that touches the WebSocket.
+//! The pump of one connection: the only code of the session core that touches its
+//! transport (see [`crate::transport::Transport`]), generic over it so that each
+//! transport gets its own, unboxed copy.
 //!
 //! It reads client frames and casts them to the connection actor (at most
 //! `INBOUND_IN_FLIGHT` waiting, so a client that floods stops being read instead of
 //! growing a mailbox), writes the outbound queue in batches (one flush for all frames
-//! queued at that moment), pings the client, and closes the socket when asked by the
+//! queued at that moment), sends heartbeats, and ends the connection when asked by the
 //! close signal (which the connection actor also raises when it stops or fails), or when
 //! the client goes away.
 //!
@@ -14,52 +16,28 @@
 use super::actor::{ConnectionMsg, ConnectionRef};
 use crate::outbound::{Item, OutboundReceiver, Received};
 use crate::protocol::CloseCode;
-use crate::transport::websocket;
-use futures_util::{Sink, SinkExt, StreamExt};
+use crate::transport::{Ending, Gone, Inbound, Transport};
 use std::collections::VecDeque;
 use std::future::poll_fn;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 
 /// Client frames read but not yet handled by the actor, per connection.
 const INBOUND_IN_FLIGHT: usize = 16;
 /// How long a connection with `coalesce_writes` waits for more frames before writing.
 const COALESCE_WINDOW: Duration = Duration::from_millis(2);
-/// Longest wait for a close frame to be written to a client that may not be reading,
-/// and for its close reply.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
-
-/// How the connection ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Ending {
-    /// The server closes with this code.
-    Close(CloseCode),
-    /// The client sent a close frame (answered by tungstenite).
-    ClientClosed,
-    /// The socket failed or reached EOF; nothing more can be sent.
-    Gone,
-}
 
 /// Runs the connection until it ends; returns how it ended.
-pub async fn pump<S>(
-    ws: &mut WebSocketStream<S>,
+pub async fn pump<T: Transport>(
+    transport: &mut T,
     actor: &ConnectionRef,
     outbound: &mut OutboundReceiver,
     heartbeat: Duration,
     coalesce: bool,
-) -> Ending
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
+) -> Ending {
     let permits = Arc::new(Semaphore::new(INBOUND_IN_FLIGHT));
     // The permit the next inbound frame will carry. Held across loop turns, so that
     // writing outbound frames (the hot path) does not take and return one each time.
@@ -83,9 +61,9 @@ where
                 tokio::select! {
                     biased;
                     code = outbound.close_requested() => return Ending::Close(code),
-                    written = poll_fn(|cx| poll_write(ws, &mut batch, &mut closing, cx)) => {
+                    written = poll_fn(|cx| poll_write(transport, &mut batch, &mut closing, cx)) => {
                         match (written, closing) {
-                            (Err(_), _) => return Ending::Gone,
+                            (Err(Gone), _) => return Ending::Gone,
                             (Ok(()), Some(code)) => return Ending::Close(code),
                             (Ok(()), None) => {}
                         }
@@ -99,32 +77,25 @@ where
             permit = async { permits.clone().acquire_owned().await }, if inbound_permit.is_none() => {
                 inbound_permit = Some(permit.expect("never closed"));
             }
-            inbound = ws.next(), if inbound_permit.is_some() => {
+            inbound = transport.next(), if inbound_permit.is_some() => {
                 last_heard = Instant::now();
                 match inbound {
-                    Some(Ok(message @ (Message::Text(_) | Message::Binary(_)))) => {
-                        let Some(frame) = websocket::encoded(message) else {
-                            return Ending::Close(CloseCode::ProtocolError);
-                        };
+                    Inbound::Frame(frame) => {
                         let permit = inbound_permit.take().expect("branch guard");
                         if actor.cast(ConnectionMsg::Inbound(frame, permit)).is_err() {
                             return Ending::Close(CloseCode::InternalError);
                         }
                         inbound_permit = permits.clone().try_acquire_owned().ok();
                     }
-                    // tungstenite answers pings itself; pongs only prove liveness.
-                    Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
-                    Some(Ok(Message::Close(_))) => return Ending::ClientClosed,
-                    Some(Err(err)) => return classify(err),
-                    None => return Ending::Gone,
+                    Inbound::Heard => {}
+                    Inbound::End(ending) => return ending,
                 }
             }
             _ = ticker.tick() => {
-                if last_heard.elapsed() >= heartbeat * 2 {
+                if T::PINGS && last_heard.elapsed() >= heartbeat * 2 {
                     return Ending::Close(CloseCode::HeartbeatTimeout);
                 }
-                let ping = tokio::time::timeout(heartbeat, ws.send(Message::Ping(Default::default())));
-                if !matches!(Box::pin(ping).await, Ok(Ok(()))) {
+                if Box::pin(transport.heartbeat(heartbeat)).await.is_err() {
                     return Ending::Gone;
                 }
             }
@@ -133,25 +104,21 @@ where
 }
 
 /// Writes every queued item, then flushes once: a client with many frames queued costs
-/// one socket write, not one per frame. A queued [`Item::Close`] ends the batch and is
-/// reported in `closing`. What is not written yet stays at the front of `batch`, so the
-/// next poll goes on where this one stopped; the state lives in the caller, and a write
-/// needs no future of its own (nor an allocation to keep idle tasks small).
-fn poll_write<S>(
-    ws: &mut WebSocketStream<S>,
+/// one write, not one per frame. A queued [`Item::Close`] ends the batch and is reported
+/// in `closing`. What is not written yet stays at the front of `batch`, so the next poll
+/// goes on where this one stopped; the state lives in the caller, and a write needs no
+/// future of its own (nor an allocation to keep idle tasks small).
+fn poll_write<T: Transport>(
+    transport: &mut T,
     batch: &mut VecDeque<Item>,
     closing: &mut Option<CloseCode>,
     cx: &mut Context<'_>,
-) -> Poll<Result<(), WsError>>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    let mut ws = Pin::new(ws);
+) -> Poll<Result<(), Gone>> {
     while let Some(item) = batch.pop_front() {
         match item {
-            Item::Frame(frame) => match ws.as_mut().poll_ready(cx) {
-                Poll::Ready(Ok(())) => ws.as_mut().start_send(websocket::message(frame))?,
-                Poll::Ready(Err(err)) => return Poll::Ready(Err(err)),
+            Item::Frame(frame) => match transport.poll_ready(cx) {
+                Poll::Ready(Ok(())) => transport.start_send(frame)?,
+                Poll::Ready(Err(gone)) => return Poll::Ready(Err(gone)),
                 Poll::Pending => {
                     batch.push_front(Item::Frame(frame));
                     return Poll::Pending;
@@ -168,48 +135,5 @@ where
             }
         }
     }
-    ws.poll_flush(cx)
-}
-
-/// Maps a read error to how the connection ends.
-fn classify(err: WsError) -> Ending {
-    match err {
-        WsError::Capacity(CapacityError::MessageTooLong { .. }) => {
-            Ending::Close(CloseCode::MessageTooBig)
-        }
-        WsError::Capacity(_) => Ending::Close(CloseCode::MessageTooBig),
-        WsError::Protocol(_) | WsError::Utf8(_) => Ending::Close(CloseCode::ProtocolError),
-        _ => Ending::Gone,
-    }
-}
-
-/// Finishes the WebSocket according to `ending`, never waiting long on a client that
-/// does not read.
-pub async fn finish<S>(ws: &mut WebSocketStream<S>, ending: Ending)
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    match ending {
-        Ending::Close(code) => {
-            let frame = CloseFrame {
-                code: code.number().into(),
-                reason: code.reason().into(),
-            };
-            let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
-                if ws.close(Some(frame)).await.is_ok() {
-                    // Read (and drop) what the client still sends until its close reply:
-                    // closing a socket with unread input makes the kernel reset it, and
-                    // a reset can reach the client before our close frame does (it would
-                    // see 1006 instead of, say, the 1012 of a drain).
-                    while let Some(Ok(_)) = ws.next().await {}
-                }
-            })
-            .await;
-        }
-        Ending::ClientClosed => {
-            // tungstenite queued the reply to the client's close frame; send it.
-            let _ = tokio::time::timeout(CLOSE_TIMEOUT, ws.flush()).await;
-        }
-        Ending::Gone => {}
-    }
+    transport.poll_flush(cx)
 }
