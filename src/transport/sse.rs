@@ -122,6 +122,9 @@ fn subscribe(room: &str, since: Option<Position>) -> Encoded {
         since,
         presence: false,
         info: None,
+        // The event id carries positions only: a resumed room is subscribed without
+        // deltas (the client asks again with a posted `subscribe` if it wants them).
+        delta: None,
     })
 }
 
