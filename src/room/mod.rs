@@ -2,6 +2,7 @@
 //! them, and the dispatcher that routes broker events to them.
 
 mod actor;
+mod follow;
 mod members;
 mod outgoing;
 mod registry;
