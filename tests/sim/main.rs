@@ -48,14 +48,7 @@ fn guarantees_hold_under_seeded_faults() {
     let mut total = world::Stats::default();
     for &seed in &seeds {
         match run(seed) {
-            Ok(stats) => {
-                total.events += stats.events;
-                total.published += stats.published;
-                total.delivered += stats.delivered;
-                total.resets += stats.resets;
-                total.epochs += stats.epochs;
-                total.reads += stats.reads;
-            }
+            Ok(stats) => total.add(&stats),
             Err(report) => panic!("{report}"),
         }
     }

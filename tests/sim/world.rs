@@ -70,6 +70,26 @@ pub struct Stats {
     pub reads: u64,
 }
 
+impl Stats {
+    /// Adds another run's counts.
+    pub fn add(&mut self, other: &Stats) {
+        let Stats {
+            events,
+            published,
+            delivered,
+            resets,
+            epochs,
+            reads,
+        } = *other;
+        self.events += events;
+        self.published += published;
+        self.delivered += delivered;
+        self.resets += resets;
+        self.epochs += epochs;
+        self.reads += reads;
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct SimError;
 
