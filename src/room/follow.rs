@@ -109,7 +109,7 @@ impl Shell<'_> {
     fn apply(&self, action: CoreAction, outcome: &mut Outcome) {
         let room = self.room;
         match action {
-            Action::Deliver(outgoing) => self.deliver(&outgoing),
+            Action::Deliver(outgoing, previous) => self.deliver(&outgoing, previous.as_deref()),
             Action::Reset { position, reason } => self.reset(&position, reason),
             Action::EpochChanged { old, new } => {
                 tracing::warn!(%room, %old, %new, "room epoch changed; history was lost");
@@ -149,7 +149,7 @@ impl Shell<'_> {
     }
 
     /// Delivers the next publication to every subscriber that has not had it.
-    fn deliver(&self, outgoing: &Outgoing) {
+    fn deliver(&self, outgoing: &Outgoing, previous: Option<&Outgoing>) {
         let (seq, time) = (outgoing.seq(), outgoing.publication.time_ms);
         let span = match &outgoing.publication.trace {
             Some(trace) if traces::enabled() => {
@@ -159,7 +159,7 @@ impl Shell<'_> {
             }
             _ => tracing::Span::none(),
         };
-        let delivered = span.in_scope(|| deliver(self.members, outgoing));
+        let delivered = span.in_scope(|| deliver(self.members, outgoing, previous));
         span.record("delivered", delivered);
         metrics::counter!("roomcast_messages_delivered_total").increment(delivered);
         let latency_ms = unix_ms().saturating_sub(time);
@@ -176,6 +176,7 @@ impl Shell<'_> {
                 .outbound
                 .send_or_evict(subscriber.encoding.encode(&frame));
             subscriber.set_last_seq(position.seq);
+            subscriber.forget_base();
         }
     }
 
@@ -213,11 +214,12 @@ impl Shell<'_> {
             recovered,
             replayed: replay.len() as u64,
             reason: loss.map(|reason| reason.name().to_owned()),
+            delta: subscriber.delta,
         };
         let encoding = subscriber.encoding;
         let mut frames = Vec::with_capacity(1 + replay.len());
         frames.push(encoding.encode(&subscribed));
-        frames.extend(replay.iter().map(|o| o.frame(encoding)));
+        frames.extend(Outgoing::replay_frames(&subscriber, replay));
         let queued = subscriber.outbound.batch_or_evict(frames);
         subscriber.set_last_seq(position.seq);
         if queued {
@@ -246,7 +248,9 @@ impl Shell<'_> {
             })
             .into_iter()
             .collect();
-        frames.extend(replay.iter().map(|o| o.frame(subscriber.encoding)));
+        // What the client held as a delta base is unknown to this actor.
+        subscriber.forget_base();
+        frames.extend(Outgoing::replay_frames(subscriber, replay));
         if !frames.is_empty() {
             subscriber.outbound.batch_or_evict(frames);
         }
@@ -280,10 +284,11 @@ fn log_failure(room: &RoomName, cause: RetryCause, error: &BrokerError) {
     }
 }
 
-/// Queues one publication to every subscriber that has not had it yet. Subscribers whose
-/// queue is full are evicted as slow consumers; those whose connection is gone are
-/// dropped. Returns how many frames were queued.
-fn deliver(members: &SharedMembers, outgoing: &Outgoing) -> u64 {
+/// Queues one publication to every subscriber that has not had it yet (`previous`, the
+/// one before it, is the base of deltas). Subscribers whose queue is full are evicted as
+/// slow consumers; those whose connection is gone are dropped. Returns how many frames
+/// were queued.
+fn deliver(members: &SharedMembers, outgoing: &Outgoing, previous: Option<&Outgoing>) -> u64 {
     let seq = outgoing.seq();
     let mut members = members.lock();
     members.publications += 1;
@@ -294,7 +299,7 @@ fn deliver(members: &SharedMembers, outgoing: &Outgoing) -> u64 {
         }
         if subscriber
             .outbound
-            .send_or_evict(outgoing.frame(subscriber.encoding))
+            .send_or_evict(outgoing.frame_for(subscriber, previous))
         {
             subscriber.set_last_seq(seq);
             delivered += 1;

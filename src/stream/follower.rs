@@ -103,8 +103,9 @@ pub enum RetryCause {
 /// What the shell must do, in order.
 #[derive(Debug)]
 pub enum Action<P, S, E> {
-    /// Deliver this publication to every subscriber that has not had it yet.
-    Deliver(P),
+    /// Deliver this publication to every subscriber that has not had it yet; the second
+    /// field is the publication before it when the cache still has it (a delta base).
+    Deliver(P, Option<P>),
     /// Tell every subscriber that continuity broke; each is now at `position`.
     Reset {
         /// Where subscribers continue from (epoch and the seq before the next delivery).
@@ -734,13 +735,14 @@ impl<P: Sequenced, S, E> Follower<P, S, E> {
     /// Delivers the next publication and caches it.
     fn advance(&mut self, publication: P) {
         let (seq, time) = (publication.seq(), publication.time_ms());
+        let previous = seq.checked_sub(1).and_then(|s| self.cache.get(s)).cloned();
         self.cursor = seq;
         self.cache.prune(time);
         if self.cache.push(seq, time, publication.clone()).is_err() {
             self.cache.clear();
             let _ = self.cache.push(seq, time, publication.clone());
         }
-        self.out.push(Action::Deliver(publication));
+        self.out.push(Action::Deliver(publication, previous));
     }
 }
 
@@ -806,7 +808,7 @@ mod tests {
         actions
             .iter()
             .filter_map(|a| match a {
-                Action::Deliver(m) => Some(m.seq),
+                Action::Deliver(m, _) => Some(m.seq),
                 _ => None,
             })
             .collect()

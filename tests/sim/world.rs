@@ -697,7 +697,7 @@ impl World {
         for action in actions {
             match action {
                 Action::Read(read) => self.start_read(instance, room, read),
-                Action::Deliver(p) => {
+                Action::Deliver(p, _) => {
                     let seq = p.seq;
                     for client in self.members_before(instance, room, seq, Some(seq)) {
                         self.receive(client, room, Frame::Message(p.clone()))?;
