@@ -5,9 +5,11 @@
 //! the last position it saw. The modules, from the wire inwards:
 //!
 //! - [`protocol`]: frames, their JSON and MessagePack encodings, error and close codes.
-//! - [`stream`]: the pure core — positions, replay buffer, idempotency window, recovery.
+//! - [`stream`]: the pure core — positions, replay buffer, idempotency window, recovery,
+//!   and a room's delivery order as a state machine ([`stream::Follower`]).
 //! - [`broker`]: sequencing, replay buffer and cross-instance fan-out behind one trait.
-//! - [`room`]: one actor per room on this instance, under a supervisor.
+//! - [`room`]: one actor per room on this instance (the shell of its follower), under a
+//!   supervisor.
 //! - [`connection`]: one actor per WebSocket connection, its socket task and queue.
 //! - [`presence`]: who is in a room, across instances; join/leave events.
 //! - [`server`]: the listener (HTTP routes and the WebSocket upgrade) and start-up.

@@ -1,28 +1,21 @@
 //! The room actor: one per room with local subscribers on this instance.
 //!
-//! It is the only writer of the room's delivery order on this instance. Publications
-//! from the broker, subscribes (with their replay) and gap fills are handled one at a
-//! time in its mailbox, so a subscriber gets its replay `(since, cursor]` and then live
+//! It is the shell of the room's ordering core ([`crate::stream::Follower`]), the only
+//! writer of the room's delivery order on this instance. Publications from the broker,
+//! subscribes (with their replay) and gap fills are handled one at a time in its
+//! mailbox: the core decides, `follow::Shell` reads the broker when the core asks and
+//! queues what the core delivers, and the next message waits until the core has nothing
+//! left to read. A subscriber therefore gets its replay `(since, cursor]` and then live
 //! messages `(cursor, …]` with nothing in between: the seam is exact by construction.
-//!
-//! Continuity: `cursor` is the last sequence number delivered. A publication beyond
-//! `cursor + 1` means the transport lost something; it waits in `pending` while the gap
-//! is filled from the broker's replay buffer, then delivery continues in order. When the
-//! broker cannot fill it (history gone) or the epoch changed, subscribers get an explicit
-//! `reset` frame — never a silent skip.
 
+use super::follow::{Core, CoreAction, Joiner, Shell, outgoing, page_of};
 use super::inbox::Inbox;
 use super::members::{SharedMembers, Subscriber};
-use super::outgoing::Outgoing;
 use super::registry::Registry;
 use crate::broker::{Broker, BrokerError, HistoryQuery, Publication};
-use crate::protocol::{RoomName, ServerFrame};
-use crate::stream::{
-    Epoch, LossReason, Position, Recovery, ReplayBuffer, SeqCheck, check_seq, recover, unix_ms,
-};
-use crate::telemetry::traces;
+use crate::protocol::RoomName;
+use crate::stream::{Follower, FollowerSettings, Position, unix_ms};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -111,28 +104,10 @@ pub type IdleNotice = Arc<dyn Fn(RoomName) + Send + Sync>;
 /// Mutable state of a room actor.
 pub struct RoomState {
     room: RoomName,
-    epoch: Epoch,
-    /// Last sequence number delivered to local subscribers.
-    cursor: u64,
-    cache: ReplayBuffer<Arc<Outgoing>>,
-    /// Publications that arrived ahead of a gap, by sequence number.
-    pending: BTreeMap<u64, Arc<Publication>>,
+    /// The ordering core: epoch, cursor, local cache, publications waiting for a gap.
+    core: Core,
     members: SharedMembers,
     linger_generation: u64,
-    fill_retry_scheduled: bool,
-    /// A publication reused a delivered sequence number and the broker could not be
-    /// told yet: retried with the next resync.
-    rewind_pending: bool,
-    /// The broker said this room may have missed messages (its Pub/Sub subscription
-    /// died or moved) and no comparison with the broker has succeeded since: until one
-    /// does, a subscribe checks with the broker first instead of trusting the cursor.
-    stale: bool,
-}
-
-impl RoomState {
-    fn position(&self) -> Position {
-        Position::new(self.epoch.clone(), self.cursor)
-    }
 }
 
 impl Actor for RoomActor {
@@ -177,8 +152,7 @@ impl Actor for RoomActor {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             RoomMsg::Subscribe(request, reply) => {
-                let result = self.subscribe(state, request).await;
-                let _ = reply.send(result);
+                self.subscribe(&myself, state, request, reply).await
             }
             RoomMsg::Unsubscribe { conn_id, reply } => {
                 let removed = state.members.lock().remove(conn_id);
@@ -189,13 +163,13 @@ impl Actor for RoomActor {
             }
             RoomMsg::Publication(publication) => {
                 self.inbox.took_publication();
-                self.on_publication(&myself, state, publication).await;
+                let actions = state.core.publication(outgoing(publication));
+                self.run(&myself, state, actions).await;
             }
             RoomMsg::Resync => {
                 self.inbox.took_resync();
-                state.fill_retry_scheduled = false;
-                state.stale = true;
-                self.resync(&myself, state).await;
+                let actions = state.core.resync();
+                self.run(&myself, state, actions).await;
             }
             RoomMsg::Sweep => {
                 state
@@ -203,7 +177,7 @@ impl Actor for RoomActor {
                     .lock()
                     .subscribers
                     .retain(|s| !s.outbound.is_closed());
-                state.cache.prune(unix_ms());
+                state.core.prune(unix_ms());
                 self.linger_if_empty(&myself, state);
             }
             RoomMsg::LingerExpired(generation) => {
@@ -213,18 +187,7 @@ impl Actor for RoomActor {
                     (self.idle)(state.room.clone());
                 }
             }
-            RoomMsg::StopIfIdle(reply) => {
-                let idle = state.members.lock().subscribers.is_empty();
-                if idle {
-                    if let Err(err) = self.broker.unsubscribe(&state.room).await {
-                        tracing::warn!(room = %state.room, error = %err, "broker unsubscribe failed");
-                    }
-                    self.registry
-                        .remove_if_current(&state.room, myself.get_id());
-                    myself.stop(Some("idle".into()));
-                }
-                let _ = reply.send(idle);
-            }
+            RoomMsg::StopIfIdle(reply) => self.stop_if_idle(&myself, state, reply).await,
             RoomMsg::Crash => panic!("fault injected into room {}", state.room),
         }
         Ok(())
@@ -237,82 +200,64 @@ impl RoomActor {
     async fn start(&self, args: RoomArgs) -> Result<RoomState, BrokerError> {
         let RoomArgs { room, members } = args;
         self.broker.subscribe(&room).await?;
+        let limit = self.settings.cache_size;
         let page = self
             .broker
-            .history(
-                &room,
-                HistoryQuery::Latest {
-                    limit: self.settings.cache_size,
-                },
-            )
+            .history(&room, HistoryQuery::Latest { limit })
             .await?;
-        let mut cache = ReplayBuffer::new(self.settings.cache_size, self.settings.cache_ttl_ms);
-        for publication in page.publications {
-            let (seq, time) = (publication.seq, publication.time_ms);
-            if cache.push(seq, time, Outgoing::new(publication)).is_err() {
-                cache.clear();
-            }
-        }
-        let mut state = RoomState {
-            room,
-            epoch: page.top.epoch.clone(),
-            cursor: page.top.seq,
-            cache,
-            pending: BTreeMap::new(),
-            members,
-            linger_generation: 0,
-            fill_retry_scheduled: false,
-            rewind_pending: false,
-            stale: false,
+        let settings = FollowerSettings {
+            cache_size: self.settings.cache_size,
+            cache_ttl_ms: self.settings.cache_ttl_ms,
+            max_pending: self.settings.max_pending,
         };
+        let mut core = Follower::new(settings, page_of(page));
         let (inherited, previous_epoch) = {
-            let mut members = state.members.lock();
-            let previous = members.epoch.replace(state.epoch.clone());
+            let mut members = members.lock();
+            let previous = members.epoch.replace(core.position().epoch);
             (members.subscribers.clone(), previous)
         };
         if !inherited.is_empty() {
-            tracing::info!(room = %state.room, subscribers = inherited.len(), "room restarted; resuming its subscribers");
+            tracing::info!(%room, subscribers = inherited.len(), "room restarted; resuming its subscribers");
             metrics::counter!("roomcast_room_restarts_total").increment(1);
-            for subscriber in inherited {
-                let since = previous_epoch
-                    .clone()
-                    .map(|epoch| Position::new(epoch, subscriber.last_seq()));
-                self.catch_up(&mut state, &subscriber, since).await?;
+            let inherited = inherited
+                .into_iter()
+                .map(|subscriber| {
+                    let since = previous_epoch
+                        .clone()
+                        .map(|epoch| Position::new(epoch, subscriber.last_seq()));
+                    let joiner = Joiner {
+                        subscriber,
+                        request_id: None,
+                        reply: None,
+                    };
+                    (joiner, since)
+                })
+                .collect();
+            let actions = core.catch_up(inherited);
+            let shell = Shell {
+                broker: self.broker.as_ref(),
+                room: &room,
+                members: &members,
+            };
+            if let Some(err) = shell.run(&mut core, actions).await.start_failed {
+                return Err(err);
             }
         }
-        Ok(state)
-    }
-
-    /// Brings an inherited subscriber from `since` to the cursor, or resets it.
-    async fn catch_up(
-        &self,
-        state: &mut RoomState,
-        subscriber: &Subscriber,
-        since: Option<Position>,
-    ) -> Result<(), BrokerError> {
-        let (replay, loss) = match since {
-            Some(since) => self.plan_replay(state, &since).await?,
-            None => (Vec::new(), Some(LossReason::EpochChanged)),
-        };
-        let mut frames: Vec<_> = loss
-            .map(|reason| subscriber.encoding.encode(&reset_frame(state, reason)))
-            .into_iter()
-            .collect();
-        // What the client held as a delta base is unknown to this actor.
-        subscriber.forget_base();
-        frames.extend(Outgoing::replay_frames(subscriber, &replay));
-        if !frames.is_empty() {
-            subscriber.outbound.batch_or_evict(frames);
-        }
-        subscriber.set_last_seq(state.cursor);
-        Ok(())
+        Ok(RoomState {
+            room,
+            core,
+            members,
+            linger_generation: 0,
+        })
     }
 
     async fn subscribe(
         &self,
+        myself: &RoomRef,
         state: &mut RoomState,
         request: SubscribeRequest,
-    ) -> Result<(), BrokerError> {
+        reply: RpcReplyPort<Result<(), BrokerError>>,
+    ) {
         let SubscribeRequest {
             subscriber,
             since,
@@ -320,335 +265,50 @@ impl RoomActor {
         } = request;
         if !subscriber.activate() {
             // The connection stopped waiting for this subscribe.
-            return Ok(());
-        }
-        // A client coming from an instance that is further along (or already in a newer
-        // epoch) than this room, or a room that may have missed messages: catch this
-        // room up from the broker first, so the client neither waits for messages it
-        // has, nor gets them twice, nor is told a position the broker has moved past.
-        let ahead = since
-            .as_ref()
-            .is_some_and(|since| since.epoch != state.epoch || since.seq > state.cursor);
-        if ahead || state.stale {
-            self.fill_to_top(state).await?;
-            state.stale = false;
-        }
-        let (replay, loss) = match &since {
-            Some(since) => self.plan_replay(state, since).await?,
-            None => (Vec::new(), None),
-        };
-        let recovered = since.is_some() && loss.is_none();
-        let outcome = match (&since, loss) {
-            (None, _) => "fresh",
-            (Some(_), None) => "recovered",
-            (Some(_), Some(_)) => "lost",
-        };
-        metrics::counter!("roomcast_resumes_total", "result" => outcome).increment(1);
-        if since.is_some() {
-            crate::telemetry::recent::recovery(state.room.as_str(), recovered, replay.len() as u64);
-        }
-        metrics::counter!("roomcast_replayed_messages_total").increment(replay.len() as u64);
-        let subscribed = ServerFrame::Subscribed {
-            id: request_id,
-            room: state.room.to_string(),
-            epoch: state.epoch.clone(),
-            seq: state.cursor,
-            recovered,
-            replayed: replay.len() as u64,
-            reason: loss.map(|reason| reason.name().to_owned()),
-            delta: subscriber.delta,
-        };
-        let encoding = subscriber.encoding;
-        let mut frames = Vec::with_capacity(1 + replay.len());
-        frames.push(encoding.encode(&subscribed));
-        frames.extend(Outgoing::replay_frames(&subscriber, &replay));
-        let queued = subscriber.outbound.batch_or_evict(frames);
-        subscriber.set_last_seq(state.cursor);
-        if queued {
-            let mut members = state.members.lock();
-            members.remove(subscriber.conn_id);
-            members.subscribers.push(subscriber);
-        }
-        state.linger_generation += 1;
-        Ok(())
-    }
-
-    /// What to replay to a client at `since` so that it reaches the cursor, or why it
-    /// cannot be done exactly. Serves from the local cache when it reaches back far
-    /// enough, else from the broker's replay buffer.
-    async fn plan_replay(
-        &self,
-        state: &RoomState,
-        since: &Position,
-    ) -> Result<(Vec<Arc<Outgoing>>, Option<LossReason>), BrokerError> {
-        let top = state.position();
-        match recover(since, &top, state.cache.first_seq()) {
-            Recovery::UpToDate => return Ok((Vec::new(), None)),
-            Recovery::Replay { after } => {
-                if let Some(replay) = state.cache.range(after, state.cursor) {
-                    return Ok((replay, None));
-                }
-            }
-            Recovery::Lost(LossReason::TooFarBehind) => {}
-            Recovery::Lost(reason) => return Ok((Vec::new(), Some(reason))),
-        }
-        // The cache does not reach back: ask the broker.
-        let after = since.seq;
-        let page = self.read_after(&state.room, after, state.cursor).await?;
-        metrics::counter!("roomcast_broker_replays_total").increment(1);
-        let covered = page.top.epoch == state.epoch
-            && matches!(
-                recover(since, &page.top, page.first_seq),
-                Recovery::Replay { .. }
-            )
-            && page.publications.first().map(|p| p.seq) == Some(after + 1)
-            && page.publications.iter().any(|p| p.seq == state.cursor);
-        if !covered {
-            return Ok((Vec::new(), Some(LossReason::TooFarBehind)));
-        }
-        let replay = page
-            .publications
-            .into_iter()
-            .filter(|p| p.seq <= state.cursor)
-            .map(Outgoing::new)
-            .collect();
-        Ok((replay, None))
-    }
-
-    async fn on_publication(
-        &self,
-        myself: &RoomRef,
-        state: &mut RoomState,
-        publication: Arc<Publication>,
-    ) {
-        if publication.epoch != state.epoch {
-            // Either a stale message of an old epoch, or the first sign that the broker
-            // lost the room's history: the broker's top decides which.
-            if let Err(err) = self.fill_to_top(state).await {
-                tracing::warn!(room = %state.room, error = %err, "cannot check a foreign epoch; will retry");
-                self.schedule_fill_retry(myself, state);
-            }
+            let _ = reply.send(Ok(()));
             return;
         }
-        if publication.seq <= state.cursor {
-            // Normally a repeated delivery. A different publication under a delivered
-            // sequence number means the broker's stream went backwards.
-            let reused = state
-                .cache
-                .get(publication.seq)
-                .is_some_and(|cached| cached.publication.id != publication.id);
-            if reused {
-                state.rewind_pending = true;
-                self.resync(myself, state).await;
-            }
-            return;
-        }
-        state.pending.insert(publication.seq, publication);
-        self.drain_pending(myself, state).await;
-    }
-
-    /// Delivers pending publications in order, filling gaps from the broker.
-    async fn drain_pending(&self, myself: &RoomRef, state: &mut RoomState) {
-        loop {
-            while let Some(entry) = state.pending.first_entry() {
-                match check_seq(state.cursor, *entry.key()) {
-                    SeqCheck::Duplicate => {
-                        entry.remove();
-                    }
-                    SeqCheck::Next => {
-                        let publication = entry.remove();
-                        self.advance(state, publication);
-                    }
-                    SeqCheck::Gap { .. } => break,
-                }
-            }
-            let Some((&next, _)) = state.pending.first_key_value() else {
-                return;
-            };
-            metrics::counter!("roomcast_gap_fills_total").increment(1);
-            if state.pending.len() > self.settings.max_pending {
-                self.reset_subscribers(state, LossReason::TooFarBehind, next - 1);
-                continue;
-            }
-            if let Err(err) = self.fill(state, next - 1).await {
-                tracing::warn!(room = %state.room, error = %err, missing_from = state.cursor + 1, "gap fill failed; will retry");
-                self.schedule_fill_retry(myself, state);
-                return;
-            }
-        }
-    }
-
-    /// Catches the cursor up with the broker's current top (and its epoch).
-    async fn fill_to_top(&self, state: &mut RoomState) -> Result<(), BrokerError> {
-        if state.rewind_pending {
-            let fresh = self.broker.reset_epoch(&state.room, &state.epoch).await?;
-            state.rewind_pending = false;
-            if fresh.epoch != state.epoch {
-                self.adopt_epoch(state, fresh.epoch);
-            }
-        }
-        let page = self
-            .broker
-            .history(&state.room, HistoryQuery::Latest { limit: 0 })
-            .await?;
-        let top = self.reconcile(state, &page.top).await?.unwrap_or(page.top);
-        if top.seq > state.cursor {
-            self.fill(state, top.seq).await?;
-        }
-        Ok(())
-    }
-
-    /// Compares the broker's top with what was delivered. A new epoch is adopted; a top
-    /// below the cursor in the same epoch means the stream was rewound (the broker came
-    /// back from older data), so the room is moved to a new epoch before any reused
-    /// sequence number can be mistaken for a delivered one. Returns the new epoch's top
-    /// when the room changed epoch: the cursor is then 0, and everything up to that top
-    /// is still to be delivered (a page read in the old epoch is stale).
-    async fn reconcile(
-        &self,
-        state: &mut RoomState,
-        top: &Position,
-    ) -> Result<Option<Position>, BrokerError> {
-        if top.epoch != state.epoch {
-            self.adopt_epoch(state, top.epoch.clone());
-            return Ok(Some(top.clone()));
-        }
-        if top.seq < state.cursor {
-            tracing::warn!(room = %state.room, top = top.seq, delivered = state.cursor, "room stream went backwards; starting a new epoch");
-            let fresh = self.broker.reset_epoch(&state.room, &state.epoch).await?;
-            if fresh.epoch != state.epoch {
-                self.adopt_epoch(state, fresh.epoch.clone());
-                return Ok(Some(fresh));
-            }
-        }
-        Ok(None)
-    }
-
-    /// Reads `(after, up_to]` from the broker's replay buffer.
-    async fn read_after(
-        &self,
-        room: &RoomName,
-        after: u64,
-        up_to: u64,
-    ) -> Result<crate::broker::HistoryPage, BrokerError> {
-        let query = HistoryQuery::After {
-            seq: after,
-            limit: up_to.saturating_sub(after) as usize,
+        let joiner = Joiner {
+            subscriber,
+            request_id,
+            reply: Some(reply),
         };
-        self.broker.history(room, query).await
+        let actions = state.core.subscribe(joiner, since);
+        self.run(myself, state, actions).await;
     }
 
-    /// Delivers `(cursor, up_to]` from the broker's replay buffer, or resets subscribers
-    /// when the buffer no longer has it.
-    async fn fill(&self, state: &mut RoomState, mut up_to: u64) -> Result<(), BrokerError> {
-        let (after, page) = loop {
-            let after = state.cursor;
-            let page = self.read_after(&state.room, after, up_to).await?;
-            match self.reconcile(state, &page.top).await? {
-                // A new epoch: its stream is read again from its first message.
-                Some(top) => {
-                    up_to = top.seq;
-                    if up_to <= state.cursor {
-                        return Ok(());
-                    }
-                }
-                None => break (after, page),
-            }
+    /// Executes the core's actions (reading the broker as often as it asks).
+    async fn run(&self, myself: &RoomRef, state: &mut RoomState, actions: Vec<CoreAction>) {
+        let shell = Shell {
+            broker: self.broker.as_ref(),
+            room: &state.room,
+            members: &state.members,
         };
-        if page.publications.first().map(|p| p.seq) != Some(after + 1) {
-            // The replay buffer no longer holds the next message: continue from what it
-            // has, after telling subscribers they missed something.
-            let resume_after = page
-                .publications
-                .first()
-                .map(|p| p.seq - 1)
-                .unwrap_or(up_to)
-                .min(up_to);
-            self.reset_subscribers(state, LossReason::TooFarBehind, resume_after);
+        let outcome = shell.run(&mut state.core, actions).await;
+        if outcome.joined {
+            state.linger_generation += 1;
         }
-        for publication in page.publications {
-            if publication.seq > up_to {
-                break;
-            }
-            if publication.seq == state.cursor + 1 {
-                self.advance(state, publication);
-            }
-        }
-        Ok(())
-    }
-
-    /// Compares with the broker after a broker reconnect.
-    async fn resync(&self, myself: &RoomRef, state: &mut RoomState) {
-        if let Err(err) = self.fill_to_top(state).await {
-            tracing::warn!(room = %state.room, error = %err, "resync failed; will retry");
-            self.schedule_fill_retry(myself, state);
-            return;
-        }
-        state.stale = false;
-        self.drain_pending(myself, state).await;
-    }
-
-    fn schedule_fill_retry(&self, myself: &RoomRef, state: &mut RoomState) {
-        if !state.fill_retry_scheduled {
-            state.fill_retry_scheduled = true;
+        if outcome.schedule_retry {
             myself.send_after(self.settings.fill_retry, || RoomMsg::Resync);
         }
     }
 
-    /// The broker's stream is a new incarnation: every subscriber is told the old epoch
-    /// ended, and the new epoch is delivered from its first message (the caller fills
-    /// it), so nothing acknowledged in the new epoch is skipped.
-    fn adopt_epoch(&self, state: &mut RoomState, epoch: Epoch) {
-        tracing::warn!(room = %state.room, old = %state.epoch, new = %epoch, "room epoch changed; history was lost");
-        state.epoch = epoch.clone();
-        state.members.lock().epoch = Some(epoch);
-        state.cache.clear();
-        state.pending.retain(|_, p| p.epoch == state.epoch);
-        self.reset_subscribers(state, LossReason::EpochChanged, 0);
-    }
-
-    /// Tells every subscriber that continuity was lost and moves the cursor to `seq`.
-    fn reset_subscribers(&self, state: &mut RoomState, reason: LossReason, seq: u64) {
-        metrics::counter!("roomcast_room_resets_total", "reason" => reason.name()).increment(1);
-        state.cursor = seq;
-        state.cache.clear();
-        state.pending.retain(|s, _| *s > seq);
-        let frame = reset_frame(state, reason);
-        let subscribers = state.members.lock().subscribers.clone();
-        for subscriber in &subscribers {
-            subscriber
-                .outbound
-                .send_or_evict(subscriber.encoding.encode(&frame));
-            subscriber.set_last_seq(seq);
-            subscriber.forget_base();
-        }
-    }
-
-    /// Delivers the next publication to every subscriber and caches it.
-    fn advance(&self, state: &mut RoomState, publication: Arc<Publication>) {
-        let seq = publication.seq;
-        let time = publication.time_ms;
-        let outgoing = Outgoing::new(publication);
-        let previous = seq.checked_sub(1).and_then(|s| state.cache.get(s)).cloned();
-        state.cursor = seq;
-        state.cache.prune(time);
-        if state.cache.push(seq, time, outgoing.clone()).is_err() {
-            state.cache.clear();
-            let _ = state.cache.push(seq, time, outgoing.clone());
-        }
-        let span = match &outgoing.publication.trace {
-            Some(trace) if traces::enabled() => {
-                let span = tracing::info_span!("room.deliver", room = %state.room, seq, delivered = tracing::field::Empty);
-                traces::set_parent(&span, Some(trace));
-                span
+    async fn stop_if_idle(
+        &self,
+        myself: &RoomRef,
+        state: &mut RoomState,
+        reply: RpcReplyPort<bool>,
+    ) {
+        let idle = state.members.lock().subscribers.is_empty();
+        if idle {
+            if let Err(err) = self.broker.unsubscribe(&state.room).await {
+                tracing::warn!(room = %state.room, error = %err, "broker unsubscribe failed");
             }
-            _ => tracing::Span::none(),
-        };
-        let delivered = span.in_scope(|| deliver(&state.members, &outgoing, previous.as_deref()));
-        span.record("delivered", delivered);
-        metrics::counter!("roomcast_messages_delivered_total").increment(delivered);
-        let latency_ms = unix_ms().saturating_sub(time);
-        metrics::histogram!("roomcast_delivery_latency_seconds").record(latency_ms as f64 / 1000.0);
+            self.registry
+                .remove_if_current(&state.room, myself.get_id());
+            myself.stop(Some("idle".into()));
+        }
+        let _ = reply.send(idle);
     }
 
     fn linger_if_empty(&self, myself: &RoomRef, state: &mut RoomState) {
@@ -659,42 +319,5 @@ impl RoomActor {
                 RoomMsg::LingerExpired(generation)
             });
         }
-    }
-}
-
-/// Queues one publication to every subscriber that has not had it yet (`previous`, the
-/// one before it, is the base of deltas). Subscribers whose queue is full are evicted as
-/// slow consumers; those whose connection is gone are dropped. Returns how many frames
-/// were queued.
-fn deliver(members: &SharedMembers, outgoing: &Outgoing, previous: Option<&Outgoing>) -> u64 {
-    let seq = outgoing.seq();
-    let mut members = members.lock();
-    members.publications += 1;
-    let mut delivered = 0;
-    members.subscribers.retain(|subscriber| {
-        if seq <= subscriber.last_seq() {
-            return true;
-        }
-        if subscriber
-            .outbound
-            .send_or_evict(outgoing.frame_for(subscriber, previous))
-        {
-            subscriber.set_last_seq(seq);
-            delivered += 1;
-            true
-        } else {
-            false
-        }
-    });
-    delivered
-}
-
-/// The `reset` frame telling subscribers that continuity broke at the cursor.
-fn reset_frame(state: &RoomState, reason: LossReason) -> ServerFrame {
-    ServerFrame::Reset {
-        room: state.room.to_string(),
-        epoch: state.epoch.clone(),
-        seq: state.cursor,
-        reason: reason.name().to_owned(),
     }
 }

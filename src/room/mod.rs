@@ -3,6 +3,7 @@
 //! broker events to them within each room's mailbox bound (see `inbox.rs`).
 
 mod actor;
+mod follow;
 mod inbox;
 mod members;
 mod outgoing;

@@ -1,14 +1,17 @@
 //! The pure core of the delivery guarantees: stream positions, the replay buffer, the
-//! idempotency window, and the recovery and sequence-continuity decisions.
+//! idempotency window, the recovery and sequence-continuity decisions, and a room's
+//! delivery order on one instance as a state machine ([`Follower`]).
 //!
 //! Nothing here does I/O or knows about actors; the room actors and the brokers wrap it.
 
 mod dedupe;
+mod follower;
 mod position;
 mod recovery;
 mod replay;
 
 pub use dedupe::DedupeWindow;
+pub use follower::{Action, Answer, Follower, FollowerSettings, Page, Read, RetryCause, Sequenced};
 pub use position::{Epoch, Position};
 pub use recovery::{LossReason, Recovery, SeqCheck, check_seq, recover};
 pub use replay::{NotConsecutive, ReplayBuffer};
