@@ -21,7 +21,9 @@ pub mod presence;
 mod redis;
 
 pub use memory::MemoryBroker;
-pub use redis::{RedisBroker, RedisSettings, check_url as check_redis_url};
+pub use redis::{
+    RedisBroker, RedisSettings, check_url as check_redis_url, publish_command, publish_library_load,
+};
 
 use crate::protocol::{ErrorCode, RoomName};
 use crate::stream::{Epoch, Position};
