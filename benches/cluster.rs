@@ -118,6 +118,7 @@ async fn run() {
             since: None,
             presence: false,
             info: None,
+            delta: None,
         })
         .await
         .unwrap();

@@ -65,6 +65,7 @@ async fn fanout(server: &ServerProcess, url: &str, via: Via) -> f64 {
             since: None,
             presence: false,
             info: None,
+            delta: None,
         })
         .await
         .unwrap();

@@ -36,6 +36,7 @@ async fn one(
         since: None,
         presence,
         info: None,
+        delta: None,
     };
     let mut first = Connection::connect(&a, Some(Encoding::MsgPack))
         .await

@@ -34,7 +34,9 @@ pub async fn measure(
     secs: f64,
 ) -> Result<RedisLimit, String> {
     let client = redis::Client::open(url).map_err(|e| e.to_string())?;
-    let history = HistorySettings::from_config(&roomcast::config::Config::defaults().history);
+    let defaults = roomcast::config::Config::defaults();
+    let history = HistorySettings::from_config(&defaults.history);
+    let compress_above = defaults.redis.compress_above_bytes;
     let names: Vec<RoomName> = (0..rooms.max(1))
         .map(|room| RoomName::new_unchecked(format!("limit-{room}")))
         .collect();
@@ -76,7 +78,13 @@ pub async fn measure(
                         trace: None,
                         key_retention: KeyRetention::Window,
                     };
-                    pipeline.add_command(publish_command("limit", &history, &names[room], request));
+                    pipeline.add_command(publish_command(
+                        "limit",
+                        &history,
+                        compress_above,
+                        &names[room],
+                        request,
+                    ));
                 }
                 pipeline
                     .query_async::<Vec<redis::Value>>(&mut connection)

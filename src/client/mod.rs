@@ -194,6 +194,8 @@ enum Command {
         since: Option<Position>,
         /// Presence events asked for, and the client's `info`.
         presence: (bool, Option<Value>),
+        /// Receive messages as Fossil deltas (the client applies them).
+        delta: bool,
         reply: oneshot::Sender<Result<Subscription, ClientError>>,
     },
     /// `presence` (`stats` false) or `presence_stats` (`stats` true).
@@ -238,14 +240,7 @@ impl Client {
         room: &str,
         since: Option<Position>,
     ) -> Result<Subscription, ClientError> {
-        let (reply, answer) = oneshot::channel();
-        self.command(Command::Subscribe {
-            room: room.to_owned(),
-            since,
-            presence: (false, None),
-            reply,
-        })?;
-        answer.await.map_err(|_| ClientError::Stopped)?
+        self.subscribe_with(room, since, (false, None), false).await
     }
 
     /// Subscribes to `room` (a room with presence) with `info` in its presence set, and
@@ -256,11 +251,34 @@ impl Client {
         room: &str,
         info: Option<Value>,
     ) -> Result<Subscription, ClientError> {
+        self.subscribe_with(room, None, (true, info), false).await
+    }
+
+    /// Subscribes to `room` with `delta: "fossil"`: the server sends each message as a
+    /// delta against the previous one where that is smaller, and the client applies it,
+    /// so [`Event::Message`] carries whole values as usual. A delta that cannot be
+    /// applied makes the client subscribe again from its last position.
+    pub async fn subscribe_with_delta(
+        &self,
+        room: &str,
+        since: Option<Position>,
+    ) -> Result<Subscription, ClientError> {
+        self.subscribe_with(room, since, (false, None), true).await
+    }
+
+    async fn subscribe_with(
+        &self,
+        room: &str,
+        since: Option<Position>,
+        presence: (bool, Option<Value>),
+        delta: bool,
+    ) -> Result<Subscription, ClientError> {
         let (reply, answer) = oneshot::channel();
         self.command(Command::Subscribe {
             room: room.to_owned(),
-            since: None,
-            presence: (true, info),
+            since,
+            presence,
+            delta,
             reply,
         })?;
         answer.await.map_err(|_| ClientError::Stopped)?

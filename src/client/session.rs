@@ -1,7 +1,7 @@
 //! The background task of a [`super::Client`]: connect, resubscribe, resend, reconnect.
 
 use super::{Ack, ClientConfig, ClientError, Command, Connection, Event, Received, Subscription};
-use crate::protocol::{ClientFrame, CloseCode, ServerFrame};
+use crate::protocol::{ClientFrame, CloseCode, DeltaFormat, ServerFrame};
 use crate::stream::Position;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -30,6 +30,76 @@ struct Room {
     active_once: bool,
     /// Presence events asked for, and the client's `info`.
     presence: (bool, Option<Value>),
+    /// Messages come as Fossil deltas (see [`Room::receive`]).
+    delta: bool,
+    /// With `delta`: the last message's position and JSON text, the base of the next delta.
+    base: Option<(Position, String)>,
+    /// A delta could not be applied: unsubscribe and subscribe again (from `position`)
+    /// on this connection, dropping this room's messages until the new `subscribed`.
+    resubscribe: Resubscribe,
+}
+
+/// Where a room is in subscribing again after a delta it could not apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Resubscribe {
+    /// Not resubscribing.
+    No,
+    /// The `unsubscribe` is still to be sent.
+    Due,
+    /// Sent: waiting for the new `subscribed`.
+    Sent,
+}
+
+/// Largest value a delta may make (a bound against a delta that expands without end).
+const MAX_DELTA_OUTPUT: usize = 64 << 20;
+
+impl Room {
+    /// The value of a `message` frame of this room, or `None` when the frame is to be
+    /// dropped: while resubscribing, or when its delta cannot be applied (which starts a
+    /// resubscribe, so the client resumes from the last message it has).
+    fn receive(&mut self, position: &Position, data: Value, delta: Option<bool>) -> Option<Value> {
+        if self.resubscribe != Resubscribe::No {
+            return None;
+        }
+        let Some(is_delta) = delta else {
+            return Some(data);
+        };
+        let text = match (data, is_delta) {
+            (Value::String(text), false) => Ok(text),
+            (Value::String(delta), true) => match &self.base {
+                Some((base, text))
+                    if base.epoch == position.epoch && base.seq + 1 == position.seq =>
+                {
+                    crate::protocol::fossil::apply(
+                        text.as_bytes(),
+                        delta.as_bytes(),
+                        MAX_DELTA_OUTPUT,
+                    )
+                    .map_err(|err| err.to_string())
+                    .and_then(|bytes| String::from_utf8(bytes).map_err(|err| err.to_string()))
+                }
+                _ => Err("no base message for the delta".to_owned()),
+            },
+            _ => Err("a delta subscription's message data is not text".to_owned()),
+        };
+        match text.and_then(|text| {
+            let value = serde_json::from_str(&text).map_err(|err| err.to_string())?;
+            Ok((text, value))
+        }) {
+            Ok((text, value)) => {
+                self.base = Some((position.clone(), text));
+                Some(value)
+            }
+            Err(reason) => {
+                tracing::warn!(seq = position.seq, %reason, "cannot apply a delta; subscribing again");
+                self.base = None;
+                self.resubscribe = Resubscribe::Due;
+                self.request_id = None;
+                self.resend_at = Instant::now();
+                None
+            }
+        }
+    }
 }
 
 /// A presence query not yet answered.
@@ -208,6 +278,7 @@ impl State {
                 room,
                 since,
                 presence,
+                delta,
                 reply,
             } => {
                 if self.rooms.contains_key(&room) {
@@ -226,6 +297,9 @@ impl State {
                         resend_at: Instant::now(),
                         active_once: false,
                         presence,
+                        delta,
+                        base: None,
+                        resubscribe: Resubscribe::No,
                     },
                 );
             }
@@ -301,6 +375,10 @@ impl State {
         for room in self.rooms.values_mut() {
             room.request_id = None;
             room.resend_at = Instant::now();
+            // A new connection has no subscription to end first.
+            if room.resubscribe == Resubscribe::Due {
+                room.resubscribe = Resubscribe::Sent;
+            }
         }
         for publish in self.publishes.values_mut() {
             publish.resend_at = Some(Instant::now());
@@ -341,6 +419,14 @@ impl State {
         let mut next_id = self.next_id;
         for (name, room) in self.rooms.iter_mut() {
             if room.request_id.is_none() && room.resend_at <= now {
+                if room.resubscribe == Resubscribe::Due {
+                    room.resubscribe = Resubscribe::Sent;
+                    next_id += 1;
+                    frames.push(ClientFrame::Unsubscribe {
+                        id: Some(next_id),
+                        room: name.clone(),
+                    });
+                }
                 next_id += 1;
                 room.request_id = Some(next_id);
                 frames.push(ClientFrame::Subscribe {
@@ -349,6 +435,7 @@ impl State {
                     since: room.position.clone(),
                     presence: room.presence.0,
                     info: room.presence.1.clone(),
+                    delta: room.delta.then_some(DeltaFormat::Fossil),
                 });
             }
         }
@@ -392,10 +479,19 @@ impl State {
                 seq,
                 time,
                 data,
+                delta,
             } => {
-                if let Some(tracked) = self.rooms.get_mut(&room) {
-                    tracked.position = Some(Position::new(epoch.clone(), seq));
-                }
+                let position = Position::new(epoch.clone(), seq);
+                let data = match self.rooms.get_mut(&room) {
+                    Some(tracked) => match tracked.receive(&position, data, delta) {
+                        Some(data) => {
+                            tracked.position = Some(position);
+                            data
+                        }
+                        None => return,
+                    },
+                    None => data,
+                };
                 self.emit(Event::Message {
                     room,
                     epoch,
@@ -416,6 +512,9 @@ impl State {
                 let Some(tracked) = self.rooms.get_mut(&room) else {
                     return;
                 };
+                // A new subscription: the first message after it comes whole.
+                tracked.base = None;
+                tracked.resubscribe = Resubscribe::No;
                 let position = Position::new(epoch, seq);
                 // With replayed messages still to come, the position advances as they
                 // arrive; a connection lost before then must resume from the old one.
@@ -450,6 +549,7 @@ impl State {
                 let position = Position::new(epoch, seq);
                 if let Some(tracked) = self.rooms.get_mut(&room) {
                     tracked.position = Some(position.clone());
+                    tracked.base = None;
                 }
                 self.emit(Event::Reset {
                     room,
@@ -545,5 +645,67 @@ impl State {
                 let _ = reply.send(Err(ClientError::Server { code, message }));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::fossil;
+    use crate::stream::Epoch;
+
+    fn room() -> Room {
+        Room {
+            position: None,
+            reply: None,
+            request_id: Some(1),
+            resend_at: Instant::now(),
+            active_once: true,
+            presence: (false, None),
+            delta: true,
+            base: None,
+            resubscribe: Resubscribe::No,
+        }
+    }
+
+    fn at(seq: u64) -> Position {
+        Position::new(Epoch::new("e"), seq)
+    }
+
+    #[tokio::test]
+    async fn deltas_rebuild_values_and_a_missing_base_starts_a_resubscribe() {
+        let first = r#"{"id":1,"status":"open","title":"a title long enough to be copied"}"#;
+        let second = r#"{"id":1,"status":"done","title":"a title long enough to be copied"}"#;
+        let delta = String::from_utf8(fossil::create(first.as_bytes(), second.as_bytes())).unwrap();
+        let mut room = room();
+        let text = |t: &str| Value::from(t);
+        assert_eq!(
+            room.receive(&at(1), text(first), Some(false)),
+            Some(serde_json::from_str(first).unwrap())
+        );
+        assert_eq!(
+            room.receive(&at(2), text(&delta), Some(true)),
+            Some(serde_json::from_str(second).unwrap())
+        );
+        // seq 3 never arrived: the delta of seq 4 has no base.
+        assert_eq!(room.receive(&at(4), text(&delta), Some(true)), None);
+        assert_eq!(room.resubscribe, Resubscribe::Due);
+        assert_eq!(
+            room.request_id, None,
+            "a subscribe is due on this connection"
+        );
+        // Until the new `subscribed`, the room's messages are dropped, whole ones too.
+        assert_eq!(room.receive(&at(5), text(second), Some(false)), None);
+        // A delta applied to the wrong text fails its checksum instead of delivering.
+        let mut other = self::room();
+        let unrelated =
+            r#"{"id":9,"status":"open","title":"not the text the delta was made from"}"#;
+        other.receive(&at(1), text(unrelated), Some(false));
+        assert_eq!(other.receive(&at(2), text(&delta), Some(true)), None);
+        assert_eq!(other.resubscribe, Resubscribe::Due);
+        // Subscriptions without delta pass values through untouched.
+        let mut plain = self::room();
+        plain.delta = false;
+        assert_eq!(plain.receive(&at(1), text("x"), None), Some(text("x")));
     }
 }

@@ -303,6 +303,9 @@ pub struct RedisConfig {
     pub probe_timeout_ms: u64,
     /// PEM file of the certificates trusted for `rediss://` (empty: the system's).
     pub tls_ca_file: String,
+    /// Publication bodies of at least this many bytes are compressed between instances
+    /// (0: never).
+    pub compress_above_bytes: usize,
 }
 
 /// A configuration that cannot be used, naming where the problem is.

@@ -224,8 +224,9 @@ impl ConnectionActor {
                 since,
                 presence,
                 info,
+                delta,
             } => {
-                self.subscribe(state, id, &room, since, (presence, info))
+                self.subscribe(state, id, &room, since, (presence, info), delta)
                     .await
             }
             ClientFrame::Unsubscribe { id, room } => self.unsubscribe(state, id, &room).await,
@@ -360,6 +361,7 @@ impl ConnectionActor {
         room: &str,
         since: Option<Position>,
         (presence, info): (bool, Option<Value>),
+        delta: Option<crate::protocol::DeltaFormat>,
     ) {
         let Some(room) = self.room_name(state, id, room) else {
             return;
@@ -389,10 +391,11 @@ impl ConnectionActor {
                 format!("a connection may subscribe to at most {max} rooms"),
             );
         }
-        let subscriber = Subscriber::new(
+        let subscriber = Subscriber::with_delta(
             state.replies.conn_id,
             state.replies.encoding,
             state.replies.outbound.clone(),
+            delta,
         );
         let result = self
             .context

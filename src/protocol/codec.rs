@@ -3,7 +3,7 @@
 //! adapter turns into its own frame type (a WebSocket text or binary message, ...).
 
 use super::codes::ErrorCode;
-use super::frames::{ClientFrame, ServerFrame};
+use super::frames::{ClientFrame, DeltaFormat, ServerFrame};
 use crate::stream::Position;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -249,6 +249,7 @@ struct RawClientFrame {
     token: Option<String>,
     presence: Option<bool>,
     info: Option<Value>,
+    delta: Option<String>,
 }
 
 impl RawClientFrame {
@@ -267,6 +268,12 @@ impl RawClientFrame {
                 since: self.since,
                 presence: self.presence.unwrap_or(false),
                 info: self.info.filter(|info| !info.is_null()),
+                delta: match self.delta.as_deref() {
+                    None => None,
+                    Some(name) => Some(DeltaFormat::from_name(name).ok_or_else(|| {
+                        DecodeError::invalid(id, format!("unknown delta format {name:?}"))
+                    })?),
+                },
             }),
             "presence" => Ok(ClientFrame::Presence {
                 id,
@@ -429,6 +436,7 @@ mod tests {
                 since: Some(Position::new(Epoch::new("e1"), 17)),
                 presence: true,
                 info: Some(serde_json::json!({"name": "Ana"})),
+                delta: Some(DeltaFormat::Fossil),
             },
             ClientFrame::Subscribe {
                 id: None,
@@ -436,6 +444,7 @@ mod tests {
                 since: None,
                 presence: false,
                 info: None,
+                delta: None,
             },
             ClientFrame::Unsubscribe {
                 id: Some(2),
@@ -490,6 +499,7 @@ mod tests {
                 recovered: true,
                 replayed: 2,
                 reason: None,
+                delta: Some(DeltaFormat::Fossil),
             },
             ServerFrame::error(Some(9), ErrorCode::InvalidRoom, "bad"),
             ServerFrame::Pong { id: None },
@@ -512,6 +522,7 @@ mod tests {
             seq: 12,
             time: 1_700_000_000_000,
             data: data.clone(),
+            delta: None,
         };
         let borrowed = MessageFrameRef {
             kind: "message",
@@ -520,10 +531,39 @@ mod tests {
             seq: 12,
             time: 1_700_000_000_000,
             data: &data,
+            delta: None,
         };
         for encoding in Encoding::ALL {
             assert_eq!(encoding.encode(&owned), encoding.encode(&borrowed));
         }
+        let text = data.to_string();
+        let owned = ServerFrame::Message {
+            room: "room:1".into(),
+            epoch: epoch.clone(),
+            seq: 12,
+            time: 1_700_000_000_000,
+            data: Value::from(text.as_str()),
+            delta: Some(false),
+        };
+        let borrowed = MessageFrameRef {
+            kind: "message",
+            room: "room:1",
+            epoch: &epoch,
+            seq: 12,
+            time: 1_700_000_000_000,
+            data: text.as_str(),
+            delta: Some(false),
+        };
+        for encoding in Encoding::ALL {
+            assert_eq!(encoding.encode(&owned), encoding.encode(&borrowed));
+        }
+    }
+
+    #[test]
+    fn an_unknown_delta_format_is_refused() {
+        let frame = Encoded::text(r#"{"type":"subscribe","id":3,"room":"r","delta":"xdelta"}"#);
+        let err = Encoding::Json.decode_client(&frame).unwrap_err();
+        assert_eq!((err.id, err.code), (Some(3), ErrorCode::InvalidFrame));
     }
 
     #[test]

@@ -30,6 +30,10 @@ pub enum ClientFrame {
         /// What to show of this client in the room's presence set (bounded JSON).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         info: Option<Value>,
+        /// Receive each message as a delta against the previous one this subscription
+        /// received (see [`DeltaFormat`]); messages then carry their data as JSON text.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        delta: Option<DeltaFormat>,
     },
     /// Stop receiving a room's messages.
     Unsubscribe {
@@ -96,6 +100,29 @@ pub enum ClientFrame {
         /// The new token (a JWT of the same user).
         token: String,
     },
+}
+
+/// A delta encoding a subscription may ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeltaFormat {
+    /// The Fossil delta format (as Centrifugo's `delta: "fossil"`), see
+    /// [`crate::protocol::fossil`].
+    Fossil,
+}
+
+impl DeltaFormat {
+    /// The name on the wire.
+    pub const fn name(self) -> &'static str {
+        match self {
+            DeltaFormat::Fossil => "fossil",
+        }
+    }
+
+    /// The format named `name`, if known.
+    pub fn from_name(name: &str) -> Option<Self> {
+        (name == "fossil").then_some(DeltaFormat::Fossil)
+    }
 }
 
 /// Limits announced in the `welcome` frame.
@@ -174,6 +201,9 @@ pub enum ServerFrame {
         /// Why recovery failed (only when `recovered` is false and `since` was given).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
+        /// The delta format in force for this subscription (echo of the request).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        delta: Option<DeltaFormat>,
     },
     /// Reply to `unsubscribe`.
     Unsubscribed {
@@ -193,8 +223,13 @@ pub enum ServerFrame {
         seq: u64,
         /// Publish time, milliseconds since the Unix epoch.
         time: u64,
-        /// The published value.
+        /// The published value. On a subscription with `delta`, a string instead: the
+        /// value's JSON text (`delta: false`) or a delta against the JSON text of the
+        /// previous message of this subscription, `seq - 1` (`delta: true`).
         data: Value,
+        /// Present (only) on subscriptions with `delta`: whether `data` is a delta.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        delta: Option<bool>,
     },
     /// Reply to `publish`: the message was sequenced and stored.
     Ack {
@@ -322,9 +357,11 @@ impl ServerFrame {
 
 /// Borrowed form of [`ServerFrame::Message`], serialized once per room message and
 /// encoding on the delivery path without cloning the data. Field order and names match
-/// the owned variant exactly (a test checks the bytes).
+/// the owned variant exactly (a test checks the bytes). `D` is a [`Value`] for whole
+/// messages, or `str` (the JSON text or a delta, with `delta` set) on subscriptions with
+/// `delta`.
 #[derive(Serialize)]
-pub struct MessageFrameRef<'a> {
+pub struct MessageFrameRef<'a, D: Serialize + ?Sized = Value> {
     /// Always `"message"`.
     #[serde(rename = "type")]
     pub kind: &'static str,
@@ -336,8 +373,11 @@ pub struct MessageFrameRef<'a> {
     pub seq: u64,
     /// Publish time (ms).
     pub time: u64,
-    /// The published value.
-    pub data: &'a Value,
+    /// The published value, or its text form.
+    pub data: &'a D,
+    /// With `delta` subscriptions: whether `data` is a delta.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delta: Option<bool>,
 }
 
 /// One client in a room's presence set.

@@ -3,6 +3,7 @@
 
 mod codec;
 mod codes;
+pub mod fossil;
 mod frames;
 mod room_name;
 
@@ -10,5 +11,7 @@ pub use codec::{
     DecodeError, Encoded, Encoding, PROTOCOL_VERSION, SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK, Text,
 };
 pub use codes::{CloseCode, ErrorCode};
-pub use frames::{ClientFrame, HistoryItem, Limits, MessageFrameRef, PresenceEntry, ServerFrame};
+pub use frames::{
+    ClientFrame, DeltaFormat, HistoryItem, Limits, MessageFrameRef, PresenceEntry, ServerFrame,
+};
 pub use room_name::{RoomName, RoomNameError, RoomNameRules};

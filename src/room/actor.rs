@@ -287,7 +287,9 @@ impl RoomActor {
             .map(|reason| subscriber.encoding.encode(&reset_frame(state, reason)))
             .into_iter()
             .collect();
-        frames.extend(replay.iter().map(|o| o.frame(subscriber.encoding)));
+        // What the client held as a delta base is unknown to this actor.
+        subscriber.forget_base();
+        frames.extend(Outgoing::replay_frames(subscriber, &replay));
         if !frames.is_empty() {
             subscriber.outbound.batch_or_evict(frames);
         }
@@ -343,11 +345,12 @@ impl RoomActor {
             recovered,
             replayed: replay.len() as u64,
             reason: loss.map(|reason| reason.name().to_owned()),
+            delta: subscriber.delta,
         };
         let encoding = subscriber.encoding;
         let mut frames = Vec::with_capacity(1 + replay.len());
         frames.push(encoding.encode(&subscribed));
-        frames.extend(replay.iter().map(|o| o.frame(encoding)));
+        frames.extend(Outgoing::replay_frames(&subscriber, &replay));
         let queued = subscriber.outbound.batch_or_evict(frames);
         subscriber.set_last_seq(state.cursor);
         if queued {
@@ -606,6 +609,7 @@ impl RoomActor {
                 .outbound
                 .send_or_evict(subscriber.encoding.encode(&frame));
             subscriber.set_last_seq(seq);
+            subscriber.forget_base();
         }
     }
 
@@ -614,6 +618,7 @@ impl RoomActor {
         let seq = publication.seq;
         let time = publication.time_ms;
         let outgoing = Outgoing::new(publication);
+        let previous = seq.checked_sub(1).and_then(|s| state.cache.get(s)).cloned();
         state.cursor = seq;
         state.cache.prune(time);
         if state.cache.push(seq, time, outgoing.clone()).is_err() {
@@ -628,7 +633,7 @@ impl RoomActor {
             }
             _ => tracing::Span::none(),
         };
-        let delivered = span.in_scope(|| deliver(&state.members, &outgoing));
+        let delivered = span.in_scope(|| deliver(&state.members, &outgoing, previous.as_deref()));
         span.record("delivered", delivered);
         metrics::counter!("roomcast_messages_delivered_total").increment(delivered);
         let latency_ms = unix_ms().saturating_sub(time);
@@ -646,10 +651,11 @@ impl RoomActor {
     }
 }
 
-/// Queues one publication to every subscriber that has not had it yet. Subscribers whose
-/// queue is full are evicted as slow consumers; those whose connection is gone are
-/// dropped. Returns how many frames were queued.
-fn deliver(members: &SharedMembers, outgoing: &Outgoing) -> u64 {
+/// Queues one publication to every subscriber that has not had it yet (`previous`, the
+/// one before it, is the base of deltas). Subscribers whose queue is full are evicted as
+/// slow consumers; those whose connection is gone are dropped. Returns how many frames
+/// were queued.
+fn deliver(members: &SharedMembers, outgoing: &Outgoing, previous: Option<&Outgoing>) -> u64 {
     let seq = outgoing.seq();
     let mut members = members.lock();
     members.publications += 1;
@@ -660,7 +666,7 @@ fn deliver(members: &SharedMembers, outgoing: &Outgoing) -> u64 {
         }
         if subscriber
             .outbound
-            .send_or_evict(outgoing.frame(subscriber.encoding))
+            .send_or_evict(outgoing.frame_for(subscriber, previous))
         {
             subscriber.set_last_seq(seq);
             delivered += 1;

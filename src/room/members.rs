@@ -3,7 +3,7 @@
 //! same subscribers and each one resumed from exactly where it was.
 
 use crate::outbound::Outbound;
-use crate::protocol::Encoding;
+use crate::protocol::{DeltaFormat, Encoding};
 use crate::stream::Epoch;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -17,6 +17,12 @@ pub struct Subscriber {
     pub encoding: Encoding,
     /// The connection's outbound queue.
     pub outbound: Outbound,
+    /// The delta format the subscription asked for (`None`: whole messages).
+    pub delta: Option<DeltaFormat>,
+    /// With `delta`: the sequence number of the message whose text the client holds as
+    /// the base of the next delta (0: none, the next message goes whole). Written only
+    /// by the room actor.
+    base_seq: AtomicU64,
     /// The last sequence number queued to this subscriber. Written only by the room
     /// actor; read again by a restarted actor to resume the subscriber exactly.
     last_seq: AtomicU64,
@@ -33,11 +39,23 @@ const CANCELLED: u8 = 2;
 impl Subscriber {
     /// A subscriber that has seen nothing yet.
     pub fn new(conn_id: u64, encoding: Encoding, outbound: Outbound) -> Arc<Self> {
+        Self::with_delta(conn_id, encoding, outbound, None)
+    }
+
+    /// A subscriber that has seen nothing yet and wants messages as `delta`s.
+    pub fn with_delta(
+        conn_id: u64,
+        encoding: Encoding,
+        outbound: Outbound,
+        delta: Option<DeltaFormat>,
+    ) -> Arc<Self> {
         metrics::gauge!("roomcast_subscriptions").increment(1.0);
         Arc::new(Subscriber {
             conn_id,
             encoding,
             outbound,
+            delta,
+            base_seq: AtomicU64::new(0),
             last_seq: AtomicU64::new(0),
             stage: AtomicU8::new(PENDING),
         })
@@ -69,6 +87,17 @@ impl Subscriber {
     /// Records that `seq` was queued.
     pub fn set_last_seq(&self, seq: u64) {
         self.last_seq.store(seq, Ordering::Release);
+    }
+
+    /// Makes `seq` the base of the next delta; returns the previous base (0: none).
+    pub fn replace_base(&self, seq: u64) -> u64 {
+        self.base_seq.swap(seq, Ordering::AcqRel)
+    }
+
+    /// The client holds no base any more (a reset, a restart of the room): the next
+    /// message goes whole.
+    pub fn forget_base(&self) {
+        self.base_seq.store(0, Ordering::Release);
     }
 }
 

@@ -78,6 +78,7 @@ async fn subscribe(conn: &mut Connection, room: &str) {
             since: None,
             presence: false,
             info: None,
+            delta: None,
         },
     )
     .await;

@@ -145,6 +145,7 @@ async fn services_publish_over_http_and_history_respects_room_claims() {
             since: None,
             presence: false,
             info: None,
+            delta: None,
         })
         .await
         .unwrap();
@@ -314,6 +315,7 @@ async fn the_websocket_endpoint_uses_the_same_credentials_and_room_claims() {
                 since: None,
                 presence: false,
                 info: None,
+                delta: None,
             },
             ErrorCode::Forbidden,
         )

@@ -151,6 +151,7 @@ async fn invalid_room_names_are_refused() {
                     since: None,
                     presence: false,
                     info: None,
+                    delta: None,
                 },
                 ErrorCode::InvalidRoom,
             )
@@ -186,6 +187,7 @@ async fn subscribing_beyond_the_room_limit_is_refused() {
                 since: None,
                 presence: false,
                 info: None,
+                delta: None,
             },
             ErrorCode::TooManyRooms,
         )
@@ -198,6 +200,7 @@ async fn subscribing_beyond_the_room_limit_is_refused() {
                 since: None,
                 presence: false,
                 info: None,
+                delta: None,
             },
             ErrorCode::AlreadySubscribed,
         )

@@ -590,7 +590,7 @@ async fn a_redis_restored_from_an_older_snapshot_does_not_reuse_sequence_numbers
 }
 
 /// Waits for the `reset` that tells a live subscriber its room lost continuity.
-async fn expect_reset(watcher: &mut TestClient, old_epoch: &roomcast::stream::Epoch) {
+pub(crate) async fn expect_reset(watcher: &mut TestClient, old_epoch: &roomcast::stream::Epoch) {
     match tokio::time::timeout(
         Duration::from_secs(20),
         watcher.conn.next_frame(Duration::from_secs(20)),

@@ -10,6 +10,7 @@ mod cluster;
 mod cluster_admin;
 mod conformance;
 mod console;
+mod delta;
 mod failover;
 mod helm;
 mod image;

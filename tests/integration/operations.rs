@@ -50,6 +50,7 @@ async fn metrics_cover_the_server_and_pass_promtool() {
                 since: None,
                 presence: false,
                 info: None,
+                delta: None,
             },
             roomcast::protocol::ErrorCode::InvalidRoom,
         )

@@ -244,6 +244,7 @@ async fn an_unreachable_redis_is_named_and_clients_get_a_plain_error() {
             since: None,
             presence: false,
             info: None,
+            delta: None,
         })
         .await;
     loop {

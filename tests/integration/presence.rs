@@ -60,6 +60,7 @@ impl Member {
                 since: None,
                 presence: events,
                 info: Some(info),
+                delta: None,
             })
             .await;
         let mut member = Member {
@@ -266,6 +267,7 @@ async fn presence_is_the_same_from_both_instances_and_events_cross_them() {
                 since: None,
                 presence: false,
                 info: Some(json!({"pad": "x".repeat(300)})),
+                delta: None,
             },
             roomcast::protocol::ErrorCode::InvalidFrame,
         )
@@ -372,6 +374,7 @@ async fn storm_client(
         since: None,
         presence: true,
         info: None,
+        delta: None,
     };
     let mut first = Connection::connect(&a, Some(Encoding::MsgPack))
         .await

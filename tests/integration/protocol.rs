@@ -30,7 +30,9 @@ async fn publish_is_acked_and_delivered_to_subscribers() {
             seq,
             time,
             data,
+            delta,
         } => {
+            assert_eq!(delta, None, "no `delta` field without a delta subscription");
             assert_eq!(room, "project:42");
             assert_eq!(epoch, ack.epoch);
             assert_eq!(seq, 1);

@@ -41,6 +41,7 @@ async fn a_slow_consumer_is_disconnected_and_resumes_from_its_last_message() {
         since: None,
         presence: false,
         info: None,
+        delta: None,
     };
     slow.send(websocket::message(Encoding::Json.encode(&subscribe)))
         .await

@@ -365,6 +365,18 @@ export class Client extends Emitter<ClientEvents> implements SubscriptionHost {
   }
 
   /** @internal */
+  resubscribe(sub: Subscription<any>): void {
+    if (sub.state !== 'active' || !this.ws || !this.welcomeFrame) return;
+    // Messages of the old subscription that are still on their way are dropped (the
+    // subscription is `subscribing` until the new `subscribed`), and the replay resumes
+    // right after the last message delivered.
+    const id = this.nextId++;
+    this.inflight.set(id, { kind: 'unsubscribe', done: () => {} });
+    this.send({ type: 'unsubscribe', id, room: sub.room });
+    this.sendSubscribe(sub);
+  }
+
+  /** @internal */
   detach(sub: Subscription<any>): Promise<void> {
     const wasOnServer = sub.state === 'active' || sub.state === 'subscribing';
     sub.close();
@@ -626,6 +638,7 @@ export class Client extends Emitter<ClientEvents> implements SubscriptionHost {
     const since = sub.resumeFrom();
     const frame: Record<string, unknown> = { type: 'subscribe', id, room: sub.room };
     if (since) frame.since = since;
+    if (sub.deltaRequest) frame.delta = sub.deltaRequest;
     if (sub.presenceRequest) {
       frame.presence = true;
       if (sub.presenceRequest.info !== undefined) frame.info = sub.presenceRequest.info;

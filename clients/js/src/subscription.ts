@@ -12,6 +12,7 @@ import type {
   ResetInfo,
   SubscribedInfo,
 } from './types.js';
+import { applyTextDelta } from './fossil.js';
 import { Emitter } from './util.js';
 
 /** Events of one subscription. */
@@ -55,6 +56,12 @@ export interface SubscriptionHandlers<T> {
    * `{ info }` to show `info` (at most 256 bytes of JSON by default) in the set.
    */
   presence?: boolean | { info?: Json };
+  /**
+   * `'fossil'`: the server sends each message as a Fossil delta against the previous one
+   * where that is smaller; the SDK applies it, so `message` events carry whole values as
+   * usual. A delta that cannot be applied makes the SDK subscribe again from its position.
+   */
+  delta?: 'fossil';
   onPresence?: SubscriptionEvents<T>['presence'];
   onJoin?: SubscriptionEvents<T>['join'];
   onLeave?: SubscriptionEvents<T>['leave'];
@@ -68,6 +75,8 @@ export interface SubscriptionHost {
   presenceStats(room: string): Promise<PresenceStats>;
   gapFill(sub: Subscription<any>, since: Position, limit: number, attempt: number): void;
   detach(sub: Subscription<any>): Promise<void>;
+  /** Unsubscribe and subscribe again from the subscription's position. */
+  resubscribe(sub: Subscription<any>): void;
 }
 
 export interface PublishOptions {
@@ -101,6 +110,10 @@ export class Subscription<T = unknown> extends Emitter<SubscriptionEvents<T>> {
   private members_: Map<string, PresenceEntry> | undefined;
   /** Whether presence events were asked for, and the `info` to send. @internal */
   readonly presenceRequest: { info?: Json } | undefined;
+  /** The delta format asked for. @internal */
+  readonly deltaRequest: 'fossil' | undefined;
+  /** With `delta`: the last message received and its JSON text, the base of the next delta. */
+  private base: { epoch: string; seq: number; text: string } | undefined;
   private resolveReady!: (info: SubscribedInfo) => void;
   private rejectReady!: (err: RoomcastError) => void;
   /** Settles on the first `subscribed` (or a definitive subscribe error). */
@@ -125,6 +138,7 @@ export class Subscription<T = unknown> extends Emitter<SubscriptionEvents<T>> {
     if (handlers.onLeave) this.on('leave', handlers.onLeave);
     const p = handlers.presence;
     this.presenceRequest = p === true ? {} : p ? { ...p } : undefined;
+    this.deltaRequest = handlers.delta;
     this.ready = new Promise<SubscribedInfo>((resolve, reject) => {
       this.resolveReady = resolve;
       this.rejectReady = reject;
@@ -190,6 +204,7 @@ export class Subscription<T = unknown> extends Emitter<SubscriptionEvents<T>> {
 
   /** The connection is gone: forget what belonged to it. @internal */
   connectionLost(): void {
+    this.base = undefined;
     this.buffered.clear();
     this.filling = false;
     if (this.state !== 'closed') this.state = 'pending';
@@ -226,6 +241,7 @@ export class Subscription<T = unknown> extends Emitter<SubscriptionEvents<T>> {
   handleSubscribed(frame: Record<string, any>, sentSince: Position | undefined): void {
     if (this.state === 'closed') return;
     this.state = 'active';
+    this.base = undefined; // a new subscription: its first message comes whole
     const previous = this.pos ? { ...this.pos } : undefined;
     const recovered = frame.recovered === true;
     const replayed = Number(frame.replayed ?? 0);
@@ -295,6 +311,7 @@ export class Subscription<T = unknown> extends Emitter<SubscriptionEvents<T>> {
     if (this.state !== 'active') return;
     const previous = this.pos ? { ...this.pos } : undefined;
     this.pos = { epoch: String(frame.epoch), seq: Number(frame.seq) };
+    this.base = undefined; // the next message comes whole
     // What was buffered beyond a gap belongs to the stream before the reset.
     this.buffered.clear();
     this.filling = false;
@@ -318,6 +335,11 @@ export class Subscription<T = unknown> extends Emitter<SubscriptionEvents<T>> {
       time: Number(frame.time),
       data: frame.data as T,
     };
+    if (frame.delta !== undefined) {
+      const data = this.undelta(message, frame.data, frame.delta === true);
+      if (data === undefined) return;
+      message.data = data;
+    }
     if (!this.pos) {
       this.pos = { epoch: message.epoch, seq: message.seq - 1 };
     } else if (message.epoch !== this.pos.epoch) {
@@ -330,6 +352,32 @@ export class Subscription<T = unknown> extends Emitter<SubscriptionEvents<T>> {
       this.emit('reset', { room: this.room, epoch: message.epoch, seq: 0, reason: 'epoch_changed', previous, source: 'gap' });
     }
     this.accept(message);
+  }
+
+  /**
+   * The value of a message on a subscription with `delta`: its data is JSON text, whole
+   * or a delta against the text of the message just before it. When that cannot be
+   * applied (no such base, a wrong checksum), the subscription starts again from its
+   * position instead of delivering anything wrong.
+   */
+  private undelta(message: Message<T>, data: unknown, isDelta: boolean): T | undefined {
+    try {
+      if (typeof data !== 'string') throw new Error('message data is not text');
+      let text = data;
+      if (isDelta) {
+        const base = this.base;
+        if (!base || base.epoch !== message.epoch || base.seq + 1 !== message.seq) throw new Error('no base message for the delta');
+        text = applyTextDelta(base.text, data);
+      }
+      const value = JSON.parse(text) as T;
+      this.base = { epoch: message.epoch, seq: message.seq, text };
+      return value;
+    } catch (err) {
+      this.base = undefined;
+      this.emit('error', new RoomcastError('bad_frame', `cannot apply the delta of ${this.room} seq ${message.seq}: ${(err as Error).message}; subscribing again`));
+      this.host.resubscribe(this);
+      return undefined;
+    }
   }
 
   private accept(message: Message<T>): void {

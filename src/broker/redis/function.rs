@@ -70,6 +70,8 @@ pub(super) struct PublishCall<'a> {
     pub history: &'a HistorySettings,
     /// `SPUBLISH` (a Redis Cluster) rather than `PUBLISH`.
     pub sharded: bool,
+    /// Bodies of at least this many bytes are compressed (0: never).
+    pub compress_above: usize,
 }
 
 impl PublishCall<'_> {
@@ -103,7 +105,7 @@ impl PublishCall<'_> {
                     data,
                     trace,
                 }
-                .encode(),
+                .encode(self.compress_above),
             )
             .arg(history.size)
             .arg(history.ttl_ms)

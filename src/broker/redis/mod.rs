@@ -71,6 +71,8 @@ pub struct RedisSettings {
     pub probe_timeout: Duration,
     /// PEM certificates trusted for `rediss://` instead of the system's trust store.
     pub tls_ca: Option<Vec<u8>>,
+    /// Publication bodies of at least this many bytes travel compressed (0: never).
+    pub compress_above: usize,
 }
 
 impl RedisSettings {
@@ -89,6 +91,7 @@ impl RedisSettings {
             tls_ca: (!config.tls_ca_file.is_empty())
                 .then(|| std::fs::read(&config.tls_ca_file).ok())
                 .flatten(),
+            compress_above: config.compress_above_bytes,
         }
     }
 }
@@ -113,6 +116,8 @@ pub struct RedisBroker {
     requests: mpsc::UnboundedSender<Request>,
     /// Wakes the Sentinel watcher when a command fails (Sentinel mode only).
     master_lost: Option<Arc<tokio::sync::Notify>>,
+    /// Bodies of at least this many bytes are compressed (0: never).
+    compress_above: usize,
 }
 
 impl RedisBroker {
@@ -217,6 +222,7 @@ impl RedisBroker {
             breaker,
             requests,
             master_lost,
+            compress_above: settings.compress_above,
         })
     }
 
@@ -296,6 +302,7 @@ impl Broker for RedisBroker {
             keys: &self.keys,
             history: &self.history,
             sharded: self.mode == Mode::Cluster,
+            compress_above: self.compress_above,
         }
         .command(room, request);
         let reply = self
@@ -390,10 +397,11 @@ impl Broker for RedisBroker {
 /// The command that publishes `request` to `room` exactly as the broker sends it (an
 /// `FCALL` of the publish library; on one Redis, not a cluster), for drivers that
 /// measure what Redis alone can sequence. Load the library first with
-/// [`publish_library_load`].
+/// [`publish_library_load`]. `compress_above` is `redis.compress_above_bytes`.
 pub fn publish_command(
     key_prefix: &str,
     history: &HistorySettings,
+    compress_above: usize,
     room: &RoomName,
     request: PublishRequest,
 ) -> redis::Cmd {
@@ -402,6 +410,7 @@ pub fn publish_command(
         keys: &keys,
         history,
         sharded: false,
+        compress_above,
     }
     .command(room, request)
 }

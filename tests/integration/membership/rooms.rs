@@ -23,6 +23,7 @@ fn subscribe(room: &str) -> ClientFrame {
         since: None,
         presence: false,
         info: None,
+        delta: None,
     }
 }
 

@@ -141,6 +141,7 @@ impl TestClient {
             since,
             presence: false,
             info: None,
+            delta: None,
         })
         .await;
         match self.next().await {
@@ -152,6 +153,7 @@ impl TestClient {
                 recovered,
                 replayed,
                 reason,
+                ..
             } => {
                 assert_eq!(reply_id, Some(id));
                 assert_eq!(reply_room, room);
