@@ -26,13 +26,9 @@ lib="$work/library.lua"
 commands() { # kind calls
   python3 - "$1" "$2" "$work" <<'PY'
 import hashlib, sys
+sys.path.insert(0, "scripts")
+from resp import resp
 kind, calls, work = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-def resp(*args):
-    out = [b"*%d\r\n" % len(args)]
-    for a in args:
-        a = a if isinstance(a, bytes) else str(a).encode()
-        out.append(b"$%d\r\n%s\r\n" % (len(a), a))
-    return b"".join(out)
 head = []
 if kind == "base":
     code = open(work + "/base.lua", "rb").read()
@@ -44,8 +40,8 @@ with open(f"{work}/{kind}.{calls}.resp", "wb") as f:
     for i in range(calls):
         room = f"cost-{i % 100}"
         keys = [f"rc:{{{room}}}:{k}" for k in ("meta", "log", "idem", "idemx")]
-        f.write(resp(*head, 4, *keys, f"rc:{{{room}}}:ch", "PUBLISH", "e%d" % i, body,
-                     1000, 300000, 86400000, 300000, f"key-{i}", 1000))
+        f.write(resp([*head, 4, *keys, f"rc:{{{room}}}:ch", "PUBLISH", "e%d" % i, body,
+                      1000, 300000, 86400000, 300000, f"key-{i}", 1000]))
 PY
 }
 

@@ -285,9 +285,7 @@ impl CpuPerDelivery {
             return None;
         }
         let per = |seconds: f64| seconds * 1e6 / delivered as f64;
-        let instances = servers.iter().filter(|s| s.name.starts_with("instance"));
-        let user: f64 = instances.clone().map(|s| s.publish_cpu_user_seconds).sum();
-        let system: f64 = instances.map(|s| s.publish_cpu_system_seconds).sum();
+        let (user, system) = instances_cpu(servers);
         let all: f64 = servers
             .iter()
             .map(|s| s.publish_cpu_user_seconds + s.publish_cpu_system_seconds)
@@ -299,6 +297,14 @@ impl CpuPerDelivery {
             all_in_us: per(all),
         })
     }
+}
+
+/// User and system CPU seconds of the roomcast instances together while publishing.
+fn instances_cpu(servers: &[ServerFigures]) -> (f64, f64) {
+    let instances = servers.iter().filter(|s| s.name.starts_with("instance"));
+    let user = instances.clone().map(|s| s.publish_cpu_user_seconds).sum();
+    let system = instances.map(|s| s.publish_cpu_system_seconds).sum();
+    (user, system)
 }
 
 /// CPU per acknowledged publish during publishing, µs (deliveries included).
@@ -321,9 +327,7 @@ impl CpuPerPublish {
             return None;
         }
         let per = |seconds: f64| seconds * 1e6 / acked as f64;
-        let instances = servers.iter().filter(|s| s.name.starts_with("instance"));
-        let user: f64 = instances.clone().map(|s| s.publish_cpu_user_seconds).sum();
-        let system: f64 = instances.map(|s| s.publish_cpu_system_seconds).sum();
+        let (user, system) = instances_cpu(servers);
         let redis: f64 = servers
             .iter()
             .filter(|s| s.name == "redis")
