@@ -113,7 +113,7 @@ impl Api {
             loop {
                 tick.tick().await;
                 let Some(api) = weak.upgrade() else { return };
-                api.limiter.forget_idle(std::time::Duration::from_secs(600));
+                api.limiter.forget_idle();
             }
         });
         api
@@ -163,28 +163,7 @@ impl Api {
             .and_then(bearer);
         let principal = match self.auth.authenticate(token) {
             Ok(principal) => principal,
-            Err(err) => {
-                metrics::counter!("roomcast_auth_failures_total", "endpoint" => "api").increment(1);
-                // Failed attempts spend the client address's write budget: guessing
-                // tokens is throttled like any other mutation.
-                let decision = self.limiter.check(
-                    &Principal::Anonymous,
-                    &format!("auth:{peer}"),
-                    Class::Write,
-                );
-                let error = if decision.allowed {
-                    ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", err.to_string())
-                        .with_header("www-authenticate", "Bearer")
-                } else {
-                    ApiError::new(
-                        StatusCode::TOO_MANY_REQUESTS,
-                        "rate_limited",
-                        "too many failed attempts; slow down",
-                    )
-                    .with_header("retry-after", decision.retry_after_secs.to_string())
-                };
-                return (route, error.into_response());
-            }
+            Err(err) => return (route, self.unauthenticated(peer, &err).into_response()),
         };
         let class = match *request.method() {
             Method::GET | Method::HEAD => Class::Read,
@@ -221,6 +200,29 @@ impl Api {
         (route, response)
     }
 
+    /// The answer to a request whose token was refused. Failed attempts spend the
+    /// client address's write budget: guessing tokens is throttled like any other
+    /// mutation.
+    fn unauthenticated(&self, peer: IpAddr, err: &impl std::fmt::Display) -> ApiError {
+        metrics::counter!("roomcast_auth_failures_total", "endpoint" => "api").increment(1);
+        let decision =
+            self.limiter
+                .check(&Principal::Anonymous, &format!("auth:{peer}"), Class::Write);
+        if decision.allowed {
+            ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", err.to_string())
+                .with_header("www-authenticate", "Bearer")
+        } else {
+            ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "too many failed attempts; slow down",
+            )
+            .with_header("retry-after", decision.retry_after_secs.to_string())
+        }
+    }
+
+    /// The route table: one line per method and path, so it is longer than ~60 lines on
+    /// purpose (split, it would be harder to see which routes exist).
     async fn dispatch(
         &self,
         request: Request<Incoming>,

@@ -1,10 +1,16 @@
 //! Token buckets per principal and request class. Mutations have their own, smaller
 //! bucket, so that reads cannot starve writes and a burst of writes cannot starve reads.
+//! The buckets are `governor`'s (GCRA, the token bucket's arithmetic on one timestamp
+//! per key); this module maps its answers to the `X-RateLimit-*` headers.
 
 use crate::auth::Principal;
 use crate::config::RateLimitConfig;
-use dashmap::DashMap;
-use std::time::{Duration, Instant};
+use governor::Quota;
+use governor::clock::{Clock, DefaultClock};
+use governor::middleware::StateInformationMiddleware;
+use governor::state::keyed::DashMapStateStore;
+use std::num::NonZeroU32;
+use std::time::Duration;
 
 /// Reads (GET, HEAD) or mutations (everything else).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -13,19 +19,6 @@ pub enum Class {
     Read,
     /// POST, PATCH, PUT, DELETE.
     Write,
-}
-
-/// Rate and burst of one bucket kind.
-#[derive(Debug, Clone, Copy)]
-struct Tier {
-    per_second: f64,
-    burst: u32,
-}
-
-#[derive(Debug)]
-struct Bucket {
-    tokens: f64,
-    updated: Instant,
 }
 
 /// What a request may do, and the headers that say so.
@@ -44,6 +37,26 @@ pub struct Decision {
 }
 
 impl Decision {
+    fn new(
+        allowed: bool,
+        quota: Quota,
+        remaining: u32,
+        full_in: Duration,
+        retry_in: Duration,
+    ) -> Decision {
+        Decision {
+            allowed,
+            limit: quota.burst_size().get(),
+            remaining,
+            reset_secs: full_in.as_secs_f64().ceil() as u64,
+            retry_after_secs: if allowed {
+                0
+            } else {
+                retry_in.as_secs_f64().ceil().max(1.0) as u64
+            },
+        }
+    }
+
     /// The `X-RateLimit-*` (and, when refused, `Retry-After`) headers.
     pub fn headers(&self) -> Vec<(&'static str, String)> {
         let mut headers = vec![
@@ -58,99 +71,105 @@ impl Decision {
     }
 }
 
+/// The buckets of one tier (users or services) and class, keyed by caller.
+type Buckets<C> =
+    governor::RateLimiter<String, DashMapStateStore<String>, C, StateInformationMiddleware>;
+
 /// All buckets of the instance.
-pub struct RateLimiter {
-    buckets: DashMap<(String, Class), Bucket>,
-    user: [Tier; 2],
-    service: [Tier; 2],
+pub struct RateLimiter<C: Clock = DefaultClock> {
+    /// Users' reads, users' mutations.
+    user: [Buckets<C>; 2],
+    /// Services' reads, services' mutations.
+    service: [Buckets<C>; 2],
+    clock: C,
 }
 
 impl RateLimiter {
     /// Buckets with the configured tiers.
     pub fn new(config: &RateLimitConfig) -> Self {
+        RateLimiter::with_clock(config, DefaultClock::default())
+    }
+}
+
+impl<C: Clock + Clone> RateLimiter<C> {
+    fn with_clock(config: &RateLimitConfig, clock: C) -> Self {
+        let buckets = |per_second: f64, burst: u32| {
+            let quota = Quota::with_period(Duration::from_secs_f64(1.0 / per_second))
+                .expect("validated: the rate is positive and finite")
+                .allow_burst(NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN));
+            governor::RateLimiter::dashmap_with_clock(quota, clock.clone())
+                .with_middleware::<StateInformationMiddleware>()
+        };
         RateLimiter {
-            buckets: DashMap::new(),
             user: [
-                Tier {
-                    per_second: config.user_reads_per_second,
-                    burst: config.user_read_burst,
-                },
-                Tier {
-                    per_second: config.user_writes_per_second,
-                    burst: config.user_write_burst,
-                },
+                buckets(config.user_reads_per_second, config.user_read_burst),
+                buckets(config.user_writes_per_second, config.user_write_burst),
             ],
             service: [
-                Tier {
-                    per_second: config.service_reads_per_second,
-                    burst: config.service_read_burst,
-                },
-                Tier {
-                    per_second: config.service_writes_per_second,
-                    burst: config.service_write_burst,
-                },
+                buckets(config.service_reads_per_second, config.service_read_burst),
+                buckets(config.service_writes_per_second, config.service_write_burst),
             ],
+            clock,
         }
     }
 
     /// Takes one token from the bucket of `key` (the principal, or the client address for
     /// anonymous callers) for a request of `class`.
     pub fn check(&self, principal: &Principal, key: &str, class: Class) -> Decision {
-        self.check_at(principal, key, class, Instant::now())
-    }
-
-    fn check_at(&self, principal: &Principal, key: &str, class: Class, now: Instant) -> Decision {
-        let tiers = match principal {
+        let tier = match principal {
             Principal::Service { .. } => &self.service,
             _ => &self.user,
         };
-        let tier = tiers[match class {
+        let buckets = &tier[match class {
             Class::Read => 0,
             Class::Write => 1,
         }];
-        let burst = f64::from(tier.burst);
-        let mut bucket = self
-            .buckets
-            .entry((key.to_owned(), class))
-            .or_insert_with(|| Bucket {
-                tokens: burst,
-                updated: now,
-            });
-        let elapsed = now.saturating_duration_since(bucket.updated).as_secs_f64();
-        bucket.tokens = (bucket.tokens + elapsed * tier.per_second).min(burst);
-        bucket.updated = now;
-        let allowed = bucket.tokens >= 1.0;
-        if allowed {
-            bucket.tokens -= 1.0;
-        }
-        let tokens = bucket.tokens;
-        Decision {
-            allowed,
-            limit: tier.burst,
-            remaining: tokens.floor() as u32,
-            reset_secs: ((burst - tokens) / tier.per_second).ceil() as u64,
-            retry_after_secs: if allowed {
-                0
-            } else {
-                ((1.0 - tokens) / tier.per_second).ceil().max(1.0) as u64
-            },
+        match buckets.check_key(&key.to_owned()) {
+            Ok(state) => {
+                let quota = state.quota();
+                let remaining = state.remaining_burst_capacity();
+                let empty = quota.burst_size().get() - remaining;
+                // GCRA tells whole tokens only: the bucket is full again at the latest
+                // when the missing ones have come back.
+                Decision::new(
+                    true,
+                    quota,
+                    remaining,
+                    quota.replenish_interval() * empty,
+                    Duration::ZERO,
+                )
+            }
+            Err(refused) => {
+                let quota = refused.quota();
+                let wait = refused.wait_time_from(self.clock.now());
+                let missing = quota.burst_size().get() - 1;
+                Decision::new(
+                    false,
+                    quota,
+                    0,
+                    wait + quota.replenish_interval() * missing,
+                    wait,
+                )
+            }
         }
     }
 
-    /// Forgets buckets idle for `idle` (they would be full again anyway).
-    pub fn forget_idle(&self, idle: Duration) {
-        let now = Instant::now();
-        self.buckets
-            .retain(|_, bucket| now.duration_since(bucket.updated) < idle);
+    /// Forgets buckets that are full again (they would start full anyway).
+    pub fn forget_idle(&self) {
+        for buckets in self.user.iter().chain(&self.service) {
+            buckets.retain_recent();
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use governor::clock::FakeRelativeClock;
 
-    fn limiter() -> RateLimiter {
-        RateLimiter::new(&RateLimitConfig {
+    fn limiter() -> (RateLimiter<FakeRelativeClock>, FakeRelativeClock) {
+        let clock = FakeRelativeClock::default();
+        let config = RateLimitConfig {
             user_reads_per_second: 1.0,
             user_read_burst: 2,
             user_writes_per_second: 0.5,
@@ -161,54 +180,47 @@ mod tests {
             service_write_burst: 100,
             ws_publishes_per_second: 1.0,
             ws_publish_burst: 1,
-        })
+        };
+        (RateLimiter::with_clock(&config, clock.clone()), clock)
     }
 
     #[test]
     fn bursts_then_refuses_then_refills() {
-        let limiter = limiter();
+        let (limiter, clock) = limiter();
         let user = Principal::Anonymous;
-        let start = Instant::now();
-        let first = limiter.check_at(&user, "a", Class::Read, start);
+        let first = limiter.check(&user, "a", Class::Read);
         assert!(first.allowed);
-        assert_eq!((first.limit, first.remaining), (2, 1));
-        assert!(limiter.check_at(&user, "a", Class::Read, start).allowed);
-        let refused = limiter.check_at(&user, "a", Class::Read, start);
+        assert_eq!((first.limit, first.remaining, first.reset_secs), (2, 1, 1));
+        assert!(limiter.check(&user, "a", Class::Read).allowed);
+        let refused = limiter.check(&user, "a", Class::Read);
         assert!(!refused.allowed);
+        assert_eq!(refused.remaining, 0);
         assert_eq!(refused.retry_after_secs, 1);
         assert_eq!(refused.reset_secs, 2);
-        assert!(
-            limiter
-                .check_at(&user, "a", Class::Read, start + Duration::from_secs(1))
-                .allowed
-        );
+        clock.advance(Duration::from_secs(1));
+        assert!(limiter.check(&user, "a", Class::Read).allowed);
     }
 
     #[test]
     fn classes_and_keys_are_separate() {
-        let limiter = limiter();
+        let (limiter, _clock) = limiter();
         let user = Principal::Anonymous;
-        let now = Instant::now();
-        assert!(limiter.check_at(&user, "a", Class::Write, now).allowed);
+        assert!(limiter.check(&user, "a", Class::Write).allowed);
         assert!(
-            !limiter.check_at(&user, "a", Class::Write, now).allowed,
+            !limiter.check(&user, "a", Class::Write).allowed,
             "writes are stricter"
         );
         assert!(
-            limiter.check_at(&user, "a", Class::Read, now).allowed,
+            limiter.check(&user, "a", Class::Read).allowed,
             "reads have their own bucket"
         );
         assert!(
-            limiter.check_at(&user, "b", Class::Write, now).allowed,
+            limiter.check(&user, "b", Class::Write).allowed,
             "other callers too"
         );
         let service = Principal::Service { name: "s".into() };
         for _ in 0..50 {
-            assert!(
-                limiter
-                    .check_at(&service, "service:s", Class::Write, now)
-                    .allowed
-            );
+            assert!(limiter.check(&service, "service:s", Class::Write).allowed);
         }
     }
 }

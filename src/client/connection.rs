@@ -82,29 +82,7 @@ impl Connection {
                 .await
                 .map_err(|e| connect_error(&e))?,
             Some(local) => {
-                let host = request.uri().host().unwrap_or("127.0.0.1").to_owned();
-                let port = request.uri().port_u16().unwrap_or(80);
-                let remote = tokio::net::lookup_host((host.as_str(), port))
-                    .await
-                    .map_err(|e| connect_error(&e))?
-                    .find(|addr| addr.is_ipv4() == local.is_ipv4())
-                    .ok_or_else(|| {
-                        ClientError::Connect(format!("no address of {host} matches {local}"))
-                    })?;
-                let socket = if local.is_ipv4() {
-                    TcpSocket::new_v4()
-                } else {
-                    TcpSocket::new_v6()
-                }
-                .map_err(|e| connect_error(&e))?;
-                socket
-                    .bind(SocketAddr::new(local, 0))
-                    .map_err(|e| connect_error(&e))?;
-                let stream = socket
-                    .connect(remote)
-                    .await
-                    .map_err(|e| connect_error(&e))?;
-                let _ = stream.set_nodelay(true);
+                let stream = tcp_from(request.uri(), local).await?;
                 tokio_tungstenite::client_async_with_config(
                     request,
                     MaybeTlsStream::Plain(stream),
@@ -230,4 +208,31 @@ impl Connection {
         };
         let _ = self.socket.close(Some(frame)).await;
     }
+}
+
+/// A TCP connection to `uri`'s host from the local address `local`.
+async fn tcp_from(
+    uri: &tokio_tungstenite::tungstenite::http::Uri,
+    local: IpAddr,
+) -> Result<tokio::net::TcpStream, ClientError> {
+    let connect_error = |e: std::io::Error| ClientError::Connect(e.to_string());
+    let host = uri.host().unwrap_or("127.0.0.1").to_owned();
+    let port = uri.port_u16().unwrap_or(80);
+    let remote = tokio::net::lookup_host((host.as_str(), port))
+        .await
+        .map_err(connect_error)?
+        .find(|addr| addr.is_ipv4() == local.is_ipv4())
+        .ok_or_else(|| ClientError::Connect(format!("no address of {host} matches {local}")))?;
+    let socket = if local.is_ipv4() {
+        TcpSocket::new_v4()
+    } else {
+        TcpSocket::new_v6()
+    }
+    .map_err(connect_error)?;
+    socket
+        .bind(SocketAddr::new(local, 0))
+        .map_err(connect_error)?;
+    let stream = socket.connect(remote).await.map_err(connect_error)?;
+    let _ = stream.set_nodelay(true);
+    Ok(stream)
 }

@@ -140,6 +140,10 @@ enum SessionEnd {
     Stop,
 }
 
+/// The client's life: connect (a hinted URL first, then the configured ones in turn),
+/// serve the session, reconnect with a jittered backoff, until stopped or told not to
+/// come back. A little over ~60 lines on purpose: the reconnect policy reads in one
+/// place.
 pub(super) async fn run(
     config: ClientConfig,
     mut commands: mpsc::UnboundedReceiver<Command>,
@@ -471,6 +475,8 @@ impl State {
         Ok(())
     }
 
+    /// Handles one server frame. One arm per frame kind, most a few lines: it runs
+    /// past ~60 lines because every pattern spells out its fields.
     async fn on_frame(&mut self, frame: ServerFrame) {
         match frame {
             ServerFrame::Message {
@@ -509,36 +515,8 @@ impl State {
                 replayed,
                 ..
             } => {
-                let Some(tracked) = self.rooms.get_mut(&room) else {
-                    return;
-                };
-                // A new subscription: the first message after it comes whole.
-                tracked.base = None;
-                tracked.resubscribe = Resubscribe::No;
-                let position = Position::new(epoch, seq);
-                // With replayed messages still to come, the position advances as they
-                // arrive; a connection lost before then must resume from the old one.
-                if !(recovered && replayed > 0) {
-                    tracked.position = Some(position.clone());
-                }
-                let resumed = tracked.active_once;
-                tracked.active_once = true;
-                let subscription = Subscription {
-                    position: position.clone(),
-                    recovered,
-                    replayed,
-                };
-                if let Some(reply) = tracked.reply.take() {
-                    let _ = reply.send(Ok(subscription));
-                }
-                self.emit(Event::Subscribed {
-                    room,
-                    position,
-                    recovered,
-                    replayed,
-                    resumed,
-                })
-                .await;
+                self.on_subscribed(room, Position::new(epoch, seq), recovered, replayed)
+                    .await
             }
             ServerFrame::Reset {
                 room,
@@ -566,12 +544,13 @@ impl State {
                 duplicate,
                 ..
             } => {
+                let ack = Ack {
+                    position: Position::new(epoch, seq),
+                    time_ms: time,
+                    duplicate,
+                };
                 if let Some(publish) = id.and_then(|id| self.publishes.remove(&id)) {
-                    let _ = publish.reply.send(Ok(Ack {
-                        position: Position::new(epoch, seq),
-                        time_ms: time,
-                        duplicate,
-                    }));
+                    let _ = publish.reply.send(Ok(ack));
                 }
             }
             ServerFrame::Presence { id: Some(id), .. }
@@ -606,6 +585,46 @@ impl State {
             ServerFrame::Reconnect { hint, .. } => self.hint = hint.into(),
             _ => {}
         }
+    }
+
+    /// The server confirmed a subscription: answers whoever asked for it and tells
+    /// the application (`resumed` when the room was subscribed before).
+    async fn on_subscribed(
+        &mut self,
+        room: String,
+        position: Position,
+        recovered: bool,
+        replayed: u64,
+    ) {
+        let Some(tracked) = self.rooms.get_mut(&room) else {
+            return;
+        };
+        // A new subscription: the first message after it comes whole.
+        tracked.base = None;
+        tracked.resubscribe = Resubscribe::No;
+        // With replayed messages still to come, the position advances as they
+        // arrive; a connection lost before then must resume from the old one.
+        if !(recovered && replayed > 0) {
+            tracked.position = Some(position.clone());
+        }
+        let resumed = tracked.active_once;
+        tracked.active_once = true;
+        let subscription = Subscription {
+            position: position.clone(),
+            recovered,
+            replayed,
+        };
+        if let Some(reply) = tracked.reply.take() {
+            let _ = reply.send(Ok(subscription));
+        }
+        self.emit(Event::Subscribed {
+            room,
+            position,
+            recovered,
+            replayed,
+            resumed,
+        })
+        .await;
     }
 
     fn on_error(&mut self, id: u64, code: crate::protocol::ErrorCode, message: String) {

@@ -5,6 +5,26 @@ use super::{Config, ConfigError};
 use serde::{Deserialize, Deserializer};
 use std::net::IpAddr;
 
+/// `[auth]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// HS256 secret.
+    pub jwt_hs256_secret: String,
+    /// RS256 public key file (PEM).
+    pub jwt_rs256_public_key_file: String,
+    /// Tolerated clock skew (s).
+    pub clock_skew_secs: u64,
+    /// Required issuer.
+    pub jwt_issuer: String,
+    /// Required audience.
+    pub jwt_audience: String,
+    /// `name:token,…`
+    pub service_tokens: String,
+    /// Whether anonymous clients are allowed on a public address.
+    pub mode: AuthMode,
+}
+
 /// `auth.mode`: whether anonymous clients may reach a public address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]

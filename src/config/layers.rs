@@ -10,7 +10,8 @@ pub const ENV_PREFIX: &str = "ROOMCAST_";
 /// Separator between a section and a key in an environment variable name.
 pub const ENV_SECTION_SEPARATOR: &str = "__";
 
-/// Defaults, overlaid with `file`, overlaid with the `ROOMCAST_*` entries of `env`.
+/// Defaults, overlaid with `file`, overlaid with the `ROOMCAST_*` entries of `env`
+/// (where `DATABASE_URL` stands for `ROOMCAST_DATABASE_URL` unless that is set).
 pub fn merged(
     file: Option<&Path>,
     env: impl IntoIterator<Item = (String, String)>,
@@ -29,7 +30,7 @@ pub fn merged(
         })?;
         overlay_table(&mut table, overlay, "", &path.display().to_string())?;
     }
-    let mut env: Vec<(String, String)> = env
+    let mut env: Vec<(String, String)> = with_database_url_alias(env)
         .into_iter()
         .filter(|(name, _)| name.starts_with(ENV_PREFIX) && !is_service_link(name))
         .collect();
@@ -149,4 +150,18 @@ fn apply_env(table: &mut Table, name: &str, raw: String) -> Result<(), ConfigErr
         }
     };
     Ok(())
+}
+
+/// `env` with the conventional DATABASE_URL standing for ROOMCAST_DATABASE_URL unless
+/// that is set.
+fn with_database_url_alias(
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = env.into_iter().collect();
+    if !env.iter().any(|(k, _)| k == "ROOMCAST_DATABASE_URL")
+        && let Some((_, url)) = env.iter().find(|(k, _)| k == "DATABASE_URL")
+    {
+        env.push(("ROOMCAST_DATABASE_URL".into(), url.clone()));
+    }
+    env
 }

@@ -16,7 +16,7 @@ impl Config {
         file: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<String, ConfigError> {
-        let env = super::with_database_url_alias(env);
+        let env: Vec<(String, String)> = env.into_iter().collect();
         Config::load(file, env.clone())?;
         let mut table = layers::merged(file, env)?;
         redact_table(&mut table, "");

@@ -353,23 +353,7 @@ impl Hub {
                 Command::Shutdown(done) => shutdown = Some(done),
             }
         }
-        let store = &self.store;
-        let ttl = self.ttl;
-        join_all(writes.into_iter().map(|(room, w)| async move {
-            if !w.removes.is_empty() {
-                let conns: Vec<String> = w.removes.into_iter().collect();
-                if let Err(err) = store.remove(&room, &conns).await {
-                    tracing::warn!(%room, error = %err, "presence removal failed; the entries expire instead");
-                }
-            }
-            if !w.adds.is_empty() {
-                let entries: Vec<PresenceEntry> = w.adds.into_values().collect();
-                if let Err(err) = store.add(&room, &entries, ttl).await {
-                    tracing::warn!(%room, error = %err, "presence write failed; the next heartbeat retries");
-                }
-            }
-        }))
-        .await;
+        self.write(writes).await;
         for (room, watcher) in new_watchers {
             self.watch(room, watcher).await;
         }
@@ -377,6 +361,28 @@ impl Hub {
             let _ = done.send(());
         }
         shutdown
+    }
+
+    /// Writes the batch's changes to the store, the rooms concurrently. A failure is
+    /// logged: removed entries expire, added ones are written again by the heartbeat.
+    async fn write(&self, writes: HashMap<RoomName, Writes>) {
+        let store = &self.store;
+        let ttl = self.ttl;
+        join_all(writes.into_iter().map(|(room, w)| async move {
+        if !w.removes.is_empty() {
+            let conns: Vec<String> = w.removes.into_iter().collect();
+            if let Err(err) = store.remove(&room, &conns).await {
+                tracing::warn!(%room, error = %err, "presence removal failed; the entries expire instead");
+            }
+        }
+        if !w.adds.is_empty() {
+            let entries: Vec<PresenceEntry> = w.adds.into_values().collect();
+            if let Err(err) = store.add(&room, &entries, ttl).await {
+                tracing::warn!(%room, error = %err, "presence write failed; the next heartbeat retries");
+            }
+        }
+    }))
+    .await;
     }
 
     /// Starts sending `room`'s events to `watcher`, beginning with the set the room's

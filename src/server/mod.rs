@@ -106,6 +106,97 @@ pub enum ServerError {
     },
 }
 
+/// The room supervisor, with the room settings and restart policy of `config`.
+async fn start_rooms(
+    config: &Config,
+    broker: Arc<dyn Broker>,
+    events_rx: EventReceiver,
+) -> Result<Rooms, ServerError> {
+    let restarts = RestartPolicy {
+        max_restarts: config.rooms.max_restarts,
+        window: Duration::from_millis(config.rooms.restart_window_ms),
+    };
+    Rooms::start(broker, events_rx, room_settings(config), restarts)
+        .await
+        .map_err(|source| ServerError::Actors {
+            what: "the room supervisor",
+            source,
+        })
+}
+
+/// The token checks of `config`; says loudly in the log when there are none.
+fn authenticator(config: &Config) -> Result<Arc<Authenticator>, ServerError> {
+    let auth = Arc::new(Authenticator::from_config(&config.auth).map_err(ServerError::Auth)?);
+    if auth.is_open() {
+        tracing::warn!(
+            listen = %config.listen,
+            mode = ?config.auth.mode,
+            "NO AUTHENTICATION CONFIGURED: every client is anonymous and may read, write and publish anything; \
+             set [auth] keys before exposing this server (see docs/security.md)"
+        );
+    }
+    Ok(auth)
+}
+
+/// The main listener, and the address it is bound to (the port is known with port 0).
+fn bind_main(config: &Config) -> Result<(TcpListener, SocketAddr), ServerError> {
+    let failed = |source| ServerError::Bind {
+        addr: config.listen,
+        source,
+    };
+    let listener = bind(config.listen, config.connection.listen_backlog).map_err(failed)?;
+    let local_addr = listener.local_addr().map_err(failed)?;
+    Ok((listener, local_addr))
+}
+
+/// `/metrics` on a listener of its own, when `metrics.listen` names one.
+fn spawn_metrics_listener(config: &Config) -> Result<(), ServerError> {
+    if config.metrics.listen.is_empty() {
+        return Ok(());
+    }
+    let addr: SocketAddr = config.metrics.listen.parse().expect("validated");
+    let listener = bind(addr, config.connection.listen_backlog)
+        .map_err(|source| ServerError::Bind { addr, source })?;
+    tracing::info!(%addr, "metrics listening");
+    tokio::spawn(serve_metrics(listener));
+    Ok(())
+}
+
+/// The listener's certificate when `[tls]` is configured, reloaded on SIGHUP.
+fn listener_tls(config: &Config) -> Result<Option<Arc<ListenerTls>>, ServerError> {
+    let tls = ListenerTls::from_config(&config.tls)
+        .map_err(|e| ServerError::Tls(format!("{}: {}", e.key, e.message)))?
+        .map(Arc::new);
+    if let Some(tls) = &tls {
+        tls.reload_on_hangup();
+    }
+    Ok(tls)
+}
+
+/// Accepts on `listener` until the returned token is cancelled; says so in the log.
+fn spawn_accept(
+    config: &Config,
+    (listener, addr): (TcpListener, SocketAddr),
+    app: &Arc<App>,
+    tls: Option<Arc<ListenerTls>>,
+) -> (CancellationToken, JoinHandle<()>) {
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let options = SocketOptions {
+        handshake_timeout: config.connection.handshake_timeout(),
+        send_buffer_bytes: config.connection.send_buffer_bytes,
+        tls,
+    };
+    let stop_accepting = CancellationToken::new();
+    let accept_loop = tokio::spawn(accept(
+        listener,
+        app.clone(),
+        options,
+        stop_accepting.clone(),
+    ));
+    tracing::info!(%addr, scheme, node = %app.node_id, broker = app.broker.kind(), "roomcast listening");
+    (stop_accepting, accept_loop)
+}
+
 /// A running server.
 pub struct Server {
     app: Arc<App>,
@@ -133,6 +224,10 @@ impl Server {
 
     /// Like [`Server::start`], with a broker built by the caller (embedding, tests):
     /// `events_rx` must receive the events that broker sends.
+    ///
+    /// Start-up in order, one step per statement: longer than ~60 lines on purpose, as
+    /// the order is the contract (everything a request may reach exists before the
+    /// listener accepts, and a failure stops start-up before it binds what follows).
     pub async fn start_with_broker(
         config: &Config,
         broker: Arc<dyn Broker>,
@@ -140,31 +235,10 @@ impl Server {
     ) -> Result<Server, ServerError> {
         let node_id = node_id(config);
         crate::telemetry::metrics::install();
-        let rooms = Rooms::start(
-            broker.clone(),
-            events_rx,
-            room_settings(config),
-            RestartPolicy {
-                max_restarts: config.rooms.max_restarts,
-                window: Duration::from_millis(config.rooms.restart_window_ms),
-            },
-        )
-        .await
-        .map_err(|source| ServerError::Actors {
-            what: "the room supervisor",
-            source,
-        })?;
+        let rooms = start_rooms(config, broker.clone(), events_rx).await?;
         let flags = Flags::from_config(&config.flags).map_err(ServerError::Flags)?;
         flags.watch(Duration::from_secs(2));
-        let auth = Arc::new(Authenticator::from_config(&config.auth).map_err(ServerError::Auth)?);
-        if auth.is_open() {
-            tracing::warn!(
-                listen = %config.listen,
-                mode = ?config.auth.mode,
-                "NO AUTHENTICATION CONFIGURED: every client is anonymous and may read, write and publish anything; \
-                 set [auth] keys before exposing this server (see docs/security.md)"
-            );
-        }
+        let auth = authenticator(config)?;
         let store = Store::connect(&config.database_url)
             .await
             .map_err(ServerError::Store)?;
@@ -177,16 +251,7 @@ impl Server {
             auth.clone(),
             Arc::new(crate::access::AccessControl::new(store.clone())),
         ));
-        let listener = bind(config.listen, config.connection.listen_backlog).map_err(|source| {
-            ServerError::Bind {
-                addr: config.listen,
-                source,
-            }
-        })?;
-        let local_addr = listener.local_addr().map_err(|source| ServerError::Bind {
-            addr: config.listen,
-            source,
-        })?;
+        let (listener, local_addr) = bind_main(config)?;
         let cluster = Cluster::new(
             &config.cluster,
             &node_id,
@@ -228,13 +293,7 @@ impl Server {
             cluster: cluster.clone(),
             console: config.console.enabled.then(console::Console::new),
         });
-        if !config.metrics.listen.is_empty() {
-            let addr: SocketAddr = config.metrics.listen.parse().expect("validated");
-            let listener = bind(addr, config.connection.listen_backlog)
-                .map_err(|source| ServerError::Bind { addr, source })?;
-            tracing::info!(%addr, "metrics listening");
-            tokio::spawn(serve_metrics(listener));
-        }
+        spawn_metrics_listener(config)?;
         let control = crate::control::spawn_listener(
             app.rooms.clone(),
             app.connections.clone(),
@@ -248,25 +307,8 @@ impl Server {
             relay_stop.clone(),
         );
         let rebalancer = cluster.spawn_rebalancer(app.connections.clone(), relay_stop.clone());
-        let tls = ListenerTls::from_config(&config.tls)
-            .map_err(|e| ServerError::Tls(format!("{}: {}", e.key, e.message)))?
-            .map(Arc::new);
-        if let Some(tls) = &tls {
-            tls.reload_on_hangup();
-        }
-        let scheme = if tls.is_some() { "https" } else { "http" };
-        let stop_accepting = CancellationToken::new();
-        let accept_loop = tokio::spawn(accept(
-            listener,
-            app.clone(),
-            SocketOptions {
-                handshake_timeout: config.connection.handshake_timeout(),
-                send_buffer_bytes: config.connection.send_buffer_bytes,
-                tls,
-            },
-            stop_accepting.clone(),
-        ));
-        tracing::info!(addr = %local_addr, scheme, node = %app.node_id, broker = app.broker.kind(), "roomcast listening");
+        let tls = listener_tls(config)?;
+        let (stop_accepting, accept_loop) = spawn_accept(config, (listener, local_addr), &app, tls);
         Ok(Server {
             app,
             local_addr,

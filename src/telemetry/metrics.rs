@@ -182,6 +182,9 @@ pub fn render() -> String {
         .unwrap_or_default()
 }
 
+/// The description of every metric family, one statement each, grouped as
+/// docs/operations.md lists them: a table, longer than ~60 lines on purpose (split, it
+/// would scatter the one list an operator reads).
 fn describe() {
     describe_gauge!(
         "roomcast_build_info",

@@ -120,6 +120,97 @@ pub struct RedisBroker {
     compress_above: usize,
 }
 
+/// What the subscriber task of either kind is built from.
+struct Parts<'a> {
+    node_id: &'a str,
+    keys: Keys,
+    events: EventSender,
+    health: Arc<Health>,
+    settings: RedisSettings,
+    breaker: Arc<Breaker>,
+    requests: mpsc::UnboundedReceiver<Request>,
+}
+
+impl Parts<'_> {
+    /// A Redis Cluster from its seed nodes (`host:port,…`): the command connection,
+    /// and the coordinator of one Pub/Sub task per master.
+    fn spawn_cluster(self, scheme: &'static str, nodes: &str) -> Link {
+        let nodes: Vec<&str> = nodes.split(',').map(str::trim).collect();
+        // Credentials of the seed nodes (`user:password@host:port`) serve every
+        // master the slot map names.
+        let userinfo = nodes[0]
+            .rsplit_once('@')
+            .map(|(userinfo, _)| format!("{userinfo}@"))
+            .unwrap_or_default();
+        let seeds = nodes.iter().map(|n| format!("{scheme}://{n}")).collect();
+        let link = Link::connect(Target::Cluster(seeds), self.settings.clone());
+        let subscriber = cluster::ClusterSubscriber {
+            keys: self.keys,
+            node_id: self.node_id.to_owned(),
+            userinfo,
+            scheme,
+            events: self.events,
+            health: self.health,
+            settings: self.settings,
+            link: link.clone(),
+            breaker: self.breaker,
+        };
+        tokio::spawn(cluster::run_cluster(subscriber, self.requests));
+        link
+    }
+
+    /// One Redis (`redis://…`), or the one the sentinels name (`redis-sentinel://…`):
+    /// the command connection and the Pub/Sub task, and for Sentinel the watcher that
+    /// follows the master (with what wakes it).
+    fn spawn_single(
+        self,
+        url: &str,
+    ) -> Result<(Mode, Link, Option<Arc<tokio::sync::Notify>>), BrokerError> {
+        fn invalid(e: impl std::fmt::Display) -> BrokerError {
+            BrokerError::Internal(format!("invalid Redis URL: {e}"))
+        }
+        let (mode, link, master, master_lost) =
+            match sentinel::parse(url).transpose().map_err(invalid)? {
+                // The sentinels name the master, and move it.
+                Some(sentinel) => {
+                    let link = Link::default();
+                    let (watcher, master) = sentinel::Watcher::new(
+                        sentinel,
+                        self.settings.clone(),
+                        link.clone(),
+                        self.breaker.clone(),
+                        self.health.clone(),
+                    )
+                    .map_err(invalid)?;
+                    let hint = watcher.hint();
+                    tokio::spawn(watcher.run());
+                    (Mode::Sentinel, link, master, Some(hint))
+                }
+                // One Redis: its client never changes.
+                None => {
+                    let client = client(url, &self.settings).map_err(invalid)?;
+                    let target = Target::Single(Box::new(client.clone()));
+                    let link = Link::connect(target, self.settings.clone());
+                    let (_, master) = tokio::sync::watch::channel(Some(client));
+                    (Mode::Single, link, master, None)
+                }
+            };
+        let (min, max) = (self.settings.reconnect_min, self.settings.reconnect_max);
+        let subscriber = Subscriber {
+            probe_channel: self.keys.probe_channel(self.node_id),
+            keys: self.keys,
+            events: self.events,
+            health: self.health,
+            settings: self.settings,
+            link: link.clone(),
+            breaker: self.breaker,
+        };
+        let session = subscriber::Single::new(master, subscriber, self.requests);
+        tokio::spawn(subscriber::run(session, min, max));
+        Ok((mode, link, master_lost))
+    }
+}
+
 impl RedisBroker {
     /// Starts connecting to `url` in the background (so it must be called inside a tokio
     /// runtime). `redis://…` is one Redis; `redis-cluster://host:port,host:port` the
@@ -137,81 +228,22 @@ impl RedisBroker {
         // Open circuits are retried after one probe interval.
         let breaker = Arc::new(Breaker::new(settings.probe_interval));
         let (requests, requests_rx) = mpsc::unbounded_channel();
+        let parts = Parts {
+            node_id,
+            keys: keys.clone(),
+            events,
+            health: health.clone(),
+            settings: settings.clone(),
+            breaker: breaker.clone(),
+            requests: requests_rx,
+        };
         let cluster = url
             .strip_prefix("redis-cluster://")
             .map(|nodes| ("redis", nodes))
             .or_else(|| url.strip_prefix("rediss-cluster://").map(|n| ("rediss", n)));
-        let sentinel = sentinel::parse(url)
-            .transpose()
-            .map_err(|e| BrokerError::Internal(format!("invalid Redis URL: {e}")))?;
-        let mut master_lost = None;
-        let (mode, link) = match cluster {
-            Some((scheme, nodes)) => {
-                let nodes: Vec<&str> = nodes.split(',').map(str::trim).collect();
-                // Credentials of the seed nodes (`user:password@host:port`) serve every
-                // master the slot map names.
-                let userinfo = nodes[0]
-                    .rsplit_once('@')
-                    .map(|(userinfo, _)| format!("{userinfo}@"))
-                    .unwrap_or_default();
-                let seeds = nodes.iter().map(|n| format!("{scheme}://{n}")).collect();
-                let link = Link::connect(Target::Cluster(seeds), settings.clone());
-                let subscriber = cluster::ClusterSubscriber {
-                    keys: keys.clone(),
-                    node_id: node_id.to_owned(),
-                    userinfo,
-                    scheme,
-                    events,
-                    health: health.clone(),
-                    settings: settings.clone(),
-                    link: link.clone(),
-                    breaker: breaker.clone(),
-                };
-                tokio::spawn(cluster::run_cluster(subscriber, requests_rx));
-                (Mode::Cluster, link)
-            }
-            None => {
-                let (mode, link, master) = match sentinel {
-                    // The sentinels name the master, and move it.
-                    Some(sentinel) => {
-                        let link = Link::default();
-                        let (watcher, master) = sentinel::Watcher::new(
-                            sentinel,
-                            settings.clone(),
-                            link.clone(),
-                            breaker.clone(),
-                            health.clone(),
-                        )
-                        .map_err(|e| BrokerError::Internal(format!("invalid Redis URL: {e}")))?;
-                        master_lost = Some(watcher.hint());
-                        tokio::spawn(watcher.run());
-                        (Mode::Sentinel, link, master)
-                    }
-                    // One Redis: its client never changes.
-                    None => {
-                        let client = client(url, &settings).map_err(|e| {
-                            BrokerError::Internal(format!("invalid Redis URL: {e}"))
-                        })?;
-                        let link = Link::connect(
-                            Target::Single(Box::new(client.clone())),
-                            settings.clone(),
-                        );
-                        let (_, master) = tokio::sync::watch::channel(Some(client));
-                        (Mode::Single, link, master)
-                    }
-                };
-                let subscriber = Subscriber {
-                    keys: keys.clone(),
-                    probe_channel: keys.probe_channel(node_id),
-                    events,
-                    health: health.clone(),
-                    settings: settings.clone(),
-                    link: link.clone(),
-                    breaker: breaker.clone(),
-                };
-                tokio::spawn(subscriber::run_single(master, subscriber, requests_rx));
-                (mode, link)
-            }
+        let (mode, link, master_lost) = match cluster {
+            Some((scheme, nodes)) => (Mode::Cluster, parts.spawn_cluster(scheme, nodes), None),
+            None => parts.spawn_single(url)?,
         };
         Ok(RedisBroker {
             mode,

@@ -86,28 +86,7 @@ fn parse_parts(tls: bool, rest: &str) -> Result<SentinelUrl, String> {
     }
     let mut sentinels = Vec::new();
     for node in hosts.split(',').map(str::trim) {
-        if node.is_empty() {
-            return Err("a sentinel in the list names no host".into());
-        }
-        let has_port = if node.starts_with('[') {
-            node.contains("]:")
-        } else {
-            node.contains(':')
-        };
-        let node = if has_port {
-            node.to_owned()
-        } else {
-            format!("{node}:{DEFAULT_PORT}")
-        };
-        let info = format!("redis://{node}")
-            .into_connection_info()
-            .map_err(|e| format!("sentinel {node:?} is not host:port ({e})"))?;
-        match info.addr() {
-            ConnectionAddr::Tcp(host, port) if !host.is_empty() => {
-                sentinels.push((host.clone(), *port));
-            }
-            _ => return Err(format!("sentinel {node:?} names no host")),
-        }
+        sentinels.push(sentinel_addr(node)?);
     }
     let mut redis = match userinfo {
         Some(userinfo) => format!("redis://{userinfo}@localhost/")
@@ -146,6 +125,30 @@ fn parse_parts(tls: bool, rest: &str) -> Result<SentinelUrl, String> {
         sentinel_username,
         sentinel_password,
     })
+}
+
+/// One sentinel of the list: `host[:port]` (the port defaults to 26379).
+fn sentinel_addr(node: &str) -> Result<(String, u16), String> {
+    if node.is_empty() {
+        return Err("a sentinel in the list names no host".into());
+    }
+    let has_port = if node.starts_with('[') {
+        node.contains("]:")
+    } else {
+        node.contains(':')
+    };
+    let node = if has_port {
+        node.to_owned()
+    } else {
+        format!("{node}:{DEFAULT_PORT}")
+    };
+    let info = format!("redis://{node}")
+        .into_connection_info()
+        .map_err(|e| format!("sentinel {node:?} is not host:port ({e})"))?;
+    match info.addr() {
+        ConnectionAddr::Tcp(host, port) if !host.is_empty() => Ok((host.clone(), *port)),
+        _ => Err(format!("sentinel {node:?} names no host")),
+    }
 }
 
 /// Percent-decodes a query value (the same rules as user information in a URL).

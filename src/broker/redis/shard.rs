@@ -16,7 +16,7 @@
 
 use super::link::Link;
 use super::slots::SlotMap;
-use super::subscriber::{deliver, publish_probe};
+use super::subscriber::{self, Session, deliver, publish_probe};
 use super::{Keys, RedisSettings};
 use crate::broker::{BrokerError, BrokerEvent, EventSender, ResyncScope};
 use redis::aio::MultiplexedConnection;
@@ -94,9 +94,10 @@ impl Shard {
         self,
         probe: String,
         assigned: HashSet<String>,
-        mut commands: mpsc::UnboundedReceiver<ShardCmd>,
+        commands: mpsc::UnboundedReceiver<ShardCmd>,
     ) {
-        let mut state = State {
+        let (min, max) = (self.settings.reconnect_min, self.settings.reconnect_max);
+        let state = State {
             probe,
             probe_confirmed: false,
             last_probe: Instant::now(),
@@ -104,38 +105,12 @@ impl Shard {
             confirmed: HashSet::new(),
             last_health: None,
         };
-        let mut delay = self.settings.reconnect_min;
-        loop {
-            let connected = self.connect().await;
-            let (connection, pushes) = match connected {
-                Ok(connected) => connected,
-                Err(err) => {
-                    self.report_health(&mut state, Err(format!("cannot connect: {err}")));
-                    let _ = self.reports.send(Report::TopologyHint);
-                    if !self.wait_offline(&mut state, &mut commands, delay).await {
-                        return;
-                    }
-                    delay = (delay * 2).min(self.settings.reconnect_max);
-                    continue;
-                }
-            };
-            delay = self.settings.reconnect_min;
-            metrics::counter!("roomcast_broker_pubsub_connects_total").increment(1);
-            let why = match self
-                .serve(&mut state, connection, pushes, &mut commands)
-                .await
-            {
-                Some(why) => why,
-                None => return,
-            };
-            tracing::warn!(master = %self.master, reason = %why, "Redis Cluster Pub/Sub connection lost; reconnecting");
-            metrics::counter!("roomcast_broker_reconnects_total").increment(1);
-            state.confirmed.clear();
-            state.probe_confirmed = false;
-            self.report_health(&mut state, Err(why));
-            // Messages may be being lost until the new connection is subscribed.
-            self.resync(state.assigned.iter());
-        }
+        let session = Live {
+            shard: self,
+            state,
+            commands,
+        };
+        subscriber::run(session, min, max).await;
     }
 
     async fn connect(
@@ -441,6 +416,49 @@ impl Shard {
                 state: health,
             });
         }
+    }
+}
+
+/// A shard task's connection as the reconnect loop ([`subscriber::run`]) drives it.
+struct Live {
+    shard: Shard,
+    state: State,
+    commands: mpsc::UnboundedReceiver<ShardCmd>,
+}
+
+impl Session for Live {
+    type Connection = (MultiplexedConnection, mpsc::UnboundedReceiver<PushInfo>);
+
+    async fn connect(&mut self) -> Result<Self::Connection, String> {
+        self.shard.connect().await
+    }
+
+    fn unreachable(&mut self, why: String) {
+        let health = Err(format!("cannot connect: {why}"));
+        self.shard.report_health(&mut self.state, health);
+        let _ = self.shard.reports.send(Report::TopologyHint);
+    }
+
+    async fn wait_offline(&mut self, delay: Duration) -> bool {
+        (self.shard)
+            .wait_offline(&mut self.state, &mut self.commands, delay)
+            .await
+    }
+
+    async fn serve(&mut self, (connection, pushes): Self::Connection) -> Option<Lost> {
+        (self.shard)
+            .serve(&mut self.state, connection, pushes, &mut self.commands)
+            .await
+    }
+
+    fn lost(&mut self, why: Lost) {
+        let (shard, state) = (&self.shard, &mut self.state);
+        tracing::warn!(master = %shard.master, reason = %why, "Redis Cluster Pub/Sub connection lost; reconnecting");
+        state.confirmed.clear();
+        state.probe_confirmed = false;
+        shard.report_health(state, Err(why));
+        // Messages may be being lost until the new connection is subscribed.
+        shard.resync(state.assigned.iter());
     }
 }
 

@@ -11,9 +11,12 @@
 //!   [`BrokerEvent::Resync`] tells every room to compare its position with Redis and
 //!   fill what it missed.
 //!
-//! One Redis: a dedicated Pub/Sub connection owned by one task ([`run_single`]).
-//! A Redis Cluster: one connection per master, see the `cluster` and `shard` modules,
-//! which share [`deliver`] and [`publish_probe`] with this one.
+//! Both kinds of Pub/Sub connection are kept alive by one loop, [`run`]: connect, serve
+//! until the connection is lost, reconnect with backoff, meanwhile answer what rooms
+//! ask. What differs is a [`Session`]: one Redis (or the master the sentinels name,
+//! followed when it moves) is [`Single`], here; a Redis Cluster has one session per
+//! master (see the `cluster` and `shard` modules, which share [`deliver`] and
+//! [`publish_probe`] with this one).
 
 use super::health::Health;
 use super::keys::Keys;
@@ -22,8 +25,10 @@ use super::sentinel::Master;
 use super::{RedisSettings, envelope};
 use crate::broker::{BrokerError, BrokerEvent, EventSender, ResyncScope};
 use futures_util::StreamExt;
+use redis::aio::{PubSub, PubSubSink, PubSubStream};
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
@@ -103,130 +108,240 @@ pub fn publish_probe(
     });
 }
 
-/// One Redis: owns the Pub/Sub connection, reconnects it, probes it. `master` holds
-/// the server to use (`None` while unknown); when it changes (Sentinel moved the
-/// master), the connection moves to the new one.
-pub async fn run_single(
-    mut master: Master,
-    this: Subscriber,
-    mut requests: mpsc::UnboundedReceiver<Request>,
-) {
-    let mut wanted: HashSet<String> = HashSet::new();
-    let mut delay = this.settings.reconnect_min;
+/// One Pub/Sub connection as [`run`] keeps it alive: how to open it, what to do
+/// without it, how to serve it, and what its loss means.
+pub trait Session {
+    /// An open connection, not subscribed yet.
+    type Connection;
+
+    /// Opens a connection.
+    fn connect(&mut self) -> impl Future<Output = Result<Self::Connection, String>> + Send;
+
+    /// No connection could be opened (`why`): record it before waiting.
+    fn unreachable(&mut self, why: String);
+
+    /// Waits `delay` without a connection, answering what is asked meanwhile. Returns
+    /// false when the task must stop.
+    fn wait_offline(&mut self, delay: Duration) -> impl Future<Output = bool> + Send;
+
+    /// Subscribes everything on a new connection, then serves it until it is lost
+    /// (`Some(why)`) or the task must stop (`None`).
+    fn serve(
+        &mut self,
+        connection: Self::Connection,
+    ) -> impl Future<Output = Option<String>> + Send;
+
+    /// The connection served was lost (`why`): record it, and tell the rooms that may
+    /// miss messages until the next one is subscribed.
+    fn lost(&mut self, why: String);
+}
+
+/// Keeps `session` connected until it says to stop: reconnects at once after a lost
+/// connection, and with a delay doubling from `reconnect_min` to `reconnect_max` while
+/// none can be opened.
+pub async fn run(mut session: impl Session, reconnect_min: Duration, reconnect_max: Duration) {
+    let mut delay = reconnect_min;
     loop {
-        let client = master.borrow_and_update().clone();
-        let connected = match client {
-            Some(client) => {
-                tokio::time::timeout(this.settings.connect_timeout, client.get_async_pubsub())
-                    .await
-                    .map_err(|_| "connect timed out".to_owned())
-                    .and_then(|r| r.map_err(|e| e.to_string()))
-                    .map(|pubsub| (pubsub, client))
-            }
-            None => Err("no Redis master known yet".to_owned()),
-        };
-        let (pubsub, client) = match connected {
-            Ok(connected) => connected,
-            Err(reason) => {
-                this.health.set_pubsub(Err(reason));
-                // Meanwhile, refuse subscriptions (rooms retry) but remember removals.
-                let deadline = tokio::time::sleep(delay);
-                tokio::pin!(deadline);
-                loop {
-                    tokio::select! {
-                        _ = &mut deadline => break,
-                        Ok(()) = master.changed() => break,
-                        request = requests.recv() => match request {
-                            None => return,
-                            Some(Request::Subscribe(_, reply)) => {
-                                let _ = reply.send(Err(BrokerError::Unavailable("Redis Pub/Sub is down".into())));
-                            }
-                            Some(Request::Unsubscribe(channel)) => { wanted.remove(&channel); }
-                        }
-                    }
+        let connection = match session.connect().await {
+            Ok(connection) => connection,
+            Err(why) => {
+                session.unreachable(why);
+                if !session.wait_offline(delay).await {
+                    return;
                 }
-                delay = (delay * 2).min(this.settings.reconnect_max);
+                delay = (delay * 2).min(reconnect_max);
                 continue;
             }
         };
-        delay = this.settings.reconnect_min;
-        let (mut sink, mut stream) = pubsub.split();
-        let mut channels: Vec<&String> = wanted.iter().collect();
-        channels.push(&this.probe_channel);
-        if let Err(err) =
-            tokio::time::timeout(this.settings.command_timeout, sink.subscribe(channels))
-                .await
-                .map_err(|_| "timeout".to_string())
-                .and_then(|r| r.map_err(|e| e.to_string()))
-        {
-            this.health
-                .set_pubsub(Err(format!("resubscribe failed: {err}")));
-            continue;
-        }
+        delay = reconnect_min;
         metrics::counter!("roomcast_broker_pubsub_connects_total").increment(1);
-        this.health.set_pubsub(Ok(()));
-        // Anything published while we were not subscribed is in the replay buffers.
-        let _ = this.events.send(BrokerEvent::Resync(ResyncScope::All));
+        let Some(why) = session.serve(connection).await else {
+            return;
+        };
+        metrics::counter!("roomcast_broker_reconnects_total").increment(1);
+        session.lost(why);
+    }
+}
 
-        let mut probe = tokio::time::interval(this.settings.probe_interval);
-        let mut last_probe = Instant::now();
-        let why = loop {
-            tokio::select! {
-                Ok(()) = master.changed() => break "the Redis master moved".to_owned(),
-                message = stream.next() => {
-                    let Some(message) = message else { break "connection closed".to_owned() };
-                    let channel = message.get_channel_name().as_bytes();
-                    if channel == this.probe_channel.as_bytes() {
-                        last_probe = Instant::now();
-                        this.health.probe_received();
-                    } else {
-                        deliver(&this.keys, &this.events, &this.health, channel, message.get_payload_bytes());
+/// One Redis: one Pub/Sub connection for every room channel and this instance's probe.
+/// `master` holds the server to use (`None` while unknown); when it changes (Sentinel
+/// moved the master), the connection moves to the new one.
+pub struct Single {
+    this: Subscriber,
+    master: Master,
+    requests: mpsc::UnboundedReceiver<Request>,
+    /// Channels rooms asked for and have not given up.
+    wanted: HashSet<String>,
+    /// The server of the current connection (named when it is lost).
+    client: Option<redis::Client>,
+}
+
+impl Single {
+    /// A session that serves `requests` until their sender is dropped.
+    pub fn new(
+        master: Master,
+        this: Subscriber,
+        requests: mpsc::UnboundedReceiver<Request>,
+    ) -> Single {
+        Single {
+            this,
+            master,
+            requests,
+            wanted: HashSet::new(),
+            client: None,
+        }
+    }
+
+    /// Answers a subscription change on the live connection; `Err` when the
+    /// connection failed it, `Ok(false)` when the task must stop.
+    async fn on_request(
+        &mut self,
+        request: Option<Request>,
+        sink: &mut PubSubSink,
+    ) -> Result<bool, String> {
+        let timeout = self.this.settings.command_timeout;
+        match request {
+            None => return Ok(false),
+            Some(Request::Subscribe(channel, reply)) => {
+                match tokio::time::timeout(timeout, sink.subscribe(&channel)).await {
+                    Ok(Ok(())) => {
+                        self.wanted.insert(channel);
+                        let _ = reply.send(Ok(()));
                     }
-                }
-                request = requests.recv() => match request {
-                    None => return,
-                    Some(Request::Subscribe(channel, reply)) => {
-                        let result = tokio::time::timeout(this.settings.command_timeout, sink.subscribe(&channel)).await;
-                        match result {
-                            Ok(Ok(())) => {
-                                wanted.insert(channel);
-                                let _ = reply.send(Ok(()));
-                            }
-                            Ok(Err(err)) => {
-                                let _ = reply.send(Err(broker_error(err)));
-                                break "subscribe failed".to_owned();
-                            }
-                            Err(_) => {
-                                let _ = reply.send(Err(BrokerError::Timeout("subscribe".into())));
-                                break "subscribe timed out".to_owned();
-                            }
-                        }
+                    Ok(Err(err)) => {
+                        let _ = reply.send(Err(broker_error(err)));
+                        return Err("subscribe failed".to_owned());
                     }
-                    Some(Request::Unsubscribe(channel)) => {
-                        wanted.remove(&channel);
-                        if !matches!(tokio::time::timeout(this.settings.command_timeout, sink.unsubscribe(&channel)).await, Ok(Ok(()))) {
-                            break "unsubscribe failed".to_owned();
-                        }
+                    Err(_) => {
+                        let _ = reply.send(Err(BrokerError::Timeout("subscribe".into())));
+                        return Err("subscribe timed out".to_owned());
                     }
-                },
-                _ = probe.tick() => {
-                    if last_probe.elapsed() > this.settings.probe_timeout {
-                        metrics::counter!("roomcast_broker_probe_failures_total").increment(1);
-                        break format!("no probe received for {:?}", last_probe.elapsed());
-                    }
-                    publish_probe(
-                        &this.link,
-                        &this.health,
-                        &this.breaker,
-                        "PUBLISH",
-                        &this.probe_channel,
-                    );
                 }
             }
+            Some(Request::Unsubscribe(channel)) => {
+                self.wanted.remove(&channel);
+                if !matches!(
+                    tokio::time::timeout(timeout, sink.unsubscribe(&channel)).await,
+                    Ok(Ok(()))
+                ) {
+                    return Err("unsubscribe failed".to_owned());
+                }
+            }
+        }
+        Ok(true)
+    }
+
+    /// Subscribes every wanted channel and the probe on a new connection.
+    async fn subscribe_all(&self, sink: &mut PubSubSink) -> Result<(), String> {
+        let mut channels: Vec<&String> = self.wanted.iter().collect();
+        channels.push(&self.this.probe_channel);
+        tokio::time::timeout(self.this.settings.command_timeout, sink.subscribe(channels))
+            .await
+            .map_err(|_| "timeout".to_string())
+            .and_then(|r| r.map_err(|e| e.to_string()))
+            .map_err(|err| format!("resubscribe failed: {err}"))
+    }
+
+    /// A message on the connection: the probe coming back, or a publication.
+    fn on_message(&self, message: redis::Msg, last_probe: &mut Instant) {
+        let channel = message.get_channel_name().as_bytes();
+        if channel == self.this.probe_channel.as_bytes() {
+            *last_probe = Instant::now();
+            self.this.health.probe_received();
+        } else {
+            let this = &self.this;
+            deliver(
+                &this.keys,
+                &this.events,
+                &this.health,
+                channel,
+                message.get_payload_bytes(),
+            );
+        }
+    }
+}
+
+impl Session for Single {
+    type Connection = PubSub;
+
+    async fn connect(&mut self) -> Result<PubSub, String> {
+        let Some(client) = self.master.borrow_and_update().clone() else {
+            return Err("no Redis master known yet".to_owned());
         };
-        let address = client.get_connection_info().addr();
+        let pubsub = tokio::time::timeout(
+            self.this.settings.connect_timeout,
+            client.get_async_pubsub(),
+        )
+        .await
+        .map_err(|_| "connect timed out".to_owned())
+        .and_then(|r| r.map_err(|e| e.to_string()))?;
+        self.client = Some(client);
+        Ok(pubsub)
+    }
+
+    fn unreachable(&mut self, why: String) {
+        self.this.health.set_pubsub(Err(why));
+    }
+
+    /// Meanwhile, refuses subscriptions (rooms retry) but remembers removals; a new
+    /// master ends the wait.
+    async fn wait_offline(&mut self, delay: Duration) -> bool {
+        let deadline = tokio::time::sleep(delay);
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                _ = &mut deadline => return true,
+                Ok(()) = self.master.changed() => return true,
+                request = self.requests.recv() => match request {
+                    None => return false,
+                    Some(Request::Subscribe(_, reply)) => {
+                        let _ = reply.send(Err(BrokerError::Unavailable("Redis Pub/Sub is down".into())));
+                    }
+                    Some(Request::Unsubscribe(channel)) => { self.wanted.remove(&channel); }
+                }
+            }
+        }
+    }
+
+    async fn serve(&mut self, pubsub: PubSub) -> Option<String> {
+        let (mut sink, mut stream): (PubSubSink, PubSubStream) = pubsub.split();
+        if let Err(why) = self.subscribe_all(&mut sink).await {
+            return Some(why);
+        }
+        self.this.health.set_pubsub(Ok(()));
+        // Anything published while we were not subscribed is in the replay buffers.
+        let _ = self.this.events.send(BrokerEvent::Resync(ResyncScope::All));
+        let mut probe = tokio::time::interval(self.this.settings.probe_interval);
+        let mut last_probe = Instant::now();
+        loop {
+            tokio::select! {
+                Ok(()) = self.master.changed() => return Some("the Redis master moved".to_owned()),
+                message = stream.next() => {
+                    let Some(message) = message else { return Some("connection closed".to_owned()) };
+                    self.on_message(message, &mut last_probe);
+                }
+                request = self.requests.recv() => match self.on_request(request, &mut sink).await {
+                    Ok(true) => {}
+                    Ok(false) => return None,
+                    Err(why) => return Some(why),
+                },
+                _ = probe.tick() => {
+                    if last_probe.elapsed() > self.this.settings.probe_timeout {
+                        metrics::counter!("roomcast_broker_probe_failures_total").increment(1);
+                        return Some(format!("no probe received for {:?}", last_probe.elapsed()));
+                    }
+                    let this = &self.this;
+                    publish_probe(&this.link, &this.health, &this.breaker, "PUBLISH", &this.probe_channel);
+                }
+            }
+        }
+    }
+
+    fn lost(&mut self, why: String) {
+        let address = (self.client.as_ref())
+            .map(|client| client.get_connection_info().addr().to_string())
+            .unwrap_or_default();
         tracing::warn!(%address, reason = %why, "Redis Pub/Sub connection lost; reconnecting");
-        metrics::counter!("roomcast_broker_reconnects_total").increment(1);
-        this.health.set_pubsub(Err(why));
+        self.this.health.set_pubsub(Err(why));
     }
 }
