@@ -47,15 +47,11 @@ start_instance() {
 load_entries() {
   python3 - "$1" "$2" "$3" <<'PY' | redis-cli -p "$REDIS_PORT" --pipe >/dev/null
 import json, sys, uuid
+sys.path.insert(0, "scripts")
+from resp import resp
 room, n, with_info = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1"
 script = open("src/broker/redis/presence.lua", "rb").read()
 keys = [f"rc:{{{room}}}:{s}".encode() for s in ("pr", "prx", "pru", "prv")]
-def resp(args):
-    out = [b"*%d\r\n" % len(args)]
-    for a in args:
-        a = a if isinstance(a, bytes) else str(a).encode()
-        out.append(b"$%d\r\n%s\r\n" % (len(a), a))
-    return b"".join(out)
 batch = []
 for i in range(n):
     entry = {"user": f"user-{i:05d}", "conn": str(uuid.uuid4()), "node": "3f9a1c2e", "joined": 1796189407861 + i}

@@ -11,6 +11,7 @@ mod html;
 mod procstat;
 mod progress;
 mod publishers;
+mod redis_limit;
 mod report;
 mod run;
 mod sampler;

@@ -7,7 +7,7 @@ use crate::stats::{Live, now_micros};
 use roomcast::client::{Client, ClientConfig, Event};
 use roomcast::stream::Position;
 use serde_json::json;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{Semaphore, watch};
@@ -27,6 +27,9 @@ pub struct Schedule {
     pub rates: Vec<f64>,
     /// Length of each step.
     pub step: Duration,
+    /// With a closed loop: publishes each publisher keeps unacknowledged (the rates are
+    /// then 0 and only say how long it lasts).
+    pub in_flight: usize,
 }
 
 impl Schedule {
@@ -43,7 +46,7 @@ impl Schedule {
 
     /// Whether anything is published at all.
     pub fn publishes(&self) -> bool {
-        self.rates.iter().any(|rate| *rate > 0.0)
+        self.in_flight > 0 || self.rates.iter().any(|rate| *rate > 0.0)
     }
 }
 
@@ -164,6 +167,21 @@ async fn publish(
         return;
     }
     let padding = "x".repeat(message_bytes);
+    if schedule.in_flight > 0 {
+        let end = start + schedule.duration();
+        closed_loop(
+            client,
+            Arc::new(rooms),
+            padding,
+            end,
+            stop,
+            live,
+            tops,
+            schedule.in_flight,
+        )
+        .await;
+        return;
+    }
     let limit = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let mut in_flight = JoinSet::new();
     let mut tick = tokio::time::interval(TICK);
@@ -209,6 +227,46 @@ async fn publish(
     while in_flight.join_next().await.is_some() {}
 }
 
+/// Publishes from `workers` loops, each sending its next publish as soon as the last
+/// one is acknowledged, to the rooms in turn, until `end` (or `stop`).
+#[allow(clippy::too_many_arguments)]
+async fn closed_loop(
+    client: &Arc<Client>,
+    rooms: Arc<Vec<(usize, String)>>,
+    padding: String,
+    end: Instant,
+    stop: watch::Receiver<bool>,
+    live: Arc<Live>,
+    tops: Arc<Tops>,
+    workers: usize,
+) {
+    let next = Arc::new(AtomicUsize::new(0));
+    let padding = Arc::new(padding);
+    let mut loops = JoinSet::new();
+    for _ in 0..workers {
+        let (client, rooms, padding, stop) =
+            (client.clone(), rooms.clone(), padding.clone(), stop.clone());
+        let (next, live, tops) = (next.clone(), live.clone(), tops.clone());
+        loops.spawn(async move {
+            while Instant::now() < end && !*stop.borrow() {
+                let (room, name) = &rooms[next.fetch_add(1, Ordering::Relaxed) % rooms.len()];
+                live.publish_attempts.fetch_add(1, Ordering::Relaxed);
+                let data = json!({ "t": now_micros(), "p": padding.as_str() });
+                match client.publish(name, data, None).await {
+                    Ok(ack) => {
+                        live.acked.fetch_add(1, Ordering::Relaxed);
+                        tops.record(*room, ack.position);
+                    }
+                    Err(_) => {
+                        live.publish_failures.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        });
+    }
+    while loops.join_next().await.is_some() {}
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -219,6 +277,7 @@ mod tests {
         let schedule = Schedule {
             rates: vec![10.0, 20.0],
             step: Duration::from_secs(5),
+            in_flight: 0,
         };
         assert_eq!(schedule.rate_at(Duration::from_secs(1)), Some(10.0));
         assert_eq!(schedule.rate_at(Duration::from_secs(6)), Some(20.0));

@@ -39,6 +39,11 @@ pub struct Report {
     pub servers: Vec<ServerFigures>,
     /// Server CPU per delivered message during publishing.
     pub server_cpu_per_delivery: Option<CpuPerDelivery>,
+    /// Server and Redis CPU per acknowledged publish during publishing.
+    pub cpu_per_publish: Option<CpuPerPublish>,
+    /// The publish function driven straight at Redis after the run (with
+    /// `publish.redis_limit_secs`).
+    pub redis_limit: Option<RedisLimit>,
     /// Figures per publish-rate step (with `rate_steps`).
     pub steps: Vec<Step>,
     /// Where latency degraded (with `rate_steps`).
@@ -280,9 +285,7 @@ impl CpuPerDelivery {
             return None;
         }
         let per = |seconds: f64| seconds * 1e6 / delivered as f64;
-        let instances = servers.iter().filter(|s| s.name.starts_with("instance"));
-        let user: f64 = instances.clone().map(|s| s.publish_cpu_user_seconds).sum();
-        let system: f64 = instances.map(|s| s.publish_cpu_system_seconds).sum();
+        let (user, system) = instances_cpu(servers);
         let all: f64 = servers
             .iter()
             .map(|s| s.publish_cpu_user_seconds + s.publish_cpu_system_seconds)
@@ -294,6 +297,64 @@ impl CpuPerDelivery {
             all_in_us: per(all),
         })
     }
+}
+
+/// User and system CPU seconds of the roomcast instances together while publishing.
+fn instances_cpu(servers: &[ServerFigures]) -> (f64, f64) {
+    let instances = servers.iter().filter(|s| s.name.starts_with("instance"));
+    let user = instances.clone().map(|s| s.publish_cpu_user_seconds).sum();
+    let system = instances.map(|s| s.publish_cpu_system_seconds).sum();
+    (user, system)
+}
+
+/// CPU per acknowledged publish during publishing, µs (deliveries included).
+#[derive(Debug, Serialize)]
+pub struct CpuPerPublish {
+    /// roomcast instances together, user space.
+    pub instances_user_us: f64,
+    /// roomcast instances together, kernel.
+    pub instances_system_us: f64,
+    /// roomcast instances together, both.
+    pub instances_us: f64,
+    /// The Redis server.
+    pub redis_us: f64,
+}
+
+impl CpuPerPublish {
+    /// From the servers' CPU during publishing and the publishes acknowledged.
+    pub fn of(servers: &[ServerFigures], acked: u64) -> Option<CpuPerPublish> {
+        if acked == 0 || servers.is_empty() {
+            return None;
+        }
+        let per = |seconds: f64| seconds * 1e6 / acked as f64;
+        let (user, system) = instances_cpu(servers);
+        let redis: f64 = servers
+            .iter()
+            .filter(|s| s.name == "redis")
+            .map(|s| s.publish_cpu_user_seconds + s.publish_cpu_system_seconds)
+            .sum();
+        Some(CpuPerPublish {
+            instances_user_us: per(user),
+            instances_system_us: per(system),
+            instances_us: per(user + system),
+            redis_us: per(redis),
+        })
+    }
+}
+
+/// The publish function driven straight at Redis, pipelined (see `redis_limit.rs`).
+#[derive(Debug, Serialize)]
+pub struct RedisLimit {
+    /// How long it ran, seconds.
+    pub secs: f64,
+    /// Calls answered.
+    pub calls: u64,
+    /// Calls per second.
+    pub per_second: f64,
+    /// Redis CPU per call, µs.
+    pub redis_cpu_us_per_call: f64,
+    /// The scenario's publishes per second over this rate.
+    pub ratio: Option<f64>,
 }
 
 /// One publish-rate step.
@@ -475,6 +536,31 @@ impl Report {
                 format!(
                     "{:.2} µs (user {:.2}, system {:.2}); with Redis {:.2} µs",
                     cpu.instances_us, cpu.instances_user_us, cpu.instances_system_us, cpu.all_in_us
+                ),
+            );
+        }
+        if let Some(cpu) = &self.cpu_per_publish {
+            row(
+                "CPU per publish",
+                format!(
+                    "instances {:.1} µs (user {:.1}, system {:.1}); Redis {:.1} µs",
+                    cpu.instances_us, cpu.instances_user_us, cpu.instances_system_us, cpu.redis_us
+                ),
+            );
+        }
+        if let Some(limit) = &self.redis_limit {
+            row(
+                "Redis alone (pipelined)",
+                format!(
+                    "{:.0} calls/s, Redis {:.1} µs per call ({} calls in {:.1} s){}",
+                    limit.per_second,
+                    limit.redis_cpu_us_per_call,
+                    limit.calls,
+                    limit.secs,
+                    limit
+                        .ratio
+                        .map(|ratio| format!("; servers reached {ratio:.2} of it"))
+                        .unwrap_or_default()
                 ),
             );
         }

@@ -6,10 +6,11 @@ use crate::accounting::Tally;
 use crate::procstat::{self, CpuTimes};
 use crate::progress::Progress;
 use crate::publishers::{Plan, Publisher, Schedule, Tops};
+use crate::redis_limit;
 use crate::report::{
-    ActionOutcome, CpuPerDelivery, DeliveryFigures, Generator, Percentiles, Phases, PublishFigures,
-    Report, RollFigures, RollStep, ServerFigures, Setup, Step, UserFigures, Verdict, Worst,
-    find_knee,
+    ActionOutcome, CpuPerDelivery, CpuPerPublish, DeliveryFigures, Generator, Percentiles, Phases,
+    PublishFigures, RedisLimit, Report, RollFigures, RollStep, ServerFigures, Setup, Step,
+    UserFigures, Verdict, Worst, find_knee,
 };
 use crate::sampler::{Phase, Sampled, ServerSet, StepLog, sample};
 use crate::scenario::{Action, Roll, Scenario};
@@ -125,6 +126,7 @@ pub async fn run(scenario: &Scenario, options: &Options) -> Result<Report, RunEr
         stopping.spawn(user.stop());
     }
     while stopping.join_next().await.is_some() {}
+    let redis_limit = measure_redis_limit(scenario, run.topology.as_ref()).await;
     if let Some(topology) = run.topology {
         topology.shutdown().await;
     }
@@ -149,8 +151,38 @@ pub async fn run(scenario: &Scenario, options: &Options) -> Result<Report, RunEr
         roll: published.roll,
         connected_at_end,
     });
+    report.redis_limit = redis_limit.map(|mut limit| {
+        limit.ratio = Some(report.publishes.per_second / limit.per_second.max(f64::EPSILON));
+        limit
+    });
     report.verdict = judge(scenario, &report);
     Ok(report)
+}
+
+/// With `publish.redis_limit_secs`: the publish function driven straight at the spawned
+/// Redis, once the users are gone (a failure is reported on stderr, not fatal).
+async fn measure_redis_limit(
+    scenario: &Scenario,
+    topology: Option<&Topology>,
+) -> Option<RedisLimit> {
+    let secs = scenario.publish.redis_limit_secs;
+    let redis = topology?.redis.as_ref().filter(|_| secs > 0.0)?;
+    let rooms = scenario.rooms.count;
+    match redis_limit::measure(
+        &redis.url,
+        redis.pid,
+        rooms,
+        scenario.publish.message_bytes,
+        secs,
+    )
+    .await
+    {
+        Ok(limit) => Some(limit),
+        Err(error) => {
+            eprintln!("roomcast-load: the Redis-alone measurement failed: {error}");
+            None
+        }
+    }
 }
 
 /// State shared by the phases of a run.
@@ -645,6 +677,8 @@ fn assemble(a: Assembly<'_>) -> Report {
             rss_mib: mib(procstat::resident_bytes(std::process::id()).unwrap_or_default()),
         },
         server_cpu_per_delivery: CpuPerDelivery::of(&servers, a.published.delivered),
+        cpu_per_publish: CpuPerPublish::of(&servers, acked),
+        redis_limit: None,
         servers,
         knee: find_knee(&steps),
         steps,
@@ -738,11 +772,13 @@ fn schedule_of(scenario: &Scenario) -> Schedule {
         Schedule {
             rates: vec![scenario.publish.rate_per_room],
             step: Duration::from_secs_f64(scenario.duration_secs),
+            in_flight: scenario.publish.in_flight,
         }
     } else {
         Schedule {
             rates: scenario.publish.rate_steps.clone(),
             step: Duration::from_secs_f64(scenario.publish.step_secs),
+            in_flight: 0,
         }
     }
 }

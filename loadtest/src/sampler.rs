@@ -247,6 +247,7 @@ mod tests {
         let schedule = Schedule {
             rates: vec![1.0, 2.0],
             step: Duration::from_secs(8),
+            in_flight: 0,
         };
         let start = Instant::now();
         let at = |secs: f64| start + Duration::from_secs_f64(secs);

@@ -114,6 +114,16 @@ pub struct Publish {
     /// Size of each message's padding, bytes.
     #[serde(default = "default_message_bytes")]
     pub message_bytes: usize,
+    /// A closed loop instead of a rate: each publisher keeps this many publishes
+    /// unacknowledged for `duration_secs` (the next one leaves as soon as one is
+    /// acknowledged), to the publisher's rooms in turn. 0: publish at `rate_per_room`.
+    #[serde(default)]
+    pub in_flight: usize,
+    /// After the run, drive the publish function straight at the spawned Redis (no
+    /// roomcast in between, pipelined) for this many seconds: what Redis alone can
+    /// sequence, beside what the servers reached. 0: not measured.
+    #[serde(default)]
+    pub redis_limit_secs: f64,
 }
 
 impl Default for Publish {
@@ -125,6 +135,8 @@ impl Default for Publish {
             stop_at_knee: true,
             publishers: 1,
             message_bytes: default_message_bytes(),
+            in_flight: 0,
+            redis_limit_secs: 0.0,
         }
     }
 }
@@ -275,6 +287,14 @@ impl Scenario {
             && !spawn.redis
         {
             return fail("more than one instance needs `spawn.redis = true`");
+        }
+        let publish = &self.publish;
+        if publish.in_flight > 0 && (publish.rate_per_room > 0.0 || !publish.rate_steps.is_empty())
+        {
+            return fail("`publish.in_flight` (a closed loop) excludes a publish rate");
+        }
+        if publish.redis_limit_secs > 0.0 && !self.spawn.as_ref().is_some_and(|spawn| spawn.redis) {
+            return fail("`publish.redis_limit_secs` drives the spawned Redis: it needs `[spawn]`");
         }
         if self.roll.is_some() && !self.spawn.as_ref().is_some_and(|spawn| spawn.redis) {
             return fail("`[roll]` restarts spawned instances: it needs `[spawn]` with Redis");

@@ -24,7 +24,9 @@ mod redis;
 
 pub use events::{EventReceiver, EventSender, channel as event_channel};
 pub use memory::MemoryBroker;
-pub use redis::{RedisBroker, RedisSettings, check_url as check_redis_url};
+pub use redis::{
+    RedisBroker, RedisSettings, check_url as check_redis_url, publish_command, publish_library_load,
+};
 
 use crate::protocol::{ErrorCode, RoomName};
 use crate::stream::{Epoch, Position};

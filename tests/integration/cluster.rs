@@ -565,6 +565,13 @@ async fn a_redis_restored_from_an_older_snapshot_does_not_reuse_sequence_numbers
         matches!(meta.as_deref(), Some("5") | Some("0")),
         "older data is back: {meta:?}"
     );
+    // The publish library came back with the snapshot too: the new epoch must come from
+    // the new process reading its own run id, not from a library loaded afresh.
+    let libraries = redis.cli(&["FUNCTION", "LIST"]).await.unwrap_or_default();
+    assert!(
+        libraries.contains("roomcast_publish"),
+        "the snapshot holds the publish library: {libraries}"
+    );
 
     expect_reset(&mut watcher, &old_epoch).await;
     let new_epoch = publish_after_recovery(&nodes[0].url(), "ledger").await;

@@ -1,9 +1,10 @@
 //! The Redis broker: rooms shared by every instance pointed at one Redis (one Redis
 //! Cluster, or one Redis whose master the sentinels name: see `sentinel.rs`).
 //!
-//! - Sequencing, replay buffer, idempotency and fan-out happen in one Lua script per
-//!   publish (`publish.lua`); reads of position and buffer in another (`history.lua`).
-//!   Each costs one round trip.
+//! - Sequencing, replay buffer, idempotency and fan-out happen in one Lua function per
+//!   publish (`publish.lua`, see `function.rs`); reads of position and buffer in a
+//!   script (`history.lua`). Each costs one round trip, and publishes of all rooms share
+//!   one multiplexed connection, so many are in flight at once.
 //! - The replay buffer is a stream per room, bounded by count (`MAXLEN`) and age, and
 //!   expires with the room, so idle rooms cost nothing.
 //! - Each room has its own channel (`{prefix}:{room}:ch`); an instance subscribes only
@@ -17,6 +18,7 @@
 mod breaker;
 mod cluster;
 mod envelope;
+mod function;
 mod health;
 mod keys;
 mod link;
@@ -29,13 +31,14 @@ mod subscriber;
 
 use super::{
     Broker, BrokerError, BrokerStatus, EventSender, HistoryPage, HistoryQuery, HistorySettings,
-    KeyRetention, PublishAck, PublishRequest,
+    PublishAck, PublishRequest,
 };
 use crate::protocol::RoomName;
 use crate::stream::{Epoch, Position};
 use async_trait::async_trait;
 use breaker::Breaker;
 use envelope::Body;
+use function::{PUBLISH, PublishCall};
 use health::Health;
 use keys::Keys;
 use link::{Link, Target, broker_error};
@@ -45,7 +48,6 @@ use std::time::Duration;
 use subscriber::{Request, Subscriber};
 use tokio::sync::{mpsc, oneshot};
 
-static PUBLISH: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("publish.lua")));
 static HISTORY: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("history.lua")));
 static RESET_EPOCH: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("reset_epoch.lua")));
@@ -256,13 +258,26 @@ impl RedisBroker {
         })
     }
 
-    /// Runs a script on the node holding `room`, recording the connection's health from
-    /// the outcome; fails at once while that node's circuit is open (see `breaker.rs`).
+    /// Runs a script on the node holding `room` (see [`RedisBroker::call`]).
     async fn run(
         &self,
         room: &RoomName,
         invocation: redis::ScriptInvocation<'_>,
         op: &'static str,
+    ) -> Result<Value, BrokerError> {
+        self.call(room, op, async |connection| {
+            invocation.invoke_async::<Value>(connection).await
+        })
+        .await
+    }
+
+    /// Runs `command` on the node holding `room`, recording the connection's health from
+    /// the outcome; fails at once while that node's circuit is open (see `breaker.rs`).
+    async fn call(
+        &self,
+        room: &RoomName,
+        op: &'static str,
+        command: impl AsyncFnOnce(&mut link::Connection) -> redis::RedisResult<Value>,
     ) -> Result<Value, BrokerError> {
         metrics::counter!("roomcast_broker_commands_total", "op" => op).increment(1);
         // Before the first connection there is nothing to wait for and nothing to
@@ -275,10 +290,7 @@ impl RedisBroker {
             }
         };
         let pass = self.breaker.admit(&self.keys.meta(room))?;
-        let result = invocation
-            .invoke_async::<Value>(&mut connection)
-            .await
-            .map_err(broker_error);
+        let result = command(&mut connection).await.map_err(broker_error);
         self.breaker.record(pass, result.as_ref().map(|_| ()));
         match &result {
             Ok(_) => self.health.set_commands(Ok(())),
@@ -318,39 +330,18 @@ impl Broker for RedisBroker {
         room: &RoomName,
         request: PublishRequest,
     ) -> Result<PublishAck, BrokerError> {
-        let body = Body {
-            id: rand::random(),
-            data: request.data,
-            trace: request.trace,
+        let call = PublishCall {
+            keys: &self.keys,
+            history: &self.history,
+            sharded: self.mode == Mode::Cluster,
+            compress_above: self.compress_above,
         }
-        .encode(self.compress_above);
-        let mut invocation = PUBLISH.prepare_invoke();
-        invocation
-            .key(self.keys.meta(room))
-            .key(self.keys.log(room));
-        if request.idempotency_key.is_some() {
-            invocation
-                .key(self.keys.idempotency(room))
-                .key(self.keys.idempotency_expiry(room));
-        }
-        invocation
-            .arg(self.keys.channel(room))
-            .arg(match self.mode {
-                Mode::Single | Mode::Sentinel => "PUBLISH",
-                Mode::Cluster => "SPUBLISH",
+        .command(room, request);
+        let reply = self
+            .call(room, "publish", async |connection| {
+                PUBLISH.call(connection, &call).await
             })
-            .arg(Epoch::generate().as_str())
-            .arg(body)
-            .arg(self.history.size)
-            .arg(self.history.ttl_ms)
-            .arg(self.history.meta_ttl_ms)
-            .arg(match request.key_retention {
-                KeyRetention::Window => self.history.idempotency_window_ms,
-                KeyRetention::Epoch => self.history.meta_ttl_ms,
-            })
-            .arg(request.idempotency_key.as_deref().unwrap_or(""))
-            .arg(self.history.idempotency_max_keys);
-        let reply = self.run(room, invocation, "publish").await?;
+            .await?;
         let (repeat, epoch, seq, time_ms): (i64, String, u64, u64) =
             FromRedisValue::from_redis_value(reply)
                 .map_err(|e| BrokerError::Internal(e.to_string()))?;
@@ -433,6 +424,32 @@ impl Broker for RedisBroker {
             self.keys.clone(),
         ))
     }
+}
+
+/// The command that publishes `request` to `room` exactly as the broker sends it (an
+/// `FCALL` of the publish library; on one Redis, not a cluster), for drivers that
+/// measure what Redis alone can sequence. Load the library first with
+/// [`publish_library_load`]. `compress_above` is `redis.compress_above_bytes`.
+pub fn publish_command(
+    key_prefix: &str,
+    history: &HistorySettings,
+    compress_above: usize,
+    room: &RoomName,
+    request: PublishRequest,
+) -> redis::Cmd {
+    let keys = Keys::new(key_prefix);
+    PublishCall {
+        keys: &keys,
+        history,
+        sharded: false,
+        compress_above,
+    }
+    .command(room, request)
+}
+
+/// The command that loads the publish library (`FUNCTION LOAD REPLACE`).
+pub fn publish_library_load() -> redis::Cmd {
+    PUBLISH.load()
 }
 
 /// Turns the history script's reply into a page.

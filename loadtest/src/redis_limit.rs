@@ -1,0 +1,113 @@
+//! What Redis alone can sequence: the servers' publish function (the same command the
+//! broker sends, built by `roomcast::broker::publish_command`) driven straight at the
+//! spawned Redis, pipelined, with no roomcast in between. Its rate and the Redis CPU per
+//! call, beside the publishes per second a scenario reached through the servers, show how
+//! much of Redis the servers can use.
+//!
+//! The calls use keys and channels of their own (prefix `limit`), so no instance is
+//! subscribed to them and the measurement adds nothing to the scenario's deliveries.
+
+use crate::procstat;
+use crate::report::RedisLimit;
+use roomcast::broker::{HistorySettings, KeyRetention, PublishRequest, publish_command};
+use roomcast::protocol::RoomName;
+use serde_json::json;
+use std::time::Duration;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+/// Connections to Redis, each with its own driving task.
+const CONNECTIONS: usize = 2;
+/// Calls sent per pipeline (one write, one read per batch).
+const PIPELINE: usize = 32;
+/// Pipelines each connection keeps outstanding.
+const DEPTH: usize = 2;
+
+/// Drives the publish function at `url` (Redis process `pid`) for `secs` over `rooms`
+/// rooms with `message_bytes` of padding per message, like a closed-loop scenario's
+/// publishes (each with its own idempotency key).
+pub async fn measure(
+    url: &str,
+    pid: u32,
+    rooms: usize,
+    message_bytes: usize,
+    secs: f64,
+) -> Result<RedisLimit, String> {
+    let client = redis::Client::open(url).map_err(|e| e.to_string())?;
+    let defaults = roomcast::config::Config::defaults();
+    let history = HistorySettings::from_config(&defaults.history);
+    let compress_above = defaults.redis.compress_above_bytes;
+    let names: Vec<RoomName> = (0..rooms.max(1))
+        .map(|room| RoomName::new_unchecked(format!("limit-{room}")))
+        .collect();
+    let padding = "x".repeat(message_bytes);
+    let mut setup = client
+        .get_multiplexed_async_connection()
+        .await
+        .map_err(|e| e.to_string())?;
+    roomcast::broker::publish_library_load()
+        .query_async::<redis::Value>(&mut setup)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut connections = Vec::with_capacity(CONNECTIONS);
+    for _ in 0..CONNECTIONS {
+        connections.push(
+            client
+                .get_multiplexed_async_connection()
+                .await
+                .map_err(|e| e.to_string())?,
+        );
+    }
+    let cpu_before = procstat::cpu_times(Some(pid)).unwrap_or_default();
+    let start = Instant::now();
+    let end = start + Duration::from_secs_f64(secs);
+    let mut drivers = JoinSet::new();
+    for driver in 0..CONNECTIONS * DEPTH {
+        let mut connection = connections[driver % CONNECTIONS].clone();
+        let (names, history, padding) = (names.clone(), history.clone(), padding.clone());
+        drivers.spawn(async move {
+            let mut calls = 0u64;
+            let mut room = driver;
+            while Instant::now() < end {
+                let mut pipeline = redis::pipe();
+                for _ in 0..PIPELINE {
+                    room = (room + 1) % names.len();
+                    let request = PublishRequest {
+                        data: json!({ "t": 0, "p": padding }),
+                        idempotency_key: Some(uuid::Uuid::new_v4().to_string()),
+                        trace: None,
+                        key_retention: KeyRetention::Window,
+                    };
+                    pipeline.add_command(publish_command(
+                        "limit",
+                        &history,
+                        compress_above,
+                        &names[room],
+                        request,
+                    ));
+                }
+                pipeline
+                    .query_async::<Vec<redis::Value>>(&mut connection)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                calls += PIPELINE as u64;
+            }
+            Ok::<u64, String>(calls)
+        });
+    }
+    let mut calls = 0;
+    while let Some(done) = drivers.join_next().await {
+        calls += done.map_err(|e| e.to_string())??;
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let cpu = procstat::cpu_times(Some(pid))
+        .unwrap_or_default()
+        .since(&cpu_before);
+    Ok(RedisLimit {
+        secs: elapsed,
+        calls,
+        per_second: calls as f64 / elapsed,
+        redis_cpu_us_per_call: cpu.total().as_secs_f64() * 1e6 / calls.max(1) as f64,
+        ratio: None,
+    })
+}

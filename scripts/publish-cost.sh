@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Instructions Redis executes per publish, for the publish function of this checkout and,
+# given a git revision, for the publish script of that revision: a figure that does not
+# depend on how busy the machine is.
+#
+# redis-server runs under callgrind; the calls (100 rooms in turn, a 150-byte body, one
+# idempotency key each, the broker's default history settings) are sent pipelined with
+# `redis-cli --pipe`; a run that only loads the code is subtracted, and the difference is
+# divided by the calls. Everything Redis does for a call counts: reading and parsing it,
+# the Lua code and its commands, the reply.
+#
+# Usage: bash scripts/publish-cost.sh [CALLS] [BASE_REVISION]   (default 8000 calls)
+# Needs valgrind, redis-server 7, redis-cli, python3. Takes a minute or two.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+calls="${1:-8000}"
+base="${2:-}"
+work="$(mktemp -d "${TMPDIR:-/tmp}/roomcast-publish-cost.XXXXXX")"
+trap 'rm -rf "$work"' EXIT
+
+lib="$work/library.lua"
+{ printf '#!lua name=cost\nlocal LIBRARY = %s\n' "'cost'"; cat src/broker/redis/publish.lua; } >"$lib"
+[ -z "$base" ] || git show "$base:src/broker/redis/publish.lua" >"$work/base.lua"
+
+# The RESP stream of `calls` publishes (FCALL cost, or EVALSHA of the base script).
+commands() { # kind calls
+  python3 - "$1" "$2" "$work" <<'PY'
+import hashlib, sys
+sys.path.insert(0, "scripts")
+from resp import resp
+kind, calls, work = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+head = []
+if kind == "base":
+    code = open(work + "/base.lua", "rb").read()
+    head = [b"EVALSHA", hashlib.sha1(code).hexdigest()]
+else:
+    head = [b"FCALL", b"cost"]
+body = b"x" * 150
+with open(f"{work}/{kind}.{calls}.resp", "wb") as f:
+    for i in range(calls):
+        room = f"cost-{i % 100}"
+        keys = [f"rc:{{{room}}}:{k}" for k in ("meta", "log", "idem", "idemx")]
+        f.write(resp([*head, 4, *keys, f"rc:{{{room}}}:ch", "PUBLISH", "e%d" % i, body,
+                      1000, 300000, 86400000, 300000, f"key-{i}", 1000]))
+PY
+}
+
+# Instructions of one redis-server run that loads the code and takes `calls` calls.
+instructions() { # kind calls
+  local out="$work/callgrind.$1.$2" sock="$work/redis.sock"
+  commands "$1" "$2"
+  valgrind --tool=callgrind --callgrind-out-file="$out" \
+    redis-server --port 0 --unixsocket "$sock" --save '' --appendonly no \
+    >"$work/redis.$1.$2.log" 2>&1 &
+  local pid=$!
+  for _ in $(seq 300); do redis-cli -s "$sock" ping >/dev/null 2>&1 && break; sleep 0.1; done
+  if [ "$1" = base ]; then
+    redis-cli -s "$sock" -x SCRIPT LOAD <"$work/base.lua" >/dev/null
+  else
+    redis-cli -s "$sock" -x FUNCTION LOAD <"$lib" >/dev/null
+  fi
+  redis-cli -s "$sock" --pipe <"$work/$1.$2.resp" >"$work/pipe.$1.$2.log"
+  grep -q "errors: 0" "$work/pipe.$1.$2.log" || { cat "$work/pipe.$1.$2.log" >&2; exit 1; }
+  redis-cli -s "$sock" shutdown nosave >/dev/null 2>&1 || true
+  wait "$pid" || true
+  grep -E '^(summary|totals):' "$out" | head -1 | awk '{print $2}'
+}
+
+per_call() { # kind
+  local idle loaded
+  idle=$(instructions "$1" 1)
+  loaded=$(instructions "$1" "$calls")
+  python3 -c "print('%s: %.0f instructions per publish (%d calls)' % ('$1', ($loaded - $idle) / ($calls - 1), $calls))"
+}
+
+[ -z "$base" ] || per_call base
+per_call function
