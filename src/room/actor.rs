@@ -211,20 +211,24 @@ impl RoomActor {
             max_pending: self.settings.max_pending,
         };
         let mut core = Follower::new(settings, page_of(page));
-        let (inherited, previous_epoch) = {
+        let (inherited, previous_epoch, interrupted) = {
             let mut members = members.lock();
             let previous = members.epoch.replace(core.position().epoch);
-            (members.subscribers.clone(), previous)
+            let interrupted = std::mem::take(&mut members.catching_up);
+            (members.subscribers.clone(), previous, interrupted)
         };
         if !inherited.is_empty() {
             tracing::info!(%room, subscribers = inherited.len(), "room restarted; resuming its subscribers");
             metrics::counter!("roomcast_room_restarts_total").increment(1);
-            let inherited = inherited
+            let inherited: Vec<(Joiner, Option<Position>)> = inherited
                 .into_iter()
                 .map(|subscriber| {
-                    let since = previous_epoch
-                        .clone()
-                        .map(|epoch| Position::new(epoch, subscriber.last_seq()));
+                    // One a failed catch-up left behind is still in its own epoch.
+                    let since = interrupted.get(&subscriber.conn_id).cloned().or_else(|| {
+                        previous_epoch
+                            .clone()
+                            .map(|epoch| Position::new(epoch, subscriber.last_seq()))
+                    });
                     let joiner = Joiner {
                         subscriber,
                         request_id: None,
@@ -232,6 +236,9 @@ impl RoomActor {
                     };
                     (joiner, since)
                 })
+                .collect();
+            members.lock().catching_up = (inherited.iter())
+                .filter_map(|(joiner, since)| Some((joiner.subscriber.conn_id, since.clone()?)))
                 .collect();
             let actions = core.catch_up(inherited);
             let shell = Shell {

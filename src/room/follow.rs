@@ -254,7 +254,11 @@ impl Shell<'_> {
         if !frames.is_empty() {
             subscriber.outbound.batch_or_evict(frames);
         }
-        subscriber.set_last_seq(position.seq);
+        let last = replay
+            .last()
+            .map_or(position.seq, |outgoing| outgoing.seq());
+        subscriber.set_last_seq(last);
+        self.members.lock().catching_up.remove(&subscriber.conn_id);
     }
 }
 

@@ -4,7 +4,8 @@
 
 use crate::outbound::Outbound;
 use crate::protocol::{DeltaFormat, Encoding};
-use crate::stream::Epoch;
+use crate::stream::{Epoch, Position};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -112,8 +113,13 @@ impl Drop for Subscriber {
 pub struct Members {
     /// Current subscribers, in no particular order.
     pub subscribers: Vec<Arc<Subscriber>>,
-    /// The epoch every subscriber's `last_seq` refers to (`None` before the first start).
+    /// The epoch every subscriber's `last_seq` refers to (`None` before the first start),
+    /// except those in `catching_up`.
     pub epoch: Option<Epoch>,
+    /// Inherited subscribers a restarted room has not caught up yet, by connection, with
+    /// the position they had reached (in an epoch that may have ended). A room that fails
+    /// again during the catch-up resumes them from here, not from `epoch`.
+    pub catching_up: HashMap<u64, Position>,
     /// Publications the room delivered since it started here (for message rates).
     pub publications: u64,
 }

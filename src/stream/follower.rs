@@ -154,12 +154,14 @@ pub enum Action<P, S, E> {
         /// The read's error.
         error: E,
     },
-    /// An inherited subscriber (a restarted room) is brought to `position`: a reset
-    /// first when `loss` is set, then the replay.
+    /// An inherited subscriber (a restarted room) is brought up to date: a reset to
+    /// `position` first when `loss` is set, then the replay, which continues from
+    /// `position` (after an epoch change: the new epoch from seq 1).
     CaughtUp {
         /// The subscriber.
         subscriber: S,
-        /// The room's position.
+        /// Where the subscriber stands before the replay (the room's position when
+        /// nothing is replayed).
         position: Position,
         /// Why it missed something, if it did.
         loss: Option<LossReason>,
@@ -191,6 +193,9 @@ enum Job<S> {
     CatchUp {
         subscriber: S,
         rest: VecDeque<(S, Option<Position>)>,
+        /// The subscriber was live in an epoch that has ended: it is replayed the new
+        /// epoch from its first message.
+        from_start: bool,
     },
     ForeignEpoch,
     Resync,
@@ -296,12 +301,31 @@ impl<P: Sequenced, S, E> Follower<P, S, E> {
     /// current position.
     pub fn catch_up(&mut self, inherited: Vec<(S, Option<Position>)>) -> Vec<Action<P, S, E>> {
         self.idle_check();
-        let mut rest: VecDeque<_> = inherited.into();
-        if let Some((subscriber, since)) = rest.pop_front() {
-            self.job = Some(Job::CatchUp { subscriber, rest });
-            self.plan_replay(since, Some(LossReason::EpochChanged));
-        }
+        self.catch_up_next(inherited.into());
         self.take()
+    }
+
+    /// Plans the catch-up of the first of `rest`. A subscriber whose epoch ended was
+    /// live when it did, so it is treated as every live subscriber is on an epoch
+    /// change (see `adopt_epoch`): told the old epoch ended, then given the new epoch
+    /// from its first message, so nothing acknowledged in the new epoch is skipped.
+    fn catch_up_next(&mut self, mut rest: VecDeque<(S, Option<Position>)>) {
+        let Some((subscriber, since)) = rest.pop_front() else {
+            return;
+        };
+        let from_start = since
+            .as_ref()
+            .is_some_and(|since| since.epoch != self.epoch);
+        self.job = Some(Job::CatchUp {
+            subscriber,
+            rest,
+            from_start,
+        });
+        let since = match since {
+            Some(_) if from_start => Some(Position::new(self.epoch.clone(), 0)),
+            since => since,
+        };
+        self.plan_replay(since, Some(LossReason::EpochChanged));
     }
 
     /// A subscriber joins, resuming from `since` when given.
@@ -687,18 +711,33 @@ impl<P: Sequenced, S, E> Follower<P, S, E> {
             }
             Some(Job::CatchUp {
                 subscriber,
-                mut rest,
+                rest,
+                from_start,
             }) => {
-                self.out.push(Action::CaughtUp {
-                    subscriber,
-                    position,
-                    loss,
-                    replay,
-                });
-                if let Some((subscriber, since)) = rest.pop_front() {
-                    self.job = Some(Job::CatchUp { subscriber, rest });
-                    self.plan_replay(since, Some(LossReason::EpochChanged));
-                }
+                let action = match (from_start, loss) {
+                    // The whole new epoch is replayed after the epoch's end is told.
+                    (true, None) => Action::CaughtUp {
+                        subscriber,
+                        position: Position::new(self.epoch.clone(), 0),
+                        loss: Some(LossReason::EpochChanged),
+                        replay,
+                    },
+                    // Its first messages are gone too: placed at the top, told so.
+                    (true, Some(_)) => Action::CaughtUp {
+                        subscriber,
+                        position,
+                        loss: Some(LossReason::EpochChanged),
+                        replay: Vec::new(),
+                    },
+                    (false, loss) => Action::CaughtUp {
+                        subscriber,
+                        position,
+                        loss,
+                        replay,
+                    },
+                };
+                self.out.push(action);
+                self.catch_up_next(rest);
             }
             job => {
                 debug_assert!(false, "only subscribes and catch-ups replay");
@@ -851,6 +890,49 @@ mod tests {
             } if position.seq == 6
         ));
         assert_eq!(delivered(&actions), vec![7, 8, 9]);
+    }
+
+    #[test]
+    fn an_inherited_subscriber_of_an_ended_epoch_gets_the_new_one_from_seq_1() {
+        // The restarted room starts in epoch "a" at 3, holding 1..=3 in its cache; the
+        // subscriber had reached 7 of the old epoch "z".
+        let mut f = follower(3);
+        let actions = f.catch_up(vec![(1, Some(Position::new(e("z"), 7)))]);
+        match &actions[..] {
+            [
+                Action::CaughtUp {
+                    subscriber: 1,
+                    position,
+                    loss: Some(LossReason::EpochChanged),
+                    replay,
+                },
+            ] => {
+                assert_eq!(*position, Position::new(e("a"), 0));
+                assert_eq!(replay.iter().map(|m| m.seq).collect::<Vec<_>>(), [1, 2, 3]);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_inherited_subscriber_is_placed_at_the_top_when_the_new_epoch_start_is_gone() {
+        let settings = FollowerSettings {
+            cache_size: 100,
+            cache_ttl_ms: u64::MAX,
+            max_pending: 4,
+        };
+        let mut f: F = Follower::new(settings, page("a", 9, 8, 9));
+        let actions = f.catch_up(vec![(1, Some(Position::new(e("z"), 7)))]);
+        assert!(matches!(
+            actions.last(),
+            Some(Action::Read(Read::After { after: 0, up_to: 9 }))
+        ));
+        let actions = f.answer(Answer::Page(page("a", 9, 8, 9)));
+        assert!(matches!(
+            &actions[..],
+            [Action::BrokerReplay, Action::CaughtUp { position, loss: Some(LossReason::EpochChanged), replay, .. }]
+                if position.seq == 9 && replay.is_empty()
+        ));
     }
 
     #[test]

@@ -209,6 +209,20 @@ impl Redis {
         }
     }
 
+    /// Whether Redis still holds `epoch` of the room from its first message (or has
+    /// sequenced nothing in it); read without side effects, for the checker.
+    pub fn holds_from_start(&self, room: usize, epoch: &Epoch) -> bool {
+        let Some(keys) = self.data.rooms.get(&room) else {
+            return false;
+        };
+        match &keys.meta {
+            Some(meta) if meta.run_id == self.run_id && meta.epoch == *epoch => {
+                meta.seq == 0 || keys.log.first_seq() == Some(1)
+            }
+            _ => false,
+        }
+    }
+
     /// The room's top, creating its epoch like any read does.
     pub fn top(&mut self, room: usize) -> Position {
         let meta = self.meta(room);

@@ -146,6 +146,9 @@ enum Msg {
 struct Member {
     client: usize,
     last_seq: u64,
+    /// Where an inherited member stood while a restarted room has not caught it up
+    /// (mirrors `Members::catching_up`).
+    catching_up: Option<Position>,
 }
 
 /// One room's actor on one instance.
@@ -665,11 +668,13 @@ impl World {
                 let mut core = Core::new(settings, page);
                 let epoch = core.position().epoch;
                 let previous = actor.members_epoch.replace(epoch);
-                let inherited = actor
+                let inherited: Vec<_> = actor
                     .members
-                    .iter()
+                    .iter_mut()
                     .map(|m| {
-                        let since = previous.clone().map(|e| Position::new(e, m.last_seq));
+                        let since = (m.catching_up.take())
+                            .or_else(|| previous.clone().map(|e| Position::new(e, m.last_seq)));
+                        m.catching_up = since.clone();
                         (m.client, since)
                     })
                     .collect();
@@ -806,7 +811,11 @@ impl World {
         let actor = self.room_actor(instance, room);
         actor.members.retain(|m| m.client != client);
         let last_seq = position.seq;
-        actor.members.push(Member { client, last_seq });
+        actor.members.push(Member {
+            client,
+            last_seq,
+            catching_up: None,
+        });
         let since = self.clients[client].rooms[room].1.clone();
         let frame = Frame::Subscribed {
             since,
@@ -826,12 +835,16 @@ impl World {
         loss: Option<LossReason>,
         replay: Vec<SimPub>,
     ) -> Result<(), Violation> {
+        let last = replay.last().map_or(position.seq, |p| p.seq);
         let actor = self.room_actor(instance, room);
         if let Some(m) = actor.members.iter_mut().find(|m| m.client == client) {
-            m.last_seq = position.seq;
+            m.last_seq = last;
+            m.catching_up = None;
         }
         if let Some(reason) = loss {
-            let live = false;
+            // The subscriber was live when its epoch ended: it must get the new epoch from
+            // seq 1 (a reset to seq 0), unless Redis no longer holds that epoch's start.
+            let live = self.redis.holds_from_start(room, &position.epoch);
             let frame = Frame::Reset {
                 position,
                 reason,
@@ -1012,9 +1025,9 @@ impl World {
                     "client {client} room {room}: reset to {at} ({})",
                     reason.name()
                 ));
-                // A live subscriber gets the new epoch from its first message; one that a
-                // restarted room catches up is placed at the room's position (as a
-                // resume across an epoch change is).
+                // A live subscriber gets the new epoch from its first message, also when
+                // a restarted room catches it up; only when Redis no longer holds the new
+                // epoch's start may it be placed further on.
                 let ok = match reason {
                     LossReason::EpochChanged => (at.seq == 0 || !live) && at.epoch != cursor.epoch,
                     _ => at.epoch == cursor.epoch && at.seq >= cursor.seq,
