@@ -354,6 +354,9 @@ impl ConnectionActor {
         }
     }
 
+    /// A `subscribe` frame: its checks (name, access, presence options, a repeat, the
+    /// room limit), then the room's answer and the presence join, in order in one place
+    /// (slightly over ~60 lines).
     async fn subscribe(
         &self,
         state: &mut ConnectionState,

@@ -121,29 +121,13 @@ impl Connections {
         let conn_id = inner.next_id.fetch_add(1, Ordering::Relaxed);
         let session = uuid::Uuid::new_v4().to_string();
         let (outbound, mut receiver) = crate::outbound::channel(inner.context.outbound_queue);
-        let features = inner.context.flags.enabled_for(&principal.key());
-        let coalesce = features.iter().any(|f| f == crate::flags::COALESCE_WRITES);
         let user: Option<Box<str>> = admission.user().map(Box::from);
         let posts = transport.inbox().map(|inbox| Posts {
             inbox,
             owner: principal.key().into(),
         });
-        let rate_key = match &principal {
-            Principal::User { .. } => Some(Arc::from(principal.key())),
-            Principal::Anonymous if inner.context.limit_anonymous_publishes => {
-                Some(Arc::from(format!("address:{peer}")))
-            }
-            Principal::Anonymous | Principal::Service { .. } => None,
-        };
-        let args = ConnectionArgs {
-            conn_id,
-            session: session.clone(),
-            encoding,
-            outbound: outbound.clone(),
-            principal,
-            features,
-            rate_key,
-        };
+        let args = self.connection_args(conn_id, &session, encoding, &outbound, principal, peer);
+        let coalesce = (args.features.iter()).any(|f| f == crate::flags::COALESCE_WRITES);
         let actor = ConnectionActor {
             context: inner.context.clone(),
         };
@@ -165,19 +149,67 @@ impl Connections {
                 return;
             }
         };
-        if let Some(posts) = posts {
-            inner.posts.insert(session.as_str().into(), posts);
+        let live = Live {
+            session: session.into(),
+            user,
+            actor: actor.clone(),
+            outbound,
+            encoding,
+        };
+        self.opened::<T>(conn_id, live, posts);
+
+        let heartbeat = inner.context.heartbeat;
+        let ending = pump::pump(&mut transport, &actor, &mut receiver, heartbeat, coalesce).await;
+        self.closed::<T>(conn_id, ending);
+        // Stops taking frames; the actor releases its subscriptions in post_stop.
+        drop(receiver);
+        transport.close(ending).await;
+        if !actor_done.is_finished() {
+            actor.stop(None);
+            let _ = tokio::time::timeout(ACTOR_STOP_TIMEOUT, actor_done).await;
         }
-        inner.live.insert(
+        metrics::gauge!("roomcast_connections", "transport" => T::NAME).decrement(1.0);
+        drop(admission);
+    }
+
+    /// What the connection actor of a new connection starts with: its feature flags, and
+    /// the key its publish rate is limited by.
+    fn connection_args(
+        &self,
+        conn_id: u64,
+        session: &str,
+        encoding: Encoding,
+        outbound: &Outbound,
+        principal: Principal,
+        peer: std::net::IpAddr,
+    ) -> ConnectionArgs {
+        let context = &self.inner.context;
+        let features = context.flags.enabled_for(&principal.key());
+        let rate_key = match &principal {
+            Principal::User { .. } => Some(Arc::from(principal.key())),
+            Principal::Anonymous if context.limit_anonymous_publishes => {
+                Some(Arc::from(format!("address:{peer}")))
+            }
+            Principal::Anonymous | Principal::Service { .. } => None,
+        };
+        ConnectionArgs {
             conn_id,
-            Live {
-                session: session.into(),
-                user,
-                actor: actor.clone(),
-                outbound,
-                encoding,
-            },
-        );
+            session: session.to_owned(),
+            encoding,
+            outbound: outbound.clone(),
+            principal,
+            features,
+            rate_key,
+        }
+    }
+
+    /// Registers a connection whose actor runs (drain, disconnects, posts) and counts it.
+    fn opened<T: Transport>(&self, conn_id: u64, live: Live, posts: Option<Posts>) {
+        let encoding = live.encoding;
+        if let Some(posts) = posts {
+            self.inner.posts.insert(live.session.clone(), posts);
+        }
+        self.inner.live.insert(conn_id, live);
         metrics::gauge!("roomcast_connections", "transport" => T::NAME).increment(1.0);
         metrics::counter!(
             "roomcast_connections_opened_total",
@@ -191,9 +223,11 @@ impl Connections {
             transport = T::NAME,
             "connection opened"
         );
+    }
 
-        let heartbeat = inner.context.heartbeat;
-        let ending = pump::pump(&mut transport, &actor, &mut receiver, heartbeat, coalesce).await;
+    /// Logs and counts how a connection ended, and unregisters it.
+    fn closed<T: Transport>(&self, conn_id: u64, ending: Ending) {
+        let inner = &self.inner;
         match ending {
             Ending::Close(CloseCode::SlowConsumer) => {
                 let user = inner.live.get(&conn_id).and_then(|live| live.user.clone());
@@ -217,15 +251,6 @@ impl Connections {
         if let Some((_, live)) = inner.live.remove(&conn_id) {
             inner.posts.remove(&live.session);
         }
-        // Stops taking frames; the actor releases its subscriptions in post_stop.
-        drop(receiver);
-        transport.close(ending).await;
-        if !actor_done.is_finished() {
-            actor.stop(None);
-            let _ = tokio::time::timeout(ACTOR_STOP_TIMEOUT, actor_done).await;
-        }
-        metrics::gauge!("roomcast_connections", "transport" => T::NAME).decrement(1.0);
-        drop(admission);
     }
 
     /// Hands frames posted to `session` by `poster` (a principal key) to that session,

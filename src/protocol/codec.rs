@@ -253,6 +253,8 @@ struct RawClientFrame {
 }
 
 impl RawClientFrame {
+    /// The typed frame, its fields checked. One arm per frame type: longer than ~60
+    /// lines on purpose, so the table of frames and what each requires reads in one place.
     fn into_frame(self) -> Result<ClientFrame, DecodeError> {
         let id = self.id;
         let Some(kind) = self.kind else {

@@ -53,49 +53,15 @@ pub fn create(source: &[u8], target: &[u8]) -> Vec<u8> {
         out.push(b';');
         return out;
     }
-    // Index every NHASH-aligned block of the source by its rolling hash; blocks with the
-    // same bucket are chained through `collide`.
-    let buckets = source.len() / NHASH;
-    let mut landmark = vec![usize::MAX; buckets];
-    let mut collide = vec![usize::MAX; buckets];
-    let mut block = 0;
-    while block * NHASH + NHASH <= source.len() && block < buckets {
-        let hv = Rolling::new(&source[block * NHASH..]).value() as usize % buckets;
-        collide[block] = landmark[hv];
-        landmark[hv] = block;
-        block += 1;
-    }
+    let index = SourceIndex::new(source);
     let mut base = 0;
     while base + NHASH < target.len() {
         let mut hash = Rolling::new(&target[base..]);
         let mut i = 0;
         loop {
-            let mut best: Option<(usize, usize, usize)> = None; // (count, offset, literal)
-            let mut candidate = landmark[hash.value() as usize % buckets];
-            let mut limit = MAX_CANDIDATES;
-            while candidate != usize::MAX && limit > 0 {
-                limit -= 1;
-                let src = candidate * NHASH;
-                let forward = source[src..]
-                    .iter()
-                    .zip(&target[base + i..])
-                    .take_while(|(a, b)| a == b)
-                    .count();
-                if forward > 0 {
-                    let backward = (1..=src.min(i))
-                        .take_while(|k| source[src - k] == target[base + i - k])
-                        .count();
-                    let offset = src - backward;
-                    let count = forward + backward;
-                    let literal = i - backward;
-                    let cost = digit_count(literal) + digit_count(count) + digit_count(offset) + 3;
-                    if count >= cost && best.is_none_or(|(c, _, _)| count > c) {
-                        best = Some((count, offset, literal));
-                    }
-                }
-                candidate = collide[candidate];
-            }
-            if let Some((count, offset, literal)) = best {
+            if let Some((count, offset, literal)) =
+                index.best_match(source, &target[base..], i, hash.value())
+            {
                 if literal > 0 {
                     insert(&mut out, &target[base..base + literal]);
                     base += literal;
@@ -122,6 +88,67 @@ pub fn create(source: &[u8], target: &[u8]) -> Vec<u8> {
     put_int(&mut out, checksum(target) as usize);
     out.push(b';');
     out
+}
+
+/// Every NHASH-aligned block of a delta's source, indexed by its rolling hash; blocks
+/// in the same bucket are chained through `collide`.
+struct SourceIndex {
+    landmark: Vec<usize>,
+    collide: Vec<usize>,
+}
+
+impl SourceIndex {
+    fn new(source: &[u8]) -> SourceIndex {
+        let buckets = source.len() / NHASH;
+        let mut landmark = vec![usize::MAX; buckets];
+        let mut collide = vec![usize::MAX; buckets];
+        let mut block = 0;
+        while block * NHASH + NHASH <= source.len() && block < buckets {
+            let hv = Rolling::new(&source[block * NHASH..]).value() as usize % buckets;
+            collide[block] = landmark[hv];
+            landmark[hv] = block;
+            block += 1;
+        }
+        SourceIndex { landmark, collide }
+    }
+
+    /// The longest copy from `source` worth its cost that covers `target[i..]`'s window
+    /// hashing to `hash`, extended backwards into `target[..i]`: `(count, offset,
+    /// literal)`, where `literal` bytes of `target` precede it.
+    fn best_match(
+        &self,
+        source: &[u8],
+        target: &[u8],
+        i: usize,
+        hash: u32,
+    ) -> Option<(usize, usize, usize)> {
+        let mut best: Option<(usize, usize, usize)> = None;
+        let mut candidate = self.landmark[hash as usize % self.landmark.len()];
+        let mut limit = MAX_CANDIDATES;
+        while candidate != usize::MAX && limit > 0 {
+            limit -= 1;
+            let src = candidate * NHASH;
+            let forward = source[src..]
+                .iter()
+                .zip(&target[i..])
+                .take_while(|(a, b)| a == b)
+                .count();
+            if forward > 0 {
+                let backward = (1..=src.min(i))
+                    .take_while(|k| source[src - k] == target[i - k])
+                    .count();
+                let offset = src - backward;
+                let count = forward + backward;
+                let literal = i - backward;
+                let cost = digit_count(literal) + digit_count(count) + digit_count(offset) + 3;
+                if count >= cost && best.is_none_or(|(c, _, _)| count > c) {
+                    best = Some((count, offset, literal));
+                }
+            }
+            candidate = self.collide[candidate];
+        }
+        best
+    }
 }
 
 /// The target size a delta announces, without applying it.

@@ -26,23 +26,55 @@ pub fn upgrade(
     if let Some(refusal) = connect::draining(app) {
         return refusal;
     }
+    let accept = match handshake_key(&request) {
+        Ok(key) => derive_accept_key(key.as_bytes()),
+        Err(refusal) => return *refusal,
+    };
+    let offered = (request.headers().get(header::SEC_WEBSOCKET_PROTOCOL))
+        .and_then(|value| value.to_str().ok());
+    let (encoding, echo) = Encoding::negotiate(offered);
+    let admission = match connect::admit(app, &principal) {
+        Ok(admission) => admission,
+        Err(refusal) => return *refusal,
+    };
+    let on_upgrade = hyper::upgrade::on(&mut request);
     let connections = app.connections.clone();
+    tokio::spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => {
+                let config = websocket::config(connections.max_frame_bytes());
+                let transport = websocket::WebSocket::accept(TokioIo::new(upgraded), config).await;
+                connections
+                    .serve(transport, encoding, principal, admission, peer)
+                    .await
+            }
+            Err(err) => tracing::debug!(error = %err, "WebSocket upgrade did not complete"),
+        }
+    });
+    switching_protocols(&accept, echo.then_some(encoding))
+}
+
+/// The request's `Sec-WebSocket-Key` if it is a WebSocket version 13 upgrade, else the
+/// answer that says what is wrong with it.
+fn handshake_key(
+    request: &Request<hyper::body::Incoming>,
+) -> Result<&HeaderValue, Box<Response<Body>>> {
     let headers = request.headers();
     if request.method() != hyper::Method::GET {
-        return json_error(
+        return Err(Box::new(json_error(
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",
             "use GET to open a WebSocket",
-        );
+        )));
     }
     if !header_has_token(headers, header::CONNECTION, "upgrade")
         || !header_has_token(headers, header::UPGRADE, "websocket")
     {
-        return json_error(
+        return Err(Box::new(json_error(
             StatusCode::UPGRADE_REQUIRED,
             "upgrade_required",
             "this endpoint speaks WebSocket only",
-        );
+        )));
     }
     if headers
         .get(header::SEC_WEBSOCKET_VERSION)
@@ -58,39 +90,20 @@ pub fn upgrade(
             header::SEC_WEBSOCKET_VERSION,
             HeaderValue::from_static("13"),
         );
-        return response;
+        return Err(Box::new(response));
     }
-    let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY) else {
-        return json_error(
+    headers.get(header::SEC_WEBSOCKET_KEY).ok_or_else(|| {
+        Box::new(json_error(
             StatusCode::BAD_REQUEST,
             "bad_handshake",
             "missing Sec-WebSocket-Key",
-        );
-    };
-    let accept = derive_accept_key(key.as_bytes());
-    let offered = headers
-        .get(header::SEC_WEBSOCKET_PROTOCOL)
-        .and_then(|value| value.to_str().ok());
-    let (encoding, echo) = Encoding::negotiate(offered);
+        ))
+    })
+}
 
-    let admission = match connect::admit(app, &principal) {
-        Ok(admission) => admission,
-        Err(refusal) => return *refusal,
-    };
-    let on_upgrade = hyper::upgrade::on(&mut request);
-    tokio::spawn(async move {
-        match on_upgrade.await {
-            Ok(upgraded) => {
-                let config = websocket::config(connections.max_frame_bytes());
-                let transport = websocket::WebSocket::accept(TokioIo::new(upgraded), config).await;
-                connections
-                    .serve(transport, encoding, principal, admission, peer)
-                    .await
-            }
-            Err(err) => tracing::debug!(error = %err, "WebSocket upgrade did not complete"),
-        }
-    });
-
+/// The `101 Switching Protocols` answer, naming the subprotocol when the client offered
+/// one we speak.
+fn switching_protocols(accept: &str, subprotocol: Option<Encoding>) -> Response<Body> {
     let mut response = Response::new(crate::response::empty());
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let headers = response.headers_mut();
@@ -98,9 +111,9 @@ pub fn upgrade(
     headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     headers.insert(
         header::SEC_WEBSOCKET_ACCEPT,
-        HeaderValue::from_str(&accept).expect("base64 is a valid header value"),
+        HeaderValue::from_str(accept).expect("base64 is a valid header value"),
     );
-    if echo {
+    if let Some(encoding) = subprotocol {
         headers.insert(
             header::SEC_WEBSOCKET_PROTOCOL,
             HeaderValue::from_static(encoding.subprotocol()),
