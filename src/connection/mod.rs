@@ -113,23 +113,25 @@ impl Connections {
     /// The start and the end of a connection are boxed: a future is as large as its
     /// largest state, and this one lives in the connection's task for the connection's
     /// whole life, mostly idle in the pump. Unboxed, the actor's spawn and the close (with
-    /// their timers) would be reserved in every idle connection (~1 KiB each).
+    /// their timers) would be reserved in every idle connection (~1 KiB each). It takes
+    /// `self` so that the task can be this future itself, not an async block that would
+    /// keep a second copy of the arguments.
     pub async fn serve<T: Transport>(
-        &self,
+        self,
         mut transport: T,
         encoding: Encoding,
         principal: Principal,
         admission: Admission,
         peer: std::net::IpAddr,
     ) {
-        let start = Start {
+        let opening = self.open::<T>(Start {
             inbox: transport.inbox(),
             encoding,
             principal,
             user: admission.user().map(Box::from),
             peer,
-        };
-        let Some(mut opened) = Box::pin(self.open::<T>(start)).await else {
+        });
+        let Some(mut opened) = Box::pin(opening).await else {
             let failed = Ending::Close(CloseCode::InternalError);
             Box::pin(transport.close(failed)).await;
             return;
