@@ -113,9 +113,9 @@ impl Items {
         }
     }
 
-    /// Moves every item of `other` to the end of these.
+    /// Moves every item of `other` to the end of these; `other` is left owning no buffer.
     pub fn append(&mut self, other: &mut Items) {
-        while let Some(item) = other.pop_front() {
+        for item in mem::take(other) {
             self.push_back(item);
         }
     }
