@@ -185,12 +185,8 @@ async fn failed_sign_ins_are_throttled_per_address_on_every_entry_point() {
             .find_map(|line| line.strip_prefix(&prefix)?.parse::<f64>().ok())
             .unwrap_or(0.0)
     };
-    assert_eq!(
-        (
-            throttled_at("console"),
-            throttled_at("api"),
-            throttled_at("sse")
-        ),
-        (2.0, 1.0, 1.0)
-    );
+    // The recorder is shared by the servers of this test process: other tests may add.
+    for (endpoint, least) in [("console", 2.0), ("api", 1.0), ("sse", 1.0)] {
+        assert!(throttled_at(endpoint) >= least, "{endpoint}: {metrics}");
+    }
 }
