@@ -383,7 +383,7 @@ async fn compressed_deliveries() {
     let url = server.url();
     for (name, data) in payloads() {
         for asked in [None, Some(CompressFormat::Deflate)] {
-            let room = format!("bench:{name}:{}", asked.is_some());
+            let room = format!("bench:{}:{}", name.replace(' ', ""), asked.is_some());
             let (bytes, cpu) =
                 deliver_to_many(&server, &url, &room, &data, asked, (subscribers, messages)).await;
             let deliveries = (subscribers * messages) as f64;

@@ -157,12 +157,7 @@ impl EventConnection {
 
     /// Waits up to `timeout` for the next frame; the end of the stream is an error here.
     pub async fn next_frame(&mut self, timeout: Duration) -> Result<ServerFrame, ClientError> {
-        match tokio::time::timeout(timeout, self.recv()).await {
-            Err(_) => Err(ClientError::Timeout),
-            Ok(Ok(Received::Frame(frame))) => Ok(frame),
-            Ok(Ok(Received::Closed(code))) => Err(ClientError::Closed(code)),
-            Ok(Err(e)) => Err(e),
-        }
+        super::connection::frame_in_time(tokio::time::timeout(timeout, self.recv()).await)
     }
 }
 
