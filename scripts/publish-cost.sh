@@ -20,17 +20,25 @@ trap 'rm -rf "$work"' EXIT
 
 lib="$work/library.lua"
 { printf '#!lua name=cost\nlocal LIBRARY = %s\n' "'cost'"; cat src/broker/redis/publish.lua; } >"$lib"
-[ -z "$base" ] || git show "$base:src/broker/redis/publish.lua" >"$work/base.lua"
+if [ -n "$base" ]; then
+  git show "$base:src/broker/redis/publish.lua" >"$work/base.lua"
+  # A base that is already a function library is loaded and called as one.
+  if grep -q register_function "$work/base.lua"; then
+    { printf '#!lua name=base\nlocal LIBRARY = %s\n' "'base'"; cat "$work/base.lua"; } >"$work/base-library.lua"
+  fi
+fi
 
 # The RESP stream of `calls` publishes (FCALL cost, or EVALSHA of the base script).
 commands() { # kind calls
   python3 - "$1" "$2" "$work" <<'PY'
-import hashlib, sys
+import hashlib, os, sys
 sys.path.insert(0, "scripts")
 from resp import resp
 kind, calls, work = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 head = []
-if kind == "base":
+if kind == "base" and os.path.exists(work + "/base-library.lua"):
+    head = [b"FCALL", b"base"]
+elif kind == "base":
     code = open(work + "/base.lua", "rb").read()
     head = [b"EVALSHA", hashlib.sha1(code).hexdigest()]
 else:
@@ -54,7 +62,9 @@ instructions() { # kind calls
     >"$work/redis.$1.$2.log" 2>&1 &
   local pid=$!
   for _ in $(seq 300); do redis-cli -s "$sock" ping >/dev/null 2>&1 && break; sleep 0.1; done
-  if [ "$1" = base ]; then
+  if [ "$1" = base ] && [ -f "$work/base-library.lua" ]; then
+    redis-cli -s "$sock" -x FUNCTION LOAD <"$work/base-library.lua" >/dev/null
+  elif [ "$1" = base ]; then
     redis-cli -s "$sock" -x SCRIPT LOAD <"$work/base.lua" >/dev/null
   else
     redis-cli -s "$sock" -x FUNCTION LOAD <"$lib" >/dev/null

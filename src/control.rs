@@ -12,13 +12,12 @@ use crate::access::AccessControl;
 use crate::broker::{BrokerError, PublishAck, PublishRequest};
 use crate::cluster::Cluster;
 use crate::connection::Connections;
-use crate::outbound::{self, Item, OutboundReceiver, Received};
+use crate::outbound::{self, Item, Items, OutboundReceiver, Received};
 use crate::protocol::{Encoding, RoomName, ServerFrame};
 use crate::publish::Publisher;
 use crate::room::{Rooms, Subscriber};
 use crate::stream::Position;
 use serde::{Deserialize, Serialize};
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinHandle;
@@ -129,12 +128,12 @@ async fn follow(
     cluster: &Cluster,
     position: &mut Option<Position>,
 ) {
-    let mut batch = VecDeque::new();
+    let mut batch = Items::default();
     loop {
         if let Received::Close(_) = receiver.recv(&mut batch).await {
             return;
         }
-        for item in batch.drain(..) {
+        for item in batch.by_ref() {
             let frames = match item {
                 Item::Frame(frame) => vec![frame],
                 Item::Batch(frames) => frames,

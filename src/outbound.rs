@@ -12,7 +12,7 @@
 //! replay is bounded by the replay buffer, and the queue bound is about the live backlog,
 //! so a client resuming far back is not mistaken for a slow one.
 //!
-//! The queue is a `VecDeque` behind a mutex rather than a channel: an idle connection's
+//! The queue is a deque behind a mutex rather than a channel: an idle connection's
 //! queue owns no buffer at all (a tokio channel allocates its first block of slots up
 //! front, ~2 KiB per connection), and the socket task takes everything queued in one
 //! lock, then writes it with one flush. Producers (one room actor per room, plus the
@@ -21,11 +21,19 @@
 //! The consumer's waker lives under the same lock: a producer that finds the queue empty
 //! takes it and wakes the socket task after unlocking — one lock per delivery, where a
 //! separate `Notify` would take a second one on each side.
+//!
+//! Between two writes a connection usually has exactly one item queued (a room's message
+//! to a client that keeps up), so the queue ([`Items`]) holds one item inline and
+//! allocates only from the second on: a delivery costs no allocation, and an idle queue
+//! still owns no buffer. (A `VecDeque` allocated on every delivery — the producer's push
+//! into the empty queue — and freed it after the write, often on the other thread:
+//! 5 % of a server's CPU in the one-room reference run, see docs/performance.md.)
 
 use crate::protocol::CloseCode;
 use crate::protocol::Encoded;
 use std::collections::VecDeque;
 use std::future::poll_fn;
+use std::mem;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 
@@ -39,6 +47,91 @@ pub enum Item {
     /// Close the connection with this code once everything queued before is written
     /// (a drain: the client should get what it was sent, then go).
     Close(CloseCode),
+}
+
+/// Items in queue order: none, one held inline, or several in a deque. Only a second item
+/// queued before the consumer takes the first allocates.
+#[derive(Debug, Default)]
+pub struct Items(Slots);
+
+#[derive(Debug, Default)]
+enum Slots {
+    #[default]
+    Empty,
+    One(Item),
+    Many(VecDeque<Item>),
+}
+
+impl Items {
+    /// How many items there are.
+    pub fn len(&self) -> usize {
+        match &self.0 {
+            Slots::Empty => 0,
+            Slots::One(_) => 1,
+            Slots::Many(items) => items.len(),
+        }
+    }
+
+    /// True when there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Adds `item` at the end.
+    pub fn push_back(&mut self, item: Item) {
+        self.0 = match mem::take(&mut self.0) {
+            Slots::Empty => Slots::One(item),
+            Slots::One(first) => Slots::Many(VecDeque::from([first, item])),
+            Slots::Many(mut items) => {
+                items.push_back(item);
+                Slots::Many(items)
+            }
+        };
+    }
+
+    /// Puts `item` back at the front.
+    pub fn push_front(&mut self, item: Item) {
+        self.0 = match mem::take(&mut self.0) {
+            Slots::Empty => Slots::One(item),
+            Slots::One(second) => Slots::Many(VecDeque::from([item, second])),
+            Slots::Many(mut items) => {
+                items.push_front(item);
+                Slots::Many(items)
+            }
+        };
+    }
+
+    /// Takes the first item.
+    pub fn pop_front(&mut self) -> Option<Item> {
+        match &mut self.0 {
+            Slots::Empty => None,
+            Slots::One(_) => match mem::take(&mut self.0) {
+                Slots::One(item) => Some(item),
+                _ => unreachable!("matched One"),
+            },
+            Slots::Many(items) => items.pop_front(),
+        }
+    }
+
+    /// Moves every item of `other` to the end of these; `other` is left owning no buffer.
+    pub fn append(&mut self, other: &mut Items) {
+        for item in mem::take(other) {
+            self.push_back(item);
+        }
+    }
+
+    /// Drops every item (and any buffer).
+    pub fn clear(&mut self) {
+        self.0 = Slots::Empty;
+    }
+}
+
+impl Iterator for Items {
+    type Item = Item;
+
+    fn next(&mut self) -> Option<Item> {
+        self.pop_front()
+    }
 }
 
 /// Why an item could not be queued.
@@ -61,7 +154,7 @@ pub enum Received {
 
 #[derive(Debug, Default)]
 struct State {
-    items: VecDeque<Item>,
+    items: Items,
     close: Option<CloseCode>,
     receiver_gone: bool,
     /// The socket task, when it waits for items or a close.
@@ -217,12 +310,12 @@ impl Outbound {
 
 impl OutboundReceiver {
     /// Waits until items are queued or a close is requested. Items are swapped into
-    /// `batch` (which must be empty) in one step, so its allocation is reused.
-    pub async fn recv(&mut self, batch: &mut VecDeque<Item>) -> Received {
+    /// `batch` (which must be empty) in one step.
+    pub async fn recv(&mut self, batch: &mut Items) -> Received {
         poll_fn(|cx| self.poll_recv(cx, batch)).await
     }
 
-    fn poll_recv(&mut self, cx: &Context<'_>, batch: &mut VecDeque<Item>) -> Poll<Received> {
+    fn poll_recv(&mut self, cx: &Context<'_>, batch: &mut Items) -> Poll<Received> {
         let mut state = self.shared.lock();
         if let Some(code) = state.close {
             return Poll::Ready(Received::Close(code));
@@ -236,7 +329,7 @@ impl OutboundReceiver {
     }
 
     /// Appends whatever is queued now to `batch`, without waiting.
-    pub fn take_more(&mut self, batch: &mut VecDeque<Item>) {
+    pub fn take_more(&mut self, batch: &mut Items) {
         let mut state = self.shared.lock();
         if state.close.is_none() {
             batch.append(&mut state.items);
@@ -263,7 +356,7 @@ impl Drop for OutboundReceiver {
     fn drop(&mut self) {
         let mut state = self.shared.lock();
         state.receiver_gone = true;
-        state.items = VecDeque::new();
+        state.items.clear();
         state.waker = None;
     }
 }
@@ -281,10 +374,44 @@ mod tests {
         let (outbound, mut receiver) = channel(8);
         outbound.try_send(text("1")).unwrap();
         outbound.try_send(text("2")).unwrap();
-        let mut batch = VecDeque::new();
+        let mut batch = Items::default();
         assert_eq!(receiver.recv(&mut batch).await, Received::Items);
         assert_eq!(batch.len(), 2);
-        assert!(matches!(&batch[0], Item::Frame(m) if m.as_text() == Some("1")));
+        assert!(matches!(batch.next(), Some(Item::Frame(m)) if m.as_text() == Some("1")));
+    }
+
+    fn texts(items: Items) -> Vec<String> {
+        items
+            .map(|item| match item {
+                Item::Frame(frame) => frame.as_text().unwrap().to_owned(),
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn items_keep_their_order_whether_inline_or_in_a_deque() {
+        let mut items = Items::default();
+        assert!(items.is_empty());
+        items.push_back(text("b"));
+        items.push_front(text("a"));
+        items.push_back(text("c"));
+        let mut more = Items::default();
+        more.push_back(text("d"));
+        more.push_back(text("e"));
+        items.append(&mut more);
+        assert!(more.is_empty());
+        assert_eq!(items.len(), 5);
+        assert_eq!(texts(items), ["a", "b", "c", "d", "e"]);
+
+        let mut one = Items::default();
+        one.push_front(text("x"));
+        assert_eq!(one.len(), 1);
+        let first = one.pop_front().unwrap();
+        assert!(one.pop_front().is_none());
+        one.push_back(text("y"));
+        one.push_front(first);
+        assert_eq!(texts(one), ["x", "y"]);
     }
 
     #[tokio::test]
@@ -293,7 +420,7 @@ mod tests {
         assert!(outbound.send_or_evict(Encoded::text("1")));
         assert!(outbound.send_or_evict(Encoded::text("2")));
         assert!(!outbound.send_or_evict(Encoded::text("3")));
-        let mut batch = VecDeque::new();
+        let mut batch = Items::default();
         assert_eq!(
             receiver.recv(&mut batch).await,
             Received::Close(CloseCode::SlowConsumer)
@@ -320,7 +447,7 @@ mod tests {
     async fn a_waiting_receiver_is_woken_by_a_producer() {
         let (outbound, mut receiver) = channel(4);
         let consumer = tokio::spawn(async move {
-            let mut batch = VecDeque::new();
+            let mut batch = Items::default();
             receiver.recv(&mut batch).await;
             batch.len()
         });

@@ -20,7 +20,7 @@ mod users;
 pub use error::{ApiError, FieldError};
 pub use input::percent_decode;
 pub use maintenance::spawn_maintenance;
-pub use rate_limit::{Class, Decision, RateLimiter};
+pub use rate_limit::{Class, Decision, RateLimiter, Refused};
 
 use crate::access::AccessControl;
 use crate::auth::{Authenticator, Principal, bearer};
@@ -161,9 +161,9 @@ impl Api {
             .get("authorization")
             .and_then(|v| v.to_str().ok())
             .and_then(bearer);
-        let principal = match self.auth.authenticate(token) {
+        let principal = match self.limiter.authenticate(&self.auth, peer, token) {
             Ok(principal) => principal,
-            Err(err) => return (route, self.unauthenticated(peer, &err).into_response()),
+            Err(refused) => return (route, self.unauthenticated(refused).into_response()),
         };
         let class = match *request.method() {
             Method::GET | Method::HEAD => Class::Read,
@@ -200,24 +200,25 @@ impl Api {
         (route, response)
     }
 
-    /// The answer to a request whose token was refused. Failed attempts spend the
-    /// client address's write budget: guessing tokens is throttled like any other
-    /// mutation.
-    fn unauthenticated(&self, peer: IpAddr, err: &impl std::fmt::Display) -> ApiError {
+    /// The answer to a request whose token was refused, or whose address spent its
+    /// budget of failed attempts (see [`RateLimiter::authenticate`]).
+    fn unauthenticated(&self, refused: Refused) -> ApiError {
         metrics::counter!("roomcast_auth_failures_total", "endpoint" => "api").increment(1);
-        let decision =
-            self.limiter
-                .check(&Principal::Anonymous, &format!("auth:{peer}"), Class::Write);
-        if decision.allowed {
-            ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", err.to_string())
-                .with_header("www-authenticate", "Bearer")
-        } else {
-            ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
-                "too many failed attempts; slow down",
-            )
-            .with_header("retry-after", decision.retry_after_secs.to_string())
+        match refused {
+            Refused::Invalid(err) => {
+                ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", err.to_string())
+                    .with_header("www-authenticate", "Bearer")
+            }
+            Refused::Throttled(retry_after) => {
+                metrics::counter!("roomcast_auth_failures_throttled_total", "endpoint" => "api")
+                    .increment(1);
+                ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limited",
+                    "too many failed attempts; slow down",
+                )
+                .with_header("retry-after", retry_after.to_string())
+            }
         }
     }
 

@@ -3,12 +3,16 @@
 //! The buckets are `governor`'s (GCRA, the token bucket's arithmetic on one timestamp
 //! per key); this module maps its answers to the `X-RateLimit-*` headers.
 
-use crate::auth::Principal;
+use crate::auth::{AuthError, Authenticator, Principal};
 use crate::config::RateLimitConfig;
+use dashmap::DashMap;
 use governor::Quota;
+use governor::clock::Reference;
 use governor::clock::{Clock, DefaultClock};
 use governor::middleware::StateInformationMiddleware;
+use governor::nanos::Nanos;
 use governor::state::keyed::DashMapStateStore;
+use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::time::Duration;
 
@@ -81,7 +85,21 @@ pub struct RateLimiter<C: Clock = DefaultClock> {
     user: [Buckets<C>; 2],
     /// Services' reads, services' mutations.
     service: [Buckets<C>; 2],
+    /// Client addresses that spent their budget of failed authentications, and until
+    /// when: every attempt from them is refused before its credentials are checked, so a
+    /// guess made while refused can never succeed.
+    locked: DashMap<IpAddr, C::Instant>,
     clock: C,
+}
+
+/// Why [`RateLimiter::authenticate`] refused.
+#[derive(Debug)]
+pub enum Refused {
+    /// The credentials did not authenticate.
+    Invalid(AuthError),
+    /// The client address spent its budget of failed attempts: retry after this many
+    /// seconds.
+    Throttled(u64),
 }
 
 impl RateLimiter {
@@ -109,8 +127,53 @@ impl<C: Clock + Clone> RateLimiter<C> {
                 buckets(config.service_reads_per_second, config.service_read_burst),
                 buckets(config.service_writes_per_second, config.service_write_burst),
             ],
+            locked: DashMap::new(),
             clock,
         }
+    }
+
+    /// Authenticates `token` from `client` under the address's budget of failed
+    /// attempts (the write budget of anonymous callers): guessing tokens is throttled
+    /// alike on every entry point — the API, `/ws`, `/sse` and the console's sign-in.
+    /// Once the budget is spent, the address's attempts are refused unchecked until a
+    /// failure would be allowed again (a second or so at the default rate); successes
+    /// spend nothing.
+    pub fn authenticate(
+        &self,
+        auth: &Authenticator,
+        client: IpAddr,
+        token: Option<&str>,
+    ) -> Result<Principal, Refused> {
+        if let Some(retry_after) = self.locked_out(client) {
+            return Err(Refused::Throttled(retry_after));
+        }
+        auth.authenticate(token).map_err(|err| {
+            let decision = self.check(
+                &Principal::Anonymous,
+                &format!("auth:{client}"),
+                Class::Write,
+            );
+            if decision.allowed {
+                Refused::Invalid(err)
+            } else {
+                let until =
+                    self.clock.now() + Nanos::from(Duration::from_secs(decision.retry_after_secs));
+                self.locked.insert(client, until);
+                Refused::Throttled(decision.retry_after_secs)
+            }
+        })
+    }
+
+    /// Seconds until `client` may try credentials again, while it may not.
+    fn locked_out(&self, client: IpAddr) -> Option<u64> {
+        let until = *self.locked.get(&client)?;
+        let now = self.clock.now();
+        if until <= now {
+            self.locked.remove_if(&client, |_, until| *until <= now);
+            return None;
+        }
+        let wait = Duration::from_nanos(until.duration_since(now).as_u64());
+        Some(wait.as_secs_f64().ceil().max(1.0) as u64)
     }
 
     /// Takes one token from the bucket of `key` (the principal, or the client address for
@@ -159,6 +222,8 @@ impl<C: Clock + Clone> RateLimiter<C> {
         for buckets in self.user.iter().chain(&self.service) {
             buckets.retain_recent();
         }
+        let now = self.clock.now();
+        self.locked.retain(|_, until| *until > now);
     }
 }
 
@@ -222,5 +287,50 @@ mod tests {
         for _ in 0..50 {
             assert!(limiter.check(&service, "service:s", Class::Write).allowed);
         }
+    }
+
+    /// A service with a token, and nothing else configured.
+    fn authenticator() -> Authenticator {
+        let config = crate::config::AuthConfig {
+            jwt_hs256_secret: String::new(),
+            jwt_rs256_public_key_file: String::new(),
+            clock_skew_secs: 0,
+            jwt_issuer: String::new(),
+            jwt_audience: String::new(),
+            service_tokens: "billing:0123456789abcdef0123".into(),
+            mode: crate::config::AuthMode::Closed,
+        };
+        Authenticator::from_config(&config).expect("valid")
+    }
+
+    #[test]
+    fn an_address_that_spent_its_failed_attempts_is_refused_even_the_right_token() {
+        let (limiter, clock) = limiter();
+        let auth = authenticator();
+        let (guesser, other) = ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
+        let right = Some("0123456789abcdef0123");
+        // Burst 1: the first wrong guess is answered as such, the second is throttled.
+        assert!(matches!(
+            limiter.authenticate(&auth, guesser, Some("guess")),
+            Err(Refused::Invalid(_))
+        ));
+        assert!(matches!(
+            limiter.authenticate(&auth, guesser, Some("guess")),
+            Err(Refused::Throttled(2))
+        ));
+        // While throttled, a right guess is refused unchecked: throttling limits guesses,
+        // not only their answers. Other addresses are not affected.
+        assert!(matches!(
+            limiter.authenticate(&auth, guesser, right),
+            Err(Refused::Throttled(_))
+        ));
+        assert!(limiter.authenticate(&auth, other, right).is_ok());
+        // Once a failure would be allowed again, the address may try again; successes
+        // spend nothing.
+        clock.advance(Duration::from_secs(2));
+        assert!(limiter.authenticate(&auth, guesser, right).is_ok());
+        assert!(limiter.authenticate(&auth, guesser, right).is_ok());
+        limiter.forget_idle();
+        assert!(limiter.locked.is_empty());
     }
 }

@@ -14,10 +14,9 @@
 //! end arrives as a close request instead).
 
 use super::actor::{ConnectionMsg, ConnectionRef};
-use crate::outbound::{Item, OutboundReceiver, Received};
+use crate::outbound::{Item, Items, OutboundReceiver, Received};
 use crate::protocol::CloseCode;
 use crate::transport::{Ending, Gone, Inbound, Transport};
-use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -42,9 +41,9 @@ pub async fn pump<T: Transport>(
     // The permit the next inbound frame will carry. Held across loop turns, so that
     // writing outbound frames (the hot path) does not take and return one each time.
     let mut inbound_permit = permits.clone().try_acquire_owned().ok();
-    let mut ticker = tokio::time::interval_at(Instant::now() + heartbeat, heartbeat);
+    let mut beat = Beat::new(heartbeat);
     let mut last_heard = Instant::now();
-    let mut batch = VecDeque::new();
+    let mut batch = Items::default();
     loop {
         tokio::select! {
             biased;
@@ -70,7 +69,7 @@ pub async fn pump<T: Transport>(
                     }
                 }
                 // Idle connections should own no queue buffer.
-                batch = VecDeque::new();
+                batch = Items::default();
             }
             // select! builds every branch's future each turn, enabled or not: the async
             // block makes that free, the semaphore is touched only when it is polled.
@@ -91,13 +90,58 @@ pub async fn pump<T: Transport>(
                     Inbound::End(ending) => return ending,
                 }
             }
-            _ = ticker.tick() => {
+            () = poll_fn(|cx| beat.poll_tick(cx)), if beat.needs_poll() => {
                 if T::PINGS && last_heard.elapsed() >= heartbeat * 2 {
                     return Ending::Close(CloseCode::HeartbeatTimeout);
                 }
                 if Box::pin(transport.heartbeat(heartbeat)).await.is_err() {
                     return Ending::Gone;
                 }
+            }
+        }
+    }
+}
+
+/// The heartbeat timer, polled only when that can change something. The pump's loop turns
+/// once per delivery, and re-polling a timer nobody woke is wasted work (its entry is
+/// per connection, so each poll misses the cache: about 2 % of a server's CPU in the
+/// one-room reference run). Once a poll has left this task's waker with the timer, the
+/// timer wakes the task at its deadline, and until then there is nothing to poll.
+struct Beat {
+    ticker: tokio::time::Interval,
+    /// The deadline of the next tick.
+    next: Instant,
+    /// The timer holds this task's waker for `next`.
+    armed: bool,
+}
+
+impl Beat {
+    fn new(period: Duration) -> Self {
+        let next = Instant::now() + period;
+        Beat {
+            ticker: tokio::time::interval_at(next, period),
+            next,
+            armed: false,
+        }
+    }
+
+    /// False while the timer is armed and its deadline has not come.
+    fn needs_poll(&self) -> bool {
+        !self.armed || Instant::now() >= self.next
+    }
+
+    fn poll_tick(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        match self.ticker.poll_tick(cx) {
+            Poll::Ready(deadline) => {
+                // The interval resets its timer without registering it: the next poll
+                // arms it again.
+                self.armed = false;
+                self.next = deadline + self.ticker.period();
+                Poll::Ready(())
+            }
+            Poll::Pending => {
+                self.armed = true;
+                Poll::Pending
             }
         }
     }
@@ -110,7 +154,7 @@ pub async fn pump<T: Transport>(
 /// future of its own (nor an allocation to keep idle tasks small).
 fn poll_write<T: Transport>(
     transport: &mut T,
-    batch: &mut VecDeque<Item>,
+    batch: &mut Items,
     closing: &mut Option<CloseCode>,
     cx: &mut Context<'_>,
 ) -> Poll<Result<(), Gone>> {

@@ -511,8 +511,7 @@ impl Hub {
 mod tests {
     use super::*;
     use crate::broker::presence::memory::MemoryPresence;
-    use crate::outbound::{Item, OutboundReceiver, channel};
-    use std::collections::VecDeque;
+    use crate::outbound::{Item, Items, OutboundReceiver, channel};
 
     fn config(window_ms: u64) -> PresenceConfig {
         PresenceConfig {
@@ -526,10 +525,9 @@ mod tests {
 
     /// Every presence frame queued so far, decoded.
     async fn frames(receiver: &mut OutboundReceiver) -> Vec<ServerFrame> {
-        let mut batch = VecDeque::new();
+        let mut batch = Items::default();
         receiver.take_more(&mut batch);
         batch
-            .into_iter()
             .map(|item| match item {
                 Item::Frame(message) => Encoding::Json.decode_server(&message).unwrap(),
                 other => panic!("unexpected {other:?}"),

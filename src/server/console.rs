@@ -17,7 +17,9 @@
 //! (the cookie is never read by the API). On a server without authentication every
 //! caller is an administrator and the console opens without signing in.
 
+use super::connect::refused_credentials;
 use super::origin::Origin;
+use crate::api::RateLimiter;
 use crate::auth::{Authenticator, Principal};
 use crate::response::{Body, empty, full, json_error};
 use bytes::Bytes;
@@ -27,6 +29,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
+use std::net::IpAddr;
 
 /// The cookie that holds the console session (the token it was opened with).
 pub const COOKIE: &str = "roomcast_console";
@@ -136,6 +139,8 @@ impl Console {
         &self,
         request: Request<hyper::body::Incoming>,
         auth: &Authenticator,
+        limiter: &RateLimiter,
+        client: IpAddr,
     ) -> (&'static str, Response<Body>) {
         let path = request.uri().path().to_owned();
         let method = request.method().clone();
@@ -156,9 +161,10 @@ impl Console {
             "/console/sign-in" if read => {
                 ("/console", page(request.headers(), self.sign_in.clone()))
             }
-            "/console/session" if method == Method::POST => {
-                ("/console/session", sign_in(request, auth).await)
-            }
+            "/console/session" if method == Method::POST => (
+                "/console/session",
+                sign_in(request, auth, limiter, client).await,
+            ),
             "/console/session" if method == Method::DELETE => {
                 ("/console/session", sign_out(request.headers()))
             }
@@ -332,7 +338,12 @@ struct SignIn {
 }
 
 /// `POST /console/session`: a token of a global administrator opens a console session.
-async fn sign_in(request: Request<hyper::body::Incoming>, auth: &Authenticator) -> Response<Body> {
+async fn sign_in(
+    request: Request<hyper::body::Incoming>,
+    auth: &Authenticator,
+    limiter: &RateLimiter,
+    client: IpAddr,
+) -> Response<Body> {
     if let Some(refused) = foreign_origin(request.headers()) {
         return refused;
     }
@@ -355,9 +366,9 @@ async fn sign_in(request: Request<hyper::body::Incoming>, auth: &Authenticator) 
         );
     };
     let token = token.trim();
-    let principal = match auth.authenticate(Some(token)) {
+    let principal = match limiter.authenticate(auth, client, Some(token)) {
         Ok(principal) => principal,
-        Err(err) => return json_error(StatusCode::UNAUTHORIZED, "unauthorized", &err.to_string()),
+        Err(refused) => return refused_credentials(refused, "console"),
     };
     if !principal.is_admin() {
         return json_error(

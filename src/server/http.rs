@@ -125,7 +125,9 @@ async fn serve(
             if app.console.is_some() && (path == "/console" || path.starts_with("/console/")) =>
         {
             let console = app.console.as_ref().expect("checked above");
-            console.serve(request, &app.auth).await
+            console
+                .serve(request, &app.auth, &app.api.limiter, peer)
+                .await
         }
         (_, path) if path.starts_with("/api/v1/") || path == "/api/v1" => {
             api_with_cors(request, &app, peer, &request_id).await

@@ -43,7 +43,7 @@ pub async fn serve(
         (&Method::GET, Some("" | "/")) => ("/sse", open(request, app, peer)),
         (&Method::POST, Some(rest)) if rest.len() > 1 && !rest[1..].contains('/') => {
             let session = rest[1..].to_owned();
-            ("/sse/{session}", post(request, app, &session).await)
+            ("/sse/{session}", post(request, app, peer, &session).await)
         }
         (_, Some("" | "/")) => ("/sse", method_not_allowed("GET")),
         _ => ("/sse/{session}", method_not_allowed("POST")),
@@ -77,7 +77,7 @@ fn open(
     app: &App,
     peer: std::net::IpAddr,
 ) -> Response<Body> {
-    let principal = match authorize(&request, app, "sse", "use Server-Sent Events here") {
+    let principal = match authorize(&request, app, peer, "sse", "use Server-Sent Events here") {
         Ok(principal) => principal,
         Err(refusal) => return *refusal,
     };
@@ -166,8 +166,13 @@ fn stream_forms(delta: Option<String>, compress: Option<String>) -> Result<Strea
 
 /// `POST /sse/{session}`: one client frame (JSON), or several, one per line. Access, the
 /// body bound and the hand-over to the session in order, slightly over ~60 lines.
-async fn post(request: Request<hyper::body::Incoming>, app: &App, session: &str) -> Response<Body> {
-    let principal = match authorize(&request, app, "sse", "use Server-Sent Events here") {
+async fn post(
+    request: Request<hyper::body::Incoming>,
+    app: &App,
+    peer: std::net::IpAddr,
+    session: &str,
+) -> Response<Body> {
+    let principal = match authorize(&request, app, peer, "sse", "use Server-Sent Events here") {
         Ok(principal) => principal,
         Err(refusal) => return *refusal,
     };

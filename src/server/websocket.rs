@@ -19,7 +19,7 @@ pub fn upgrade(
     app: &App,
     peer: std::net::IpAddr,
 ) -> Response<Body> {
-    let principal = match connect::authorize(&request, app, "ws", "open a WebSocket here") {
+    let principal = match connect::authorize(&request, app, peer, "ws", "open a WebSocket here") {
         Ok(principal) => principal,
         Err(refusal) => return *refusal,
     };

@@ -66,7 +66,12 @@ const LABELLED_COUNTERS: &[(&str, &str, &[&str])] = &[
     (
         "roomcast_auth_failures_total",
         "endpoint",
-        &["api", "ws", "ws_refresh", "sse"],
+        &["api", "ws", "ws_refresh", "sse", "console"],
+    ),
+    (
+        "roomcast_auth_failures_throttled_total",
+        "endpoint",
+        &["api", "ws", "sse", "console"],
     ),
     (
         "roomcast_origin_refusals_total",
@@ -431,6 +436,10 @@ fn describe() {
     describe_counter!(
         "roomcast_auth_failures_total",
         "Requests refused for missing or invalid credentials, by endpoint."
+    );
+    describe_counter!(
+        "roomcast_auth_failures_throttled_total",
+        "Failed authentications answered 429: the client address spent its budget of failed attempts, by endpoint."
     );
     describe_counter!(
         "roomcast_origin_refusals_total",

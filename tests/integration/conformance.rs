@@ -267,3 +267,113 @@ async fn redis_keeps_epoch_keys_past_the_dedupe_window() {
     assert!(outbox_again.duplicate, "an epoch key is still remembered");
     assert_eq!(outbox_again.position, outbox.position);
 }
+
+/// Redis counts a room's idempotency keys without a `ZCARD` at every publish and trims
+/// the replay buffer by whole stream nodes: the bounds still hold at every publish (the
+/// keys: exactly; the stream: `history.size` plus at most a node), reads never reach
+/// past `history.size`, and every key the room owns has an expiry — also the key set
+/// that a sweep of expired keys emptied (Redis deletes it) and the next publish made anew.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_bounds_hold_at_every_publish() {
+    let redis = RedisServer::start().await;
+    let (tx, _rx) = roomcast::broker::event_channel(1 << 16);
+    let history = HistorySettings {
+        idempotency_window_ms: 500,
+        ..settings()
+    };
+    let config = Config::defaults();
+    let prefix = config.redis.key_prefix.clone();
+    let broker = RedisBroker::start(
+        &redis.url(),
+        "bounds",
+        history.clone(),
+        RedisSettings::from_config(&config.redis),
+        tx,
+    )
+    .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !broker.status().ready {
+        assert!(tokio::time::Instant::now() < deadline, "never ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut redis_client = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let room = RoomName::new_unchecked("bounds");
+    let key = |what: &str| format!("{prefix}:{{bounds}}:{what}");
+    let (idem, idemx, log) = (key("idem"), key("idemx"), key("log"));
+
+    // Publishes 1..=15 with keys, then let them expire: publish 16 sweeps them all (the
+    // set is deleted) before it records its own key in a new set.
+    for n in 1..=15u64 {
+        let key = format!("early-{n}");
+        broker.publish(&room, request(n, Some(&key))).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let ack = broker
+        .publish(&room, request(16, Some("after-sweep")))
+        .await
+        .unwrap();
+    assert_eq!(ack.position.seq, 16);
+    let (members, ttl): (usize, i64) = redis::pipe()
+        .zcard(&idemx)
+        .pttl(&idemx)
+        .query_async(&mut redis_client)
+        .await
+        .unwrap();
+    assert_eq!(members, 1, "the sweep forgot the 15 expired keys");
+    assert!(ttl > 0, "the key set made anew has an expiry ({ttl})");
+
+    let max = history.idempotency_max_keys;
+    for n in 17..=(3 * max as u64) {
+        let key = format!("key-{n}");
+        broker.publish(&room, request(n, Some(&key))).await.unwrap();
+        let (members, fields, length): (usize, usize, usize) = redis::pipe()
+            .zcard(&idemx)
+            .hlen(&idem)
+            .cmd("XLEN")
+            .arg(&log)
+            .query_async(&mut redis_client)
+            .await
+            .unwrap();
+        assert!(members <= max, "{members} keys after publish {n}");
+        assert_eq!(
+            fields,
+            members + 2,
+            "the hash holds the same keys (+2 fields)"
+        );
+        assert!(
+            length >= history.size && length <= history.size + 100,
+            "{length} entries"
+        );
+    }
+    let (idem_ttl, idemx_ttl, log_ttl): (i64, i64, i64) = redis::pipe()
+        .pttl(&idem)
+        .pttl(&idemx)
+        .pttl(&log)
+        .query_async(&mut redis_client)
+        .await
+        .unwrap();
+    assert!(idem_ttl > 0 && idemx_ttl > 0 && log_ttl > 0);
+    let newest = broker
+        .publish(&room, request(0, Some(&format!("key-{}", 3 * max))))
+        .await
+        .unwrap();
+    assert!(newest.duplicate, "the newest key is remembered");
+
+    // Reads stop at history.size although the stream holds more.
+    let page = broker
+        .history(&room, HistoryQuery::Latest { limit: 50 })
+        .await
+        .unwrap();
+    let seqs: Vec<u64> = page.publications.iter().map(|p| p.seq).collect();
+    let top = 3 * max as u64;
+    assert_eq!(seqs, vec![top - 2, top - 1, top]);
+    let page = broker
+        .history(&room, HistoryQuery::After { seq: 5, limit: 50 })
+        .await
+        .unwrap();
+    assert_eq!(page.publications.len(), history.size);
+}

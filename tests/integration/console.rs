@@ -140,3 +140,53 @@ async fn the_console_opens_for_administrators_only() {
     }
     off.stop().await;
 }
+
+/// Guessing tokens at the sign-in is throttled per client address, on the budget the API,
+/// `/ws` and `/sse` spend too: once it is spent, every attempt from that address — the
+/// right token included — is refused with 429 and `Retry-After` until it refills.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_sign_ins_are_throttled_per_address_on_every_entry_point() {
+    let server = TestServer::on_database("sqlite::memory:", |c| {
+        c.auth.jwt_hs256_secret = crate::support::tokens::SECRET.into();
+        c.auth.service_tokens = format!("billing:{SERVICE_TOKEN}");
+        c.rate_limits.user_write_burst = 3;
+        c.rate_limits.user_writes_per_second = 0.5;
+    })
+    .await;
+    let addr = server.addr();
+    let admin = admin_token("root");
+
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        statuses.push(sign_in(&addr, "guess").await.status);
+    }
+    assert_eq!(statuses, [401, 401, 401], "the budget allows 3 failures");
+    let throttled = sign_in(&addr, "guess").await;
+    assert_eq!(throttled.status, 429, "{}", throttled.text());
+    assert_eq!(throttled.json()["error"]["code"], "rate_limited");
+    let retry_after: u64 = throttled.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=2).contains(&retry_after), "{retry_after}");
+
+    // The right token is not even checked now, on any entry point.
+    assert_eq!(sign_in(&addr, &admin).await.status, 429);
+    let bearer = format!("Bearer {admin}");
+    let api = get(&addr, "/api/v1/issues", &[("authorization", &bearer)]).await;
+    assert_eq!(api.status, 429);
+    let sse = get(&addr, "/sse?rooms=a", &[("authorization", &bearer)]).await;
+    assert_eq!(sse.status, 429);
+
+    tokio::time::sleep(std::time::Duration::from_secs(retry_after)).await;
+    assert_eq!(sign_in(&addr, &admin).await.status, 204, "allowed again");
+    let metrics = get(&addr, "/metrics", &[]).await.text();
+    let throttled_at = |endpoint: &str| {
+        let prefix = format!("roomcast_auth_failures_throttled_total{{endpoint=\"{endpoint}\"}} ");
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(&prefix)?.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // The recorder is shared by the servers of this test process: other tests may add.
+    for (endpoint, least) in [("console", 2.0), ("api", 1.0), ("sse", 1.0)] {
+        assert!(throttled_at(endpoint) >= least, "{endpoint}: {metrics}");
+    }
+}

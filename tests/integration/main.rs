@@ -14,6 +14,7 @@ mod console;
 mod delta;
 mod failover;
 mod fanin;
+mod heartbeat;
 mod helm;
 mod image;
 mod lagging;

@@ -230,6 +230,12 @@ async fn sse_resumes_every_room_on_another_instance_after_kill_9() {
         .post(&[json!({"type": "publish", "id": 1, "room": rooms[0], "data": {"n": 0}})])
         .await;
     assert_eq!(reply.status, 202, "{}", reply.text());
+    // A 202 only says the session took the frame (protocol § 10.5), not that it was
+    // sequenced (§ 3.4): B's first publishes could still come before it. Its message
+    // carries its seq, so once it is here, everything B publishes comes after it.
+    let mut seen = BTreeMap::new();
+    let own = |seen: &BTreeMap<String, Seen>| seen.contains_key(rooms[0]);
+    assert!(read_messages(&mut subscriber, &mut seen, WAIT, own).await);
 
     let publisher = tokio::spawn({
         let b = b.clone();
@@ -255,7 +261,6 @@ async fn sse_resumes_every_room_on_another_instance_after_kill_9() {
         }
     });
 
-    let mut seen = BTreeMap::new();
     let half = |seen: &BTreeMap<String, Seen>| {
         seen.values()
             .map(|room| room.seqs.len() as u64)

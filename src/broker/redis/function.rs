@@ -84,8 +84,15 @@ impl PublishCall<'_> {
             key_retention,
         } = request;
         let keys = self.keys;
-        let mut cmd = redis::cmd("FCALL");
-        cmd.arg(&PUBLISH.name);
+        let body = Body {
+            id: rand::random(),
+            data,
+            trace,
+        }
+        .encode(self.compress_above);
+        // Sized once: 16 arguments, the body and about 40 bytes for each other one.
+        let mut cmd = Cmd::with_capacity(16, body.len() + 16 * 40);
+        cmd.arg("FCALL").arg(&PUBLISH.name);
         match &idempotency_key {
             Some(_) => cmd
                 .arg(4)
@@ -99,14 +106,7 @@ impl PublishCall<'_> {
         cmd.arg(keys.channel(room))
             .arg(if self.sharded { "SPUBLISH" } else { "PUBLISH" })
             .arg(Epoch::generate().as_str())
-            .arg(
-                Body {
-                    id: rand::random(),
-                    data,
-                    trace,
-                }
-                .encode(self.compress_above),
-            )
+            .arg(body)
             .arg(history.size)
             .arg(history.ttl_ms)
             .arg(history.meta_ttl_ms)

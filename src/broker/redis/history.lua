@@ -5,7 +5,7 @@
 -- KEYS[1] meta hash   KEYS[2] replay stream
 -- ARGV[1] epoch to use if a new one is needed   ARGV[2] 'latest' or 'after'
 -- ARGV[3] with 'after': return entries with seq above this   ARGV[4] most entries
--- ARGV[5] buffer age (ms)   ARGV[6] epoch lifetime when idle (ms)
+-- ARGV[5] buffer age (ms)   ARGV[6] epoch lifetime when idle (ms)   ARGV[7] buffer length
 -- Returns {epoch, top seq, first buffered seq or -1, seq1, time1, body1, seq2, ...}.
 
 local meta, log = KEYS[1], KEYS[2]
@@ -27,9 +27,10 @@ local function seq_of(entry)
   return tonumber(string.match(entry[1], '^(%d+)'))
 end
 
--- The oldest entry that is still young enough.
+-- The oldest entry that is still young enough, among the last `buffer length` ones:
+-- publishes trim the stream approximately (whole nodes), so it may hold a few more.
 local first = -1
-local start = '-'
+local start = math.max(top - tonumber(ARGV[7]) + 1, 0) .. '-0'
 while first == -1 do
   local batch = redis.call('XRANGE', log, start, '+', 'COUNT', 64)
   if #batch == 0 then break end
@@ -57,7 +58,7 @@ if limit > 0 and first ~= -1 then
     entries = redis.call('XRANGE', log, '(' .. after .. '-0', '+', 'COUNT', limit)
   end
   for _, entry in ipairs(entries) do
-    if tonumber(entry[2][2]) >= cutoff then
+    if seq_of(entry) >= first and tonumber(entry[2][2]) >= cutoff then
       table.insert(result, seq_of(entry))
       table.insert(result, tonumber(entry[2][2]))
       table.insert(result, entry[2][4])

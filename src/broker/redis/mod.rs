@@ -370,7 +370,8 @@ impl Broker for RedisBroker {
             .arg(after)
             .arg(limit)
             .arg(self.history.ttl_ms)
-            .arg(self.history.meta_ttl_ms);
+            .arg(self.history.meta_ttl_ms)
+            .arg(self.history.size);
         let reply = self.run(room, invocation, "history").await?;
         parse_history(room, reply)
     }

@@ -21,6 +21,14 @@
 -- Idempotency keys of a room live in one hash (key -> "epoch seq time expires") and one
 -- sorted set (key by expiry), so that each key has its own lifetime and the room keeps
 -- at most a bounded number: past the bound the key closest to expiry is forgotten.
+-- Two fields of the hash are not keys (every key the server makes starts with a kind
+-- and a colon, "client:" or "outbox:", so they cannot collide): COUNT, the number of
+-- keys in the sorted set as of the last publish, which spares a ZCARD on every publish
+-- (it is read again with ZCARD every TRIM_EVERY publishes and whenever the room is
+-- within TRIM_EVERY keys of its bound, so the bound holds at every publish), and
+-- EXPIRES, when the hash and the set expire, which spares a PTTL on every publish
+-- (both are extended past the newest key's expiry by an eighth of its lifetime at a
+-- time, so most publishes need no PEXPIRE).
 --
 -- KEYS[1] meta hash (epoch, seq, rid)   KEYS[2] replay stream
 -- KEYS[3] idempotency hash, KEYS[4] idempotency expiry set (both only with a key)
@@ -36,23 +44,82 @@
 -- meanwhile) and forgetting expired idempotency keys (the check skips them; the bound on
 -- keys per room evicts the earliest-expiring first).
 local TRIM_EVERY = 16
+local COUNT, EXPIRES = '#count', '#expires'
 
 local run_id
+
+-- The idempotency record of `key`: {original ack or nil, keys counted, expiry of the set}.
+local function check_key(idem, key, now)
+  local found = redis.call('HMGET', idem, key, COUNT, EXPIRES)
+  local original = found[1]
+  if original then
+    local epoch, seq, time, expires = string.match(original, '^(%S+) (%d+) (%d+) (%d+)$')
+    if tonumber(expires) > now then
+      return {1, epoch, tonumber(seq), tonumber(time)}, found
+    end
+  end
+  return nil, found
+end
+
+-- Remembers `key` for `keep` ms as the publication (epoch, seq, now), keeping at most
+-- `max` keys in the room; `found` is what check_key read.
+local function remember_key(idem, idemx, key, record, now, keep, max, periodic, found)
+  local expires = now + keep
+  local expires_text = string.format('%d', expires)
+  if periodic then
+    -- Forget expired keys (up to TRIM_EVERY of them; the check skips the rest).
+    local expired = redis.call('ZRANGEBYSCORE', idemx, '-inf', now, 'LIMIT', 0, TRIM_EVERY)
+    if #expired > 0 then
+      redis.call('HDEL', idem, unpack(expired))
+      redis.call('ZREM', idemx, unpack(expired))
+    end
+  end
+  local added = redis.call('ZADD', idemx, expires_text, key)
+  local count = tonumber(found[2])
+  if count then count = count + added end
+  if periodic or not count or count > max - TRIM_EVERY then
+    count = redis.call('ZCARD', idemx)
+  end
+  local evicted = {}
+  if count > max then
+    evicted = redis.call('ZPOPMIN', idemx, count - max)
+    count = max
+  end
+  -- Both keys must outlive the newest record. The set may also have been emptied (and
+  -- so deleted) by the sweep or an eviction and made again by ZADD without an expiry.
+  local until_ms = tonumber(found[3])
+  local extend = not until_ms or until_ms < expires or (count <= 1 and added == 1)
+  record = record .. ' ' .. expires_text
+  if extend then
+    until_ms = expires + math.ceil(keep / 8)
+    redis.call('HSET', idem, key, record, COUNT, string.format('%d', count), EXPIRES, until_ms)
+    redis.call('PEXPIREAT', idem, until_ms)
+    redis.call('PEXPIREAT', idemx, until_ms)
+  else
+    redis.call('HSET', idem, key, record, COUNT, string.format('%d', count))
+  end
+  if #evicted > 0 then
+    local members = {}
+    for i = 1, #evicted, 2 do members[#members + 1] = evicted[i] end
+    redis.call('HDEL', idem, unpack(members))
+  end
+end
 
 local function publish(KEYS, ARGV)
   local meta, log, idem, idemx = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
   local key = ARGV[9]
+  -- Milliseconds, as text and as a number. Numbers are turned into text here with
+  -- string.format('%d'), never by Lua or redis.call, which format them as floating
+  -- point (a few thousand instructions each, a tenth of this function's cost).
   local clock = redis.call('TIME')
-  local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+  local now_text = clock[1] .. string.sub('00000' .. clock[2], -6, -4)
+  local now = tonumber(now_text)
 
+  local found
   if idem then
-    local original = redis.call('HGET', idem, key)
-    if original then
-      local epoch, seq, time, expires = string.match(original, '^(%S+) (%d+) (%d+) (%d+)$')
-      if tonumber(expires) > now then
-        return {1, epoch, tonumber(seq), tonumber(time)}
-      end
-    end
+    local repeated
+    repeated, found = check_key(idem, key, now)
+    if repeated then return repeated end
   end
 
   if not run_id then
@@ -66,9 +133,14 @@ local function publish(KEYS, ARGV)
     redis.call('HSET', meta, 'epoch', epoch, 'seq', 0, 'rid', run_id)
   end
   local seq = redis.call('HINCRBY', meta, 'seq', 1)
+  local seq_text = string.format('%d', seq)
+  local periodic = seq % TRIM_EVERY == 0
 
-  redis.call('XADD', log, 'MAXLEN', ARGV[5], seq .. '-0', 't', now, 'b', ARGV[4])
-  if seq % TRIM_EVERY == 0 then
+  -- Approximate trimming: whole stream nodes only, so the stream holds at least
+  -- history.size entries and at most a node more; reads never go further back than
+  -- history.size (history.lua).
+  redis.call('XADD', log, 'MAXLEN', '~', ARGV[5], seq_text .. '-0', 't', now_text, 'b', ARGV[4])
+  if periodic then
     local cutoff = now - tonumber(ARGV[6])
     local oldest = redis.call('XRANGE', log, '-', '+', 'COUNT', TRIM_EVERY)
     local stale = {}
@@ -86,26 +158,8 @@ local function publish(KEYS, ARGV)
   redis.call(ARGV[2], ARGV[1], cmsgpack.pack(epoch, seq, now) .. ARGV[4])
 
   if idem then
-    if seq % TRIM_EVERY == 0 then
-      -- Forget expired keys (up to TRIM_EVERY of them; the check above skips the rest).
-      local expired = redis.call('ZRANGEBYSCORE', idemx, '-inf', now, 'LIMIT', 0, TRIM_EVERY)
-      if #expired > 0 then
-        redis.call('HDEL', idem, unpack(expired))
-        redis.call('ZREM', idemx, unpack(expired))
-      end
-    end
-    local keep = tonumber(ARGV[8])
-    local expires = now + keep
-    redis.call('HSET', idem, key, epoch .. ' ' .. seq .. ' ' .. now .. ' ' .. expires)
-    redis.call('ZADD', idemx, expires, key)
-    if redis.call('ZCARD', idemx) > tonumber(ARGV[10]) then
-      local evicted = redis.call('ZPOPMIN', idemx)
-      redis.call('HDEL', idem, evicted[1])
-    end
-    if redis.call('PTTL', idem) < keep then
-      redis.call('PEXPIRE', idem, keep)
-      redis.call('PEXPIRE', idemx, keep)
-    end
+    remember_key(idem, idemx, key, epoch .. ' ' .. seq_text .. ' ' .. now_text, now,
+      tonumber(ARGV[8]), tonumber(ARGV[10]), periodic, found)
   end
   return {0, epoch, seq, now}
 end

@@ -245,10 +245,15 @@ describe('the web console', { timeout: 180_000 }, () => {
 
     await press('g', 'i');
     await page.waitForURL('**#/issues');
+    // The URL changes before the view renders: '/' must find the board's field, not the
+    // audit view's on its way out.
+    await page.getByRole('heading', { name: /^Issues of project/ }).waitFor();
     await press('/');
+    assert.equal(await page.evaluate(() => document.activeElement.closest('form')?.getAttribute('aria-label')), 'Project');
     await page.keyboard.press('Control+A');
     await page.keyboard.type('43');
     await page.keyboard.press('Enter');
+    await page.getByRole('heading', { name: 'Issues of project 43' }).waitFor();
     await page.getByText('Shortcut target two').waitFor();
     await page.locator('main').focus();
     await press('j', 'j');
