@@ -24,6 +24,7 @@ fn subscribe(room: &str) -> ClientFrame {
         presence: false,
         info: None,
         delta: None,
+        compress: None,
     }
 }
 
