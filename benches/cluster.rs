@@ -119,6 +119,7 @@ async fn run() {
             presence: false,
             info: None,
             delta: None,
+            compress: None,
         })
         .await
         .unwrap();

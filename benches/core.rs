@@ -66,6 +66,7 @@ async fn fanout(server: &ServerProcess, url: &str, via: Via) -> f64 {
             presence: false,
             info: None,
             delta: None,
+            compress: None,
         })
         .await
         .unwrap();

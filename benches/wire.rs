@@ -17,6 +17,11 @@
 //!    message and shared costs compress / subscribers; permessage-deflate compresses per
 //!    connection, so it costs a whole compress per delivery.
 //! 3. Broker envelopes: the same payloads as MessagePack bodies, DEFLATE level 1.
+//! 4. Compressed subscriptions, end to end: one server; `BENCH_COMPRESS_SUBSCRIBERS`
+//!    (default 200) JSON subscribers of one room, with and without `compress:
+//!    "deflate"` (the server's default threshold, 1 KiB), receive `BENCH_MESSAGES` (200)
+//!    publications of each payload; bytes on the wire per delivery, server CPU (from
+//!    /proc, user + system) per delivery, and the client's inflate per message.
 
 mod common;
 
@@ -25,6 +30,7 @@ use roomcast::client::Connection;
 use roomcast::protocol::{
     ClientFrame, DeltaFormat, Encoded, Encoding, MessageFrameRef, ServerFrame, fossil,
 };
+use roomcast::protocol::{CompressFormat, compress};
 use roomcast::stream::Epoch;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
@@ -35,6 +41,7 @@ const WAIT: Duration = Duration::from_secs(10);
 async fn main() {
     deltas().await;
     compression();
+    compressed_deliveries().await;
 }
 
 /// An issue as the tracker broadcasts it, and its successive edits, one field at a time.
@@ -117,6 +124,7 @@ async fn deltas() {
                 presence: false,
                 info: None,
                 delta,
+                compress: None,
             })
             .await
             .unwrap();
@@ -290,6 +298,7 @@ fn compression() {
             time: 1_765_000_000_000,
             data: &data,
             delta: None,
+            compressed: false,
         });
         let plain = frame.as_bytes().to_vec();
         type Method = (
@@ -355,4 +364,120 @@ fn compression() {
             100.0 * (packed.len() + 6) as f64 / body.len() as f64
         );
     }
+}
+
+/// Section 4: what compressed subscriptions cost and save, end to end.
+async fn compressed_deliveries() {
+    let subscribers = env_or("BENCH_COMPRESS_SUBSCRIBERS", 200) as usize;
+    let messages = env_or("BENCH_MESSAGES", 200) as usize;
+    println!();
+    println!(
+        "## Compressed subscriptions: {subscribers} JSON subscribers, {messages} messages, server threshold 1 KiB"
+    );
+    println!();
+    println!(
+        "| payload | compress | wire bytes per delivery | server CPU µs per delivery | client inflate µs per message |"
+    );
+    println!("|---|---|---|---|---|");
+    let server = ServerProcess::start(&[]).await;
+    let url = server.url();
+    for (name, data) in payloads() {
+        for asked in [None, Some(CompressFormat::Deflate)] {
+            let room = format!("bench:{}:{}", name.replace(' ', ""), asked.is_some());
+            let (bytes, cpu) =
+                deliver_to_many(&server, &url, &room, &data, asked, (subscribers, messages)).await;
+            let deliveries = (subscribers * messages) as f64;
+            let json = serde_json::to_string(&data).unwrap();
+            let inflate = match compress::pack(&json, 1024) {
+                Some(packed) if asked.is_some() => format!(
+                    "{:.2}",
+                    micros_per_call(|| {
+                        std::hint::black_box(compress::unpack(&packed, 1 << 20).unwrap());
+                    })
+                ),
+                _ => "—".to_owned(),
+            };
+            println!(
+                "| {name} | {} | {:.0} | {:.2} | {inflate} |",
+                asked.map_or("—", CompressFormat::name),
+                bytes as f64 / deliveries,
+                cpu as f64 / deliveries,
+            );
+        }
+    }
+}
+
+/// Subscribes `counts.0` JSON clients to `room` (with `compress` when asked), publishes
+/// `data` `counts.1` times, and waits until every subscriber has every message (each
+/// checked to be the value published). Returns the message bytes on the wire and the
+/// server's CPU time (µs) from the first publish to the last delivery.
+async fn deliver_to_many(
+    server: &ServerProcess,
+    url: &str,
+    room: &str,
+    data: &Value,
+    compress: Option<CompressFormat>,
+    (subscribers, messages): (usize, usize),
+) -> (usize, u64) {
+    let mut readers = Vec::new();
+    for _ in 0..subscribers {
+        let mut conn = connect(url, Encoding::Json).await;
+        conn.send(&ClientFrame::Subscribe {
+            id: Some(1),
+            room: room.into(),
+            since: None,
+            presence: false,
+            info: None,
+            delta: None,
+            compress,
+        })
+        .await
+        .unwrap();
+        match conn.next_frame(WAIT).await.unwrap() {
+            ServerFrame::Subscribed { .. } => {}
+            other => panic!("expected subscribed, got {other:?}"),
+        }
+        let expected = data.clone();
+        readers.push(tokio::spawn(async move {
+            let mut bytes = 0;
+            for _ in 0..messages {
+                let frame = conn.next_raw(WAIT).await.unwrap();
+                bytes += wire_bytes(&frame);
+                let ServerFrame::Message {
+                    data, compressed, ..
+                } = Encoding::Json.decode_server(&frame).unwrap()
+                else {
+                    panic!("a message")
+                };
+                let value = match (compressed, data) {
+                    (true, Value::String(packed)) => {
+                        serde_json::from_str(&compress::unpack(&packed, 1 << 20).unwrap()).unwrap()
+                    }
+                    (false, value) => value,
+                    (true, other) => panic!("compressed data that is not text: {other}"),
+                };
+                assert_eq!(value, expected);
+            }
+            bytes
+        }));
+    }
+    let mut publisher = connect(url, Encoding::Json).await;
+    let (user, system) = server.cpu_micros();
+    for i in 0..messages {
+        publisher
+            .send(&ClientFrame::Publish {
+                id: Some(i as u64),
+                room: room.into(),
+                data: data.clone(),
+                key: None,
+            })
+            .await
+            .unwrap();
+    }
+    let mut bytes = 0;
+    for reader in readers {
+        bytes += reader.await.unwrap();
+    }
+    let (user_after, system_after) = server.cpu_micros();
+    (bytes, user_after + system_after - user - system)
 }

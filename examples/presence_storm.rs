@@ -37,6 +37,7 @@ async fn one(
         presence,
         info: None,
         delta: None,
+        compress: None,
     };
     let mut first = Connection::connect(&a, Some(Encoding::MsgPack))
         .await

@@ -155,12 +155,7 @@ impl Connection {
 
     /// Waits up to `timeout` for the next frame; closes are errors here.
     pub async fn next_frame(&mut self, timeout: Duration) -> Result<ServerFrame, ClientError> {
-        match tokio::time::timeout(timeout, self.recv()).await {
-            Err(_) => Err(ClientError::Timeout),
-            Ok(Ok(Received::Frame(frame))) => Ok(frame),
-            Ok(Ok(Received::Closed(code))) => Err(ClientError::Closed(code)),
-            Ok(Err(e)) => Err(e),
-        }
+        frame_in_time(tokio::time::timeout(timeout, self.recv()).await)
     }
 
     /// Waits up to `timeout` for the next data frame, undecoded (benchmarks decode later
@@ -207,6 +202,18 @@ impl Connection {
             reason: "bye".into(),
         };
         let _ = self.socket.close(Some(frame)).await;
+    }
+}
+
+/// What a `recv` within a timeout gave, as a frame: the timeout and a close are errors.
+pub(super) fn frame_in_time(
+    received: Result<Result<Received, ClientError>, tokio::time::error::Elapsed>,
+) -> Result<ServerFrame, ClientError> {
+    match received {
+        Err(_) => Err(ClientError::Timeout),
+        Ok(Ok(Received::Frame(frame))) => Ok(frame),
+        Ok(Ok(Received::Closed(code))) => Err(ClientError::Closed(code)),
+        Ok(Err(e)) => Err(e),
     }
 }
 

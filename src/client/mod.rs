@@ -1,7 +1,10 @@
 //! A Rust client for roomcast.
 //!
 //! - [`Connection`]: one WebSocket with typed frames, nothing automatic.
-//! - [`Client`]: reconnects on its own (trying the given URLs in turn, with backoff),
+//! - [`EventConnection`]: the same over Server-Sent Events.
+//! - [`Client`]: reconnects on its own (trying the given URLs in turn, with backoff;
+//!   over Server-Sent Events when a WebSocket cannot connect, as behind a proxy that
+//!   refuses `Upgrade`),
 //!   re-subscribes every room with `since` = the last position it received, and retries
 //!   unacknowledged publishes with their idempotency key, so an application sees each
 //!   room's messages without gaps or duplicates across server failures.
@@ -10,9 +13,11 @@
 //! server ever sent a duplicate, the application would see it (the tests rely on that).
 
 mod connection;
+mod events;
 mod session;
 
 pub use connection::{Connection, Received};
+pub use events::EventConnection;
 
 use crate::protocol::{Encoding, ErrorCode, ServerFrame};
 use crate::stream::{Epoch, Position};
@@ -70,6 +75,10 @@ pub struct ClientConfig {
     pub event_buffer: usize,
     /// Local address to connect from (`None`: the system's choice).
     pub local_address: Option<std::net::IpAddr>,
+    /// When a WebSocket cannot connect to a URL (refused upgrade, a proxy that blocks
+    /// it), try Server-Sent Events at the same server (`ws://` URLs only). Frames are
+    /// JSON there whatever `encoding` says. Default: on.
+    pub sse_fallback: bool,
 }
 
 impl ClientConfig {
@@ -84,6 +93,7 @@ impl ClientConfig {
             request_timeout: Duration::from_secs(10),
             event_buffer: 4096,
             local_address: None,
+            sse_fallback: true,
         }
     }
 }
@@ -101,6 +111,8 @@ pub enum Event {
         server: String,
         /// Whether this replaces a lost connection.
         reconnect: bool,
+        /// `"websocket"`, or `"sse"` (the fallback).
+        transport: &'static str,
     },
     /// The connection was lost; the client reconnects unless the code forbids it.
     Disconnected {
@@ -194,8 +206,9 @@ enum Command {
         since: Option<Position>,
         /// Presence events asked for, and the client's `info`.
         presence: (bool, Option<Value>),
-        /// Receive messages as Fossil deltas (the client applies them).
-        delta: bool,
+        /// Receive messages as Fossil deltas (the client applies them), and large ones
+        /// compressed (the client inflates them).
+        forms: (bool, bool),
         reply: oneshot::Sender<Result<Subscription, ClientError>>,
     },
     /// `presence` (`stats` false) or `presence_stats` (`stats` true).
@@ -240,7 +253,8 @@ impl Client {
         room: &str,
         since: Option<Position>,
     ) -> Result<Subscription, ClientError> {
-        self.subscribe_with(room, since, (false, None), false).await
+        self.subscribe_with(room, since, (false, None), (false, false))
+            .await
     }
 
     /// Subscribes to `room` (a room with presence) with `info` in its presence set, and
@@ -251,7 +265,8 @@ impl Client {
         room: &str,
         info: Option<Value>,
     ) -> Result<Subscription, ClientError> {
-        self.subscribe_with(room, None, (true, info), false).await
+        self.subscribe_with(room, None, (true, info), (false, false))
+            .await
     }
 
     /// Subscribes to `room` with `delta: "fossil"`: the server sends each message as a
@@ -263,7 +278,23 @@ impl Client {
         room: &str,
         since: Option<Position>,
     ) -> Result<Subscription, ClientError> {
-        self.subscribe_with(room, since, (false, None), true).await
+        self.subscribe_with(room, since, (false, None), (true, false))
+            .await
+    }
+
+    /// Subscribes to `room` asking for the forms that save bytes on the wire: `delta`
+    /// as [`Client::subscribe_with_delta`] when `delta`, and `compress: "deflate"` when
+    /// `compress` (the server then sends large message data deflated, and the client
+    /// inflates it, so [`Event::Message`] carries whole values as usual).
+    pub async fn subscribe_with_forms(
+        &self,
+        room: &str,
+        since: Option<Position>,
+        delta: bool,
+        compress: bool,
+    ) -> Result<Subscription, ClientError> {
+        self.subscribe_with(room, since, (false, None), (delta, compress))
+            .await
     }
 
     async fn subscribe_with(
@@ -271,14 +302,14 @@ impl Client {
         room: &str,
         since: Option<Position>,
         presence: (bool, Option<Value>),
-        delta: bool,
+        forms: (bool, bool),
     ) -> Result<Subscription, ClientError> {
         let (reply, answer) = oneshot::channel();
         self.command(Command::Subscribe {
             room: room.to_owned(),
             since,
             presence,
-            delta,
+            forms,
             reply,
         })?;
         answer.await.map_err(|_| ClientError::Stopped)?

@@ -1,7 +1,8 @@
 //! The background task of a [`super::Client`]: connect, resubscribe, resend, reconnect.
 
+use super::events::EventConnection;
 use super::{Ack, ClientConfig, ClientError, Command, Connection, Event, Received, Subscription};
-use crate::protocol::{ClientFrame, CloseCode, DeltaFormat, ServerFrame};
+use crate::protocol::{ClientFrame, CloseCode, CompressFormat, DeltaFormat, ServerFrame};
 use crate::stream::Position;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -32,6 +33,8 @@ struct Room {
     presence: (bool, Option<Value>),
     /// Messages come as Fossil deltas (see [`Room::receive`]).
     delta: bool,
+    /// Large messages may come compressed (see [`Room::receive`]).
+    compress: bool,
     /// With `delta`: the last message's position and JSON text, the base of the next delta.
     base: Option<(Position, String)>,
     /// A delta could not be applied: unsubscribe and subscribe again (from `position`)
@@ -55,12 +58,38 @@ const MAX_DELTA_OUTPUT: usize = 64 << 20;
 
 impl Room {
     /// The value of a `message` frame of this room, or `None` when the frame is to be
-    /// dropped: while resubscribing, or when its delta cannot be applied (which starts a
-    /// resubscribe, so the client resumes from the last message it has).
-    fn receive(&mut self, position: &Position, data: Value, delta: Option<bool>) -> Option<Value> {
+    /// dropped: while resubscribing, or when its data cannot be inflated or its delta
+    /// applied (which starts a resubscribe, so the client resumes from the last message
+    /// it has).
+    fn receive(
+        &mut self,
+        position: &Position,
+        data: Value,
+        forms: (Option<bool>, bool),
+    ) -> Option<Value> {
         if self.resubscribe != Resubscribe::No {
             return None;
         }
+        let (delta, compressed) = forms;
+        let data = if compressed {
+            let text = match &data {
+                Value::String(packed) => {
+                    crate::protocol::compress::unpack(packed, MAX_DELTA_OUTPUT)
+                        .map_err(|err| format!("compressed data: {err}"))
+                }
+                _ => Err("compressed data is not text".to_owned()),
+            };
+            match (text, delta) {
+                (Ok(text), Some(_)) => Value::String(text),
+                (Ok(text), None) => match serde_json::from_str(&text) {
+                    Ok(value) => return Some(value),
+                    Err(err) => return self.undecodable(position, format!("inflated data: {err}")),
+                },
+                (Err(reason), _) => return self.undecodable(position, reason),
+            }
+        } else {
+            data
+        };
         let Some(is_delta) = delta else {
             return Some(data);
         };
@@ -90,15 +119,19 @@ impl Room {
                 self.base = Some((position.clone(), text));
                 Some(value)
             }
-            Err(reason) => {
-                tracing::warn!(seq = position.seq, %reason, "cannot apply a delta; subscribing again");
-                self.base = None;
-                self.resubscribe = Resubscribe::Due;
-                self.request_id = None;
-                self.resend_at = Instant::now();
-                None
-            }
+            Err(reason) => self.undecodable(position, reason),
         }
+    }
+
+    /// A message this subscription cannot turn into a value: subscribe again from the
+    /// last position, dropping the room's messages until then.
+    fn undecodable(&mut self, position: &Position, reason: String) -> Option<Value> {
+        tracing::warn!(seq = position.seq, %reason, "cannot decode a message; subscribing again");
+        self.base = None;
+        self.resubscribe = Resubscribe::Due;
+        self.request_id = None;
+        self.resend_at = Instant::now();
+        None
     }
 }
 
@@ -190,6 +223,7 @@ pub(super) async fn run(
                 session,
                 server,
                 reconnect: connected_before,
+                transport: connection.name(),
             })
             .await;
         connected_before = true;
@@ -213,22 +247,76 @@ pub(super) async fn run(
     }
 }
 
-async fn connect(
-    config: &ClientConfig,
-    url: &str,
-) -> Result<(Connection, String, String), ClientError> {
+/// The connection of a session: a WebSocket, or Server-Sent Events when WebSocket
+/// cannot connect (see [`ClientConfig::sse_fallback`]).
+enum Link {
+    // Boxed: a WebSocket connection is some 1.4 KB, the event stream much less.
+    WebSocket(Box<Connection>),
+    Events(Box<EventConnection>),
+}
+
+impl Link {
+    fn name(&self) -> &'static str {
+        match self {
+            Link::WebSocket(_) => "websocket",
+            Link::Events(_) => "sse",
+        }
+    }
+
+    async fn send(&mut self, frame: &ClientFrame) -> Result<(), ClientError> {
+        match self {
+            Link::WebSocket(connection) => connection.send(frame).await,
+            Link::Events(connection) => connection.send(frame).await,
+        }
+    }
+
+    async fn recv(&mut self) -> Result<Received, ClientError> {
+        match self {
+            Link::WebSocket(connection) => connection.recv().await,
+            Link::Events(connection) => connection.recv().await,
+        }
+    }
+
+    async fn next_frame(&mut self, timeout: Duration) -> Result<ServerFrame, ClientError> {
+        match self {
+            Link::WebSocket(connection) => connection.next_frame(timeout).await,
+            Link::Events(connection) => connection.next_frame(timeout).await,
+        }
+    }
+
+    async fn close(self) {
+        match self {
+            Link::WebSocket(connection) => (*connection).close().await,
+            // Dropping the event stream ends the session.
+            Link::Events(_) => {}
+        }
+    }
+}
+
+/// Opens a session at `url`: a WebSocket, or (when that cannot connect and the fallback
+/// is on) Server-Sent Events at the same server; then reads `welcome`.
+async fn connect(config: &ClientConfig, url: &str) -> Result<(Link, String, String), ClientError> {
     let headers: Vec<(&str, &str)> = config
         .headers
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
-    let mut connection =
-        Connection::connect_from(url, Some(config.encoding), &headers, config.local_address)
-            .await?;
-    match connection.next_frame(WELCOME_TIMEOUT).await? {
+    let websocket =
+        Connection::connect_from(url, Some(config.encoding), &headers, config.local_address).await;
+    let mut link = match websocket {
+        Ok(connection) => Link::WebSocket(Box::new(connection)),
+        Err(ClientError::Connect(reason)) if config.sse_fallback => {
+            tracing::debug!(url, %reason, "WebSocket cannot connect; trying Server-Sent Events");
+            Link::Events(Box::new(
+                EventConnection::connect(url, &config.headers).await?,
+            ))
+        }
+        Err(err) => return Err(err),
+    };
+    match link.next_frame(WELCOME_TIMEOUT).await? {
         ServerFrame::Welcome {
             session, server, ..
-        } => Ok((connection, session, server)),
+        } => Ok((link, session, server)),
         other => Err(ClientError::Protocol(format!(
             "expected welcome, got {other:?}"
         ))),
@@ -283,7 +371,7 @@ impl State {
                 room,
                 since,
                 presence,
-                delta,
+                forms: (delta, compress),
                 reply,
             } => {
                 if self.rooms.contains_key(&room) {
@@ -303,6 +391,7 @@ impl State {
                         active_once: false,
                         presence,
                         delta,
+                        compress,
                         base: None,
                         resubscribe: Resubscribe::No,
                     },
@@ -373,7 +462,7 @@ impl State {
 
     async fn session(
         &mut self,
-        connection: &mut Connection,
+        connection: &mut Link,
         commands: &mut mpsc::UnboundedReceiver<Command>,
     ) -> SessionEnd {
         // Everything in flight on the previous connection is sent again.
@@ -418,7 +507,7 @@ impl State {
     }
 
     /// Sends subscribes and publishes that are due on this connection.
-    async fn flush_requests(&mut self, connection: &mut Connection) -> Result<(), ClientError> {
+    async fn flush_requests(&mut self, connection: &mut Link) -> Result<(), ClientError> {
         let mut frames = Vec::new();
         let now = Instant::now();
         let mut next_id = self.next_id;
@@ -441,6 +530,7 @@ impl State {
                     presence: room.presence.0,
                     info: room.presence.1.clone(),
                     delta: room.delta.then_some(DeltaFormat::Fossil),
+                    compress: room.compress.then_some(CompressFormat::Deflate),
                 });
             }
         }
@@ -487,10 +577,11 @@ impl State {
                 time,
                 data,
                 delta,
+                compressed,
             } => {
                 let position = Position::new(epoch.clone(), seq);
                 let data = match self.rooms.get_mut(&room) {
-                    Some(tracked) => match tracked.receive(&position, data, delta) {
+                    Some(tracked) => match tracked.receive(&position, data, (delta, compressed)) {
                         Some(data) => {
                             tracked.position = Some(position);
                             data
@@ -683,6 +774,7 @@ mod tests {
             active_once: true,
             presence: (false, None),
             delta: true,
+            compress: true,
             base: None,
             resubscribe: Resubscribe::No,
         }
@@ -700,32 +792,73 @@ mod tests {
         let mut room = room();
         let text = |t: &str| Value::from(t);
         assert_eq!(
-            room.receive(&at(1), text(first), Some(false)),
+            room.receive(&at(1), text(first), (Some(false), false)),
             Some(serde_json::from_str(first).unwrap())
         );
         assert_eq!(
-            room.receive(&at(2), text(&delta), Some(true)),
+            room.receive(&at(2), text(&delta), (Some(true), false)),
             Some(serde_json::from_str(second).unwrap())
         );
         // seq 3 never arrived: the delta of seq 4 has no base.
-        assert_eq!(room.receive(&at(4), text(&delta), Some(true)), None);
+        assert_eq!(
+            room.receive(&at(4), text(&delta), (Some(true), false)),
+            None
+        );
         assert_eq!(room.resubscribe, Resubscribe::Due);
         assert_eq!(
             room.request_id, None,
             "a subscribe is due on this connection"
         );
         // Until the new `subscribed`, the room's messages are dropped, whole ones too.
-        assert_eq!(room.receive(&at(5), text(second), Some(false)), None);
+        assert_eq!(
+            room.receive(&at(5), text(second), (Some(false), false)),
+            None
+        );
         // A delta applied to the wrong text fails its checksum instead of delivering.
         let mut other = self::room();
         let unrelated =
             r#"{"id":9,"status":"open","title":"not the text the delta was made from"}"#;
-        other.receive(&at(1), text(unrelated), Some(false));
-        assert_eq!(other.receive(&at(2), text(&delta), Some(true)), None);
+        other.receive(&at(1), text(unrelated), (Some(false), false));
+        assert_eq!(
+            other.receive(&at(2), text(&delta), (Some(true), false)),
+            None
+        );
         assert_eq!(other.resubscribe, Resubscribe::Due);
         // Subscriptions without delta pass values through untouched.
         let mut plain = self::room();
         plain.delta = false;
-        assert_eq!(plain.receive(&at(1), text("x"), None), Some(text("x")));
+        assert_eq!(
+            plain.receive(&at(1), text("x"), (None, false)),
+            Some(text("x"))
+        );
+    }
+
+    #[tokio::test]
+    async fn compressed_data_inflates_and_corrupt_data_starts_a_resubscribe() {
+        use crate::protocol::compress;
+        let value = serde_json::json!({"body": "a paragraph written again ".repeat(80)});
+        let json = value.to_string();
+        let packed = Value::from(compress::pack(&json, 1024).unwrap());
+        let mut plain = room();
+        plain.delta = false;
+        assert_eq!(
+            plain.receive(&at(1), packed.clone(), (None, true)),
+            Some(value.clone())
+        );
+        // On a delta subscription the inflated text is the JSON text (or the delta).
+        let mut texts = room();
+        assert_eq!(
+            texts.receive(&at(1), packed, (Some(false), true)),
+            Some(value)
+        );
+        assert_eq!(
+            texts.base.as_ref().map(|(_, text)| text.as_str()),
+            Some(json.as_str())
+        );
+        assert_eq!(
+            plain.receive(&at(2), Value::from("@@not base64"), (None, true)),
+            None
+        );
+        assert_eq!(plain.resubscribe, Resubscribe::Due);
     }
 }

@@ -15,6 +15,9 @@ pub struct ConnectionConfig {
     pub max_frame_bytes: usize,
     /// Most rooms per connection.
     pub max_rooms: usize,
+    /// Message data of at least this many bytes goes deflated to subscriptions with
+    /// `compress` (0: never).
+    pub compress_above_bytes: usize,
     /// Outbound queue bound (frames) before a slow-consumer close.
     pub outbound_queue: usize,
     /// Heartbeat interval (ms).

@@ -18,10 +18,10 @@ use crate::auth::Principal;
 use crate::broker::{PublishRequest, read_history};
 use crate::outbound::Outbound;
 use crate::protocol::{
-    ClientFrame, CloseCode, DecodeError, Encoding, ErrorCode, HistoryItem, PROTOCOL_VERSION,
-    RoomName, ServerFrame,
+    ClientFrame, CloseCode, CompressFormat, DecodeError, DeltaFormat, Encoding, ErrorCode,
+    HistoryItem, PROTOCOL_VERSION, RoomName, ServerFrame,
 };
-use crate::room::{SubscribeError, Subscriber};
+use crate::room::{Forms, SubscribeError, Subscriber};
 use crate::stream::Position;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use serde_json::Value;
@@ -194,12 +194,19 @@ impl ConnectionActor {
     ) {
         match message {
             ConnectionMsg::Inbound(frame, _permit) => {
-                match state.replies.encoding.decode_client(&frame) {
+                // A compressed `data` inflates to no more than a plain frame may carry.
+                let max_inflated = self.context.limits.max_frame_bytes as usize;
+                match state.replies.encoding.decode_client(&frame, max_inflated) {
                     Ok(ClientFrame::Refresh { id, token }) => {
                         self.refresh(myself, state, id, &token)
                     }
                     Ok(frame) => self.handle_frame(state, frame).await,
-                    Err(DecodeError { id, code, message }) => state.send_error(id, code, message),
+                    Err(DecodeError { id, code, message }) => {
+                        if code == ErrorCode::CompressedTooLarge {
+                            metrics::counter!("roomcast_inflate_refused_total").increment(1);
+                        }
+                        state.send_error(id, code, message)
+                    }
                 }
             }
             ConnectionMsg::TokenExpired(generation) => {
@@ -225,8 +232,9 @@ impl ConnectionActor {
                 presence,
                 info,
                 delta,
+                compress,
             } => {
-                self.subscribe(state, id, &room, since, (presence, info), delta)
+                self.subscribe(state, id, &room, since, (presence, info), (delta, compress))
                     .await
             }
             ClientFrame::Unsubscribe { id, room } => self.unsubscribe(state, id, &room).await,
@@ -364,7 +372,7 @@ impl ConnectionActor {
         room: &str,
         since: Option<Position>,
         (presence, info): (bool, Option<Value>),
-        delta: Option<crate::protocol::DeltaFormat>,
+        forms: (Option<DeltaFormat>, Option<CompressFormat>),
     ) {
         let Some(room) = self.room_name(state, id, room) else {
             return;
@@ -394,11 +402,14 @@ impl ConnectionActor {
                 format!("a connection may subscribe to at most {max} rooms"),
             );
         }
-        let subscriber = Subscriber::with_delta(
+        let subscriber = Subscriber::with_forms(
             state.replies.conn_id,
             state.replies.encoding,
             state.replies.outbound.clone(),
-            delta,
+            Forms {
+                delta: forms.0,
+                compress_above: forms.1.map_or(0, |_| self.context.compress_above),
+            },
         );
         let result = self
             .context

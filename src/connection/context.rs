@@ -28,6 +28,9 @@ pub struct ConnectionContext {
     pub publisher: Publisher,
     /// Outbound queue bound per connection (frames).
     pub outbound_queue: usize,
+    /// Subscriptions with `compress` get message data of at least this many bytes
+    /// deflated (0: never).
+    pub compress_above: usize,
     /// WebSocket heartbeat interval.
     pub heartbeat: Duration,
     /// Feature flags.
@@ -79,6 +82,7 @@ impl ConnectionContext {
             publisher: Publisher::new(broker.clone()),
             broker,
             outbound_queue: c.outbound_queue,
+            compress_above: c.compress_above_bytes,
             heartbeat: c.heartbeat(),
             flags,
             auth,

@@ -3,6 +3,7 @@
 //! adapter turns into its own frame type (a WebSocket text or binary message, ...).
 
 use super::codes::ErrorCode;
+use super::compress::{self, CompressFormat, InflateError};
 use super::frames::{ClientFrame, DeltaFormat, ServerFrame};
 use crate::stream::Position;
 use bytes::Bytes;
@@ -167,11 +168,16 @@ impl Encoding {
         }
     }
 
-    /// Decodes a frame sent by a client. Failures carry the request id when it could be
-    /// read, and the stable error code to report.
-    pub fn decode_client(self, message: &Encoded) -> Result<ClientFrame, DecodeError> {
+    /// Decodes a frame sent by a client, inflating a compressed `data` to at most
+    /// `max_inflated` bytes. Failures carry the request id when it could be read, and
+    /// the stable error code to report.
+    pub fn decode_client(
+        self,
+        message: &Encoded,
+        max_inflated: usize,
+    ) -> Result<ClientFrame, DecodeError> {
         let raw: RawClientFrame = self.decode_payload(message)?;
-        raw.into_frame()
+        raw.into_frame(max_inflated)
     }
 
     /// Decodes a frame sent by the server (used by the client).
@@ -250,12 +256,13 @@ struct RawClientFrame {
     presence: Option<bool>,
     info: Option<Value>,
     delta: Option<String>,
+    compress: Option<String>,
 }
 
 impl RawClientFrame {
     /// The typed frame, its fields checked. One arm per frame type: longer than ~60
     /// lines on purpose, so the table of frames and what each requires reads in one place.
-    fn into_frame(self) -> Result<ClientFrame, DecodeError> {
+    fn into_frame(self, max_inflated: usize) -> Result<ClientFrame, DecodeError> {
         let id = self.id;
         let Some(kind) = self.kind else {
             return Err(DecodeError::invalid(id, "frame has no `type`".into()));
@@ -276,6 +283,7 @@ impl RawClientFrame {
                         DecodeError::invalid(id, format!("unknown delta format {name:?}"))
                     })?),
                 },
+                compress: compress_format(id, self.compress.as_deref())?,
             }),
             "presence" => Ok(ClientFrame::Presence {
                 id,
@@ -295,6 +303,10 @@ impl RawClientFrame {
                 let data = self.data.filter(|d| !d.is_null()).ok_or_else(|| {
                     DecodeError::invalid(id, "`publish` needs `data` (not null)".into())
                 })?;
+                let data = match compress_format(id, self.compress.as_deref())? {
+                    None => data,
+                    Some(CompressFormat::Deflate) => inflate_data(id, data, max_inflated)?,
+                };
                 Ok(ClientFrame::Publish {
                     id,
                     room,
@@ -323,6 +335,49 @@ impl RawClientFrame {
             }),
         }
     }
+}
+
+/// The compression a frame names, if any.
+fn compress_format(
+    id: Option<u64>,
+    name: Option<&str>,
+) -> Result<Option<CompressFormat>, DecodeError> {
+    match name {
+        None => Ok(None),
+        Some(name) => CompressFormat::from_name(name)
+            .map(Some)
+            .ok_or_else(|| DecodeError::invalid(id, format!("unknown compression {name:?}"))),
+    }
+}
+
+/// The value of a compressed `data`: base64 of deflated JSON text, inflated to at most
+/// `limit` bytes (a bomb stops there and is refused with its own code).
+fn inflate_data(id: Option<u64>, data: Value, limit: usize) -> Result<Value, DecodeError> {
+    let Value::String(packed) = data else {
+        return Err(DecodeError::invalid(
+            id,
+            "compressed `data` must be a base64 string".into(),
+        ));
+    };
+    let text = compress::unpack(&packed, limit).map_err(|err| match err {
+        InflateError::TooLarge(limit) => DecodeError {
+            id,
+            code: ErrorCode::CompressedTooLarge,
+            message: format!("compressed `data` inflates to more than {limit} bytes"),
+        },
+        InflateError::Malformed(what) => {
+            DecodeError::bad_frame(id, format!("compressed `data` is not valid {what}"))
+        }
+    })?;
+    let value: Value = serde_json::from_str(&text)
+        .map_err(|err| DecodeError::bad_frame(id, format!("inflated `data`: {err}")))?;
+    if value.is_null() {
+        return Err(DecodeError::invalid(
+            id,
+            "`publish` needs `data` (not null)".into(),
+        ));
+    }
+    Ok(value)
 }
 
 /// Only the `id` of a frame, read when the whole frame failed to decode.
@@ -394,11 +449,11 @@ mod fuzz {
         #[test]
         fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
             for encoding in [Encoding::Json, Encoding::MsgPack] {
-                let _ = encoding.decode_client(&Encoded::binary(bytes.clone()));
+                let _ = encoding.decode_client(&Encoded::binary(bytes.clone()), 65536);
                 let _ = encoding.decode_server(&Encoded::binary(bytes.clone()));
             }
             if let Ok(text) = std::str::from_utf8(&bytes) {
-                let _ = Encoding::Json.decode_client(&Encoded::text(text.to_owned()));
+                let _ = Encoding::Json.decode_client(&Encoded::text(text.to_owned()), 65536);
             }
         }
 
@@ -410,10 +465,10 @@ mod fuzz {
                 (Encoding::Json, Encoded::text(text)),
                 (Encoding::MsgPack, Encoded::binary(packed)),
             ] {
-                match encoding.decode_client(&message) {
+                match encoding.decode_client(&message, 65536) {
                     // What decodes encodes back to a frame that decodes the same.
                     Ok(decoded) => {
-                        let again = encoding.decode_client(&encoding.encode(&decoded));
+                        let again = encoding.decode_client(&encoding.encode(&decoded), 65536);
                         prop_assert_eq!(again.ok(), Some(decoded));
                     }
                     Err(err) => prop_assert!(!err.message.is_empty()),
@@ -439,6 +494,7 @@ mod tests {
                 presence: true,
                 info: Some(serde_json::json!({"name": "Ana"})),
                 delta: Some(DeltaFormat::Fossil),
+                compress: None,
             },
             ClientFrame::Subscribe {
                 id: None,
@@ -447,6 +503,7 @@ mod tests {
                 presence: false,
                 info: None,
                 delta: None,
+                compress: None,
             },
             ClientFrame::Unsubscribe {
                 id: Some(2),
@@ -482,7 +539,7 @@ mod tests {
             for frame in sample_client_frames() {
                 let wire = encoding.encode(&frame);
                 assert_eq!(
-                    encoding.decode_client(&wire).unwrap(),
+                    encoding.decode_client(&wire, 65536).unwrap(),
                     frame,
                     "{encoding:?}"
                 );
@@ -502,6 +559,7 @@ mod tests {
                 replayed: 2,
                 reason: None,
                 delta: Some(DeltaFormat::Fossil),
+                compress: None,
             },
             ServerFrame::error(Some(9), ErrorCode::InvalidRoom, "bad"),
             ServerFrame::Pong { id: None },
@@ -525,6 +583,7 @@ mod tests {
             time: 1_700_000_000_000,
             data: data.clone(),
             delta: None,
+            compressed: false,
         };
         let borrowed = MessageFrameRef {
             kind: "message",
@@ -534,6 +593,7 @@ mod tests {
             time: 1_700_000_000_000,
             data: &data,
             delta: None,
+            compressed: false,
         };
         for encoding in Encoding::ALL {
             assert_eq!(encoding.encode(&owned), encoding.encode(&borrowed));
@@ -546,6 +606,7 @@ mod tests {
             time: 1_700_000_000_000,
             data: Value::from(text.as_str()),
             delta: Some(false),
+            compressed: false,
         };
         let borrowed = MessageFrameRef {
             kind: "message",
@@ -555,6 +616,7 @@ mod tests {
             time: 1_700_000_000_000,
             data: text.as_str(),
             delta: Some(false),
+            compressed: false,
         };
         for encoding in Encoding::ALL {
             assert_eq!(encoding.encode(&owned), encoding.encode(&borrowed));
@@ -564,7 +626,7 @@ mod tests {
     #[test]
     fn an_unknown_delta_format_is_refused() {
         let frame = Encoded::text(r#"{"type":"subscribe","id":3,"room":"r","delta":"xdelta"}"#);
-        let err = Encoding::Json.decode_client(&frame).unwrap_err();
+        let err = Encoding::Json.decode_client(&frame, 65536).unwrap_err();
         assert_eq!((err.id, err.code), (Some(3), ErrorCode::InvalidFrame));
     }
 
@@ -597,19 +659,19 @@ mod tests {
     #[test]
     fn malformed_frames_are_bad_frame() {
         let err = Encoding::Json
-            .decode_client(&Encoded::text("{not json"))
+            .decode_client(&Encoded::text("{not json"), 65536)
             .unwrap_err();
         assert_eq!(err.code, ErrorCode::BadFrame);
         let err = Encoding::MsgPack
-            .decode_client(&Encoded::binary(vec![0xc1u8]))
+            .decode_client(&Encoded::binary(vec![0xc1u8]), 65536)
             .unwrap_err();
         assert_eq!(err.code, ErrorCode::BadFrame);
         let err = Encoding::Json
-            .decode_client(&Encoded::binary(b"{}".to_vec()))
+            .decode_client(&Encoded::binary(b"{}".to_vec()), 65536)
             .unwrap_err();
         assert_eq!(err.code, ErrorCode::BadFrame);
         let err = Encoding::MsgPack
-            .decode_client(&Encoded::text("{}"))
+            .decode_client(&Encoded::text("{}"), 65536)
             .unwrap_err();
         assert_eq!(err.code, ErrorCode::BadFrame);
     }
@@ -617,7 +679,10 @@ mod tests {
     #[test]
     fn wrong_field_types_keep_the_id_when_readable() {
         let err = Encoding::Json
-            .decode_client(&Encoded::text(r#"{"type":"subscribe","id":7,"room":5}"#))
+            .decode_client(
+                &Encoded::text(r#"{"type":"subscribe","id":7,"room":5}"#),
+                65536,
+            )
             .unwrap_err();
         assert_eq!((err.code, err.id), (ErrorCode::BadFrame, Some(7)));
     }
@@ -625,17 +690,18 @@ mod tests {
     #[test]
     fn unknown_type_and_missing_fields_are_classified() {
         let err = Encoding::Json
-            .decode_client(&Encoded::text(r#"{"type":"dance","id":3}"#))
+            .decode_client(&Encoded::text(r#"{"type":"dance","id":3}"#), 65536)
             .unwrap_err();
         assert_eq!((err.code, err.id), (ErrorCode::UnknownType, Some(3)));
         let err = Encoding::Json
-            .decode_client(&Encoded::text(
-                r#"{"type":"publish","room":"r","data":null}"#,
-            ))
+            .decode_client(
+                &Encoded::text(r#"{"type":"publish","room":"r","data":null}"#),
+                65536,
+            )
             .unwrap_err();
         assert_eq!(err.code, ErrorCode::InvalidFrame);
         let err = Encoding::Json
-            .decode_client(&Encoded::text(r#"{"id":1}"#))
+            .decode_client(&Encoded::text(r#"{"id":1}"#), 65536)
             .unwrap_err();
         assert_eq!(err.code, ErrorCode::InvalidFrame);
     }
@@ -654,7 +720,7 @@ mod tests {
         bytes.extend_from_slice(b"data");
         bytes.extend_from_slice(&[0xc4, 0x02, 0x01, 0x02]);
         let err = Encoding::MsgPack
-            .decode_client(&Encoded::binary(bytes))
+            .decode_client(&Encoded::binary(bytes), 65536)
             .unwrap_err();
         assert_eq!(err.code, ErrorCode::BadFrame);
     }
@@ -662,7 +728,10 @@ mod tests {
     #[test]
     fn unknown_fields_are_ignored() {
         let frame = Encoding::Json
-            .decode_client(&Encoded::text(r#"{"type":"ping","id":1,"future":"x"}"#))
+            .decode_client(
+                &Encoded::text(r#"{"type":"ping","id":1,"future":"x"}"#),
+                65536,
+            )
             .unwrap();
         assert_eq!(frame, ClientFrame::Ping { id: Some(1) });
     }

@@ -28,6 +28,9 @@ pub enum ErrorCode {
     AlreadySubscribed,
     /// The credentials do not allow this operation on this room.
     Forbidden,
+    /// A compressed `data` would inflate to more than `max_frame_bytes`: refused (the
+    /// server stopped inflating at the limit). Send it uncompressed and smaller.
+    CompressedTooLarge,
     /// A token sent in a frame (`refresh`) is invalid, expired, or names another user.
     Unauthorized,
     /// The broker (sequencer and replay buffer) is unreachable; nothing was published.
@@ -43,7 +46,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for documentation and exhaustive tests.
-    pub const ALL: [ErrorCode; 13] = [
+    pub const ALL: [ErrorCode; 14] = [
         ErrorCode::BadFrame,
         ErrorCode::UnknownType,
         ErrorCode::InvalidFrame,
@@ -53,6 +56,7 @@ impl ErrorCode {
         ErrorCode::AlreadySubscribed,
         ErrorCode::Forbidden,
         ErrorCode::Unauthorized,
+        ErrorCode::CompressedTooLarge,
         ErrorCode::Unavailable,
         ErrorCode::Internal,
         ErrorCode::Timeout,
@@ -71,6 +75,7 @@ impl ErrorCode {
             ErrorCode::AlreadySubscribed => 106,
             ErrorCode::Forbidden => 107,
             ErrorCode::Unauthorized => 108,
+            ErrorCode::CompressedTooLarge => 109,
             ErrorCode::Unavailable => 200,
             ErrorCode::Internal => 201,
             ErrorCode::Timeout => 202,
@@ -90,6 +95,7 @@ impl ErrorCode {
             ErrorCode::AlreadySubscribed => "already_subscribed",
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::CompressedTooLarge => "compressed_too_large",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",

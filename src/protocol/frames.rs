@@ -5,6 +5,7 @@
 //! that frame (or the error it caused) echoes it.
 
 use super::codes::ErrorCode;
+use super::compress::CompressFormat;
 use crate::stream::{Epoch, Position};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -34,6 +35,10 @@ pub enum ClientFrame {
         /// received (see [`DeltaFormat`]); messages then carry their data as JSON text.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         delta: Option<DeltaFormat>,
+        /// Receive large messages compressed (see [`crate::protocol::compress`]): their
+        /// `data` is then the base64 of the deflated JSON text, with `compressed: true`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        compress: Option<CompressFormat>,
     },
     /// Stop receiving a room's messages.
     Unsubscribe {
@@ -43,7 +48,9 @@ pub enum ClientFrame {
         /// The room.
         room: String,
     },
-    /// Publish `data` to a room.
+    /// Publish `data` to a room. On the wire `data` may come compressed (`compress:
+    /// "deflate"`, see [`crate::protocol::compress`]); the decoder inflates it, so `data`
+    /// here is always the value.
     Publish {
         /// Client-chosen request id, echoed in the ack.
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -204,6 +211,9 @@ pub enum ServerFrame {
         /// The delta format in force for this subscription (echo of the request).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         delta: Option<DeltaFormat>,
+        /// The compression in force for this subscription (echo of the request).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        compress: Option<CompressFormat>,
     },
     /// Reply to `unsubscribe`.
     Unsubscribed {
@@ -230,6 +240,11 @@ pub enum ServerFrame {
         /// Present (only) on subscriptions with `delta`: whether `data` is a delta.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         delta: Option<bool>,
+        /// Only on subscriptions with `compress`, and only when true: `data` is the
+        /// base64 of the deflated text that `data` would otherwise carry (the value's
+        /// JSON text, or with `delta` the string).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        compressed: bool,
     },
     /// Reply to `publish`: the message was sequenced and stored.
     Ack {
@@ -378,6 +393,9 @@ pub struct MessageFrameRef<'a, D: Serialize + ?Sized = Value> {
     /// With `delta` subscriptions: whether `data` is a delta.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub delta: Option<bool>,
+    /// With `compress` subscriptions: whether `data` is compressed.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub compressed: bool,
 }
 
 /// One client in a room's presence set.

@@ -3,6 +3,7 @@
 
 mod codec;
 mod codes;
+pub mod compress;
 pub mod fossil;
 mod frames;
 mod room_name;
@@ -11,6 +12,7 @@ pub use codec::{
     DecodeError, Encoded, Encoding, PROTOCOL_VERSION, SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK, Text,
 };
 pub use codes::{CloseCode, ErrorCode};
+pub use compress::CompressFormat;
 pub use frames::{
     ClientFrame, DeltaFormat, HistoryItem, Limits, MessageFrameRef, PresenceEntry, ServerFrame,
 };

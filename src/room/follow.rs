@@ -215,6 +215,8 @@ impl Shell<'_> {
             replayed: replay.len() as u64,
             reason: loss.map(|reason| reason.name().to_owned()),
             delta: subscriber.delta,
+            compress: (subscriber.compress_above > 0)
+                .then_some(crate::protocol::CompressFormat::Deflate),
         };
         let encoding = subscriber.encoding;
         let mut frames = Vec::with_capacity(1 + replay.len());

@@ -20,6 +20,9 @@ pub struct Subscriber {
     pub outbound: Outbound,
     /// The delta format the subscription asked for (`None`: whole messages).
     pub delta: Option<DeltaFormat>,
+    /// With `compress`: the instance's threshold (`connection.compress_above_bytes`);
+    /// message data of at least this many bytes goes deflated. 0: never.
+    pub compress_above: usize,
     /// With `delta`: the sequence number of the message whose text the client holds as
     /// the base of the next delta (0: none, the next message goes whole). Written only
     /// by the room actor.
@@ -33,6 +36,15 @@ pub struct Subscriber {
     stage: AtomicU8,
 }
 
+/// The forms a subscription asked for its messages in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Forms {
+    /// A delta format (`None`: whole messages).
+    pub delta: Option<DeltaFormat>,
+    /// Compress message data of at least this many bytes (0: never).
+    pub compress_above: usize,
+}
+
 const PENDING: u8 = 0;
 const ACTIVE: u8 = 1;
 const CANCELLED: u8 = 2;
@@ -40,22 +52,23 @@ const CANCELLED: u8 = 2;
 impl Subscriber {
     /// A subscriber that has seen nothing yet.
     pub fn new(conn_id: u64, encoding: Encoding, outbound: Outbound) -> Arc<Self> {
-        Self::with_delta(conn_id, encoding, outbound, None)
+        Self::with_forms(conn_id, encoding, outbound, Forms::default())
     }
 
-    /// A subscriber that has seen nothing yet and wants messages as `delta`s.
-    pub fn with_delta(
+    /// A subscriber that has seen nothing yet and wants messages in `forms`.
+    pub fn with_forms(
         conn_id: u64,
         encoding: Encoding,
         outbound: Outbound,
-        delta: Option<DeltaFormat>,
+        forms: Forms,
     ) -> Arc<Self> {
         metrics::gauge!("roomcast_subscriptions").increment(1.0);
         Arc::new(Subscriber {
             conn_id,
             encoding,
             outbound,
-            delta,
+            delta: forms.delta,
+            compress_above: forms.compress_above,
             base_seq: AtomicU64::new(0),
             last_seq: AtomicU64::new(0),
             stage: AtomicU8::new(PENDING),

@@ -12,7 +12,7 @@ mod starter;
 mod supervisor;
 
 pub use actor::{RoomMsg, RoomRef, RoomSettings, SubscribeRequest};
-pub use members::Subscriber;
+pub use members::{Forms, Subscriber};
 pub use supervisor::RestartPolicy;
 
 use crate::broker::{Broker, BrokerError, BrokerEvent, EventReceiver, ResyncScope};

@@ -8,9 +8,10 @@ use super::App;
 use super::connect::{admit, authorize, draining};
 use super::origin::{self, Origin};
 use crate::connection::PostRefusal;
+use crate::protocol::{CompressFormat, DeltaFormat};
 use crate::protocol::{Encoded, Encoding, Text};
 use crate::response::{Body, BoxError, json_error};
-use crate::transport::sse::{EventStream, Positions};
+use crate::transport::sse::{EventStream, Positions, StreamForms};
 use http_body_util::{BodyExt, Limited};
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
@@ -67,7 +68,8 @@ fn method_not_allowed(allowed: &'static str) -> Response<Body> {
 
 /// `GET /sse?rooms=a,b`: opens a session subscribed to `rooms`, resuming every room named
 /// in the `Last-Event-ID` header (or the `last_event_id` query parameter, for clients
-/// that cannot set headers) from its position there. The steps run in order (access,
+/// that cannot set headers) from its position there; `delta` and `compress` name the
+/// forms those subscriptions ask for. The steps run in order (access,
 /// drain, rooms and resume positions, admission, the stream) in one place, slightly over
 /// ~60 lines.
 fn open(
@@ -117,11 +119,15 @@ fn open(
             );
         }
     };
+    let forms = match stream_forms(query("delta"), query("compress")) {
+        Ok(forms) => forms,
+        Err(message) => return json_error(StatusCode::BAD_REQUEST, "bad_query", &message),
+    };
     let admission = match admit(app, &principal) {
         Ok(admission) => admission,
         Err(refusal) => return *refusal,
     };
-    let (transport, body) = EventStream::open(&rooms, resume);
+    let (transport, body) = EventStream::open(&rooms, resume, forms);
     let connections = app.connections.clone();
     tokio::spawn(connections.serve(transport, Encoding::Json, principal, admission, peer));
     let mut response = Response::new(body.map_err(|never| -> BoxError { match never {} }).boxed());
@@ -133,6 +139,25 @@ fn open(
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
     response
+}
+
+/// The forms named by the `delta` and `compress` query parameters: every subscription
+/// the stream makes itself (of `rooms`, and on a resume) asks for them.
+fn stream_forms(delta: Option<String>, compress: Option<String>) -> Result<StreamForms, String> {
+    let delta = match delta.as_deref() {
+        None | Some("") => None,
+        Some(name) => Some(
+            DeltaFormat::from_name(name).ok_or_else(|| format!("unknown delta format {name:?}"))?,
+        ),
+    };
+    let compress = match compress.as_deref() {
+        None | Some("") => None,
+        Some(name) => Some(
+            CompressFormat::from_name(name)
+                .ok_or_else(|| format!("unknown compression {name:?}"))?,
+        ),
+    };
+    Ok(StreamForms { delta, compress })
 }
 
 /// `POST /sse/{session}`: one client frame (JSON), or several, one per line. Access, the

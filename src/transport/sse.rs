@@ -11,13 +11,18 @@
 //! `subscribe` with `since` does. A comment line (`:`) is the heartbeat; the stream
 //! ends with a `close` event (`{"type":"close","code":…,"reason":…}`) when the server
 //! closes the session.
+//!
+//! The stream's own subscribes (of `rooms` and of the resumed ones) ask for the forms
+//! the stream was opened with (`delta`, `compress`), and carry ids from [`OWN_IDS`] up:
+//! a room one of them is refused for good (a `1xx` error: no longer readable, say)
+//! leaves the positions, so the next reconnect does not ask for it again.
 
 use super::{Ending, Gone, Inbound, Inbox, Transport};
-use crate::protocol::{ClientFrame, Encoded, Encoding};
+use crate::protocol::{ClientFrame, CompressFormat, DeltaFormat, Encoded, Encoding};
 use crate::stream::{Epoch, Position};
 use bytes::{BufMut, Bytes, BytesMut};
 use std::borrow::Cow;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::convert::Infallible;
 use std::future::poll_fn;
 use std::task::{Context, Poll};
@@ -33,6 +38,19 @@ const CHUNKS_IN_FLIGHT: usize = 4;
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
 /// What `EventSource` waits before it reconnects (the `retry:` field), in milliseconds.
 pub const RETRY_MS: u64 = 1000;
+/// The first id of the stream's own subscribes (2^52: exact in a JavaScript number, and
+/// far above the ids clients count up from 1).
+pub const OWN_IDS: u64 = 1 << 52;
+
+/// The forms a stream's subscriptions ask for (the `delta` and `compress` query
+/// parameters of `GET /sse`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StreamForms {
+    /// Messages as deltas.
+    pub delta: Option<DeltaFormat>,
+    /// Large messages compressed.
+    pub compress: Option<CompressFormat>,
+}
 
 /// One Server-Sent Events session, as a [`Transport`].
 pub struct EventStream {
@@ -45,6 +63,8 @@ pub struct EventStream {
     inbox: Inbox,
     posted: mpsc::Receiver<Encoded>,
     positions: Positions,
+    /// The rooms of the stream's own subscribes still unanswered, by request id.
+    own: HashMap<u64, String>,
 }
 
 /// The streaming body of the response that carries an [`EventStream`].
@@ -63,8 +83,13 @@ pub type EventBody = http_body_util::StreamBody<
 
 impl EventStream {
     /// A session that starts by subscribing to `rooms`, each from its position in
-    /// `resume` when it has one (a reconnect), and the response body that carries it.
-    pub fn open(rooms: &[String], resume: Positions) -> (EventStream, EventBody) {
+    /// `resume` when it has one (a reconnect), all in `forms`, and the response body
+    /// that carries it.
+    pub fn open(
+        rooms: &[String],
+        resume: Positions,
+        forms: StreamForms,
+    ) -> (EventStream, EventBody) {
         let (sender, mut receiver) = mpsc::channel::<Bytes>(CHUNKS_IN_FLIGHT);
         let next: Box<dyn FnMut(&mut Context<'_>) -> _ + Send + Sync> =
             Box::new(move |cx: &mut Context<'_>| {
@@ -73,14 +98,15 @@ impl EventStream {
                     .map(|chunk| chunk.map(|chunk| Ok(hyper::body::Frame::data(chunk))))
             });
         let body = http_body_util::StreamBody::new(futures_util::stream::poll_fn(next));
+        let resumed = resume.iter().map(|(room, at)| (room, Some(at.clone())));
+        let fresh = (rooms.iter())
+            .filter(|room| resume.get(room).is_none())
+            .map(|room| (room.as_str(), None));
         let mut first = VecDeque::new();
-        for (room, position) in resume.iter() {
-            first.push_back(subscribe(room, Some(position.clone())));
-        }
-        for room in rooms {
-            if resume.get(room).is_none() {
-                first.push_back(subscribe(room, None));
-            }
+        let mut own = HashMap::new();
+        for (id, (room, since)) in (OWN_IDS..).zip(resumed.chain(fresh)) {
+            first.push_back(subscribe(id, room, since, forms));
+            own.insert(id, room.to_owned());
         }
         let (inbox, posted) = Inbox::channel();
         let mut buffer = BytesMut::new();
@@ -93,13 +119,18 @@ impl EventStream {
             inbox,
             posted,
             positions: resume,
+            own,
         };
         (stream, body)
     }
 
     /// Appends one event carrying `frame`.
     fn event(&mut self, frame: &str) {
-        if self.positions.follow(frame) {
+        let moved = match serde_json::from_str::<Head<'_>>(frame) {
+            Ok(head) => self.answered(&head) || self.positions.follow_head(&head),
+            Err(_) => false,
+        };
+        if moved {
             self.buffer.put_slice(b"id: ");
             self.positions.write(&mut self.buffer);
             self.buffer.put_u8(b'\n');
@@ -112,19 +143,28 @@ impl EventStream {
         }
         self.buffer.put_u8(b'\n');
     }
+
+    /// Notes the answer to one of the stream's own subscribes; true when it refused a
+    /// room for good, which then leaves the positions (and the next event id).
+    fn answered(&mut self, head: &Head<'_>) -> bool {
+        let Some(room) = head.id.and_then(|id| self.own.remove(&id)) else {
+            return false;
+        };
+        let refused = head.kind == "error" && head.code.is_some_and(|code| code < 200);
+        refused && self.positions.0.remove(&room).is_some()
+    }
 }
 
-/// A `subscribe` client frame.
-fn subscribe(room: &str, since: Option<Position>) -> Encoded {
+/// A `subscribe` client frame of the stream's own.
+fn subscribe(id: u64, room: &str, since: Option<Position>, forms: StreamForms) -> Encoded {
     Encoding::Json.encode(&ClientFrame::Subscribe {
-        id: None,
+        id: Some(id),
         room: room.to_owned(),
         since,
         presence: false,
         info: None,
-        // The event id carries positions only: a resumed room is subscribed without
-        // deltas (the client asks again with a posted `subscribe` if it wants them).
-        delta: None,
+        delta: forms.delta,
+        compress: forms.compress,
     })
 }
 
@@ -227,6 +267,10 @@ struct Head<'a> {
     seq: Option<u64>,
     #[serde(default)]
     replayed: Option<u64>,
+    #[serde(default)]
+    id: Option<u64>,
+    #[serde(default)]
+    code: Option<u16>,
 }
 
 /// Why an event id was refused.
@@ -264,10 +308,11 @@ impl Positions {
     /// the position it stands for is `seq - replayed`: a client that goes away during
     /// the replay resumes where the replay had brought it.
     pub fn follow(&mut self, frame: &str) -> bool {
-        let Ok(head) = serde_json::from_str::<Head<'_>>(frame) else {
-            return false;
-        };
-        let Some(room) = head.room else {
+        serde_json::from_str::<Head<'_>>(frame).is_ok_and(|head| self.follow_head(&head))
+    }
+
+    fn follow_head(&mut self, head: &Head<'_>) -> bool {
+        let Some(room) = &head.room else {
             return false;
         };
         let at = |seq: u64| {
@@ -278,12 +323,12 @@ impl Positions {
         let position = match (&*head.kind, head.seq) {
             ("message" | "reset", Some(seq)) => at(seq),
             ("subscribed", Some(seq)) => at(seq.saturating_sub(head.replayed.unwrap_or(0))),
-            ("unsubscribed", _) => return self.0.remove(&*room).is_some(),
+            ("unsubscribed", _) => return self.0.remove(&**room).is_some(),
             _ => None,
         };
         match position {
-            Some(position) if self.0.get(&*room) != Some(&position) => {
-                self.0.insert(room.into_owned(), position);
+            Some(position) if self.0.get(&**room) != Some(&position) => {
+                self.0.insert(room.to_string(), position);
                 true
             }
             _ => false,
@@ -446,11 +491,13 @@ mod tests {
     #[tokio::test]
     async fn events_carry_ids_and_the_stream_ends_with_a_close_event() {
         use http_body_util::BodyExt;
-        let (mut stream, body) = EventStream::open(&["r".into()], Positions::default());
+        let (mut stream, body) =
+            EventStream::open(&["r".into()], Positions::default(), StreamForms::default());
         match stream.next().await {
-            Inbound::Frame(frame) => {
-                assert_eq!(frame.as_text(), Some(r#"{"type":"subscribe","room":"r"}"#))
-            }
+            Inbound::Frame(frame) => assert_eq!(
+                frame.as_text(),
+                Some(r#"{"type":"subscribe","id":4503599627370496,"room":"r"}"#)
+            ),
             other => panic!("{other:?}"),
         }
         let frames = [
@@ -480,5 +527,39 @@ mod tests {
                 "data: {\"type\":\"close\",\"code\":1012,\"reason\":\"service_restart\"}\n\n",
             )
         );
+    }
+
+    #[tokio::test]
+    async fn resumed_rooms_keep_the_forms_and_a_refused_one_leaves_the_id() {
+        let resume = Positions::parse("a~e~5,b~~7").unwrap();
+        let forms = StreamForms {
+            delta: Some(DeltaFormat::Fossil),
+            compress: Some(CompressFormat::Deflate),
+        };
+        let (mut stream, _body) = EventStream::open(&["a".into(), "c".into()], resume, forms);
+        let mut subscribes = Vec::new();
+        for _ in 0..3 {
+            match stream.next().await {
+                Inbound::Frame(frame) => subscribes.push(frame.as_text().unwrap().to_owned()),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(
+            subscribes,
+            [
+                r#"{"type":"subscribe","id":4503599627370496,"room":"a","since":{"epoch":"e","seq":5},"delta":"fossil","compress":"deflate"}"#,
+                r#"{"type":"subscribe","id":4503599627370497,"room":"b","since":{"epoch":"e","seq":7},"delta":"fossil","compress":"deflate"}"#,
+                r#"{"type":"subscribe","id":4503599627370498,"room":"c","delta":"fossil","compress":"deflate"}"#,
+            ]
+        );
+        // `b` is refused for good: it leaves the id. A temporary refusal of `a` keeps it.
+        stream.event(r#"{"type":"error","id":4503599627370497,"code":107,"name":"forbidden","message":"no"}"#);
+        stream.event(r#"{"type":"error","id":4503599627370496,"code":200,"name":"unavailable","message":"later"}"#);
+        // An error of the client's own request never touches the positions.
+        stream.event(r#"{"type":"error","id":3,"code":107,"name":"forbidden","message":"no"}"#);
+        let text = String::from_utf8(stream.buffer.to_vec()).unwrap();
+        let ids: Vec<&str> = text.lines().filter(|l| l.starts_with("id: ")).collect();
+        assert_eq!(ids, ["id: a~e~5"]);
+        assert_eq!(stream.positions.get("b"), None);
     }
 }

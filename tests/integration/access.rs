@@ -79,6 +79,7 @@ async fn subscribe(conn: &mut Connection, room: &str) {
             presence: false,
             info: None,
             delta: None,
+            compress: None,
         },
     )
     .await;

@@ -150,6 +150,7 @@ async fn services_publish_over_http_and_history_respects_room_claims() {
             presence: false,
             info: None,
             delta: None,
+            compress: None,
         })
         .await
         .unwrap();
@@ -320,6 +321,7 @@ async fn the_websocket_endpoint_uses_the_same_credentials_and_room_claims() {
                 presence: false,
                 info: None,
                 delta: None,
+                compress: None,
             },
             ErrorCode::Forbidden,
         )

@@ -152,6 +152,7 @@ async fn invalid_room_names_are_refused() {
                     presence: false,
                     info: None,
                     delta: None,
+                    compress: None,
                 },
                 ErrorCode::InvalidRoom,
             )
@@ -188,6 +189,7 @@ async fn subscribing_beyond_the_room_limit_is_refused() {
                 presence: false,
                 info: None,
                 delta: None,
+                compress: None,
             },
             ErrorCode::TooManyRooms,
         )
@@ -201,6 +203,7 @@ async fn subscribing_beyond_the_room_limit_is_refused() {
                 presence: false,
                 info: None,
                 delta: None,
+                compress: None,
             },
             ErrorCode::AlreadySubscribed,
         )
@@ -289,5 +292,89 @@ async fn plain_http_on_the_websocket_path_is_told_to_upgrade() {
         .unwrap();
     assert!(response.starts_with("HTTP/1.1 426"), "{response}");
     assert!(response.contains("upgrade_required"), "{response}");
+    server.stop().await;
+}
+
+/// A publish whose `data` comes deflated (`compress: "deflate"`) is inflated no further
+/// than `max_frame_bytes`: a 44 KB frame that would inflate to 32 MiB is refused with
+/// `109 compressed_too_large` (and counted), corrupt data with `100 bad_frame`, and an
+/// honest one is published as its value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compressed_publish_is_inflated_within_the_frame_limit_and_a_bomb_is_refused() {
+    use base64::Engine;
+    let server = TestServer::start().await;
+    let (mut watcher, mut publisher) = bystander(&server).await;
+    let base64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+    let deflate = |bytes: &[u8]| miniz_oxide::deflate::compress_to_vec(bytes, 9);
+    let mut client = TestClient::connect(&server.url, Encoding::Json).await;
+
+    let bomb = base64(&deflate(&vec![b' '; 32 << 20]));
+    assert!(bomb.len() < 65536, "the frame itself is within the limit");
+    let frame =
+        json!({"type": "publish", "id": 5, "room": "calm", "compress": "deflate", "data": bomb});
+    client
+        .conn
+        .send_raw(Message::text(frame.to_string()))
+        .await
+        .unwrap();
+    assert_eq!(
+        client
+            .expect_error_frame(ErrorCode::CompressedTooLarge)
+            .await,
+        Some(5)
+    );
+    for (id, data) in [
+        (6, json!("not base64!")),
+        (7, json!(base64(b"not deflate"))),
+        (8, json!({"a": 1})),
+    ] {
+        let frame = json!({"type": "publish", "id": id, "room": "calm", "compress": "deflate", "data": data});
+        client
+            .conn
+            .send_raw(Message::text(frame.to_string()))
+            .await
+            .unwrap();
+        let code = if id == 8 {
+            ErrorCode::InvalidFrame
+        } else {
+            ErrorCode::BadFrame
+        };
+        assert_eq!(client.expect_error_frame(code).await, Some(id));
+    }
+    let unknown =
+        json!({"type": "publish", "id": 9, "room": "calm", "compress": "zstd", "data": "x"});
+    client
+        .conn
+        .send_raw(Message::text(unknown.to_string()))
+        .await
+        .unwrap();
+    assert_eq!(
+        client.expect_error_frame(ErrorCode::InvalidFrame).await,
+        Some(9)
+    );
+
+    // An honest compressed publish: the subscriber gets the value.
+    let value = json!({"text": "compressed on the way in ".repeat(40)});
+    let honest = json!({"type": "publish", "id": 10, "room": "calm", "compress": "deflate",
+        "data": base64(&deflate(value.to_string().as_bytes()))});
+    client
+        .conn
+        .send_raw(Message::text(honest.to_string()))
+        .await
+        .unwrap();
+    match client.next().await {
+        roomcast::protocol::ServerFrame::Ack { id: Some(10), .. } => {}
+        other => panic!("expected the ack, got {other:?}"),
+    }
+    let (_, _, _, data) = watcher.message().await;
+    assert_eq!(data, value);
+
+    let metrics = crate::support::http_get(&server.addr(), "/metrics").await;
+    assert!(
+        metrics.contains("roomcast_inflate_refused_total 1"),
+        "the bomb is counted: {metrics}"
+    );
+    client.ping().await;
+    bystander_still_served(&mut watcher, &mut publisher).await;
     server.stop().await;
 }

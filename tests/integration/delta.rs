@@ -78,6 +78,7 @@ async fn subscribe_delta(
             presence: false,
             info: None,
             delta: Some(DeltaFormat::Fossil),
+            compress: None,
         })
         .await;
     match client.next().await {

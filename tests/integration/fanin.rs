@@ -96,6 +96,7 @@ async fn resume_from_elsewhere(url: String, room: &'static str, stop: Arc<Atomic
                 presence: false,
                 info: None,
                 delta: None,
+                compress: None,
             })
             .await;
         loop {
@@ -219,6 +220,7 @@ async fn many_rooms_start_side_by_side_while_redis_is_slow() {
                         presence: false,
                         info: None,
                         delta: None,
+                        compress: None,
                     })
                     .await;
                 let reply = client.conn.next_frame(Duration::from_secs(30)).await;

@@ -36,6 +36,7 @@ async fn subscriber(server: &TestServer) -> Socket {
         presence: false,
         info: None,
         delta: None,
+        compress: None,
     };
     socket
         .send(websocket::message(Encoding::Json.encode(&subscribe)))

@@ -8,6 +8,7 @@ mod auth;
 mod bad_input;
 mod cluster;
 mod cluster_admin;
+pub mod compress;
 mod conformance;
 mod console;
 mod delta;

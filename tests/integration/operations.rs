@@ -51,6 +51,7 @@ async fn metrics_cover_the_server_and_pass_promtool() {
                 presence: false,
                 info: None,
                 delta: None,
+                compress: None,
             },
             roomcast::protocol::ErrorCode::InvalidRoom,
         )

@@ -245,6 +245,7 @@ async fn an_unreachable_redis_is_named_and_clients_get_a_plain_error() {
             presence: false,
             info: None,
             delta: None,
+            compress: None,
         })
         .await;
     loop {

@@ -61,6 +61,7 @@ impl Member {
                 presence: events,
                 info: Some(info),
                 delta: None,
+                compress: None,
             })
             .await;
         let mut member = Member {
@@ -268,6 +269,7 @@ async fn presence_is_the_same_from_both_instances_and_events_cross_them() {
                 presence: false,
                 info: Some(json!({"pad": "x".repeat(300)})),
                 delta: None,
+                compress: None,
             },
             roomcast::protocol::ErrorCode::InvalidFrame,
         )
@@ -375,6 +377,7 @@ async fn storm_client(
         presence: true,
         info: None,
         delta: None,
+        compress: None,
     };
     let mut first = Connection::connect(&a, Some(Encoding::MsgPack))
         .await

@@ -31,6 +31,7 @@ async fn publish_is_acked_and_delivered_to_subscribers() {
             time,
             data,
             delta,
+            compressed: false,
         } => {
             assert_eq!(delta, None, "no `delta` field without a delta subscription");
             assert_eq!(room, "project:42");

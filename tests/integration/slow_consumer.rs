@@ -42,6 +42,7 @@ async fn a_slow_consumer_is_disconnected_and_resumes_from_its_last_message() {
         presence: false,
         info: None,
         delta: None,
+        compress: None,
     };
     slow.send(websocket::message(Encoding::Json.encode(&subscribe)))
         .await

@@ -230,6 +230,12 @@ async fn sse_resumes_every_room_on_another_instance_after_kill_9() {
         .post(&[json!({"type": "publish", "id": 1, "room": rooms[0], "data": {"n": 0}})])
         .await;
     assert_eq!(reply.status, 202, "{}", reply.text());
+    // A 202 only says the session took the frame (protocol § 10.5), not that it was
+    // sequenced (§ 3.4): B's first publishes could still come before it. Its message
+    // carries its seq, so once it is here, everything B publishes comes after it.
+    let mut seen = BTreeMap::new();
+    let own = |seen: &BTreeMap<String, Seen>| seen.contains_key(rooms[0]);
+    assert!(read_messages(&mut subscriber, &mut seen, WAIT, own).await);
 
     let publisher = tokio::spawn({
         let b = b.clone();
@@ -255,7 +261,6 @@ async fn sse_resumes_every_room_on_another_instance_after_kill_9() {
         }
     });
 
-    let mut seen = BTreeMap::new();
     let half = |seen: &BTreeMap<String, Seen>| {
         seen.values()
             .map(|room| room.seqs.len() as u64)
@@ -517,5 +522,206 @@ async fn sse_refuses_strangers_foreign_origins_and_other_users_posts() {
         stream.frame().await.unwrap(),
         json!({"type": "pong", "id": 9})
     );
+    server.stop().await;
+}
+
+/// `GET /sse?…&delta=fossil&compress=deflate`: the stream's subscriptions ask for both,
+/// so a large message arrives as a deflated whole text, the next one as a delta; a
+/// resume with `Last-Event-ID` asks for them again (the first message after it whole).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sse_streams_compressed_deltas_and_resumes_with_them() {
+    use roomcast::protocol::{compress, fossil};
+    let server = TestServer::start().await;
+    let addr = server.addr();
+    let board = crate::compress::board;
+    let query = "rooms=sse-doc&delta=fossil&compress=deflate";
+    let mut stream = Stream::open(&addr, query, &[]).await.unwrap();
+    let subscribed = stream.expect("subscribed").await;
+    assert_eq!(subscribed["delta"], "fossil", "{subscribed}");
+    assert_eq!(subscribed["compress"], "deflate", "{subscribed}");
+    let publish = |n: u64| json!({"type": "publish", "room": "sse-doc", "data": board(24, n)});
+    assert_eq!(stream.post(&[publish(1), publish(2)]).await.status, 202);
+
+    let first = stream.expect("message").await;
+    assert_eq!(
+        (&first["delta"], &first["compressed"]),
+        (&json!(false), &json!(true))
+    );
+    let text = compress::unpack(first["data"].as_str().unwrap(), 1 << 20).unwrap();
+    assert_eq!(serde_json::from_str::<Value>(&text).unwrap(), board(24, 1));
+    let second = stream.expect("message").await;
+    assert_eq!(second["delta"], true, "{second}");
+    let delta = match second["compressed"] == true {
+        true => compress::unpack(second["data"].as_str().unwrap(), 1 << 20).unwrap(),
+        false => second["data"].as_str().unwrap().to_owned(),
+    };
+    let next = fossil::apply(text.as_bytes(), delta.as_bytes(), 1 << 20).unwrap();
+    assert_eq!(
+        serde_json::from_slice::<Value>(&next).unwrap(),
+        board(24, 2)
+    );
+
+    let id = stream.last_id.clone().unwrap();
+    drop(stream);
+    let query = "delta=fossil&compress=deflate";
+    let mut again = Stream::open(&addr, query, &[("last-event-id", &id)])
+        .await
+        .unwrap();
+    let subscribed = again.expect("subscribed").await;
+    assert_eq!(subscribed["recovered"], true, "{subscribed}");
+    assert_eq!(
+        subscribed["delta"], "fossil",
+        "a resume keeps the delta: {subscribed}"
+    );
+    assert_eq!(subscribed["compress"], "deflate", "and the compression");
+    assert_eq!(again.post(&[publish(3)]).await.status, 202);
+    let third = again.expect("message").await;
+    assert_eq!(
+        (&third["delta"], &third["compressed"]),
+        (&json!(false), &json!(true))
+    );
+    let text = compress::unpack(third["data"].as_str().unwrap(), 1 << 20).unwrap();
+    assert_eq!(serde_json::from_str::<Value>(&text).unwrap(), board(24, 3));
+
+    let bad = Stream::open(&addr, "compress=zstd", &[]).await;
+    assert_eq!(bad.err().unwrap().status, 400);
+    drop(again);
+    server.stop().await;
+}
+
+/// A resumed room the user may no longer read is refused once (`107 forbidden`, on an
+/// event whose id no longer names it) and not asked for again on the next reconnect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sse_drops_a_room_it_may_no_longer_read_from_the_event_id() {
+    use crate::support::tokens::{exp, hs256};
+    let server = TestServer::with(|c| c.auth.jwt_hs256_secret = SECRET.into()).await;
+    let addr = server.addr();
+    let token = hs256(json!({"sub": "ann", "exp": exp(),
+        "rooms": {"subscribe": ["sse-ok:*"], "publish": ["sse-ok:*"]}}));
+    let query = format!("access_token={token}");
+    let resume = "sse-gone:1~e0~4,sse-ok:1~~0";
+    let mut stream = Stream::open(&addr, &query, &[("last-event-id", resume)])
+        .await
+        .unwrap();
+    let mut refused = None;
+    let mut subscribed = None;
+    while refused.is_none() || subscribed.is_none() {
+        let event = stream
+            .event(WAIT)
+            .await
+            .expect("an answer to each resumed room");
+        match event.frame["type"].as_str().unwrap() {
+            "error" => refused = Some(event),
+            "subscribed" => subscribed = Some(event),
+            other => panic!("unexpected {other}: {}", event.frame),
+        }
+    }
+    let refused = refused.unwrap();
+    assert_eq!(refused.frame["code"], 107, "{}", refused.frame);
+    let id = refused.id.expect("the refusal moves the id");
+    assert!(!id.contains("sse-gone"), "{id}");
+    let id = stream.last_id.clone().unwrap();
+    assert!(
+        id.starts_with("sse-ok:1~") && !id.contains("sse-gone"),
+        "{id}"
+    );
+    drop(stream);
+
+    let mut again = Stream::open(&addr, &query, &[("last-event-id", &id)])
+        .await
+        .unwrap();
+    assert_eq!(
+        again.post(&[json!({"type": "ping", "id": 1})]).await.status,
+        202
+    );
+    let mut kinds = Vec::new();
+    loop {
+        let frame = again.frame().await.expect("events");
+        let kind = frame["type"].as_str().unwrap().to_owned();
+        kinds.push(kind.clone());
+        if kind == "pong" && kinds.contains(&"subscribed".to_owned()) {
+            break;
+        }
+        assert!(kinds.len() < 4, "{kinds:?}");
+    }
+    assert!(
+        !kinds.contains(&"error".to_owned()),
+        "not asked again: {kinds:?}"
+    );
+    drop(again);
+    server.stop().await;
+}
+
+/// Behind a proxy that refuses WebSocket upgrades, the Rust client falls back to
+/// Server-Sent Events by itself: it subscribes, publishes, receives, and after the proxy
+/// drops every connection it reconnects (over SSE again) and resumes — every message
+/// once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rust_client_falls_back_to_sse_behind_a_proxy_that_refuses_upgrades() {
+    use crate::support::TestClient;
+    use crate::support::proxy::UpgradeBlockingProxy;
+    use roomcast::client::{Client, ClientConfig, Event};
+    use roomcast::protocol::Encoding;
+    let server = TestServer::start().await;
+    let proxy = UpgradeBlockingProxy::start(server.addr()).await;
+    let mut config = ClientConfig::new(format!("ws://{}/ws", proxy.addr));
+    config.reconnect_max = Duration::from_millis(200);
+    let (client, mut events) = Client::start(config);
+    client.subscribe("fallback").await.unwrap();
+    let ack = client
+        .publish("fallback", json!({"n": 1}), None)
+        .await
+        .unwrap();
+    assert_eq!(ack.position.seq, 1, "a publish posted over SSE");
+    let mut publisher = TestClient::connect(&server.url, Encoding::Json).await;
+    let mut transports = Vec::new();
+    let mut ns = Vec::new();
+    let mut next = |events: &mut tokio::sync::mpsc::Receiver<Event>| {
+        let event = events.try_recv().ok();
+        if let Some(Event::Connected { transport, .. }) = &event {
+            transports.push(*transport);
+        }
+        event
+    };
+    // Stage 1: n = 2..=10 published directly once the first arrived; stage 2: every
+    // proxied connection dropped at 10, then n = 11..=20.
+    let mut stage = 0;
+    let deadline = tokio::time::Instant::now() + WAIT * 3;
+    while ns.len() < 20 {
+        assert!(tokio::time::Instant::now() < deadline, "received {ns:?}");
+        match next(&mut events) {
+            Some(Event::Message { data, .. }) => ns.push(data["n"].as_u64().unwrap()),
+            Some(_) => {}
+            None => tokio::time::sleep(Duration::from_millis(5)).await,
+        }
+        if ns.len() == 1 && stage == 0 {
+            stage = 1;
+            for n in 2..=10 {
+                publisher.publish("fallback", json!({"n": n}), None).await;
+            }
+        }
+        if ns.len() == 10 && stage == 1 {
+            stage = 2;
+            proxy.cut();
+            for n in 11..=20 {
+                publisher.publish("fallback", json!({"n": n}), None).await;
+            }
+        }
+    }
+    while let Some(event) = next(&mut events) {
+        drop(event);
+    }
+    assert_eq!(
+        ns,
+        (1..=20).collect::<Vec<_>>(),
+        "every message once, in order"
+    );
+    assert!(
+        transports.len() >= 2,
+        "reconnected after the cut: {transports:?}"
+    );
+    assert!(transports.iter().all(|t| *t == "sse"), "{transports:?}");
+    assert!(proxy.refused() >= 2, "each connect tried WebSocket first");
+    client.stop().await;
     server.stop().await;
 }

@@ -1,4 +1,5 @@
 import { RoomcastError } from './errors.js';
+import { canInflate, inflateText } from './compress.js';
 import { SseSocket, sseUrl } from './sse.js';
 import type { EventSourceConstructor, FetchLike } from './sse.js';
 import { Subscription } from './subscription.js';
@@ -183,6 +184,8 @@ export class Client extends Emitter<ClientEvents> implements SubscriptionHost {
 
   private _state: ClientState = 'idle';
   private ws: WebSocketLike | null = null;
+  /** Frames waiting behind a compressed message that is being inflated, in order. */
+  private held: Record<string, any>[] = [];
   /** Bumped for every socket: events of older sockets are ignored. */
   private generation = 0;
   private urlIndex = 0;
@@ -496,6 +499,7 @@ export class Client extends Emitter<ClientEvents> implements SubscriptionHost {
   /** Makes `ws` the current connection and listens to it. */
   private attach(generation: number, ws: WebSocketLike): void {
     this.ws = ws;
+    this.held = [];
     this.welcomeFrame = undefined;
     this.draining = false;
     this.connectTimer = setTimeout(() => {
@@ -558,6 +562,37 @@ export class Client extends Emitter<ClientEvents> implements SubscriptionHost {
       this.emit('error', new RoomcastError('bad_frame', 'the server sent a frame that could not be decoded'));
       return;
     }
+    // A compressed message inflates asynchronously: it, and every frame after it, wait
+    // in order until it is done.
+    if (this.held.length > 0 || (frame.type === 'message' && frame.compressed === true)) {
+      this.held.push(frame);
+      if (this.held.length === 1) void this.releaseHeld(this.generation);
+      return;
+    }
+    this.dispatch(frame);
+  }
+
+  /** Dispatches held frames in order, inflating compressed messages first. */
+  private async releaseHeld(generation: number): Promise<void> {
+    while (this.held.length > 0) {
+      const frame = this.held[0]!;
+      if (frame.type === 'message' && frame.compressed === true) {
+        try {
+          frame.data = await inflateText(frame.data);
+          frame.inflated = true;
+        } catch (err) {
+          frame.inflateError = (err as Error).message;
+        }
+        frame.compressed = false;
+      }
+      // A new connection dropped what the old one still held.
+      if (generation !== this.generation) return;
+      this.held.shift();
+      this.dispatch(frame);
+    }
+  }
+
+  private dispatch(frame: Record<string, any>): void {
     switch (frame.type) {
       case 'welcome':
         return this.welcomed(frame as unknown as Welcome);
@@ -707,6 +742,7 @@ export class Client extends Emitter<ClientEvents> implements SubscriptionHost {
     const frame: Record<string, unknown> = { type: 'subscribe', id, room: sub.room };
     if (since) frame.since = since;
     if (sub.deltaRequest) frame.delta = sub.deltaRequest;
+    if (sub.compressRequest && canInflate()) frame.compress = sub.compressRequest;
     if (sub.presenceRequest) {
       frame.presence = true;
       if (sub.presenceRequest.info !== undefined) frame.info = sub.presenceRequest.info;

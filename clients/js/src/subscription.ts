@@ -62,6 +62,13 @@ export interface SubscriptionHandlers<T> {
    * usual. A delta that cannot be applied makes the SDK subscribe again from its position.
    */
   delta?: 'fossil';
+  /**
+   * `'deflate'`: the server sends large message data (1 KiB and up by default) deflated;
+   * the SDK inflates it with the runtime's `DecompressionStream`, so `message` events
+   * carry whole values as usual. Data that cannot be inflated makes the SDK subscribe
+   * again from its position.
+   */
+  compress?: 'deflate';
   onPresence?: SubscriptionEvents<T>['presence'];
   onJoin?: SubscriptionEvents<T>['join'];
   onLeave?: SubscriptionEvents<T>['leave'];
@@ -112,6 +119,8 @@ export class Subscription<T = unknown> extends Emitter<SubscriptionEvents<T>> {
   readonly presenceRequest: { info?: Json } | undefined;
   /** The delta format asked for. @internal */
   readonly deltaRequest: 'fossil' | undefined;
+  /** The compression asked for. @internal */
+  readonly compressRequest: 'deflate' | undefined;
   /** With `delta`: the last message received and its JSON text, the base of the next delta. */
   private base: { epoch: string; seq: number; text: string } | undefined;
   private resolveReady!: (info: SubscribedInfo) => void;
@@ -139,6 +148,7 @@ export class Subscription<T = unknown> extends Emitter<SubscriptionEvents<T>> {
     const p = handlers.presence;
     this.presenceRequest = p === true ? {} : p ? { ...p } : undefined;
     this.deltaRequest = handlers.delta;
+    this.compressRequest = handlers.compress;
     this.ready = new Promise<SubscribedInfo>((resolve, reject) => {
       this.resolveReady = resolve;
       this.rejectReady = reject;
@@ -335,10 +345,18 @@ export class Subscription<T = unknown> extends Emitter<SubscriptionEvents<T>> {
       time: Number(frame.time),
       data: frame.data as T,
     };
+    if (frame.inflateError !== undefined) return this.undecodable(message, String(frame.inflateError));
     if (frame.delta !== undefined) {
       const data = this.undelta(message, frame.data, frame.delta === true);
       if (data === undefined) return;
       message.data = data;
+    } else if (frame.inflated === true) {
+      // The inflated data of a subscription without `delta` is the value's JSON text.
+      try {
+        message.data = JSON.parse(frame.data as string) as T;
+      } catch (err) {
+        return this.undecodable(message, (err as Error).message);
+      }
     }
     if (!this.pos) {
       this.pos = { epoch: message.epoch, seq: message.seq - 1 };
@@ -373,11 +391,20 @@ export class Subscription<T = unknown> extends Emitter<SubscriptionEvents<T>> {
       this.base = { epoch: message.epoch, seq: message.seq, text };
       return value;
     } catch (err) {
-      this.base = undefined;
-      this.emit('error', new RoomcastError('bad_frame', `cannot apply the delta of ${this.room} seq ${message.seq}: ${(err as Error).message}; subscribing again`));
-      this.host.resubscribe(this);
+      this.undecodable(message, (err as Error).message);
       return undefined;
     }
+  }
+
+  /**
+   * A message that cannot be turned into a value (a delta without its base, data that
+   * does not inflate): subscribe again from the position instead of delivering anything
+   * wrong.
+   */
+  private undecodable(message: Message<T>, reason: string): void {
+    this.base = undefined;
+    this.emit('error', new RoomcastError('bad_frame', `cannot decode ${this.room} seq ${message.seq}: ${reason}; subscribing again`));
+    this.host.resubscribe(this);
   }
 
   private accept(message: Message<T>): void {

@@ -12,7 +12,7 @@
 //! stops at [`MAX_BODY_BYTES`], so a forged envelope cannot exhaust memory.
 
 use crate::broker::Publication;
-use crate::protocol::RoomName;
+use crate::protocol::{RoomName, compress};
 use crate::stream::Epoch;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -24,8 +24,6 @@ const DEFLATE: u8 = b'd';
 /// Largest body an instance inflates. Far above any payload limit; a compressed body
 /// that claims or inflates to more is refused as malformed.
 pub const MAX_BODY_BYTES: usize = 16 << 20;
-/// DEFLATE level: the fastest (most of the gain on JSON, a fraction of the CPU).
-const LEVEL: u8 = 1;
 
 /// What the publishing instance encodes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -58,7 +56,7 @@ impl Body {
         if compress_above == 0 || plain.len() < compress_above || plain.len() > MAX_BODY_BYTES {
             return plain;
         }
-        let deflated = miniz_oxide::deflate::compress_to_vec(&plain, LEVEL);
+        let deflated = compress::deflate(&plain);
         if deflated.len() + 6 >= plain.len() {
             return plain;
         }
@@ -120,7 +118,7 @@ fn inflate(bytes: &[u8]) -> Result<Option<Vec<u8>>, EnvelopeError> {
         return Err(EnvelopeError::Compressed("claims more than the body limit"));
     }
     // Inflating stops at the announced length: a stream that would go on is refused.
-    let plain = miniz_oxide::inflate::decompress_to_vec_with_limit(deflated, length)
+    let plain = compress::inflate(deflated, length)
         .map_err(|_| EnvelopeError::Compressed("corrupt, or longer than announced"))?;
     if plain.len() != length {
         return Err(EnvelopeError::Compressed("shorter than announced"));

@@ -142,6 +142,7 @@ impl TestClient {
             presence: false,
             info: None,
             delta: None,
+            compress: None,
         })
         .await;
         match self.next().await {

@@ -99,3 +99,87 @@ async fn pump(
     }
     upstream.abort();
 }
+
+/// A TCP proxy that answers every request carrying an `Upgrade` header with `403` and
+/// closes (as some corporate proxies treat WebSocket), and passes everything else
+/// through. Dropping it stops it; [`UpgradeBlockingProxy::cut`] drops every connection.
+pub struct UpgradeBlockingProxy {
+    /// Address clients connect to (`127.0.0.1:port`).
+    pub addr: String,
+    refused: Arc<AtomicU64>,
+    connections: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl UpgradeBlockingProxy {
+    /// Proxies `upstream` (`host:port`).
+    pub async fn start(upstream: String) -> UpgradeBlockingProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let refused = Arc::new(AtomicU64::new(0));
+        let connections = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (count, tracked) = (refused.clone(), connections.clone());
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let handle = tokio::spawn(pass_or_refuse(client, upstream.clone(), count.clone()));
+                tracked.lock().unwrap().push(handle);
+            }
+        });
+        UpgradeBlockingProxy {
+            addr,
+            refused,
+            connections,
+            task,
+        }
+    }
+
+    /// Requests with `Upgrade` refused so far.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::SeqCst)
+    }
+
+    /// Drops every open connection (as a network failure would).
+    pub fn cut(&self) {
+        for connection in self.connections.lock().unwrap().drain(..) {
+            connection.abort();
+        }
+    }
+}
+
+impl Drop for UpgradeBlockingProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+        self.cut();
+    }
+}
+
+/// Reads the request head; refuses an upgrade, else pipes both ways.
+async fn pass_or_refuse(mut client: TcpStream, upstream: String, refused: Arc<AtomicU64>) {
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match client.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+        if head.len() > 64 * 1024 {
+            return;
+        }
+    }
+    let upgrade = String::from_utf8_lossy(&head)
+        .lines()
+        .any(|line| line.to_ascii_lowercase().starts_with("upgrade:"));
+    if upgrade {
+        refused.fetch_add(1, Ordering::SeqCst);
+        let _ = client
+            .write_all(b"HTTP/1.1 403 Forbidden\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+            .await;
+        return;
+    }
+    let Ok(mut server) = TcpStream::connect(&upstream).await else {
+        return;
+    };
+    if server.write_all(&head).await.is_ok() {
+        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+    }
+}
