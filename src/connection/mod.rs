@@ -109,20 +109,57 @@ impl Connections {
     /// Serves one connection over `transport` until it ends. `peer` keys the publish
     /// rate limit of anonymous clients of an open server; `admission` is released when
     /// the connection ends.
+    ///
+    /// The start and the end of a connection are boxed: a future is as large as its
+    /// largest state, and this one lives in the connection's task for the connection's
+    /// whole life, mostly idle in the pump. Unboxed, the actor's spawn and the close (with
+    /// their timers) would be reserved in every idle connection (~1 KiB each). It takes
+    /// `self` so that the task can be this future itself, not an async block that would
+    /// keep a second copy of the arguments.
     pub async fn serve<T: Transport>(
-        &self,
+        self,
         mut transport: T,
         encoding: Encoding,
         principal: Principal,
         admission: Admission,
         peer: std::net::IpAddr,
     ) {
+        let opening = self.open::<T>(Start {
+            inbox: transport.inbox(),
+            encoding,
+            principal,
+            user: admission.user().map(Box::from),
+            peer,
+        });
+        let Some(mut opened) = Box::pin(opening).await else {
+            let failed = Ending::Close(CloseCode::InternalError);
+            Box::pin(transport.close(failed)).await;
+            return;
+        };
+        let heartbeat = self.inner.context.heartbeat;
+        let (actor, receiver) = (&opened.actor, &mut opened.receiver);
+        let ending = pump::pump(&mut transport, actor, receiver, heartbeat, opened.coalesce).await;
+        self.closed::<T>(opened.conn_id, ending);
+        Box::pin(finish(transport, ending, opened)).await;
+        metrics::gauge!("roomcast_connections", "transport" => T::NAME).decrement(1.0);
+        drop(admission);
+    }
+
+    /// Starts the connection's actor and registers the connection; `None` when the actor
+    /// could not be started.
+    async fn open<T: Transport>(&self, start: Start) -> Option<Opened> {
         let inner = &self.inner;
         let conn_id = inner.next_id.fetch_add(1, Ordering::Relaxed);
         let session = uuid::Uuid::new_v4().to_string();
-        let (outbound, mut receiver) = crate::outbound::channel(inner.context.outbound_queue);
-        let user: Option<Box<str>> = admission.user().map(Box::from);
-        let posts = transport.inbox().map(|inbox| Posts {
+        let (outbound, receiver) = crate::outbound::channel(inner.context.outbound_queue);
+        let Start {
+            inbox,
+            encoding,
+            principal,
+            user,
+            peer,
+        } = start;
+        let posts = inbox.map(|inbox| Posts {
             inbox,
             owner: principal.key().into(),
         });
@@ -131,22 +168,12 @@ impl Connections {
         let actor = ConnectionActor {
             context: inner.context.clone(),
         };
-        // Boxed: the spawn future is larger than everything this task holds afterwards,
-        // and an unboxed one would be reserved in every connection's task for its life.
-        let spawn = Box::pin(Actor::spawn_linked(
-            None,
-            actor,
-            args,
-            inner.supervisor.get_cell(),
-        ));
+        let spawn = Actor::spawn_linked(None, actor, args, inner.supervisor.get_cell());
         let (actor, actor_done) = match spawn.await {
             Ok(spawned) => spawned,
             Err(err) => {
                 tracing::error!(error = %err, "cannot start a connection actor");
-                transport
-                    .close(Ending::Close(CloseCode::InternalError))
-                    .await;
-                return;
+                return None;
             }
         };
         let live = Live {
@@ -157,19 +184,13 @@ impl Connections {
             encoding,
         };
         self.opened::<T>(conn_id, live, posts);
-
-        let heartbeat = inner.context.heartbeat;
-        let ending = pump::pump(&mut transport, &actor, &mut receiver, heartbeat, coalesce).await;
-        self.closed::<T>(conn_id, ending);
-        // Stops taking frames; the actor releases its subscriptions in post_stop.
-        drop(receiver);
-        transport.close(ending).await;
-        if !actor_done.is_finished() {
-            actor.stop(None);
-            let _ = tokio::time::timeout(ACTOR_STOP_TIMEOUT, actor_done).await;
-        }
-        metrics::gauge!("roomcast_connections", "transport" => T::NAME).decrement(1.0);
-        drop(admission);
+        Some(Opened {
+            conn_id,
+            actor,
+            actor_done,
+            receiver,
+            coalesce,
+        })
     }
 
     /// What the connection actor of a new connection starts with: its feature flags, and
@@ -387,6 +408,45 @@ impl Connections {
     /// Stops the supervisor.
     pub fn stop(&self) {
         self.inner.supervisor.stop(None);
+    }
+}
+
+/// What a connection starts with, besides its transport.
+struct Start {
+    /// Where the transport takes frames posted to the session, if it does.
+    inbox: Option<Inbox>,
+    encoding: Encoding,
+    principal: Principal,
+    /// The principal key of an authenticated connection.
+    user: Option<Box<str>>,
+    peer: std::net::IpAddr,
+}
+
+/// A connection whose actor runs.
+struct Opened {
+    conn_id: u64,
+    actor: ConnectionRef,
+    actor_done: tokio::task::JoinHandle<()>,
+    receiver: crate::outbound::OutboundReceiver,
+    /// Feature flag `coalesce_writes`.
+    coalesce: bool,
+}
+
+/// Ends a connection whose pump returned `ending`: stops taking frames (the actor
+/// releases its subscriptions in post_stop), closes the transport, and waits a little
+/// for the actor to stop.
+async fn finish<T: Transport>(mut transport: T, ending: Ending, opened: Opened) {
+    let Opened {
+        actor,
+        actor_done,
+        receiver,
+        ..
+    } = opened;
+    drop(receiver);
+    transport.close(ending).await;
+    if !actor_done.is_finished() {
+        actor.stop(None);
+        let _ = tokio::time::timeout(ACTOR_STOP_TIMEOUT, actor_done).await;
     }
 }
 

@@ -129,11 +129,7 @@ fn open(
     };
     let (transport, body) = EventStream::open(&rooms, resume, forms);
     let connections = app.connections.clone();
-    tokio::spawn(async move {
-        connections
-            .serve(transport, Encoding::Json, principal, admission, peer)
-            .await
-    });
+    tokio::spawn(connections.serve(transport, Encoding::Json, principal, admission, peer));
     let mut response = Response::new(body.map_err(|never| -> BoxError { match never {} }).boxed());
     let headers = response.headers_mut();
     headers.insert(

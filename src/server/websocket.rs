@@ -5,6 +5,8 @@ use super::{App, connect};
 use crate::protocol::Encoding;
 use crate::response::{Body, json_error};
 use crate::transport::websocket;
+use futures_util::FutureExt;
+use futures_util::future::Either;
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
@@ -39,18 +41,30 @@ pub fn upgrade(
     };
     let on_upgrade = hyper::upgrade::on(&mut request);
     let connections = app.connections.clone();
-    tokio::spawn(async move {
-        match on_upgrade.await {
-            Ok(upgraded) => {
-                let config = websocket::config(connections.max_frame_bytes());
-                let transport = websocket::WebSocket::accept(TokioIo::new(upgraded), config).await;
-                connections
-                    .serve(transport, encoding, principal, admission, peer)
-                    .await
+    let config = websocket::config(connections.max_frame_bytes());
+    // Steps chained rather than one async block: the task lives as long as the
+    // connection, and an async block would keep what it captured (the principal, the
+    // admission) beside the copies the connection's future holds, in every idle
+    // connection. Each step here hands its captures on and keeps none.
+    let task = on_upgrade
+        .then(move |upgraded| async move {
+            match upgraded {
+                Ok(upgraded) => {
+                    Some(websocket::WebSocket::accept(TokioIo::new(upgraded), config).await)
+                }
+                Err(err) => {
+                    tracing::debug!(error = %err, "WebSocket upgrade did not complete");
+                    None
+                }
             }
-            Err(err) => tracing::debug!(error = %err, "WebSocket upgrade did not complete"),
-        }
-    });
+        })
+        .then(move |transport| match transport {
+            Some(transport) => {
+                Either::Left(connections.serve(transport, encoding, principal, admission, peer))
+            }
+            None => Either::Right(std::future::ready(())),
+        });
+    tokio::spawn(task);
     switching_protocols(&accept, echo.then_some(encoding))
 }
 

@@ -44,12 +44,18 @@ pub fn init_logging(config: &Config) -> Option<SdkTracerProvider> {
     }
     .with_filter(filter);
     let provider = traces::provider(&config.tracing, &config.node_id);
-    let spans = provider.as_ref().map(|provider| {
-        traces::layer(provider).with_filter(Targets::new().with_target("roomcast", Level::INFO))
-    });
-    tracing_subscriber::registry()
-        .with(lines)
-        .with(spans)
-        .init();
+    let registry = tracing_subscriber::registry().with(lines);
+    // Not an `Option` layer: a `None` one says it wants every span, and the registry
+    // would then keep the spans the log filter turned away — ractor's span of every
+    // connection actor among them, ~0.3 KiB per idle connection.
+    match &provider {
+        Some(provider) => registry
+            .with(
+                traces::layer(provider)
+                    .with_filter(Targets::new().with_target("roomcast", Level::INFO)),
+            )
+            .init(),
+        None => registry.init(),
+    }
     provider
 }
