@@ -138,6 +138,7 @@ const COUNTERS: &[&str] = &[
     "roomcast_tokens_expired_total",
     "roomcast_reconnect_hints_total",
     "roomcast_rebalance_shed_total",
+    "roomcast_inflate_refused_total",
 ];
 
 /// Gauges a dashboard reads from the start, before anything happened.
@@ -436,6 +437,10 @@ fn describe() {
     describe_counter!(
         "roomcast_auth_failures_total",
         "Requests refused for missing or invalid credentials, by endpoint."
+    );
+    describe_counter!(
+        "roomcast_inflate_refused_total",
+        "Compressed publishes refused because their data would inflate past the frame limit (code 109)."
     );
     describe_counter!(
         "roomcast_auth_failures_throttled_total",
