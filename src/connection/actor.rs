@@ -55,7 +55,7 @@ pub struct ConnectionArgs {
     /// Instance-unique id.
     pub conn_id: u64,
     /// Session id announced to the client.
-    pub session: String,
+    pub session: uuid::Uuid,
     /// Negotiated encoding.
     pub encoding: Encoding,
     /// The connection's outbound queue.
@@ -84,8 +84,10 @@ pub struct ConnectionState {
     subscriptions: HashSet<RoomName>,
     publishing: Publishing,
     lifetime: TokenLifetime,
-    /// The connection's entries in presence sets.
-    presence: crate::presence::Member,
+    /// The session id (presence names the connection by it).
+    session: uuid::Uuid,
+    /// The connection's entries in presence sets: made when it first joins one.
+    presence: Option<crate::presence::Member>,
 }
 
 /// The state goes when the actor does — stopped, or failed in a handler — and with it
@@ -132,7 +134,6 @@ impl Actor for ConnectionActor {
             |exp| auth.valid_until(exp),
             token_expired(&myself),
         );
-        let presence = crate::presence::Member::new(&args.session, &args.principal);
         let state = ConnectionState {
             replies: Replies {
                 conn_id: args.conn_id,
@@ -144,12 +145,13 @@ impl Actor for ConnectionActor {
             subscriptions: HashSet::new(),
             publishing: Publishing::default(),
             lifetime,
-            presence,
+            session: args.session,
+            presence: None,
         };
         state.send(&ServerFrame::Welcome {
             protocol: PROTOCOL_VERSION.to_owned(),
             server: self.context.node_id.clone(),
-            session: args.session,
+            session: args.session.to_string(),
             limits: self.context.limits.clone(),
             features: args.features,
             expires_at,
@@ -178,9 +180,9 @@ impl Actor for ConnectionActor {
             self.context.rooms.unsubscribe(&room, state.replies.conn_id);
         }
         let conn_id = state.replies.conn_id;
-        self.context
-            .presence
-            .leave_all(&mut state.presence, conn_id);
+        if let Some(member) = state.presence.as_mut() {
+            self.context.presence.leave_all(member, conn_id);
+        }
         Ok(())
     }
 }

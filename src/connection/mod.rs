@@ -35,7 +35,8 @@ const ACTOR_STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A live connection, as seen from outside it.
 struct Live {
-    session: Box<str>,
+    /// The session id (kept as its 16 bytes; formatted when a `POST` session ends).
+    session: uuid::Uuid,
     /// The principal key of an authenticated connection (for operator actions).
     user: Option<Box<str>>,
     actor: ConnectionRef,
@@ -150,7 +151,7 @@ impl Connections {
     async fn open<T: Transport>(&self, start: Start) -> Option<Opened> {
         let inner = &self.inner;
         let conn_id = inner.next_id.fetch_add(1, Ordering::Relaxed);
-        let session = uuid::Uuid::new_v4().to_string();
+        let session = uuid::Uuid::new_v4();
         let (outbound, receiver) = crate::outbound::channel(inner.context.outbound_queue);
         let Start {
             inbox,
@@ -163,7 +164,7 @@ impl Connections {
             inbox,
             owner: principal.key().into(),
         });
-        let args = self.connection_args(conn_id, &session, encoding, &outbound, principal, peer);
+        let args = self.connection_args(conn_id, session, encoding, &outbound, principal, peer);
         let coalesce = (args.features.iter()).any(|f| f == crate::flags::COALESCE_WRITES);
         let actor = ConnectionActor {
             context: inner.context.clone(),
@@ -177,7 +178,7 @@ impl Connections {
             }
         };
         let live = Live {
-            session: session.into(),
+            session,
             user,
             actor: actor.clone(),
             outbound,
@@ -198,7 +199,7 @@ impl Connections {
     fn connection_args(
         &self,
         conn_id: u64,
-        session: &str,
+        session: uuid::Uuid,
         encoding: Encoding,
         outbound: &Outbound,
         principal: Principal,
@@ -215,7 +216,7 @@ impl Connections {
         };
         ConnectionArgs {
             conn_id,
-            session: session.to_owned(),
+            session,
             encoding,
             outbound: outbound.clone(),
             principal,
@@ -228,7 +229,9 @@ impl Connections {
     fn opened<T: Transport>(&self, conn_id: u64, live: Live, posts: Option<Posts>) {
         let encoding = live.encoding;
         if let Some(posts) = posts {
-            self.inner.posts.insert(live.session.clone(), posts);
+            self.inner
+                .posts
+                .insert(live.session.to_string().into(), posts);
         }
         self.inner.live.insert(conn_id, live);
         metrics::gauge!("roomcast_connections", "transport" => T::NAME).increment(1.0);
@@ -270,7 +273,10 @@ impl Connections {
         )
         .increment(1);
         if let Some((_, live)) = inner.live.remove(&conn_id) {
-            inner.posts.remove(&live.session);
+            let mut buffer = uuid::Uuid::encode_buffer();
+            inner
+                .posts
+                .remove(&*live.session.hyphenated().encode_lower(&mut buffer));
         }
     }
 
@@ -401,7 +407,10 @@ impl Connections {
         self.inner
             .live
             .iter()
-            .find(|entry| &*entry.session == session)
+            .find(|entry| {
+                let mut buffer = uuid::Uuid::encode_buffer();
+                *entry.session.hyphenated().encode_lower(&mut buffer) == *session
+            })
             .is_some_and(|entry| entry.actor.cast(ConnectionMsg::Crash).is_ok())
     }
 

@@ -17,6 +17,12 @@ impl ConnectionActor {
         events: bool,
         info: Option<Value>,
     ) {
+        if !self.context.presence.enabled_for(room.as_str()) {
+            return;
+        }
+        let member = state.presence.get_or_insert_with(|| {
+            crate::presence::Member::new(&state.session.to_string(), &state.principal)
+        });
         let watcher = events.then(|| Watcher {
             conn_id: state.replies.conn_id,
             outbound: state.replies.outbound.clone(),
@@ -24,7 +30,7 @@ impl ConnectionActor {
         });
         self.context
             .presence
-            .join(&mut state.presence, room, info, watcher)
+            .join(member, room, info, watcher)
             .await;
     }
 
@@ -32,10 +38,9 @@ impl ConnectionActor {
     /// room follows.
     pub(super) async fn leave_presence(&self, state: &mut ConnectionState, room: &RoomName) {
         let conn_id = state.replies.conn_id;
-        self.context
-            .presence
-            .leave(&mut state.presence, room, conn_id)
-            .await;
+        if let Some(member) = state.presence.as_mut() {
+            self.context.presence.leave(member, room, conn_id).await;
+        }
     }
 
     /// `presence` (`stats` false) or `presence_stats` (`stats` true).
