@@ -1,17 +1,17 @@
 // The protocol state machine against a fake socket, with mocked timers and clock.
 import assert from 'node:assert/strict';
-import { afterEach, beforeEach, describe, it, mock } from 'node:test';
+import { describe, it, mock } from 'node:test';
 import { Client, RoomcastError, backoffDelay } from '../../dist/index.js';
-import { FakeSocket, flush, message } from './fake-socket.mjs';
+import { FakeSocket, withFakeSocketAndClock, flush, message } from './fake-socket.mjs';
 
 const A = 'ws://a.test/ws';
 const B = 'ws://b.test/ws';
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
 
-let clients = [];
+const track = withFakeSocketAndClock();
 function client(options = {}) {
   const c = new Client({ urls: [A, B], WebSocket: FakeSocket, random: () => 0.5, ...options });
-  clients.push(c);
+  track(c);
   return c;
 }
 
@@ -38,16 +38,6 @@ async function subscribed(room = 'r', epoch = 'e1', seq = 0, options) {
   return { c, ws, sub, log };
 }
 
-beforeEach(() => {
-  FakeSocket.reset();
-  mock.timers.enable({ apis: ['setTimeout', 'setInterval', 'Date'], now: 1_000_000 });
-});
-
-afterEach(() => {
-  for (const c of clients) c.close();
-  clients = [];
-  mock.timers.reset();
-});
 
 describe('backoff', () => {
   it('draws a full-jitter delay below an exponentially growing, capped ceiling', () => {

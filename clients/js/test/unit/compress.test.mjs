@@ -4,24 +4,14 @@
 // leads to a resubscribe, never to a wrong value.
 import assert from 'node:assert/strict';
 import { deflateRawSync } from 'node:zlib';
-import { afterEach, beforeEach, describe, it, mock } from 'node:test';
+import { describe, it, mock } from 'node:test';
 import { Client } from '../../dist/index.js';
 import { inflateText } from '../../dist/compress.js';
-import { FakeSocket, flush } from './fake-socket.mjs';
+import { FakeSocket, withFakeSocketAndClock, flush } from './fake-socket.mjs';
 
 const pack = (text) => deflateRawSync(Buffer.from(text, 'utf8'), { level: 1 }).toString('base64');
-let clients = [];
+const track = withFakeSocketAndClock();
 
-beforeEach(() => {
-  FakeSocket.reset();
-  mock.timers.enable({ apis: ['setTimeout', 'setInterval', 'Date'], now: 1_000_000 });
-});
-
-afterEach(() => {
-  for (const c of clients) c.close();
-  clients = [];
-  mock.timers.reset();
-});
 
 // Inflating runs on the runtime's zlib threads: turn the event loop until `done` holds
 // (the timers are mocked, so no wall-clock wait is involved), at most 100,000 turns.
@@ -44,7 +34,7 @@ for (const encoding of ['json', 'msgpack']) {
   describe(`a compressed subscription (${encoding})`, () => {
     async function subscribed(extra = {}) {
       const c = new Client({ urls: ['ws://a.test/ws'], WebSocket: FakeSocket, random: () => 0.5, encoding });
-      clients.push(c);
+      track(c);
       await flush();
       const ws = FakeSocket.last();
       ws.accept();

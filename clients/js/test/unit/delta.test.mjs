@@ -3,26 +3,16 @@
 // delta the SDK cannot apply leading to a resubscribe, never to a wrong value.
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
-import { afterEach, beforeEach, describe, it, mock } from 'node:test';
+import { describe, it } from 'node:test';
 import { Client } from '../../dist/index.js';
 import { applyDelta, applyTextDelta } from '../../dist/fossil.js';
-import { FakeSocket, flush } from './fake-socket.mjs';
+import { FakeSocket, withFakeSocketAndClock, flush } from './fake-socket.mjs';
 
 const steps = JSON.parse(readFileSync(new URL('./fossil-fixture.json', import.meta.url), 'utf8'));
 const encoder = new TextEncoder();
 
-let clients = [];
+const track = withFakeSocketAndClock();
 
-beforeEach(() => {
-  FakeSocket.reset();
-  mock.timers.enable({ apis: ['setTimeout', 'setInterval', 'Date'], now: 1_000_000 });
-});
-
-afterEach(() => {
-  for (const c of clients) c.close();
-  clients = [];
-  mock.timers.reset();
-});
 
 describe('fossil deltas', () => {
   it('applies deltas made by the server, multi-byte text included', () => {
@@ -48,7 +38,7 @@ for (const encoding of ['json', 'msgpack']) {
   describe(`a delta subscription (${encoding})`, () => {
     async function subscribedWithDelta() {
       const c = new Client({ urls: ['ws://a.test/ws'], WebSocket: FakeSocket, random: () => 0.5, encoding });
-      clients.push(c);
+      track(c);
       await flush();
       const ws = FakeSocket.last();
       ws.accept();

@@ -1,4 +1,5 @@
 // A scriptable stand-in for a WebSocket: the test plays the server.
+import { afterEach, beforeEach, mock } from 'node:test';
 import { decode, encode } from '@msgpack/msgpack';
 
 export class FakeSocket {
@@ -94,4 +95,26 @@ export function flush() {
 
 export function message(room, epoch, seq, data = { n: seq }) {
   return { type: 'message', room, epoch, seq, time: 1700000000000 + seq, data };
+}
+
+/**
+ * Gives every test of the file a fresh set of fake sockets and fake timers (the clock
+ * starts at 1,000,000 ms). Returns `track(client)`: tracked clients are closed after
+ * their test.
+ */
+export function withFakeSocketAndClock() {
+  let clients = [];
+  beforeEach(() => {
+    FakeSocket.reset();
+    mock.timers.enable({ apis: ['setTimeout', 'setInterval', 'Date'], now: 1_000_000 });
+  });
+  afterEach(() => {
+    for (const c of clients) c.close();
+    clients = [];
+    mock.timers.reset();
+  });
+  return (client) => {
+    clients.push(client);
+    return client;
+  };
 }

@@ -1,13 +1,13 @@
 // Presence in the SDK: the subscribe flag and info, snapshots, coalesced diffs, the
 // set across a reconnect, and the presence / presence_stats requests.
 import assert from 'node:assert/strict';
-import { afterEach, beforeEach, describe, it, mock } from 'node:test';
+import { describe, it, mock } from 'node:test';
 import { Client } from '../../dist/index.js';
-import { FakeSocket, flush } from './fake-socket.mjs';
+import { FakeSocket, withFakeSocketAndClock, flush } from './fake-socket.mjs';
 
 const A = 'ws://a.test/ws';
 const B = 'ws://b.test/ws';
-let clients = [];
+const track = withFakeSocketAndClock();
 
 function entry(conn, user = 'u-' + conn, node = 'node-a') {
   return { user, conn, node, joined: 1000 + conn.charCodeAt(0) };
@@ -15,7 +15,7 @@ function entry(conn, user = 'u-' + conn, node = 'node-a') {
 
 async function connected(options = {}) {
   const c = new Client({ urls: [A, B], WebSocket: FakeSocket, random: () => 0.5, ...options });
-  clients.push(c);
+  track(c);
   await flush();
   const ws = FakeSocket.last();
   ws.accept();
@@ -26,16 +26,6 @@ function subscribedReply(ws, frame) {
   ws.push({ type: 'subscribed', id: frame.id, room: frame.room, epoch: 'e1', seq: 0, recovered: false, replayed: 0 });
 }
 
-beforeEach(() => {
-  FakeSocket.reset();
-  mock.timers.enable({ apis: ['setTimeout', 'setInterval', 'Date'], now: 1_000_000 });
-});
-
-afterEach(() => {
-  for (const c of clients) c.close();
-  clients = [];
-  mock.timers.reset();
-});
 
 describe('presence', () => {
   it('sends presence and info on subscribe, and only when asked', async () => {
