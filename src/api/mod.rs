@@ -163,7 +163,7 @@ impl Api {
             .and_then(bearer);
         let principal = match self.limiter.authenticate(&self.auth, peer, token) {
             Ok(principal) => principal,
-            Err(refused) => return (route, self.unauthenticated(refused).into_response()),
+            Err(refused) => return (route, refused.into_response("api")),
         };
         let class = match *request.method() {
             Method::GET | Method::HEAD => Class::Read,
@@ -198,28 +198,6 @@ impl Api {
             }
         }
         (route, response)
-    }
-
-    /// The answer to a request whose token was refused, or whose address spent its
-    /// budget of failed attempts (see [`RateLimiter::authenticate`]).
-    fn unauthenticated(&self, refused: Refused) -> ApiError {
-        metrics::counter!("roomcast_auth_failures_total", "endpoint" => "api").increment(1);
-        match refused {
-            Refused::Invalid(err) => {
-                ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", err.to_string())
-                    .with_header("www-authenticate", "Bearer")
-            }
-            Refused::Throttled(retry_after) => {
-                metrics::counter!("roomcast_auth_failures_throttled_total", "endpoint" => "api")
-                    .increment(1);
-                ApiError::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "rate_limited",
-                    "too many failed attempts; slow down",
-                )
-                .with_header("retry-after", retry_after.to_string())
-            }
-        }
     }
 
     /// The route table: one line per method and path, so it is longer than ~60 lines on

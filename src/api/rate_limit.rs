@@ -3,8 +3,10 @@
 //! The buckets are `governor`'s (GCRA, the token bucket's arithmetic on one timestamp
 //! per key); this module maps its answers to the `X-RateLimit-*` headers.
 
+use super::ApiError;
 use crate::auth::{AuthError, Authenticator, Principal};
 use crate::config::RateLimitConfig;
+use crate::response::Body;
 use dashmap::DashMap;
 use governor::Quota;
 use governor::clock::Reference;
@@ -12,6 +14,7 @@ use governor::clock::{Clock, DefaultClock};
 use governor::middleware::StateInformationMiddleware;
 use governor::nanos::Nanos;
 use governor::state::keyed::DashMapStateStore;
+use hyper::{Response, StatusCode};
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::time::Duration;
@@ -100,6 +103,32 @@ pub enum Refused {
     /// The client address spent its budget of failed attempts: retry after this many
     /// seconds.
     Throttled(u64),
+}
+
+impl Refused {
+    /// The answer on every entry point (the API, `/ws`, `/sse`, the console's sign-in):
+    /// 401 for credentials that did not authenticate, 429 with `Retry-After` for an
+    /// address that spent its budget of failed attempts; counted by `endpoint`.
+    pub fn into_response(self, endpoint: &'static str) -> Response<Body> {
+        metrics::counter!("roomcast_auth_failures_total", "endpoint" => endpoint).increment(1);
+        let error = match self {
+            Refused::Invalid(err) => {
+                ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", err.to_string())
+                    .with_header("www-authenticate", "Bearer")
+            }
+            Refused::Throttled(retry_after) => {
+                metrics::counter!("roomcast_auth_failures_throttled_total", "endpoint" => endpoint)
+                    .increment(1);
+                ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limited",
+                    "too many failed attempts; slow down",
+                )
+                .with_header("retry-after", retry_after.to_string())
+            }
+        };
+        error.into_response()
+    }
 }
 
 impl RateLimiter {

@@ -5,11 +5,10 @@
 
 use super::App;
 use super::origin::{self, Origin};
-use crate::api::Refused;
 use crate::auth::{Principal, bearer};
 use crate::connection::{Admission, Refusal};
 use crate::response::{Body, json_error};
-use hyper::header::{self, HeaderValue};
+use hyper::header;
 use hyper::{Request, Response, StatusCode};
 use std::net::IpAddr;
 
@@ -36,36 +35,7 @@ pub fn authorize(
     }
     (app.api.limiter)
         .authenticate(&app.auth, client, token(request).as_deref())
-        .map_err(|refused| Box::new(refused_credentials(refused, endpoint)))
-}
-
-/// The answer to credentials that did not authenticate (401), or to an address that
-/// spent its budget of failed attempts (429 with `Retry-After`); counted by `endpoint`.
-pub fn refused_credentials(refused: Refused, endpoint: &'static str) -> Response<Body> {
-    metrics::counter!("roomcast_auth_failures_total", "endpoint" => endpoint).increment(1);
-    match refused {
-        Refused::Invalid(err) => {
-            let mut response =
-                json_error(StatusCode::UNAUTHORIZED, "unauthorized", &err.to_string());
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            response
-        }
-        Refused::Throttled(retry_after) => {
-            metrics::counter!("roomcast_auth_failures_throttled_total", "endpoint" => endpoint)
-                .increment(1);
-            let mut response = json_error(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
-                "too many failed attempts; slow down",
-            );
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
-            response
-        }
-    }
+        .map_err(|refused| Box::new(refused.into_response(endpoint)))
 }
 
 /// The refusal of a new connection while this instance drains.

@@ -17,7 +17,6 @@
 //! (the cookie is never read by the API). On a server without authentication every
 //! caller is an administrator and the console opens without signing in.
 
-use super::connect::refused_credentials;
 use super::origin::Origin;
 use crate::api::RateLimiter;
 use crate::auth::{Authenticator, Principal};
@@ -368,7 +367,7 @@ async fn sign_in(
     let token = token.trim();
     let principal = match limiter.authenticate(auth, client, Some(token)) {
         Ok(principal) => principal,
-        Err(refused) => return refused_credentials(refused, "console"),
+        Err(refused) => return refused.into_response("console"),
     };
     if !principal.is_admin() {
         return json_error(
