@@ -37,6 +37,23 @@ pub async fn pump<T: Transport>(
     heartbeat: Duration,
     coalesce: bool,
 ) -> Ending {
+    // Coalescing waits for more frames before writing; a direct write would not wait.
+    if !coalesce {
+        transport.attach(outbound);
+    }
+    let ending = run(transport, actor, outbound, heartbeat, coalesce).await;
+    // What the ending writes (a close frame) comes after anything a producer wrote.
+    outbound.unpark();
+    ending
+}
+
+async fn run<T: Transport>(
+    transport: &mut T,
+    actor: &ConnectionRef,
+    outbound: &mut OutboundReceiver,
+    heartbeat: Duration,
+    coalesce: bool,
+) -> Ending {
     let permits = Arc::new(Semaphore::new(INBOUND_IN_FLIGHT));
     // The permit the next inbound frame will carry. Held across loop turns, so that
     // writing outbound frames (the hot path) does not take and return one each time.

@@ -290,8 +290,9 @@ fn log_failure(room: &RoomName, cause: RetryCause, error: &BrokerError) {
     }
 }
 
-/// Queues one publication to every subscriber that has not had it yet (`previous`, the
-/// one before it, is the base of deltas). Subscribers whose queue is full are evicted as
+/// Delivers one publication to every subscriber that has not had it yet (`previous`, the
+/// one before it, is the base of deltas): written to the socket at once where the
+/// connection's direct path is open, else queued. Subscribers whose queue is full are evicted as
 /// slow consumers; those whose connection is gone are dropped. Returns how many frames
 /// were queued.
 fn deliver(members: &SharedMembers, outgoing: &Outgoing, previous: Option<&Outgoing>) -> u64 {
@@ -305,7 +306,7 @@ fn deliver(members: &SharedMembers, outgoing: &Outgoing, previous: Option<&Outgo
         }
         if subscriber
             .outbound
-            .send_or_evict(outgoing.frame_for(subscriber, previous))
+            .deliver_or_evict(outgoing.frame_for(subscriber, previous))
         {
             subscriber.set_last_seq(seq);
             delivered += 1;

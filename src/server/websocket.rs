@@ -2,14 +2,16 @@
 //! with the negotiated subprotocol, and hand the upgraded socket to the connections.
 
 use super::{App, connect};
+use crate::outbound::WireStream;
 use crate::protocol::Encoding;
 use crate::response::{Body, json_error};
-use crate::transport::websocket;
+use crate::transport::websocket::{self, WebSocket};
 use futures_util::FutureExt;
 use futures_util::future::Either;
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
 /// Answers an upgrade request on `/ws` and, once hyper hands the socket over, serves it.
@@ -48,10 +50,15 @@ pub fn upgrade(
     // connection. Each step here hands its captures on and keeps none.
     let task = on_upgrade
         .then(move |upgraded| async move {
-            match upgraded {
-                Ok(upgraded) => {
-                    Some(websocket::WebSocket::accept(TokioIo::new(upgraded), config).await)
+            match upgraded.map(|upgraded| upgraded.downcast::<TokioIo<TcpStream>>()) {
+                // Plain TCP: the socket itself, so that rooms can write to it directly.
+                Ok(Ok(parts)) => {
+                    let stream = WireStream::new(parts.io.into_inner(), parts.read_buf);
+                    Some(Upgraded::Plain(WebSocket::accept(stream, config).await))
                 }
+                Ok(Err(upgraded)) => Some(Upgraded::Tls(
+                    WebSocket::accept(TokioIo::new(upgraded), config).await,
+                )),
                 Err(err) => {
                     tracing::debug!(error = %err, "WebSocket upgrade did not complete");
                     None
@@ -59,13 +66,22 @@ pub fn upgrade(
             }
         })
         .then(move |transport| match transport {
-            Some(transport) => {
-                Either::Left(connections.serve(transport, encoding, principal, admission, peer))
-            }
+            Some(Upgraded::Plain(transport)) => Either::Left(Either::Left(
+                connections.serve(transport, encoding, principal, admission, peer),
+            )),
+            Some(Upgraded::Tls(transport)) => Either::Left(Either::Right(
+                connections.serve(transport, encoding, principal, admission, peer),
+            )),
             None => Either::Right(std::future::ready(())),
         });
     tokio::spawn(task);
     switching_protocols(&accept, echo.then_some(encoding))
+}
+
+/// An upgraded connection: over the plain TCP socket, or over hyper's stream (TLS).
+enum Upgraded {
+    Plain(WebSocket<WireStream>),
+    Tls(WebSocket<TokioIo<hyper::upgrade::Upgraded>>),
 }
 
 /// The request's `Sec-WebSocket-Key` if it is a WebSocket version 13 upgrade, else the
