@@ -163,7 +163,9 @@ enum Writer {
 #[derive(Debug)]
 pub struct WireStream {
     socket: Arc<TcpStream>,
-    /// Read from the socket before the upgrade was handed over; returned first.
+    /// Read from the socket before the upgrade was handed over; returned first. Empty
+    /// means `Bytes::new()`, never an empty view of the HTTP server's read buffer, which
+    /// would keep that buffer (kilobytes) alive for the connection's life.
     read_ahead: Bytes,
     writer: Writer,
 }
@@ -172,6 +174,11 @@ impl WireStream {
     /// The stream over `socket`; `read_ahead` are bytes already read from it.
     pub fn new(socket: TcpStream, read_ahead: Bytes) -> Self {
         let socket = Arc::new(socket);
+        let read_ahead = if read_ahead.is_empty() {
+            Bytes::new()
+        } else {
+            read_ahead
+        };
         WireStream {
             writer: Writer::Own(Wire::new(socket.clone())),
             socket,
@@ -210,6 +217,9 @@ impl AsyncRead for WireStream {
             let n = this.read_ahead.len().min(buf.remaining());
             buf.put_slice(&this.read_ahead[..n]);
             this.read_ahead.advance(n);
+            if this.read_ahead.is_empty() {
+                this.read_ahead = Bytes::new();
+            }
             return Poll::Ready(Ok(()));
         }
         loop {
