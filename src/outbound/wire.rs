@@ -27,15 +27,16 @@ use tokio::net::TcpStream;
 pub(super) struct Wire {
     socket: Arc<TcpStream>,
     /// Bytes accepted from a writer but not yet written: the rest of one write. Empty
-    /// (and owning no buffer) almost always.
-    pending: Vec<u8>,
+    /// (and owning no buffer) almost always; a boxed slice, not a `Vec`, since it sits
+    /// in every connection's queue and its changes are rare.
+    pending: Box<[u8]>,
 }
 
 impl Wire {
     fn new(socket: Arc<TcpStream>) -> Self {
         Wire {
             socket,
-            pending: Vec::new(),
+            pending: Box::default(),
         }
     }
 
@@ -66,11 +67,16 @@ impl Wire {
             Err(err) if err.kind() == io::ErrorKind::WouldBlock => 0,
             Err(err) => return Err(err),
         };
-        let mut skip = written;
-        for part in parts {
-            let taken = skip.min(part.len());
-            self.pending.extend_from_slice(&part[taken..]);
-            skip -= taken;
+        let total: usize = parts.iter().map(|part| part.len()).sum();
+        if written < total {
+            let mut rest = Vec::with_capacity(total - written);
+            let mut skip = written;
+            for part in parts {
+                let taken = skip.min(part.len());
+                rest.extend_from_slice(&part[taken..]);
+                skip -= taken;
+            }
+            self.pending = rest.into_boxed_slice();
         }
         Ok(!self.pending.is_empty())
     }
@@ -80,17 +86,13 @@ impl Wire {
         while !self.pending.is_empty() {
             match self.socket.try_write(&self.pending) {
                 Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
-                Ok(written) => {
-                    self.pending.drain(..written);
-                }
+                Ok(written) => self.pending = self.pending[written..].into(),
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
                     ready!(self.socket.poll_write_ready(cx))?;
                 }
                 Err(err) => return Poll::Ready(Err(err)),
             }
         }
-        // An idle connection owns no buffer.
-        self.pending = Vec::new();
         Poll::Ready(Ok(()))
     }
 
@@ -149,10 +151,12 @@ impl Link {
     }
 }
 
+/// Both variants are a pointer: the stream lives in every connection's task.
 #[derive(Debug)]
 enum Writer {
-    /// Not attached to a queue yet: the stream's own.
-    Own(Wire),
+    /// Not attached to a queue yet: the stream's own (boxed until the attach, which
+    /// follows the upgrade at once).
+    Own(Box<Wire>),
     /// In the queue's state, shared with its producers.
     Shared(Link),
 }
@@ -163,10 +167,10 @@ enum Writer {
 #[derive(Debug)]
 pub struct WireStream {
     socket: Arc<TcpStream>,
-    /// Read from the socket before the upgrade was handed over; returned first. Empty
-    /// means `Bytes::new()`, never an empty view of the HTTP server's read buffer, which
+    /// Read from the socket before the upgrade was handed over (rarely anything);
+    /// returned first. Never an empty view of the HTTP server's read buffer, which
     /// would keep that buffer (kilobytes) alive for the connection's life.
-    read_ahead: Bytes,
+    read_ahead: Option<Box<Bytes>>,
     writer: Writer,
 }
 
@@ -174,23 +178,18 @@ impl WireStream {
     /// The stream over `socket`; `read_ahead` are bytes already read from it.
     pub fn new(socket: TcpStream, read_ahead: Bytes) -> Self {
         let socket = Arc::new(socket);
-        let read_ahead = if read_ahead.is_empty() {
-            Bytes::new()
-        } else {
-            read_ahead
-        };
         WireStream {
-            writer: Writer::Own(Wire::new(socket.clone())),
+            writer: Writer::Own(Box::new(Wire::new(socket.clone()))),
+            read_ahead: (!read_ahead.is_empty()).then(|| Box::new(read_ahead)),
             socket,
-            read_ahead,
         }
     }
 
     /// Opens the direct path: `receiver`'s producers may write frames to this socket
     /// while its socket task is parked; this stream's writes take the same lock.
     pub fn attach(&mut self, receiver: &OutboundReceiver) {
-        let placeholder = Writer::Own(Wire::new(self.socket.clone()));
-        if let Writer::Own(wire) = std::mem::replace(&mut self.writer, placeholder) {
+        if let Writer::Own(wire) = &mut self.writer {
+            let wire = std::mem::replace(&mut **wire, Wire::new(self.socket.clone()));
             self.writer = Writer::Shared(receiver.attach_wire(wire));
         }
     }
@@ -213,12 +212,12 @@ impl AsyncRead for WireStream {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if !this.read_ahead.is_empty() {
-            let n = this.read_ahead.len().min(buf.remaining());
-            buf.put_slice(&this.read_ahead[..n]);
-            this.read_ahead.advance(n);
-            if this.read_ahead.is_empty() {
-                this.read_ahead = Bytes::new();
+        if let Some(ahead) = &mut this.read_ahead {
+            let n = ahead.len().min(buf.remaining());
+            buf.put_slice(&ahead[..n]);
+            ahead.advance(n);
+            if ahead.is_empty() {
+                this.read_ahead = None;
             }
             return Poll::Ready(Ok(()));
         }

@@ -48,17 +48,22 @@ pub fn upgrade(
     // connection, and an async block would keep what it captured (the principal, the
     // admission) beside the copies the connection's future holds, in every idle
     // connection. Each step here hands its captures on and keeps none.
+    //
+    // The accept is boxed too: the first step's future is part of the task's size (a
+    // `then` holds one step or the next) for the connection's whole life.
     let task = on_upgrade
         .then(move |upgraded| async move {
             match upgraded.map(|upgraded| upgraded.downcast::<TokioIo<TcpStream>>()) {
                 // Plain TCP: the socket itself, so that rooms can write to it directly.
                 Ok(Ok(parts)) => {
                     let stream = WireStream::new(parts.io.into_inner(), parts.read_buf);
-                    Some(Upgraded::Plain(WebSocket::accept(stream, config).await))
+                    let accept = Box::pin(WebSocket::accept(stream, config));
+                    Some(Upgraded::Plain(accept.await))
                 }
-                Ok(Err(upgraded)) => Some(Upgraded::Tls(
-                    WebSocket::accept(TokioIo::new(upgraded), config).await,
-                )),
+                Ok(Err(upgraded)) => {
+                    let accept = Box::pin(WebSocket::accept(TokioIo::new(upgraded), config));
+                    Some(Upgraded::Tls(accept.await))
+                }
                 Err(err) => {
                     tracing::debug!(error = %err, "WebSocket upgrade did not complete");
                     None
