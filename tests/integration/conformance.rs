@@ -276,26 +276,12 @@ async fn redis_keeps_epoch_keys_past_the_dedupe_window() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_bounds_hold_at_every_publish() {
     let redis = RedisServer::start().await;
-    let (tx, _rx) = roomcast::broker::event_channel(1 << 16);
     let history = HistorySettings {
         idempotency_window_ms: 500,
         ..settings()
     };
-    let config = Config::defaults();
-    let prefix = config.redis.key_prefix.clone();
-    let broker = RedisBroker::start(
-        &redis.url(),
-        "bounds",
-        history.clone(),
-        RedisSettings::from_config(&config.redis),
-        tx,
-    )
-    .unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while !broker.status().ready {
-        assert!(tokio::time::Instant::now() < deadline, "never ready");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let prefix = Config::defaults().redis.key_prefix;
+    let (broker, _events) = ready_redis_broker(&redis, "bounds", history.clone()).await;
     let mut redis_client = redis::Client::open(redis.url())
         .unwrap()
         .get_multiplexed_async_connection()
@@ -376,4 +362,134 @@ async fn redis_bounds_hold_at_every_publish() {
         .await
         .unwrap();
     assert_eq!(page.publications.len(), history.size);
+}
+
+/// A Redis broker on `redis` with `history`, once it reports ready, and its events.
+async fn ready_redis_broker(
+    redis: &RedisServer,
+    node: &str,
+    history: HistorySettings,
+) -> (RedisBroker, EventReceiver) {
+    let (tx, rx) = roomcast::broker::event_channel(1 << 16);
+    let broker = RedisBroker::start(
+        &redis.url(),
+        node,
+        history,
+        RedisSettings::from_config(&Config::defaults().redis),
+        tx,
+    )
+    .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !broker.status().ready {
+        assert!(tokio::time::Instant::now() < deadline, "never ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    (broker, rx)
+}
+
+/// The key's time to live in ms (PTTL).
+async fn pttl(redis: &RedisServer, key: &str) -> i64 {
+    let text = redis.cli(&["PTTL", key]).await.expect("redis-cli ran");
+    text.parse().expect("a PTTL")
+}
+
+/// Publishes once to the room `renew` and checks the expiries of its stream and meta
+/// hash: at least their lifetime after the publish (less the time since it was sent) and
+/// at most the lifetime plus an eighth of the stream's lifetime.
+async fn publish_and_check_expiries(
+    redis: &RedisServer,
+    broker: &RedisBroker,
+    history: &HistorySettings,
+    key: Option<&str>,
+    what: &str,
+) {
+    let prefix = Config::defaults().redis.key_prefix;
+    let room = RoomName::new_unchecked("renew");
+    let sent = std::time::Instant::now();
+    broker.publish(&room, request(1, key)).await.unwrap();
+    let log_ttl = pttl(redis, &format!("{prefix}:{{renew}}:log")).await;
+    let meta_ttl = pttl(redis, &format!("{prefix}:{{renew}}:meta")).await;
+    // Redis's clock and ours, each truncated to milliseconds: 2 ms of slack.
+    let since = i64::try_from(sent.elapsed().as_millis()).unwrap() + 2;
+    let eighth = i64::try_from(history.ttl_ms.div_ceil(8)).unwrap();
+    for (ttl, lifetime, name) in [
+        (log_ttl, history.ttl_ms, "stream"),
+        (meta_ttl, history.meta_ttl_ms, "meta hash"),
+    ] {
+        let lifetime = i64::try_from(lifetime).unwrap();
+        assert!(
+            ttl >= lifetime - since && ttl <= lifetime + eighth,
+            "{what}: the {name} expires in {ttl} ms (lifetime {lifetime}, {since} ms after the publish)"
+        );
+    }
+}
+
+/// The replay stream and the meta hash are not given their expiry at every publish but
+/// when it is due (see publish.lua): after any publish each still expires at least its
+/// lifetime after it and at most an eighth of the stream's lifetime later, also after
+/// an epoch reset, after the stream was deleted behind the function's back, and after
+/// the lifetimes were shortened or lengthened (another configuration on the same Redis).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_renews_the_stream_and_meta_expiry_when_due() {
+    let redis = RedisServer::start().await;
+    // Long enough that no renewal falls due between the first publishes and the check
+    // that an ordinary publish leaves the expiry alone (an eighth: 75 s).
+    let long = HistorySettings {
+        ttl_ms: 600_000,
+        meta_ttl_ms: 1_200_000,
+        ..settings()
+    };
+    let short = HistorySettings {
+        ttl_ms: 4_000,
+        meta_ttl_ms: 8_000,
+        ..settings()
+    };
+    let (broker, _events) = ready_redis_broker(&redis, "renew-long", long.clone()).await;
+    let (shortened, _more) = ready_redis_broker(&redis, "renew-short", short.clone()).await;
+    let prefix = Config::defaults().redis.key_prefix;
+    let room = RoomName::new_unchecked("renew");
+    let log = format!("{prefix}:{{renew}}:log");
+
+    for n in 0..20 {
+        let key = format!("client:renew-{n}");
+        let key = (n % 2 == 0).then_some(key.as_str());
+        publish_and_check_expiries(&redis, &broker, &long, key, "a publish").await;
+    }
+
+    // Ordinary publishes leave an expiry alone that is not due: one set by hand far
+    // out stays (an expiry set again at every publish would not).
+    assert_eq!(
+        redis.cli(&["PEXPIRE", &log, "3600000"]).await.as_deref(),
+        Some("1")
+    );
+    broker.publish(&room, request(2, None)).await.unwrap();
+    let kept = pttl(&redis, &log).await;
+    assert!(
+        kept > 3_000_000,
+        "the stream's expiry was set again ({kept} ms)"
+    );
+
+    // A stream deleted behind the function's back while its expiry is not due is made
+    // again by the next publish, with an expiry.
+    assert_eq!(redis.cli(&["DEL", &log]).await.as_deref(), Some("1"));
+    publish_and_check_expiries(&redis, &broker, &long, None, "after DEL of the stream").await;
+
+    // An epoch reset (reset_epoch.lua deletes the stream) keeps both expiries.
+    let top = broker
+        .history(&room, HistoryQuery::Latest { limit: 0 })
+        .await
+        .unwrap()
+        .top;
+    let fresh = broker.reset_epoch(&room, &top.epoch).await.unwrap();
+    assert_ne!(fresh.epoch, top.epoch);
+    publish_and_check_expiries(&redis, &broker, &long, None, "after an epoch reset").await;
+    let ack = broker.publish(&room, request(3, None)).await.unwrap();
+    assert_eq!((ack.position.epoch, ack.position.seq), (fresh.epoch, 2));
+
+    // Shorter lifetimes apply at the next publish, not once the longer ones ran out; and
+    // longer ones again likewise.
+    let key = Some("client:short");
+    publish_and_check_expiries(&redis, &shortened, &short, key, "shortened").await;
+    publish_and_check_expiries(&redis, &shortened, &short, None, "shortened, again").await;
+    publish_and_check_expiries(&redis, &broker, &long, None, "lengthened").await;
 }

@@ -19,7 +19,8 @@ local epoch, top = current[1], tonumber(current[2])
 if not epoch or current[3] ~= run_id then
   epoch, top = ARGV[1], 0
   redis.call('DEL', log)
-  redis.call('HSET', meta, 'epoch', epoch, 'seq', 0, 'rid', run_id)
+  -- `renew` 0: the next publish sets both keys' expiry again (publish.lua).
+  redis.call('HSET', meta, 'epoch', epoch, 'seq', 0, 'rid', run_id, 'renew', 0)
   redis.call('PEXPIRE', meta, ARGV[6])
 end
 

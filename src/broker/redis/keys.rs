@@ -24,7 +24,8 @@ impl Keys {
         &self.prefix
     }
 
-    /// The room's position: hash with `epoch`, `seq` and `rid` (the Redis run id).
+    /// The room's position: hash with `epoch`, `seq`, `rid` (the Redis run id) and
+    /// `renew` (when the publish function sets this hash's and the log's expiry next).
     pub fn meta(&self, room: &RoomName) -> String {
         format!("{}:{{{}}}:meta", self.prefix, room)
     }

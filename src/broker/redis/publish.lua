@@ -30,7 +30,21 @@
 -- (both are extended past the newest key's expiry by an eighth of its lifetime at a
 -- time, so most publishes need no PEXPIRE).
 --
--- KEYS[1] meta hash (epoch, seq, rid)   KEYS[2] replay stream
+-- The replay stream and the meta hash are not given their expiry at every publish
+-- either. Both are set with PEXPIREAT to now + their lifetime + an eighth of the
+-- stream's lifetime, and one field of the meta hash, RENEW, holds when that is due
+-- again (now + that eighth) followed by the two lifetimes it was done with. The HMGET
+-- of the meta hash every publish does reads it; the expiries are set again (HSET of
+-- RENEW, two PEXPIREATs) only when that time has passed, the field is missing, or the
+-- lifetimes given now are not those (the configuration changed). So each key lives at
+-- least its lifetime after the last publish and at most an eighth of the stream's
+-- lifetime longer (reads skip entries past the age bound, history.lua). A new epoch
+-- (DEL of the stream) sets both; the other scripts that start an epoch store 0 as
+-- RENEW. A stream gone before its time (deleted by another version's epoch reset,
+-- evicted, deleted by hand) is seen by XADD ... NOMKSTREAM, which then adds nothing:
+-- the entry is added again without it and the expiries set.
+--
+-- KEYS[1] meta hash (epoch, seq, rid, RENEW)   KEYS[2] replay stream
 -- KEYS[3] idempotency hash, KEYS[4] idempotency expiry set (both only with a key)
 -- ARGV[1] channel   ARGV[2] PUBLISH or SPUBLISH   ARGV[3] epoch to use if a new one is needed
 -- ARGV[4] body (MessagePack)   ARGV[5] buffer length   ARGV[6] buffer age (ms)
@@ -45,8 +59,23 @@
 -- keys per room evicts the earliest-expiring first).
 local TRIM_EVERY = 16
 local COUNT, EXPIRES = '#count', '#expires'
+local RENEW = 'renew'
 
 local run_id
+
+-- Numbers of the arguments that carry settings (lifetimes, bounds): a few texts, parsed
+-- once per process rather than at every publish (tonumber is glibc's strtod, about a
+-- thousand instructions even for "1000"; for the same reason stored times are compared
+-- as text where they can be).
+local settings = {}
+local function setting(text)
+  local n = settings[text]
+  if not n then
+    n = tonumber(text)
+    settings[text] = n
+  end
+  return n
+end
 
 -- The idempotency record of `key`: {original ack or nil, keys counted, expiry of the set}.
 local function check_key(idem, key, now)
@@ -87,11 +116,12 @@ local function remember_key(idem, idemx, key, record, now, keep, max, periodic, 
   end
   -- Both keys must outlive the newest record. The set may also have been emptied (and
   -- so deleted) by the sweep or an eviction and made again by ZADD without an expiry.
-  local until_ms = tonumber(found[3])
-  local extend = not until_ms or until_ms < expires or (count <= 1 and added == 1)
+  local until_text = found[3]
+  local extend = not until_text or #until_text ~= #expires_text or until_text < expires_text
+    or (count <= 1 and added == 1)
   record = record .. ' ' .. expires_text
   if extend then
-    until_ms = expires + math.ceil(keep / 8)
+    local until_ms = expires + math.ceil(keep / 8)
     redis.call('HSET', idem, key, record, COUNT, string.format('%d', count), EXPIRES, until_ms)
     redis.call('PEXPIREAT', idem, until_ms)
     redis.call('PEXPIREAT', idemx, until_ms)
@@ -125,23 +155,39 @@ local function publish(KEYS, ARGV)
   if not run_id then
     run_id = string.match(redis.call('INFO', 'server'), 'run_id:(%w+)')
   end
-  local current = redis.call('HMGET', meta, 'epoch', 'rid')
+  -- RENEW is compared as text, not parsed: times of the same length compare as text as
+  -- they do as numbers. Reading `seq` here too, to store it with an HSET instead of
+  -- HINCRBY, would cost as much as it saves (each field of an HMGET costs about as much
+  -- as the difference) and was measured so.
+  local current = redis.call('HMGET', meta, 'epoch', 'rid', RENEW)
   local epoch = current[1]
-  if not epoch or current[2] ~= run_id then
+  local fresh = not epoch or current[2] ~= run_id
+  local lifetimes = ' ' .. ARGV[6] .. ' ' .. ARGV[7]
+  local renew = fresh
+  local seq
+  if fresh then
     epoch = ARGV[3]
     redis.call('DEL', log)
-    redis.call('HSET', meta, 'epoch', epoch, 'seq', 0, 'rid', run_id)
+    seq = 1
+  else
+    local stored = current[3]
+    renew = not stored or stored < now_text or string.sub(stored, #now_text + 1) ~= lifetimes
+    seq = redis.call('HINCRBY', meta, 'seq', 1)
   end
-  local seq = redis.call('HINCRBY', meta, 'seq', 1)
   local seq_text = string.format('%d', seq)
   local periodic = seq % TRIM_EVERY == 0
 
   -- Approximate trimming: whole stream nodes only, so the stream holds at least
   -- history.size entries and at most a node more; reads never go further back than
-  -- history.size (history.lua).
-  redis.call('XADD', log, 'MAXLEN', '~', ARGV[5], seq_text .. '-0', 't', now_text, 'b', ARGV[4])
+  -- history.size (history.lua). NOMKSTREAM while the stream should exist: see above.
+  local id = seq_text .. '-0'
+  if renew or not redis.call('XADD', log, 'NOMKSTREAM', 'MAXLEN', '~', ARGV[5], id,
+      't', now_text, 'b', ARGV[4]) then
+    renew = true
+    redis.call('XADD', log, 'MAXLEN', '~', ARGV[5], id, 't', now_text, 'b', ARGV[4])
+  end
   if periodic then
-    local cutoff = now - tonumber(ARGV[6])
+    local cutoff = now - setting(ARGV[6])
     local oldest = redis.call('XRANGE', log, '-', '+', 'COUNT', TRIM_EVERY)
     local stale = {}
     for _, entry in ipairs(oldest) do
@@ -152,14 +198,24 @@ local function publish(KEYS, ARGV)
       redis.call('XDEL', log, unpack(stale))
     end
   end
-  redis.call('PEXPIRE', log, ARGV[6])
-  redis.call('PEXPIRE', meta, ARGV[7])
+  if renew then
+    local log_ttl, meta_ttl = setting(ARGV[6]), setting(ARGV[7])
+    local due = now + math.ceil(log_ttl / 8)
+    local renewal = string.format('%d', due) .. lifetimes
+    if fresh then
+      redis.call('HSET', meta, 'epoch', epoch, 'seq', '1', 'rid', run_id, RENEW, renewal)
+    else
+      redis.call('HSET', meta, RENEW, renewal)
+    end
+    redis.call('PEXPIREAT', log, string.format('%d', due + log_ttl))
+    redis.call('PEXPIREAT', meta, string.format('%d', due + meta_ttl))
+  end
 
   redis.call(ARGV[2], ARGV[1], cmsgpack.pack(epoch, seq, now) .. ARGV[4])
 
   if idem then
     remember_key(idem, idemx, key, epoch .. ' ' .. seq_text .. ' ' .. now_text, now,
-      tonumber(ARGV[8]), tonumber(ARGV[10]), periodic, found)
+      setting(ARGV[8]), setting(ARGV[10]), periodic, found)
   end
   return {0, epoch, seq, now}
 end

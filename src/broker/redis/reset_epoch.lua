@@ -10,7 +10,8 @@ local run_id = string.match(redis.call('INFO', 'server'), 'run_id:(%w+)')
 local current = redis.call('HMGET', meta, 'epoch', 'seq')
 if current[1] == ARGV[1] or not current[1] then
   redis.call('DEL', log)
-  redis.call('HSET', meta, 'epoch', ARGV[2], 'seq', 0, 'rid', run_id)
+  -- `renew` 0: the next publish sets both keys' expiry again (publish.lua).
+  redis.call('HSET', meta, 'epoch', ARGV[2], 'seq', 0, 'rid', run_id, 'renew', 0)
   redis.call('PEXPIRE', meta, ARGV[3])
   return {ARGV[2], 0}
 end

@@ -48,6 +48,9 @@ pub fn mpsc_unbounded<T>() -> (MpscUnboundedSender<T>, MpscUnboundedReceiver<T>)
     tokio::sync::mpsc::unbounded_channel()
 }
 
+mod mailbox;
+pub(crate) use mailbox::{mailbox, MailboxReceiver, MailboxSender};
+
 /// Oneshot channel
 pub fn oneshot<T>() -> (OneshotSender<T>, OneshotReceiver<T>) {
     tokio::sync::oneshot::channel()

@@ -11,8 +11,8 @@ use std::sync::Mutex;
 use crate::actor::messages::StopMessage;
 use crate::actor::supervision::SupervisionTree;
 use crate::concurrency as mpsc;
-use crate::concurrency::MpscUnboundedReceiver as InputPortReceiver;
-use crate::concurrency::MpscUnboundedSender as InputPort;
+use crate::concurrency::MailboxReceiver as InputPortReceiver;
+use crate::concurrency::MailboxSender as InputPort;
 use crate::concurrency::OneshotReceiver;
 use crate::concurrency::OneshotSender as OneshotInputPort;
 use crate::message::BoxedMessage;
@@ -59,10 +59,7 @@ pub(crate) struct ActorProperties {
     pub(crate) wait_handler: mpsc::Notify,
     pub(crate) signal: Mutex<Option<OneshotInputPort<Signal>>>,
     pub(crate) stop: Mutex<Option<OneshotInputPort<StopMessage>>>,
-    /// Boxed (a roomcast change): the channel allocates its first block of 32 slots up
-    /// front, and a slot of the unboxed event is ~80 bytes, while most actors never
-    /// receive one. Boxing makes that block ~0.3 KiB instead of ~2.6 KiB per actor.
-    pub(crate) supervision: InputPort<Box<SupervisionEvent>>,
+    pub(crate) supervision: InputPort<SupervisionEvent>,
     pub(crate) message: InputPort<MuxedMessage>,
     pub(crate) message_admission: AtomicUsize,
     pub(crate) tree: SupervisionTree,
@@ -90,7 +87,7 @@ impl ActorProperties {
         Self,
         OneshotReceiver<Signal>,
         OneshotReceiver<StopMessage>,
-        InputPortReceiver<Box<SupervisionEvent>>,
+        InputPortReceiver<SupervisionEvent>,
         InputPortReceiver<MuxedMessage>,
     )
     where
@@ -106,7 +103,7 @@ impl ActorProperties {
         Self,
         OneshotReceiver<Signal>,
         OneshotReceiver<StopMessage>,
-        InputPortReceiver<Box<SupervisionEvent>>,
+        InputPortReceiver<SupervisionEvent>,
         InputPortReceiver<MuxedMessage>,
     )
     where
@@ -114,8 +111,10 @@ impl ActorProperties {
     {
         let (tx_signal, rx_signal) = mpsc::oneshot();
         let (tx_stop, rx_stop) = mpsc::oneshot();
-        let (tx_supervision, rx_supervision) = mpsc::mpsc_unbounded();
-        let (tx_message, rx_message) = mpsc::mpsc_unbounded();
+        // Mailboxes that allocate nothing until their first message (a roomcast change,
+        // see `concurrency/mailbox.rs`).
+        let (tx_supervision, rx_supervision) = mpsc::mailbox();
+        let (tx_message, rx_message) = mpsc::mailbox();
         (
             Self {
                 id,
@@ -165,9 +164,7 @@ impl ActorProperties {
         &self,
         message: SupervisionEvent,
     ) -> Result<(), MessagingErr<SupervisionEvent>> {
-        self.supervision
-            .send(Box::new(message))
-            .map_err(|e| MessagingErr::SendErr(*e.0))
+        self.supervision.send(message).map_err(|e| e.into())
     }
 
     pub(crate) fn send_message<TMessage>(
