@@ -11,11 +11,19 @@
 //! queued and written by the socket task in order.
 //!
 //! Reads are the socket task's alone and take no lock.
+//!
+//! A producer writes to the descriptor with `sendmsg`, not through tokio's `TcpStream`:
+//! a delivery touches the connection's queue and the kernel, and not tokio's readiness
+//! state of that socket as well — at thousands of sockets per publication each touch is
+//! a cache miss (tokio's `try_io` alone was about a quarter of the user time left per
+//! delivery). tokio's readiness may then say "writable" when the socket is not; the
+//! socket task's next write finds out and waits properly.
 
 use super::{OutboundReceiver, Shared};
 use crate::protocol::Encoded;
 use bytes::{Buf, Bytes};
 use std::io::{self, IoSlice};
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
@@ -25,7 +33,10 @@ use tokio::net::TcpStream;
 /// The write side of the socket, with what it has not taken yet.
 #[derive(Debug)]
 pub(super) struct Wire {
-    socket: Arc<TcpStream>,
+    /// The socket's descriptor. Valid while this wire is in the queue's state: the
+    /// [`WireStream`] that owns the socket takes the wire out (under the queue's lock,
+    /// which every writer holds) before the socket closes.
+    fd: RawFd,
     /// Bytes accepted from a writer but not yet written: the rest of one write. Empty
     /// (and owning no buffer) almost always; a boxed slice, not a `Vec`, since it sits
     /// in every connection's queue and its changes are rare.
@@ -33,9 +44,9 @@ pub(super) struct Wire {
 }
 
 impl Wire {
-    fn new(socket: Arc<TcpStream>) -> Self {
+    fn new(socket: &TcpStream) -> Self {
         Wire {
-            socket,
+            fd: socket.as_raw_fd(),
             pending: Box::default(),
         }
     }
@@ -62,7 +73,9 @@ impl Wire {
             [first, second] => [IoSlice::new(first), IoSlice::new(second)],
             _ => unreachable!("one or two parts"),
         };
-        let written = match self.socket.try_write_vectored(&slices) {
+        // SAFETY: see `fd`: the socket is open while this wire exists.
+        let fd = unsafe { BorrowedFd::borrow_raw(self.fd) };
+        let written = match socket2::SockRef::from(&fd).send_vectored(&slices) {
             Ok(written) => written,
             Err(err) if err.kind() == io::ErrorKind::WouldBlock => 0,
             Err(err) => return Err(err),
@@ -81,14 +94,14 @@ impl Wire {
         Ok(!self.pending.is_empty())
     }
 
-    /// Writes the pending bytes; ready once there are none.
-    fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    /// Writes the pending bytes to `socket` (this wire's); ready once there are none.
+    fn poll_drain(&mut self, socket: &TcpStream, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while !self.pending.is_empty() {
-            match self.socket.try_write(&self.pending) {
+            match socket.try_write(&self.pending) {
                 Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
                 Ok(written) => self.pending = self.pending[written..].into(),
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
-                    ready!(self.socket.poll_write_ready(cx))?;
+                    ready!(socket.poll_write_ready(cx))?;
                 }
                 Err(err) => return Poll::Ready(Err(err)),
             }
@@ -98,8 +111,13 @@ impl Wire {
 
     /// The socket task's write: after the pending bytes, all of `buf` is taken (written,
     /// or kept as pending).
-    fn poll_write(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        ready!(self.poll_drain(cx))?;
+    fn poll_write(
+        &mut self,
+        socket: &TcpStream,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        ready!(self.poll_drain(socket, cx))?;
         self.write(&[buf])?;
         Poll::Ready(Ok(buf.len()))
     }
@@ -166,7 +184,7 @@ enum Writer {
 /// write directly once [`WireStream::attach`] has linked it to the connection's queue.
 #[derive(Debug)]
 pub struct WireStream {
-    socket: Arc<TcpStream>,
+    socket: TcpStream,
     /// Read from the socket before the upgrade was handed over (rarely anything);
     /// returned first. Never an empty view of the HTTP server's read buffer, which
     /// would keep that buffer (kilobytes) alive for the connection's life.
@@ -177,9 +195,8 @@ pub struct WireStream {
 impl WireStream {
     /// The stream over `socket`; `read_ahead` are bytes already read from it.
     pub fn new(socket: TcpStream, read_ahead: Bytes) -> Self {
-        let socket = Arc::new(socket);
         WireStream {
-            writer: Writer::Own(Box::new(Wire::new(socket.clone()))),
+            writer: Writer::Own(Box::new(Wire::new(&socket))),
             read_ahead: (!read_ahead.is_empty()).then(|| Box::new(read_ahead)),
             socket,
         }
@@ -189,7 +206,7 @@ impl WireStream {
     /// while its socket task is parked; this stream's writes take the same lock.
     pub fn attach(&mut self, receiver: &OutboundReceiver) {
         if let Writer::Own(wire) = &mut self.writer {
-            let wire = std::mem::replace(&mut **wire, Wire::new(self.socket.clone()));
+            let wire = std::mem::replace(&mut **wire, Wire::new(&self.socket));
             self.writer = Writer::Shared(receiver.attach_wire(wire));
         }
     }
@@ -241,22 +258,24 @@ impl AsyncWrite for WireStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        match &mut self.get_mut().writer {
-            Writer::Own(wire) => wire.poll_write(cx, buf),
-            Writer::Shared(link) => link.with_wire(|wire| wire.poll_write(cx, buf)),
+        let WireStream { socket, writer, .. } = self.get_mut();
+        match writer {
+            Writer::Own(wire) => wire.poll_write(socket, cx, buf),
+            Writer::Shared(link) => link.with_wire(|wire| wire.poll_write(socket, cx, buf)),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match &mut self.get_mut().writer {
-            Writer::Own(wire) => wire.poll_drain(cx),
-            Writer::Shared(link) => link.with_wire(|wire| wire.poll_drain(cx)),
+        let WireStream { socket, writer, .. } = self.get_mut();
+        match writer {
+            Writer::Own(wire) => wire.poll_drain(socket, cx),
+            Writer::Shared(link) => link.with_wire(|wire| wire.poll_drain(socket, cx)),
         }
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         ready!(self.as_mut().poll_flush(cx))?;
-        Poll::Ready(socket2::SockRef::from(&*self.socket).shutdown(std::net::Shutdown::Write))
+        Poll::Ready(socket2::SockRef::from(&self.socket).shutdown(std::net::Shutdown::Write))
     }
 }
 
@@ -347,7 +366,7 @@ mod tests {
     async fn what_the_socket_does_not_take_waits_for_the_socket_task_in_order() {
         let (mut stream, mut client) = pair().await;
         // A small send buffer, and a client that does not read yet: the socket fills.
-        socket2::SockRef::from(&*stream.socket)
+        socket2::SockRef::from(&stream.socket)
             .set_send_buffer_size(4096)
             .unwrap();
         let (outbound, mut receiver) = channel(64);
