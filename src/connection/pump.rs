@@ -9,9 +9,13 @@
 //! close signal (which the connection actor also raises when it stops or fails), or when
 //! the client goes away.
 //!
-//! This loop turns once per delivery, so a turn does little: no allocation for a write,
-//! no future built for a disabled branch, and no watch on the actor's task (the actor's
-//! end arrives as a close request instead).
+//! On a plain-TCP WebSocket the pump first opens the direct path
+//! ([`crate::outbound`]): while it waits here with nothing queued, rooms write their
+//! deliveries to the socket themselves and the loop does not turn for them. Elsewhere
+//! (TLS, Server-Sent Events, and for what queues up behind a slow socket) it turns once
+//! per delivery, so a turn does little: no allocation for a write, no future built for a
+//! disabled branch, and no watch on the actor's task (the actor's end arrives as a close
+//! request instead).
 
 use super::actor::{ConnectionMsg, ConnectionRef};
 use crate::outbound::{Item, Items, OutboundReceiver, Received};
@@ -31,6 +35,23 @@ const COALESCE_WINDOW: Duration = Duration::from_millis(2);
 
 /// Runs the connection until it ends; returns how it ended.
 pub async fn pump<T: Transport>(
+    transport: &mut T,
+    actor: &ConnectionRef,
+    outbound: &mut OutboundReceiver,
+    heartbeat: Duration,
+    coalesce: bool,
+) -> Ending {
+    // Coalescing waits for more frames before writing; a direct write would not wait.
+    if !coalesce {
+        transport.attach(outbound);
+    }
+    let ending = run(transport, actor, outbound, heartbeat, coalesce).await;
+    // What the ending writes (a close frame) comes after anything a producer wrote.
+    outbound.unpark();
+    ending
+}
+
+async fn run<T: Transport>(
     transport: &mut T,
     actor: &ConnectionRef,
     outbound: &mut OutboundReceiver,
@@ -90,7 +111,7 @@ pub async fn pump<T: Transport>(
                     Inbound::End(ending) => return ending,
                 }
             }
-            () = poll_fn(|cx| beat.poll_tick(cx)), if beat.needs_poll() => {
+            () = poll_fn(|cx| beat.poll(cx)) => {
                 if T::PINGS && last_heard.elapsed() >= heartbeat * 2 {
                     return Ending::Close(CloseCode::HeartbeatTimeout);
                 }
@@ -125,12 +146,14 @@ impl Beat {
         }
     }
 
-    /// False while the timer is armed and its deadline has not come.
-    fn needs_poll(&self) -> bool {
-        !self.armed || Instant::now() >= self.next
-    }
-
-    fn poll_tick(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+    /// Ready at the deadline. While the timer is armed and the deadline has not come,
+    /// pending without touching the timer, which holds this task's waker already. (Not a
+    /// `select!` precondition: those are evaluated once per `select!`, and one `select!`
+    /// can wait past the deadline, since deliveries written directly do not end it.)
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.armed && Instant::now() < self.next {
+            return Poll::Pending;
+        }
         match self.ticker.poll_tick(cx) {
             Poll::Ready(deadline) => {
                 // The interval resets its timer without registering it: the next poll

@@ -50,6 +50,14 @@ const ACTIVE: u8 = 1;
 const CANCELLED: u8 = 2;
 
 impl Subscriber {
+    /// Asks the CPU to bring this subscriber into the cache ahead of a delivery: both
+    /// ends of it, since it may straddle two cache lines.
+    pub fn prefetch(&self) {
+        let first = (self as *const Self).cast::<u8>();
+        crate::outbound::prefetch(first);
+        crate::outbound::prefetch(first.wrapping_add(std::mem::size_of::<Self>() - 1));
+    }
+
     /// A subscriber that has seen nothing yet.
     pub fn new(conn_id: u64, encoding: Encoding, outbound: Outbound) -> Arc<Self> {
         Self::with_forms(conn_id, encoding, outbound, Forms::default())

@@ -2,14 +2,16 @@
 //! with the negotiated subprotocol, and hand the upgraded socket to the connections.
 
 use super::{App, connect};
+use crate::outbound::WireStream;
 use crate::protocol::Encoding;
 use crate::response::{Body, json_error};
-use crate::transport::websocket;
+use crate::transport::websocket::{self, WebSocket};
 use futures_util::FutureExt;
 use futures_util::future::Either;
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
 /// Answers an upgrade request on `/ws` and, once hyper hands the socket over, serves it.
@@ -46,11 +48,21 @@ pub fn upgrade(
     // connection, and an async block would keep what it captured (the principal, the
     // admission) beside the copies the connection's future holds, in every idle
     // connection. Each step here hands its captures on and keeps none.
+    //
+    // The accept is boxed too: the first step's future is part of the task's size (a
+    // `then` holds one step or the next) for the connection's whole life.
     let task = on_upgrade
         .then(move |upgraded| async move {
-            match upgraded {
-                Ok(upgraded) => {
-                    Some(websocket::WebSocket::accept(TokioIo::new(upgraded), config).await)
+            match upgraded.map(|upgraded| upgraded.downcast::<TokioIo<TcpStream>>()) {
+                // Plain TCP: the socket itself, so that rooms can write to it directly.
+                Ok(Ok(parts)) => {
+                    let stream = WireStream::new(parts.io.into_inner(), parts.read_buf);
+                    let accept = Box::pin(WebSocket::accept(stream, config));
+                    Some(Upgraded::Plain(accept.await))
+                }
+                Ok(Err(upgraded)) => {
+                    let accept = Box::pin(WebSocket::accept(TokioIo::new(upgraded), config));
+                    Some(Upgraded::Tls(accept.await))
                 }
                 Err(err) => {
                     tracing::debug!(error = %err, "WebSocket upgrade did not complete");
@@ -59,13 +71,22 @@ pub fn upgrade(
             }
         })
         .then(move |transport| match transport {
-            Some(transport) => {
-                Either::Left(connections.serve(transport, encoding, principal, admission, peer))
-            }
+            Some(Upgraded::Plain(transport)) => Either::Left(Either::Left(
+                connections.serve(transport, encoding, principal, admission, peer),
+            )),
+            Some(Upgraded::Tls(transport)) => Either::Left(Either::Right(
+                connections.serve(transport, encoding, principal, admission, peer),
+            )),
             None => Either::Right(std::future::ready(())),
         });
     tokio::spawn(task);
     switching_protocols(&accept, echo.then_some(encoding))
+}
+
+/// An upgraded connection: over the plain TCP socket, or over hyper's stream (TLS).
+enum Upgraded {
+    Plain(WebSocket<WireStream>),
+    Tls(WebSocket<TokioIo<hyper::upgrade::Upgraded>>),
 }
 
 /// The request's `Sec-WebSocket-Key` if it is a WebSocket version 13 upgrade, else the

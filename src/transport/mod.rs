@@ -12,6 +12,7 @@
 pub mod sse;
 pub mod websocket;
 
+use crate::outbound::OutboundReceiver;
 use crate::protocol::{CloseCode, Encoded};
 use std::future::Future;
 use std::task::{Context, Poll};
@@ -83,6 +84,10 @@ pub trait Transport: Send + Unpin {
     /// Ends the connection according to `ending`, never waiting long on a client that
     /// does not read.
     fn close(&mut self, ending: Ending) -> impl Future<Output = ()> + Send;
+    /// Called once before the pump starts: a transport whose socket producers can write
+    /// to themselves (a plain-TCP WebSocket) links it to the connection's queue here
+    /// (see [`crate::outbound`], the direct path). Others do nothing.
+    fn attach(&mut self, _outbound: &OutboundReceiver) {}
     /// Where frames that reach this session by other paths (the `POST`s of Server-Sent
     /// Events) are handed in; `None` when the client sends on the connection itself.
     fn inbox(&self) -> Option<Inbox> {

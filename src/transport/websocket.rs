@@ -2,8 +2,11 @@
 //! and the WebSocket adapter of the session core.
 
 use super::{Ending, Gone, Inbound, Transport};
+use crate::outbound::{OutboundReceiver, WireStream};
 use crate::protocol::{CloseCode, Encoded};
 use futures_util::{Sink, SinkExt, StreamExt};
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -62,15 +65,27 @@ const WRITE_BUFFER_BYTES: usize = 16 * 1024;
 /// Hard bound on buffered outgoing bytes per socket.
 const MAX_WRITE_BUFFER_BYTES: usize = 1024 * 1024;
 
+/// The stream under a WebSocket: the plain TCP socket taken over from the HTTP server
+/// ([`WireStream`], which has the direct path), or hyper's upgraded stream (TLS).
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {
+    /// Opens the direct path to the connection's queue, where the stream has one.
+    fn attach(&mut self, _outbound: &OutboundReceiver) {}
+}
+
+impl Io for WireStream {
+    fn attach(&mut self, outbound: &OutboundReceiver) {
+        WireStream::attach(self, outbound);
+    }
+}
+
+impl Io for TokioIo<Upgraded> {}
+
 /// One upgraded WebSocket connection, as a [`Transport`].
 pub struct WebSocket<S> {
     ws: WebSocketStream<S>,
 }
 
-impl<S> WebSocket<S>
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send,
-{
+impl<S: Io> WebSocket<S> {
     /// The server side of an upgraded connection.
     pub async fn accept(io: S, config: WebSocketConfig) -> Self {
         WebSocket {
@@ -79,12 +94,13 @@ where
     }
 }
 
-impl<S> Transport for WebSocket<S>
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send,
-{
+impl<S: Io> Transport for WebSocket<S> {
     const NAME: &'static str = "websocket";
     const PINGS: bool = true;
+
+    fn attach(&mut self, outbound: &OutboundReceiver) {
+        self.ws.get_mut().attach(outbound);
+    }
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Gone>> {
         Pin::new(&mut self.ws).poll_ready(cx).map_err(|_| Gone)

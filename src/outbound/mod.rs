@@ -28,6 +28,20 @@
 //! still owns no buffer. (A `VecDeque` allocated on every delivery — the producer's push
 //! into the empty queue — and freed it after the write, often on the other thread:
 //! 5 % of a server's CPU in the one-room reference run, see docs/performance.md.)
+//!
+//! **The direct path** ([`wire`]). On a plain-TCP WebSocket the socket can be written by
+//! the producer itself: a room delivering to a connection whose socket task is parked
+//! (waiting for items, holding none) with nothing queued and no bytes pending frames the
+//! message and writes it with one non-blocking system call, under this queue's lock —
+//! no queue entry, no wake, no turn of the socket task. What the socket does not take at
+//! once is kept as pending bytes, and the socket task is woken to write them (and
+//! anything queued behind them) as it writes everything else. Every write to the socket,
+//! the socket task's included, goes through the same lock, so the bytes of two frames
+//! never interleave, and a frame queued before a direct one is always written before it.
+
+mod wire;
+
+pub use wire::WireStream;
 
 use crate::protocol::CloseCode;
 use crate::protocol::Encoded;
@@ -159,9 +173,36 @@ struct State {
     receiver_gone: bool,
     /// The socket task, when it waits for items or a close.
     waker: Option<Waker>,
+    /// The socket, when producers may write to it themselves (see [`wire`]).
+    wire: Option<wire::Wire>,
+    /// The socket task waits in [`OutboundReceiver::recv`] and holds no items: nothing
+    /// taken from the queue is on its way to the socket.
+    parked: bool,
 }
 
 impl State {
+    /// Writes `frame` to the socket now if nothing can be ahead of it: the socket task
+    /// parked, nothing queued, no bytes pending. `None` when the frame must be queued;
+    /// else whether the socket task must be woken (to write what the socket did not
+    /// take).
+    fn write_direct(&mut self, frame: &Encoded) -> Option<bool> {
+        if !self.parked || !self.items.is_empty() {
+            return None;
+        }
+        let wire = self.wire.as_mut()?;
+        if wire.has_pending() {
+            return None;
+        }
+        // A failed write is left to the socket task, whose own write will fail too.
+        wire.write_frame(frame).ok()
+    }
+
+    /// Whether the socket task has something to do: items, or bytes a producer could
+    /// not write.
+    fn has_work(&self) -> bool {
+        !self.items.is_empty() || self.wire.as_ref().is_some_and(wire::Wire::has_pending)
+    }
+
     /// Stores the consumer's waker, cloning only when it changed.
     fn register(&mut self, cx: &Context<'_>) {
         match &self.waker {
@@ -169,6 +210,21 @@ impl State {
             _ => self.waker = Some(cx.waker().clone()),
         }
     }
+}
+
+/// A hint to the CPU to load the cache line at `ptr`, for a fan-out loop that knows
+/// what it reads next. It reads nothing the program sees and never faults, whatever
+/// `ptr` is; elsewhere than on x86-64 it does nothing.
+#[inline]
+pub fn prefetch<T>(ptr: *const T) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        // SAFETY: a prefetch is a hint; it has no effect the program can observe.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(ptr.cast()) };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = ptr;
 }
 
 /// Wakes the consumer, if it was waiting, once the lock is released.
@@ -220,16 +276,35 @@ pub fn channel(capacity: usize) -> (Outbound, OutboundReceiver) {
 impl Outbound {
     /// Queues an item without waiting.
     pub fn try_send(&self, item: Item) -> Result<(), QueueError> {
+        self.send(item, false)
+    }
+
+    /// Queues an item, or with `direct` writes a frame straight to the socket when the
+    /// direct path is open (see the module's documentation).
+    fn send(&self, item: Item, direct: bool) -> Result<(), QueueError> {
         let waker = {
             let mut state = self.shared.lock();
             if state.receiver_gone || state.close.is_some() {
                 return Err(QueueError::Closed);
             }
+            if let (true, Item::Frame(frame)) = (direct, &item) {
+                match state.write_direct(frame) {
+                    Some(false) => return Ok(()),
+                    Some(true) => {
+                        let waker = state.waker.take();
+                        drop(state);
+                        wake(waker);
+                        return Ok(());
+                    }
+                    None => {}
+                }
+            }
             if state.items.len() >= self.shared.capacity {
                 return Err(QueueError::Full);
             }
             state.items.push_back(item);
-            // The consumer takes everything at once, so only the first item wakes it.
+            // The consumer takes everything at once, so only the first item wakes it
+            // (pending bytes woke it already).
             if state.items.len() == 1 {
                 state.waker.take()
             } else {
@@ -243,17 +318,25 @@ impl Outbound {
     /// Queues a frame; when the queue is full, closes the connection as a slow consumer
     /// instead. Returns false when the frame was not queued.
     pub fn send_or_evict(&self, frame: Encoded) -> bool {
-        self.item_or_evict(Item::Frame(frame))
+        self.item_or_evict(Item::Frame(frame), false)
+    }
+
+    /// Like [`Outbound::send_or_evict`], but writes the frame to the socket at once when
+    /// the direct path is open: for a room's delivery, the one frame a connection gets
+    /// from it. Replies that come in bursts (acks) are queued instead, so that a burst
+    /// leaves in one write.
+    pub fn deliver_or_evict(&self, frame: Encoded) -> bool {
+        self.item_or_evict(Item::Frame(frame), true)
     }
 
     /// Queues frames to be written back to back, as one queue entry; see
     /// [`Outbound::send_or_evict`].
     pub fn batch_or_evict(&self, frames: Vec<Encoded>) -> bool {
-        self.item_or_evict(Item::Batch(frames))
+        self.item_or_evict(Item::Batch(frames), false)
     }
 
-    fn item_or_evict(&self, item: Item) -> bool {
-        match self.try_send(item) {
+    fn item_or_evict(&self, item: Item, direct: bool) -> bool {
+        match self.send(item, direct) {
             Ok(()) => true,
             Err(QueueError::Full) => {
                 metrics::counter!("roomcast_slow_consumer_disconnects_total").increment(1);
@@ -301,6 +384,18 @@ impl Outbound {
         }
     }
 
+    /// Asks the CPU to bring this queue's state into the cache ahead of a delivery, to
+    /// be written (its lock is): the line is usually held by the core that last ran
+    /// the connection's socket task.
+    pub fn prefetch(&self) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::x86_64::{_MM_HINT_ET0, _mm_prefetch};
+            // SAFETY: a prefetch is a hint; it has no effect the program can observe.
+            unsafe { _mm_prefetch::<_MM_HINT_ET0>(Arc::as_ptr(&self.shared).cast()) };
+        }
+    }
+
     /// True once the connection is closing or its socket task has stopped.
     pub fn is_closed(&self) -> bool {
         let state = self.shared.lock();
@@ -318,14 +413,32 @@ impl OutboundReceiver {
     fn poll_recv(&mut self, cx: &Context<'_>, batch: &mut Items) -> Poll<Received> {
         let mut state = self.shared.lock();
         if let Some(code) = state.close {
+            state.parked = false;
             return Poll::Ready(Received::Close(code));
         }
-        if state.items.is_empty() {
+        if !state.has_work() {
             state.register(cx);
+            state.parked = true;
             return Poll::Pending;
         }
+        // Pending bytes alone also return: the caller's flush writes them.
+        state.parked = false;
         std::mem::swap(&mut state.items, batch);
         Poll::Ready(Received::Items)
+    }
+
+    /// Lets producers write frames to `wire` themselves while this receiver is parked
+    /// (see the module's documentation). The returned link is how the socket task's own
+    /// writes take their turn; every write to the socket goes through it from now on.
+    fn attach_wire(&self, wire: wire::Wire) -> wire::Link {
+        self.shared.lock().wire = Some(wire);
+        wire::Link::new(self.shared.clone())
+    }
+
+    /// The socket task stops taking items (its connection ends): producers queue from
+    /// now on, behind whatever the ending writes (a close frame).
+    pub fn unpark(&self) {
+        self.shared.lock().parked = false;
     }
 
     /// Appends whatever is queued now to `batch`, without waiting.
@@ -356,6 +469,7 @@ impl Drop for OutboundReceiver {
     fn drop(&mut self) {
         let mut state = self.shared.lock();
         state.receiver_gone = true;
+        state.parked = false;
         state.items.clear();
         state.waker = None;
     }
