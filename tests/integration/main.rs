@@ -19,6 +19,7 @@ mod helm;
 mod image;
 mod lagging;
 mod layering;
+mod mailbox;
 mod membership;
 mod migrations;
 mod monitoring;
