@@ -218,13 +218,16 @@ impl State {
 #[inline]
 pub fn prefetch<T>(ptr: *const T) {
     #[cfg(target_arch = "x86_64")]
-    {
-        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
-        // SAFETY: a prefetch is a hint; it has no effect the program can observe.
-        unsafe { _mm_prefetch::<_MM_HINT_T0>(ptr.cast()) };
-    }
+    prefetch_with::<{ std::arch::x86_64::_MM_HINT_T0 }, T>(ptr);
     #[cfg(not(target_arch = "x86_64"))]
     let _ = ptr;
+}
+
+#[cfg(target_arch = "x86_64")]
+#[inline]
+fn prefetch_with<const HINT: i32, T>(ptr: *const T) {
+    // SAFETY: a prefetch is a hint; it has no effect the program can observe.
+    unsafe { std::arch::x86_64::_mm_prefetch::<HINT>(ptr.cast()) };
 }
 
 /// Wakes the consumer, if it was waiting, once the lock is released.
@@ -389,11 +392,7 @@ impl Outbound {
     /// the connection's socket task.
     pub fn prefetch(&self) {
         #[cfg(target_arch = "x86_64")]
-        {
-            use std::arch::x86_64::{_MM_HINT_ET0, _mm_prefetch};
-            // SAFETY: a prefetch is a hint; it has no effect the program can observe.
-            unsafe { _mm_prefetch::<_MM_HINT_ET0>(Arc::as_ptr(&self.shared).cast()) };
-        }
+        prefetch_with::<{ std::arch::x86_64::_MM_HINT_ET0 }, _>(Arc::as_ptr(&self.shared));
     }
 
     /// True once the connection is closing or its socket task has stopped.

@@ -29,6 +29,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 
 /// The write side of the socket, with what it has not taken yet.
 #[derive(Debug)]
@@ -61,18 +63,14 @@ impl Wire {
     /// be woken to write the rest.
     pub(super) fn write_frame(&mut self, frame: &Encoded) -> io::Result<bool> {
         let (header, header_len) = frame_header(frame);
-        self.write(&[&header[..header_len], frame.as_bytes()])
+        self.write(&header[..header_len], frame.as_bytes())
     }
 
-    /// Writes `parts` back to back with one system call, keeping what the socket did not
-    /// take as pending. An error means nothing was written.
-    fn write(&mut self, parts: &[&[u8]]) -> io::Result<bool> {
+    /// Writes `head` and then `body` with one system call, keeping what the socket did
+    /// not take as pending. An error means nothing was written.
+    fn write(&mut self, head: &[u8], body: &[u8]) -> io::Result<bool> {
         debug_assert!(self.pending.is_empty());
-        let slices: [IoSlice<'_>; 2] = match parts {
-            [one] => [IoSlice::new(one), IoSlice::new(&[])],
-            [first, second] => [IoSlice::new(first), IoSlice::new(second)],
-            _ => unreachable!("one or two parts"),
-        };
+        let slices = [IoSlice::new(head), IoSlice::new(body)];
         // SAFETY: see `fd`: the socket is open while this wire exists.
         let fd = unsafe { BorrowedFd::borrow_raw(self.fd) };
         let written = match socket2::SockRef::from(&fd).send_vectored(&slices) {
@@ -80,16 +78,10 @@ impl Wire {
             Err(err) if err.kind() == io::ErrorKind::WouldBlock => 0,
             Err(err) => return Err(err),
         };
-        let total: usize = parts.iter().map(|part| part.len()).sum();
-        if written < total {
-            let mut rest = Vec::with_capacity(total - written);
-            let mut skip = written;
-            for part in parts {
-                let taken = skip.min(part.len());
-                rest.extend_from_slice(&part[taken..]);
-                skip -= taken;
-            }
-            self.pending = rest.into_boxed_slice();
+        if written < head.len() + body.len() {
+            let rest_of_head = &head[written.min(head.len())..];
+            let rest_of_body = &body[written.saturating_sub(head.len())..];
+            self.pending = [rest_of_head, rest_of_body].concat().into_boxed_slice();
         }
         Ok(!self.pending.is_empty())
     }
@@ -118,34 +110,30 @@ impl Wire {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         ready!(self.poll_drain(socket, cx))?;
-        self.write(&[buf])?;
+        self.write(buf, &[])?;
         Poll::Ready(Ok(buf.len()))
     }
 }
 
 /// The header of an unmasked, unfragmented server frame carrying `frame` (text for JSON,
-/// binary for MessagePack), and its length: what tungstenite writes before the payload.
+/// binary for MessagePack), formatted by tungstenite as it formats its own, and its
+/// length (2 to 10 bytes).
 fn frame_header(frame: &Encoded) -> ([u8; 10], usize) {
-    const FIN: u8 = 0x80;
     let opcode = match frame {
-        Encoded::Text(_) => 0x1,
-        Encoded::Binary(_) => 0x2,
+        Encoded::Text(_) => Data::Text,
+        Encoded::Binary(_) => Data::Binary,
     };
-    let len = frame.as_bytes().len();
-    let mut header = [0u8; 10];
-    header[0] = FIN | opcode;
-    if len < 126 {
-        header[1] = len as u8;
-        (header, 2)
-    } else if let Ok(len) = u16::try_from(len) {
-        header[1] = 126;
-        header[2..4].copy_from_slice(&len.to_be_bytes());
-        (header, 4)
-    } else {
-        header[1] = 127;
-        header[2..10].copy_from_slice(&(len as u64).to_be_bytes());
-        (header, 10)
-    }
+    let header = FrameHeader {
+        opcode: OpCode::Data(opcode),
+        ..FrameHeader::default()
+    };
+    let mut bytes = [0u8; 10];
+    let mut cursor = io::Cursor::new(&mut bytes[..]);
+    header
+        .format(frame.as_bytes().len() as u64, &mut cursor)
+        .expect("an unmasked header fits in 10 bytes");
+    let len = cursor.position() as usize;
+    (bytes, len)
 }
 
 /// How the socket task's stream reaches the queue's lock once attached.
@@ -282,11 +270,9 @@ impl AsyncWrite for WireStream {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::outbound::{Items, Received, channel};
+    use crate::outbound::{Items, Outbound, OutboundReceiver, Received, channel};
     use tokio::io::AsyncReadExt;
     use tokio::net::TcpListener;
-    use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
-    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 
     /// A connected pair: the server's stream over the accepted socket, and the client.
     async fn pair() -> (WireStream, TcpStream) {
@@ -297,6 +283,18 @@ mod tests {
             WireStream::new(accepted.unwrap().0, Bytes::new()),
             client.unwrap(),
         )
+    }
+
+    /// A stream attached to a queue of `capacity` whose receiver is parked (waiting with
+    /// nothing queued), as a connection's socket task is between writes.
+    async fn parked(capacity: usize) -> (WireStream, TcpStream, Outbound, OutboundReceiver) {
+        let (mut stream, client) = pair().await;
+        let (outbound, mut receiver) = channel(capacity);
+        stream.attach(&receiver);
+        let waker = futures_util::task::noop_waker();
+        let poll = receiver.poll_recv(&Context::from_waker(&waker), &mut Items::default());
+        assert!(poll.is_pending());
+        (stream, client, outbound, receiver)
     }
 
     /// Reads one unmasked frame: its opcode and payload.
@@ -337,15 +335,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_delivery_to_a_parked_socket_task_is_written_by_the_producer() {
-        let (mut stream, mut client) = pair().await;
-        let (outbound, mut receiver) = channel(4);
-        stream.attach(&receiver);
-        // Park the receiver: it waits with nothing queued.
+        let (_stream, mut client, outbound, mut receiver) = parked(4).await;
         let mut batch = Items::default();
-        let waker = futures_util::task::noop_waker();
-        let poll = receiver.poll_recv(&Context::from_waker(&waker), &mut batch);
-        assert!(poll.is_pending());
-
         assert!(outbound.deliver_or_evict(Encoded::text("direct")));
         assert!(!outbound.shared.lock().has_work(), "written, not queued");
         assert_eq!(
@@ -364,20 +355,12 @@ mod tests {
 
     #[tokio::test]
     async fn what_the_socket_does_not_take_waits_for_the_socket_task_in_order() {
-        let (mut stream, mut client) = pair().await;
+        let (stream, mut client, outbound, mut receiver) = parked(64).await;
         // A small send buffer, and a client that does not read yet: the socket fills.
         socket2::SockRef::from(&stream.socket)
             .set_send_buffer_size(4096)
             .unwrap();
-        let (outbound, mut receiver) = channel(64);
-        stream.attach(&receiver);
-        let waker = futures_util::task::noop_waker();
         let mut batch = Items::default();
-        assert!(
-            receiver
-                .poll_recv(&Context::from_waker(&waker), &mut batch)
-                .is_pending()
-        );
 
         // Deliver until one does not fit; the rest are queued behind its pending bytes.
         let big = |i: u8| Encoded::binary(vec![i; 256 * 1024]);
@@ -420,16 +403,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_closed_stream_is_never_written_by_producers() {
-        let (mut stream, _client) = pair().await;
-        let (outbound, mut receiver) = channel(4);
-        stream.attach(&receiver);
-        let waker = futures_util::task::noop_waker();
-        let mut batch = Items::default();
-        assert!(
-            receiver
-                .poll_recv(&Context::from_waker(&waker), &mut batch)
-                .is_pending()
-        );
+        let (stream, _client, outbound, _receiver) = parked(4).await;
         drop(stream);
         assert!(outbound.shared.lock().wire.is_none());
         // Queued instead (the receiver still exists), never written.
