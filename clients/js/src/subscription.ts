@@ -113,6 +113,8 @@ export class Subscription<T = unknown> extends Emitter<SubscriptionEvents<T>> {
   /** Fills in a row that brought nothing. */
   private fruitlessFills = 0;
   private confirmed = false;
+  /** The first `subscribed`, held until the first presence snapshot (with `presence`). */
+  private unconfirmed: SubscribedInfo | undefined;
   /** The presence set by connection; undefined until the first snapshot. */
   private members_: Map<string, PresenceEntry> | undefined;
   /** Whether presence events were asked for, and the `info` to send. @internal */
@@ -125,7 +127,10 @@ export class Subscription<T = unknown> extends Emitter<SubscriptionEvents<T>> {
   private base: { epoch: string; seq: number; text: string } | undefined;
   private resolveReady!: (info: SubscribedInfo) => void;
   private rejectReady!: (err: RoomcastError) => void;
-  /** Settles on the first `subscribed` (or a definitive subscribe error). */
+  /**
+   * Settles on the first `subscribed` (or a definitive subscribe error); with
+   * `presence` asked for, once the first presence snapshot arrived too.
+   */
   readonly ready: Promise<SubscribedInfo>;
 
   /** @internal */
@@ -280,9 +285,18 @@ export class Subscription<T = unknown> extends Emitter<SubscriptionEvents<T>> {
       });
     }
     if (!this.confirmed) {
-      this.confirmed = true;
-      this.resolveReady(info);
+      // With presence asked for, `ready` waits for the set too (the server sends it
+      // right after `subscribed`): a join that happens after `ready` then always
+      // arrives as a `join`, never hidden inside the first snapshot.
+      if (this.presenceRequest && !this.members_) this.unconfirmed = info;
+      else this.confirm(info);
     }
+  }
+
+  private confirm(info: SubscribedInfo): void {
+    this.confirmed = true;
+    this.unconfirmed = undefined;
+    this.resolveReady(info);
   }
 
   /**
@@ -302,6 +316,7 @@ export class Subscription<T = unknown> extends Emitter<SubscriptionEvents<T>> {
       if (joins.length) this.emit('join', sortEntries(joins));
     }
     this.emit('presence', this.members);
+    if (this.unconfirmed) this.confirm(this.unconfirmed);
   }
 
   /** A `presence_diff` frame: joins and leaves since the last presence frame. @internal */

@@ -65,6 +65,24 @@ describe('presence', () => {
     assert.equal(sub.members.length, 3);
   });
 
+  it('with presence, ready waits for the first snapshot as well as subscribed', async () => {
+    const { c, ws } = await connected();
+    const sub = c.subscribe('issue:1', { presence: true });
+    const plain = c.subscribe('lobby');
+    let settled = false;
+    sub.ready.then(() => (settled = true));
+    const [withPresence, lobby] = ws.sent('subscribe');
+    subscribedReply(ws, withPresence);
+    subscribedReply(ws, lobby);
+    await flush();
+    assert.equal((await plain.ready).room, 'lobby', 'no presence: ready on subscribed');
+    assert.equal(settled, false, 'the set is not known yet');
+    ws.push({ type: 'presence', room: 'issue:1', clients: [entry('a')] });
+    const info = await sub.ready;
+    assert.equal(info.room, 'issue:1');
+    assert.deepEqual(sub.members.map((e) => e.conn), ['a'], 'the set is there when ready settles');
+  });
+
   it('after a reconnect, reports what changed between the old set and the new snapshot', async () => {
     const { c, ws } = await connected();
     const log = { joins: [], leaves: [] };
