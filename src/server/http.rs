@@ -120,7 +120,8 @@ async fn serve(
         }
         (&Method::POST, "/admin/drain") => ("/admin/drain", admin_drain(&request, &app, peer)),
         (&Method::GET, "/metrics") if app.metrics_on_main_listener => ("/metrics", metrics()),
-        (_, "/healthz" | "/readyz") => ("/health", probe_method_not_allowed()),
+        (_, "/healthz" | "/readyz") => ("/health", method_not_allowed("GET, HEAD")),
+        (_, "/admin/drain") => ("/admin/drain", method_not_allowed("POST")),
         (_, path)
             if app.console.is_some() && (path == "/console" || path.starts_with("/console/")) =>
         {
@@ -218,17 +219,17 @@ fn admin_drain(
     json_response(StatusCode::ACCEPTED, &json!({ "draining": true }))
 }
 
-/// 405 for a probe called with another method than GET or HEAD; RFC 9110 requires the
-/// `Allow` header.
-fn probe_method_not_allowed() -> Response<Body> {
+/// 405 for a route of the server's own (not the API's) called with another method than
+/// those in `allow`; RFC 9110 requires the `Allow` header.
+fn method_not_allowed(allow: &'static str) -> Response<Body> {
     let mut response = json_error(
         StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",
-        "use GET or HEAD",
+        &format!("use {}", allow.replace(", ", " or ")),
     );
     response
         .headers_mut()
-        .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        .insert(header::ALLOW, HeaderValue::from_static(allow));
     response
 }
 

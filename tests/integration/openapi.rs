@@ -124,6 +124,11 @@ async fn every_route_answers_as_the_openapi_document_says() {
         console(&mut api).await;
         unlisted_methods(&mut api, issue).await;
         deletes(&mut api, issue).await;
+        // Last: the instance drains (in process, nothing acts on it).
+        let drain = api
+            .call(202, "/admin/drain", "POST", "/admin/drain", &[], Body::None)
+            .await;
+        assert_eq!(drain.json()["draining"], true);
         api.assert_clean();
         let all: BTreeSet<(String, String)> = api.doc.operations().into_iter().collect();
         let uncalled: Vec<_> = all.difference(&api.called).collect();
@@ -858,6 +863,15 @@ async fn refusals_of_credentials_and_limits_are_as_documented() {
         "/api/v1/admin/drain",
         &as_user,
         Body::Json(json!({"instance": "x"})),
+    )
+    .await;
+    api.call(
+        403,
+        "/admin/drain",
+        "POST",
+        "/admin/drain",
+        &as_user,
+        Body::None,
     )
     .await;
     api.call(
