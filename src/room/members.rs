@@ -6,7 +6,8 @@ use crate::outbound::Outbound;
 use crate::protocol::{DeltaFormat, Encoding};
 use crate::stream::{Epoch, Position};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::ops::{Deref, DerefMut};
+use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 /// One connection's subscription to one room.
@@ -158,16 +159,102 @@ impl Members {
     }
 }
 
-/// Shared handle to a room's [`Members`].
+/// Shared handle to a room's [`Members`], whose counts can be read without its lock.
 #[derive(Debug, Default, Clone)]
-pub struct SharedMembers(Arc<Mutex<Members>>);
+pub struct SharedMembers(Arc<Shared>);
+
+#[derive(Debug, Default)]
+struct Shared {
+    members: Mutex<Members>,
+    /// `subscribers.len()` and `publications` as they were at the last unlock. A fan-out
+    /// holds the lock while it writes to every subscriber (milliseconds in a large
+    /// room); observers such as the cluster announcement read these instead of waiting
+    /// for it on a runtime thread.
+    subscribers: AtomicUsize,
+    publications: AtomicU64,
+}
 
 impl SharedMembers {
     /// Locks the set. Only the room actor locks it while running (so the lock never
     /// contends); a supervisor reads it after the actor died. A panic while it was held
     /// leaves a structurally valid set, and every subscriber's `last_seq` says exactly
     /// what it received, so poisoning is ignored.
-    pub fn lock(&self) -> MutexGuard<'_, Members> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    pub fn lock(&self) -> MembersGuard<'_> {
+        MembersGuard {
+            members: self
+                .0
+                .members
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+            shared: &self.0,
+        }
+    }
+
+    /// The number of subscribers and of publications delivered, as of the last time the
+    /// set was unlocked. Never waits.
+    pub fn counts(&self) -> (usize, u64) {
+        (
+            self.0.subscribers.load(Ordering::Relaxed),
+            self.0.publications.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// The locked set; unlocking publishes its counts (see [`SharedMembers::counts`]).
+pub struct MembersGuard<'a> {
+    members: MutexGuard<'a, Members>,
+    shared: &'a Shared,
+}
+
+impl Deref for MembersGuard<'_> {
+    type Target = Members;
+
+    fn deref(&self) -> &Members {
+        &self.members
+    }
+}
+
+impl DerefMut for MembersGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Members {
+        &mut self.members
+    }
+}
+
+impl Drop for MembersGuard<'_> {
+    fn drop(&mut self) {
+        (self.shared.subscribers).store(self.members.subscribers.len(), Ordering::Relaxed);
+        (self.shared.publications).store(self.members.publications, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outbound::channel;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    #[test]
+    fn counts_are_read_without_waiting_for_the_lock() {
+        let shared = SharedMembers::default();
+        let (outbound, _receiver) = channel(4);
+        {
+            let mut members = shared.lock();
+            members
+                .subscribers
+                .push(Subscriber::new(1, Encoding::Json, outbound));
+            members.publications = 7;
+            assert_eq!(shared.counts(), (0, 0), "published at unlock");
+        }
+        assert_eq!(shared.counts(), (1, 7));
+        // While the set is locked (a fan-out), another thread reads the counts at once.
+        let held = shared.lock();
+        let (sender, answer) = mpsc::channel();
+        let reader = shared.clone();
+        let thread = std::thread::spawn(move || sender.send(reader.counts()).unwrap());
+        let counts = answer.recv_timeout(Duration::from_secs(30));
+        drop(held);
+        thread.join().unwrap();
+        assert_eq!(counts, Ok((1, 7)), "counts did not wait for the lock");
     }
 }

@@ -94,12 +94,10 @@ impl<M: Message> Registry<M> {
         self.rooms
             .iter()
             .map(|entry| {
-                let members = entry.members.lock();
-                (
-                    entry.key().clone(),
-                    members.subscribers.len(),
-                    members.publications,
-                )
+                // Counts, not the set: a room in the middle of a large fan-out holds
+                // its lock for milliseconds.
+                let (subscribers, publications) = entry.members.counts();
+                (entry.key().clone(), subscribers, publications)
             })
             .collect()
     }
