@@ -297,8 +297,8 @@ fn log_failure(room: &RoomName, cause: RetryCause, error: &BrokerError) {
 /// were queued.
 fn deliver(members: &SharedMembers, outgoing: &Outgoing, previous: Option<&Outgoing>) -> u64 {
     let seq = outgoing.seq();
+    members.count_publication();
     let mut members = members.lock();
-    members.publications += 1;
     let mut delivered = 0;
     let mut gone = Vec::new();
     let subscribers = &members.subscribers;
