@@ -16,6 +16,7 @@ mod report;
 mod run;
 mod sampler;
 mod scenario;
+mod send_floor;
 mod stats;
 mod topology;
 mod users;

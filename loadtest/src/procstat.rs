@@ -34,10 +34,15 @@ impl CpuTimes {
 
 /// CPU time of process `pid` (`None`: this process), if readable.
 pub fn cpu_times(pid: Option<u32>) -> Option<CpuTimes> {
-    let path = match pid {
-        Some(pid) => format!("/proc/{pid}/stat"),
-        None => "/proc/self/stat".to_owned(),
-    };
+    match pid {
+        Some(pid) => cpu_times_at(&format!("/proc/{pid}/stat")),
+        None => cpu_times_at("/proc/self/stat"),
+    }
+}
+
+/// CPU time from a `stat` file of `/proc` (a process's, or a thread's:
+/// `/proc/thread-self/stat`), if readable.
+pub fn cpu_times_at(path: &str) -> Option<CpuTimes> {
     let stat = std::fs::read_to_string(path).ok()?;
     // The command name (field 2) may contain spaces; the fields after it are fixed.
     let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
@@ -87,7 +92,10 @@ mod tests {
 
     #[test]
     fn this_process_is_readable() {
+        // This thread's time, read first, is part of the process's, read after.
+        let thread = cpu_times_at("/proc/thread-self/stat").unwrap();
         let times = cpu_times(None).unwrap();
+        assert!(thread.total() <= times.total());
         assert!(cpu_time(None).unwrap() >= times.total());
         assert!(resident_bytes(std::process::id()).unwrap() > 0);
         assert!(open_files_limit().unwrap() > 0);

@@ -44,6 +44,9 @@ pub struct Report {
     /// The publish function driven straight at Redis after the run (with
     /// `publish.redis_limit_secs`).
     pub redis_limit: Option<RedisLimit>,
+    /// The kernel's part of a delivery, measured after the run (with
+    /// `publish.send_floor_secs`).
+    pub send_floor: Option<SendFloor>,
     /// Figures per publish-rate step (with `rate_steps`).
     pub steps: Vec<Step>,
     /// Where latency degraded (with `rate_steps`).
@@ -357,6 +360,26 @@ pub struct RedisLimit {
     pub ratio: Option<f64>,
 }
 
+/// The scenario's deliveries of one instance written to bare loopback sockets, one
+/// `send` each (see `send_floor.rs`).
+#[derive(Debug, Serialize)]
+pub struct SendFloor {
+    /// How long it ran, seconds.
+    pub secs: f64,
+    /// Sockets written to (one instance's users).
+    pub sockets: usize,
+    /// Frames written.
+    pub sends: u64,
+    /// Frames a full socket refused (not counted as sends).
+    pub would_block: u64,
+    /// Bytes of each frame, WebSocket header included.
+    pub frame_bytes: usize,
+    /// CPU of the writing thread per frame, µs (user and system, from `/proc`).
+    pub cpu_us_per_send: f64,
+    /// The servers' CPU per delivery over this.
+    pub ratio: Option<f64>,
+}
+
 /// One publish-rate step.
 #[derive(Debug, Serialize)]
 pub struct Step {
@@ -561,6 +584,32 @@ impl Report {
                         .ratio
                         .map(|ratio| format!("; servers reached {ratio:.2} of it"))
                         .unwrap_or_default()
+                ),
+            );
+        }
+        if let Some(floor) = &self.send_floor {
+            let over = self
+                .server_cpu_per_delivery
+                .as_ref()
+                .map(|cpu| {
+                    format!(
+                        "; the servers' {:.2} µs per delivery is {:.2} µs over it ({:.2}×)",
+                        cpu.instances_us,
+                        cpu.instances_us - floor.cpu_us_per_send,
+                        floor.ratio.unwrap_or_default()
+                    )
+                })
+                .unwrap_or_default();
+            row(
+                "bare send (floor)",
+                format!(
+                    "{:.2} µs per {}-byte frame ({} sends to {} sockets in {:.1} s, {} refused){over}",
+                    floor.cpu_us_per_send,
+                    floor.frame_bytes,
+                    floor.sends,
+                    floor.sockets,
+                    floor.secs,
+                    floor.would_block
                 ),
             );
         }

@@ -9,11 +9,12 @@ use crate::publishers::{Plan, Publisher, Schedule, Tops};
 use crate::redis_limit;
 use crate::report::{
     ActionOutcome, CpuPerDelivery, CpuPerPublish, DeliveryFigures, Generator, Percentiles, Phases,
-    PublishFigures, RedisLimit, Report, RollFigures, RollStep, ServerFigures, Setup, Step,
-    UserFigures, Verdict, Worst, find_knee,
+    PublishFigures, RedisLimit, Report, RollFigures, RollStep, SendFloor, ServerFigures, Setup,
+    Step, UserFigures, Verdict, Worst, find_knee,
 };
 use crate::sampler::{Phase, Sampled, ServerSet, StepLog, sample};
 use crate::scenario::{Action, Roll, Scenario};
+use crate::send_floor;
 use crate::stats::Live;
 use crate::topology::{Topology, TopologyError};
 use crate::users::User;
@@ -127,6 +128,7 @@ pub async fn run(scenario: &Scenario, options: &Options) -> Result<Report, RunEr
     }
     while stopping.join_next().await.is_some() {}
     let redis_limit = measure_redis_limit(scenario, run.topology.as_ref()).await;
+    let send_floor = measure_send_floor(scenario, run.targets.len()).await;
     if let Some(topology) = run.topology {
         topology.shutdown().await;
     }
@@ -155,8 +157,31 @@ pub async fn run(scenario: &Scenario, options: &Options) -> Result<Report, RunEr
         limit.ratio = Some(report.publishes.per_second / limit.per_second.max(f64::EPSILON));
         limit
     });
+    report.send_floor = send_floor.map(|mut floor| {
+        floor.ratio = report
+            .server_cpu_per_delivery
+            .as_ref()
+            .map(|cpu| cpu.instances_us / floor.cpu_us_per_send.max(f64::EPSILON));
+        floor
+    });
     report.verdict = judge(scenario, &report);
     Ok(report)
+}
+
+/// With `publish.send_floor_secs`: one instance's deliveries written to bare sockets,
+/// once the users are gone (a failure is reported on stderr, not fatal).
+async fn measure_send_floor(scenario: &Scenario, targets: usize) -> Option<SendFloor> {
+    let secs = scenario.publish.send_floor_secs;
+    if secs <= 0.0 {
+        return None;
+    }
+    match send_floor::measure(send_floor::Plan::of(scenario, targets, secs)).await {
+        Ok(floor) => Some(floor),
+        Err(error) => {
+            eprintln!("roomcast-load: the bare-send measurement failed: {error}");
+            None
+        }
+    }
 }
 
 /// With `publish.redis_limit_secs`: the publish function driven straight at the spawned
@@ -679,6 +704,7 @@ fn assemble(a: Assembly<'_>) -> Report {
         server_cpu_per_delivery: CpuPerDelivery::of(&servers, a.published.delivered),
         cpu_per_publish: CpuPerPublish::of(&servers, acked),
         redis_limit: None,
+        send_floor: None,
         servers,
         knee: find_knee(&steps),
         steps,

@@ -124,6 +124,12 @@ pub struct Publish {
     /// sequence, beside what the servers reached. 0: not measured.
     #[serde(default)]
     pub redis_limit_secs: f64,
+    /// After the run, write the same deliveries as one instance (its users' rooms, the
+    /// scenario's rate and frame) to bare loopback sockets for this many seconds, one
+    /// `send` per frame: the kernel's part of a delivery on this machine now, beside
+    /// what the servers spent. 0: not measured.
+    #[serde(default)]
+    pub send_floor_secs: f64,
 }
 
 impl Default for Publish {
@@ -137,6 +143,7 @@ impl Default for Publish {
             message_bytes: default_message_bytes(),
             in_flight: 0,
             redis_limit_secs: 0.0,
+            send_floor_secs: 0.0,
         }
     }
 }
@@ -296,6 +303,13 @@ impl Scenario {
         if publish.redis_limit_secs > 0.0 && !self.spawn.as_ref().is_some_and(|spawn| spawn.redis) {
             return fail("`publish.redis_limit_secs` drives the spawned Redis: it needs `[spawn]`");
         }
+        if publish.send_floor_secs > 0.0
+            && !(publish.rate_per_room > 0.0 && publish.rate_steps.is_empty())
+        {
+            return fail(
+                "`publish.send_floor_secs` replays a constant rate: it needs `publish.rate_per_room` and no `rate_steps`",
+            );
+        }
         if self.roll.is_some() && !self.spawn.as_ref().is_some_and(|spawn| spawn.redis) {
             return fail("`[roll]` restarts spawned instances: it needs `[spawn]` with Redis");
         }
@@ -408,5 +422,13 @@ mod tests {
             Scenario::parse(&format!("{MINIMAL}\n[roll]\nat_secs = 5")).is_err(),
             "a roll without spawned instances"
         );
+        let floor = |publish: &str| Scenario::parse(&format!("{MINIMAL}\n[publish]\n{publish}"));
+        assert!(
+            floor("send_floor_secs = 5").is_err(),
+            "a floor needs a rate to replay"
+        );
+        assert!(floor("send_floor_secs = 5\nin_flight = 4").is_err());
+        assert!(floor("send_floor_secs = 5\nrate_steps = [1.0, 2.0]").is_err());
+        assert!(floor("send_floor_secs = 5\nrate_per_room = 2.0").is_ok());
     }
 }
