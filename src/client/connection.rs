@@ -6,13 +6,14 @@ use crate::protocol::{ClientFrame, CloseCode, Encoded, Encoding, ServerFrame};
 use crate::transport::websocket;
 use futures_util::{SinkExt, StreamExt};
 use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
 use std::time::Duration;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -56,6 +57,18 @@ impl Connection {
         headers: &[(&str, &str)],
         local: Option<IpAddr>,
     ) -> Result<Connection, ClientError> {
+        Self::connect_trusting(url, encoding, headers, local, None).await
+    }
+
+    /// Like [`Connection::connect_from`]; a `wss://` URL trusts the CA certificates of
+    /// the PEM file `ca_file` instead of the system's roots.
+    pub async fn connect_trusting(
+        url: &str,
+        encoding: Option<Encoding>,
+        headers: &[(&str, &str)],
+        local: Option<IpAddr>,
+        ca_file: Option<&Path>,
+    ) -> Result<Connection, ClientError> {
         let mut request = url
             .into_client_request()
             .map_err(|e| ClientError::Connect(e.to_string()))?;
@@ -77,19 +90,22 @@ impl Connection {
             .read_buffer_size(4096)
             .write_buffer_size(0);
         let connect_error = |e: &dyn std::fmt::Display| ClientError::Connect(e.to_string());
+        // Only a wss:// URL needs (and loads) TLS settings; tungstenite uses them then.
+        let tls = match request.uri().scheme_str() {
+            Some("wss") => Some(Connector::Rustls(super::tls::client_config(ca_file)?)),
+            _ => None,
+        };
         let (socket, response) = match local {
-            None => tokio_tungstenite::connect_async_with_config(request, Some(config), true)
-                .await
-                .map_err(|e| connect_error(&e))?,
+            None => {
+                tokio_tungstenite::connect_async_tls_with_config(request, Some(config), true, tls)
+                    .await
+                    .map_err(|e| connect_error(&e))?
+            }
             Some(local) => {
                 let stream = tcp_from(request.uri(), local).await?;
-                tokio_tungstenite::client_async_with_config(
-                    request,
-                    MaybeTlsStream::Plain(stream),
-                    Some(config),
-                )
-                .await
-                .map_err(|e| connect_error(&e))?
+                tokio_tungstenite::client_async_tls_with_config(request, stream, Some(config), tls)
+                    .await
+                    .map_err(|e| connect_error(&e))?
             }
         };
         let negotiated = response

@@ -5,7 +5,9 @@
 //! The session opens without rooms: the [`super::Client`] subscribes (and resumes) with
 //! posted `subscribe` frames, exactly as over WebSocket.
 //!
-//! Plain `http` only (a `ws://` URL): a `wss://` URL does not fall back.
+//! A `ws://` URL falls back to `http://`, a `wss://` URL to `https://` at the same host
+//! and port, trusting what the WebSocket would (the system's roots, or
+//! [`super::ClientConfig::tls_ca_file`]).
 
 use super::{ClientError, Received};
 use crate::protocol::{ClientFrame, Encoded, Encoding, ServerFrame};
@@ -14,7 +16,10 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
 
 /// Longest a single event may grow while it is being read (a bound against a server
 /// that never ends one).
@@ -22,8 +27,8 @@ const MAX_EVENT_BYTES: usize = 64 << 20;
 
 /// An open event stream and the way to post to it.
 pub struct EventConnection {
-    /// `host:port` of the server.
-    authority: String,
+    /// Where the server is, and how to reach it.
+    server: Server,
     /// `/sse` (or the path the WebSocket URL implies).
     path: String,
     headers: Vec<(String, String)>,
@@ -39,15 +44,25 @@ pub struct EventConnection {
 
 impl EventConnection {
     /// Opens `GET /sse` at the server of the WebSocket URL `url` (`ws://host:port/ws`
-    /// becomes `http://host:port/sse`), with `headers` (e.g. authorization) on every
-    /// request.
+    /// becomes `http://host:port/sse`, `wss://` becomes `https://`), with `headers`
+    /// (e.g. authorization) on every request.
     pub async fn connect(
         url: &str,
         headers: &[(String, String)],
     ) -> Result<EventConnection, ClientError> {
-        let (authority, path) = event_stream_url(url)?;
-        let mut sender = open(&authority).await?;
-        let request = request(&authority, headers, "GET", &path, Bytes::new())?;
+        Self::connect_trusting(url, headers, None).await
+    }
+
+    /// Like [`EventConnection::connect`]; over `https://`, trusting the CA certificates
+    /// of the PEM file `ca_file` instead of the system's roots.
+    pub async fn connect_trusting(
+        url: &str,
+        headers: &[(String, String)],
+        ca_file: Option<&Path>,
+    ) -> Result<EventConnection, ClientError> {
+        let (server, path) = event_stream_url(url, ca_file)?;
+        let mut sender = server.open().await?;
+        let request = request(&server.authority, headers, "GET", &path, Bytes::new())?;
         let response = sender
             .send_request(request)
             .await
@@ -59,7 +74,7 @@ impl EventConnection {
             )));
         }
         Ok(EventConnection {
-            authority,
+            server,
             path,
             headers: headers.to_vec(),
             body: response.into_body(),
@@ -80,10 +95,12 @@ impl EventConnection {
         let path = format!("{}/{session}", self.path);
         let text = Encoding::Json.encode(frame);
         let body = Bytes::copy_from_slice(text.as_bytes());
-        let request = request(&self.authority, &self.headers, "POST", &path, body)?;
+        let request = request(&self.server.authority, &self.headers, "POST", &path, body)?;
         let mut sender = match self.poster.take() {
             Some(sender) if !sender.is_closed() => sender,
-            _ => open(&self.authority)
+            _ => self
+                .server
+                .open()
                 .await
                 .map_err(|e| ClientError::Io(e.to_string()))?,
         };
@@ -173,13 +190,42 @@ fn close_code(data: &str) -> Option<u16> {
         .and_then(|code| u16::try_from(code).ok())
 }
 
-/// A new HTTP/1.1 connection to `authority`.
-async fn open(authority: &str) -> Result<SendRequest<Full<Bytes>>, ClientError> {
-    let tcp = tokio::net::TcpStream::connect(authority)
-        .await
-        .map_err(|e| ClientError::Connect(e.to_string()))?;
-    let _ = tcp.set_nodelay(true);
-    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+/// The server of an event stream.
+struct Server {
+    /// `host:port`.
+    authority: String,
+    /// The host name TLS checks the certificate against; with `tls` only.
+    host: String,
+    /// `https://`: the TLS settings.
+    tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+impl Server {
+    /// A new HTTP/1.1 connection to the server.
+    async fn open(&self) -> Result<SendRequest<Full<Bytes>>, ClientError> {
+        let tcp = tokio::net::TcpStream::connect(&self.authority)
+            .await
+            .map_err(|e| ClientError::Connect(e.to_string()))?;
+        let _ = tcp.set_nodelay(true);
+        let Some(tls) = &self.tls else {
+            return handshake(tcp).await;
+        };
+        let name = rustls::pki_types::ServerName::try_from(self.host.clone())
+            .map_err(|e| ClientError::Connect(format!("{}: {e}", self.host)))?;
+        let stream = tokio_rustls::TlsConnector::from(tls.clone())
+            .connect(name, tcp)
+            .await
+            .map_err(|e| ClientError::Connect(format!("TLS: {e}")))?;
+        handshake(stream).await
+    }
+}
+
+/// HTTP/1.1 over `stream`, its connection driven by a task of its own.
+async fn handshake<S>(stream: S) -> Result<SendRequest<Full<Bytes>>, ClientError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| ClientError::Connect(e.to_string()))?;
     tokio::spawn(connection);
@@ -211,25 +257,37 @@ fn request(
 }
 
 /// `host:port` and the event stream path of a WebSocket URL.
-fn event_stream_url(url: &str) -> Result<(String, String), ClientError> {
+fn event_stream_url(url: &str, ca_file: Option<&Path>) -> Result<(Server, String), ClientError> {
     let uri: hyper::Uri = url
         .parse()
         .map_err(|e: hyper::http::uri::InvalidUri| ClientError::Connect(e.to_string()))?;
-    match uri.scheme_str() {
-        Some("ws" | "http") => {}
+    let (secure, default_port) = match uri.scheme_str() {
+        Some("ws" | "http") => (false, 80),
+        Some("wss" | "https") => (true, 443),
         other => {
             return Err(ClientError::Connect(format!(
-                "Server-Sent Events need a ws:// or http:// URL, not {other:?}"
+                "Server-Sent Events need a ws://, wss://, http:// or https:// URL, not {other:?}"
             )));
         }
-    }
+    };
     let host = uri
         .host()
         .ok_or_else(|| ClientError::Connect(format!("no host in {url}")))?;
-    let authority = format!("{host}:{}", uri.port_u16().unwrap_or(80));
+    let authority = format!("{host}:{}", uri.port_u16().unwrap_or(default_port));
     let path = uri.path().trim_end_matches('/');
     let path = path.strip_suffix("/ws").unwrap_or(path);
-    Ok((authority, format!("{path}/sse")))
+    let server = Server {
+        authority,
+        // An IPv6 literal is bracketed in a URL, not in a certificate.
+        host: host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned(),
+        tls: secure
+            .then(|| super::tls::client_config(ca_file))
+            .transpose()?,
+    };
+    Ok((server, format!("{path}/sse")))
 }
 
 #[cfg(test)]
@@ -238,13 +296,27 @@ mod tests {
 
     #[test]
     fn websocket_urls_map_to_event_stream_urls() {
-        let url = |u: &str| event_stream_url(u).map_err(|e| e.to_string());
+        let url = |u: &str| {
+            event_stream_url(u, None)
+                .map(|(server, path)| (server.authority, server.tls.is_some(), path))
+                .map_err(|e| e.to_string())
+        };
         assert_eq!(
             url("ws://127.0.0.1:8080/ws"),
-            Ok(("127.0.0.1:8080".into(), "/sse".into()))
+            Ok(("127.0.0.1:8080".into(), false, "/sse".into()))
         );
-        assert_eq!(url("ws://h/a/ws/"), Ok(("h:80".into(), "/a/sse".into())));
-        assert!(url("wss://h/ws").is_err());
+        assert_eq!(
+            url("ws://h/a/ws/"),
+            Ok(("h:80".into(), false, "/a/sse".into()))
+        );
+        assert_eq!(url("wss://h/ws"), Ok(("h:443".into(), true, "/sse".into())));
+        assert_eq!(
+            url("wss://h:8443/x/ws"),
+            Ok(("h:8443".into(), true, "/x/sse".into()))
+        );
+        let (server, _) = event_stream_url("wss://[::1]:9/ws", None).unwrap();
+        assert_eq!(server.host, "::1");
+        assert!(url("ftp://h/ws").is_err());
         assert_eq!(
             close_code(r#"{"type":"close","code":1012,"reason":"service_restart"}"#),
             Some(1012)

@@ -15,6 +15,7 @@
 mod connection;
 mod events;
 mod session;
+mod tls;
 
 pub use connection::{Connection, Received};
 pub use events::EventConnection;
@@ -76,9 +77,13 @@ pub struct ClientConfig {
     /// Local address to connect from (`None`: the system's choice).
     pub local_address: Option<std::net::IpAddr>,
     /// When a WebSocket cannot connect to a URL (refused upgrade, a proxy that blocks
-    /// it), try Server-Sent Events at the same server (`ws://` URLs only). Frames are
-    /// JSON there whatever `encoding` says. Default: on.
+    /// it), try Server-Sent Events at the same server (`http://` for a `ws://` URL,
+    /// `https://` for `wss://`). Frames are JSON there whatever `encoding` says.
+    /// Default: on.
     pub sse_fallback: bool,
+    /// A PEM file of CA certificates to trust for `wss://` (and the `https://` event
+    /// stream) instead of the system's roots, e.g. a private CA. `None`: the system's.
+    pub tls_ca_file: Option<std::path::PathBuf>,
 }
 
 impl ClientConfig {
@@ -94,6 +99,7 @@ impl ClientConfig {
             event_buffer: 4096,
             local_address: None,
             sse_fallback: true,
+            tls_ca_file: None,
         }
     }
 }

@@ -301,14 +301,21 @@ async fn connect(config: &ClientConfig, url: &str) -> Result<(Link, String, Stri
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
-    let websocket =
-        Connection::connect_from(url, Some(config.encoding), &headers, config.local_address).await;
+    let ca_file = config.tls_ca_file.as_deref();
+    let websocket = Connection::connect_trusting(
+        url,
+        Some(config.encoding),
+        &headers,
+        config.local_address,
+        ca_file,
+    )
+    .await;
     let mut link = match websocket {
         Ok(connection) => Link::WebSocket(Box::new(connection)),
         Err(ClientError::Connect(reason)) if config.sse_fallback => {
             tracing::debug!(url, %reason, "WebSocket cannot connect; trying Server-Sent Events");
             Link::Events(Box::new(
-                EventConnection::connect(url, &config.headers).await?,
+                EventConnection::connect_trusting(url, &config.headers, ca_file).await?,
             ))
         }
         Err(err) => return Err(err),

@@ -725,3 +725,74 @@ async fn the_rust_client_falls_back_to_sse_behind_a_proxy_that_refuses_upgrades(
     client.stop().await;
     server.stop().await;
 }
+
+/// The same over TLS: a `wss://` URL whose proxy (terminating TLS with a private CA's
+/// certificate) refuses upgrades falls back to `https://` Server-Sent Events, trusting
+/// the CA file the client was given, and a client without it connects to nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rust_client_falls_back_to_sse_over_tls_trusting_its_ca_file() {
+    use crate::support::TestClient;
+    use crate::support::proxy::UpgradeBlockingProxy;
+    use crate::support::tls::TestCa;
+    use roomcast::client::{Client, ClientConfig, Event};
+    use roomcast::protocol::Encoding;
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let ca = TestCa::new("sse-fallback");
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(ca.server_cert())
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let key = PrivateKeyDer::from_pem_file(ca.server_key()).unwrap();
+    let tls = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+    let server = TestServer::start().await;
+    let proxy = UpgradeBlockingProxy::start_tls(
+        server.addr(),
+        tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(tls)),
+    )
+    .await;
+    let port = proxy.addr.rsplit(':').next().unwrap().to_owned();
+    let url = format!("wss://localhost:{port}/ws");
+
+    // Without the CA the certificate is not trusted: neither transport connects, and
+    // the client keeps trying (a publish times out rather than being acknowledged).
+    let mut untrusting = ClientConfig::new(url.clone());
+    untrusting.request_timeout = Duration::from_millis(600);
+    let (client, mut events) = Client::start(untrusting);
+    assert!(client.publish("tls", json!({"n": 0}), None).await.is_err());
+    while let Ok(event) = events.try_recv() {
+        assert!(!matches!(event, Event::Connected { .. }), "{event:?}");
+    }
+    client.stop().await;
+    let refused_untrusted = proxy.refused();
+
+    let mut config = ClientConfig::new(url);
+    config.tls_ca_file = Some(ca.ca_cert().into());
+    let (client, mut events) = Client::start(config);
+    client.subscribe("tls").await.unwrap();
+    let ack = client.publish("tls", json!({"n": 1}), None).await.unwrap();
+    assert_eq!(ack.position.seq, 1, "a publish posted over https");
+    let mut publisher = TestClient::connect(&server.url, Encoding::Json).await;
+    publisher.publish("tls", json!({"n": 2}), None).await;
+    let (mut ns, mut transports) = (Vec::new(), Vec::new());
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while ns.len() < 2 {
+        assert!(tokio::time::Instant::now() < deadline, "received {ns:?}");
+        match tokio::time::timeout(Duration::from_millis(50), events.recv()).await {
+            Ok(Some(Event::Message { data, .. })) => ns.push(data["n"].as_u64().unwrap()),
+            Ok(Some(Event::Connected { transport, .. })) => transports.push(transport),
+            _ => {}
+        }
+    }
+    assert_eq!(ns, vec![1, 2], "every message once, in order");
+    assert_eq!(transports, vec!["sse"]);
+    assert!(
+        proxy.refused() > refused_untrusted,
+        "WebSocket was tried first, over TLS"
+    );
+    client.stop().await;
+    server.stop().await;
+}

@@ -114,6 +114,22 @@ pub struct UpgradeBlockingProxy {
 impl UpgradeBlockingProxy {
     /// Proxies `upstream` (`host:port`).
     pub async fn start(upstream: String) -> UpgradeBlockingProxy {
+        Self::start_with(upstream, None).await
+    }
+
+    /// Proxies `upstream` (plain) behind TLS with `acceptor`'s certificate, as a
+    /// terminating proxy or load balancer does.
+    pub async fn start_tls(
+        upstream: String,
+        acceptor: tokio_rustls::TlsAcceptor,
+    ) -> UpgradeBlockingProxy {
+        Self::start_with(upstream, Some(acceptor)).await
+    }
+
+    async fn start_with(
+        upstream: String,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> UpgradeBlockingProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         let refused = Arc::new(AtomicU64::new(0));
@@ -121,7 +137,17 @@ impl UpgradeBlockingProxy {
         let (count, tracked) = (refused.clone(), connections.clone());
         let task = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
-                let handle = tokio::spawn(pass_or_refuse(client, upstream.clone(), count.clone()));
+                let (upstream, count, tls) = (upstream.clone(), count.clone(), tls.clone());
+                let handle = tokio::spawn(async move {
+                    match tls {
+                        None => pass_or_refuse(client, upstream, count).await,
+                        Some(tls) => {
+                            if let Ok(client) = tls.accept(client).await {
+                                pass_or_refuse(client, upstream, count).await;
+                            }
+                        }
+                    }
+                });
                 tracked.lock().unwrap().push(handle);
             }
         });
@@ -154,7 +180,10 @@ impl Drop for UpgradeBlockingProxy {
 }
 
 /// Reads the request head; refuses an upgrade, else pipes both ways.
-async fn pass_or_refuse(mut client: TcpStream, upstream: String, refused: Arc<AtomicU64>) {
+async fn pass_or_refuse<C>(mut client: C, upstream: String, refused: Arc<AtomicU64>)
+where
+    C: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let mut head = Vec::new();
     let mut buf = [0u8; 4096];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") {
