@@ -106,7 +106,11 @@ const LABELLED_COUNTERS: &[(&str, &str, &[&str])] = &[
         &["publish", "history", "reset_epoch"],
     ),
     ("roomcast_tls_reloads_total", "result", &["ok", "failed"]),
-    ("roomcast_fanin_dropped_total", "queue", FANIN_QUEUES),
+    (
+        "roomcast_fanin_dropped_total",
+        "queue",
+        &["events", "rooms", "shard_pushes"],
+    ),
 ];
 
 /// The bounded fan-in queues (see `broker::event_channel` and `room::inbox`).
@@ -334,7 +338,7 @@ fn describe() {
     );
     describe_counter!(
         "roomcast_fanin_dropped_total",
-        "Publications dropped at a full fan-in queue, by queue; each one's room then fills from the replay buffer."
+        "Publications dropped at a full fan-in queue, by queue (`shard_pushes`: a Redis Cluster Pub/Sub connection's queue); each one's room then fills from the replay buffer."
     );
     describe_counter!(
         "roomcast_room_resets_total",

@@ -22,9 +22,56 @@ use crate::broker::{BrokerError, BrokerEvent, EventSender, ResyncScope};
 use redis::aio::MultiplexedConnection;
 use redis::{PushInfo, PushKind, Value};
 use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
+
+/// Pushes of one connection (sharded messages, unsubscribes, its end) that may wait
+/// between the client library's reader and this task. The task hands each on at once
+/// (to the bounded event channel, never waiting), so the queue fills only while the task
+/// cannot run; past the bound a push is dropped, counted, and every room of the master
+/// is resynced from the replay buffers once the task runs again.
+const PUSH_QUEUE: usize = 4096;
+
+/// The sending half of a connection's push queue, as the client library calls it: it
+/// never waits, and records a drop at the bound.
+fn push_queue(capacity: usize) -> (impl redis::aio::AsyncPushSender, Pushes) {
+    let (sender, receiver) = mpsc::channel(capacity);
+    let dropped = Arc::new(AtomicBool::new(false));
+    let flag = dropped.clone();
+    let push = move |push: PushInfo| match sender.try_send(push) {
+        Ok(()) => Ok(()),
+        Err(TrySendError::Full(_)) => {
+            flag.store(true, Ordering::Release);
+            metrics::counter!("roomcast_fanin_dropped_total", "queue" => "shard_pushes")
+                .increment(1);
+            Err(())
+        }
+        Err(TrySendError::Closed(_)) => Err(()),
+    };
+    (push, Pushes { receiver, dropped })
+}
+
+/// The receiving half of a connection's push queue. Ends when the client library drops
+/// its sender (after the connection's end, whose push may itself have been dropped).
+pub struct Pushes {
+    receiver: mpsc::Receiver<PushInfo>,
+    dropped: Arc<AtomicBool>,
+}
+
+impl Pushes {
+    async fn recv(&mut self) -> Option<PushInfo> {
+        self.receiver.recv().await
+    }
+
+    /// Whether a push was dropped since the last call.
+    fn take_dropped(&self) -> bool {
+        self.dropped.swap(false, Ordering::AcqRel)
+    }
+}
 
 /// What the cluster coordinator asks of a shard task.
 pub enum ShardCmd {
@@ -113,11 +160,9 @@ impl Shard {
         subscriber::run(session, min, max).await;
     }
 
-    async fn connect(
-        &self,
-    ) -> Result<(MultiplexedConnection, mpsc::UnboundedReceiver<PushInfo>), String> {
+    async fn connect(&self) -> Result<(MultiplexedConnection, Pushes), String> {
         let client = super::client(&self.url, &self.settings).map_err(|e| e.to_string())?;
-        let (pushes_tx, pushes) = mpsc::unbounded_channel();
+        let (pushes_tx, pushes) = push_queue(PUSH_QUEUE);
         let config = redis::AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.settings.connect_timeout))
             .set_response_timeout(Some(self.settings.command_timeout))
@@ -166,7 +211,7 @@ impl Shard {
         &self,
         state: &mut State,
         mut connection: MultiplexedConnection,
-        mut pushes: mpsc::UnboundedReceiver<PushInfo>,
+        mut pushes: Pushes,
         commands: &mut mpsc::UnboundedReceiver<ShardCmd>,
     ) -> Option<Lost> {
         state.last_probe = Instant::now();
@@ -180,6 +225,10 @@ impl Shard {
                     let Some(push) = push else { return Some("connection closed".into()) };
                     if let Some(why) = self.on_push(state, push) {
                         return Some(why);
+                    }
+                    if pushes.take_dropped() {
+                        tracing::warn!(master = %self.master, "Pub/Sub messages arrived faster than this instance took them; its rooms fill what was dropped from the replay buffers");
+                        self.resync(state.assigned.iter());
                     }
                 }
                 command = commands.recv() => {
@@ -427,7 +476,7 @@ struct Live {
 }
 
 impl Session for Live {
-    type Connection = (MultiplexedConnection, mpsc::UnboundedReceiver<PushInfo>);
+    type Connection = (MultiplexedConnection, Pushes);
 
     async fn connect(&mut self) -> Result<Self::Connection, String> {
         self.shard.connect().await
@@ -470,5 +519,36 @@ fn confirms(value: &Value, kind: PushKind, channel: &str) -> bool {
                 && matches!(data.first(), Some(Value::BulkString(c)) if c.as_slice() == channel.as_bytes())
         }
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use redis::aio::AsyncPushSender;
+
+    fn message(n: i64) -> PushInfo {
+        PushInfo {
+            kind: PushKind::SMessage,
+            data: vec![Value::Int(n)],
+        }
+    }
+
+    #[tokio::test]
+    async fn a_full_push_queue_drops_records_it_once_and_keeps_the_order() {
+        let (sender, mut pushes) = push_queue(2);
+        assert!(sender.send(message(1)).is_ok());
+        assert!(sender.send(message(2)).is_ok());
+        assert!(!pushes.take_dropped());
+        assert!(sender.send(message(3)).is_err(), "the bound holds");
+        assert!(pushes.take_dropped());
+        assert!(!pushes.take_dropped(), "reported once");
+        for n in [1, 2] {
+            assert_eq!(pushes.recv().await.unwrap().data, vec![Value::Int(n)]);
+        }
+        assert!(sender.send(message(4)).is_ok(), "room again once taken");
+        drop(sender);
+        assert_eq!(pushes.recv().await.unwrap().data, vec![Value::Int(4)]);
+        assert!(pushes.recv().await.is_none(), "ends with the sender");
     }
 }
