@@ -4,7 +4,7 @@
 import { spawn } from 'node:child_process';
 import { createHmac, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
-import { createReadStream, existsSync, rmSync, statSync } from 'node:fs';
+import { createReadStream, existsSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { createServer } from 'node:http';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
@@ -124,11 +124,34 @@ class Proc {
     });
   }
 
-  /** Sends a signal by PID; with SIGKILL/SIGTERM, waits for the exit. */
+  /**
+   * Sends a signal by PID; with SIGKILL/SIGTERM, waits for the exit; with SIGSTOP, until
+   * every thread is stopped (the kernel stops each one at its next return from the
+   * kernel: on a loaded machine a thread can run on for a while after kill() returns,
+   * and a test that freezes a server must not see it answer afterwards).
+   */
   async kill(signal = 'SIGKILL', ms = 10_000) {
     if (!running.has(this.pid)) return;
     process.kill(this.pid, signal);
     if (signal === 'SIGKILL' || signal === 'SIGTERM') await withTimeout(this.exited, ms, `${this.name} exit`);
+    if (signal === 'SIGSTOP') await withTimeout(allThreadsStopped(this.pid), ms, `${this.name} stopped`);
+  }
+}
+
+/** Resolves once every thread of `pid` is in the stopped state (`T` in /proc). */
+async function allThreadsStopped(pid) {
+  const stateOf = (task) => {
+    try {
+      const stat = readFileSync(`/proc/${pid}/task/${task}/stat`, 'utf8');
+      return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+    } catch {
+      return 'T'; // the thread is gone
+    }
+  };
+  for (;;) {
+    const tasks = readdirSync(`/proc/${pid}/task`);
+    if (tasks.every((task) => stateOf(task) === 'T')) return;
+    await new Promise((resolve) => setTimeout(resolve, 2));
   }
 }
 
