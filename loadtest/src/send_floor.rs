@@ -28,6 +28,9 @@ use tokio::task::JoinSet;
 
 /// How often the sender wakes up to write what is due (as the publishers do).
 const TICK: Duration = Duration::from_millis(5);
+/// Least CPU the sender must have used for its figure to count: `/proc` gives thread
+/// times in ticks of 10 ms, so this keeps the rounding within 2 %.
+const MIN_CPU: Duration = Duration::from_millis(500);
 
 /// What the floor reproduces of a scenario.
 #[derive(Debug, Clone)]
@@ -42,6 +45,8 @@ pub struct Plan {
     pub frame: Vec<u8>,
     /// How long to measure.
     pub secs: f64,
+    /// Least CPU the sender must use for the figure to count ([`MIN_CPU`]).
+    pub min_cpu: Duration,
 }
 
 impl Plan {
@@ -60,6 +65,7 @@ impl Plan {
             rate_per_room: scenario.publish.rate_per_room,
             frame: delivery_frame(scenario),
             secs,
+            min_cpu: MIN_CPU,
         }
     }
 }
@@ -127,6 +133,22 @@ pub async fn measure(plan: Plan) -> Result<SendFloor, String> {
         .map_err(|e| e.to_string())?
         .map_err(|_| "the sending thread panicked".to_owned())??;
     while readers.join_next().await.is_some() {}
+    if sent.would_block > 0 {
+        return Err(format!(
+            "{} of {} writes found a full socket: the readers fell behind, so this is not a floor",
+            sent.would_block,
+            sent.sends + sent.would_block
+        ));
+    }
+    // /proc counts in ticks of 10 ms: below a second of CPU the figure is too coarse.
+    if sent.cpu.total() < sent.min_cpu {
+        return Err(format!(
+            "{:?} of CPU in {} sends is too little to measure (needs {:?}): raise publish.send_floor_secs",
+            sent.cpu.total(),
+            sent.sends,
+            sent.min_cpu
+        ));
+    }
     let received = received.load(Ordering::Relaxed);
     if received != sent.bytes {
         return Err(format!(
@@ -138,7 +160,6 @@ pub async fn measure(plan: Plan) -> Result<SendFloor, String> {
         secs: sent.secs,
         sockets: sent.sockets,
         sends: sent.sends,
-        would_block: sent.would_block,
         frame_bytes: sent.frame_bytes,
         cpu_us_per_send: sent.cpu.total().as_secs_f64() * 1e6 / sent.sends.max(1) as f64,
         ratio: None,
@@ -161,6 +182,7 @@ struct Sent {
     would_block: u64,
     bytes: u64,
     frame_bytes: usize,
+    min_cpu: Duration,
     cpu: CpuTimes,
 }
 
@@ -190,8 +212,14 @@ fn send(plan: &Plan, sockets: Vec<StdTcpStream>) -> Result<Sent, String> {
                 // Non-blocking (tokio made them so): one `send` each, as a server's
                 // delivery to a parked socket is.
                 match (&sockets[socket]).write(&plan.frame) {
-                    Ok(n) => {
+                    Ok(n) if n == plan.frame.len() => {
                         sends += 1;
+                        bytes += n as u64;
+                    }
+                    // A full socket: its reader fell behind, and what such a write costs
+                    // is not a delivery's cost (refused below).
+                    Ok(n) => {
+                        would_block += 1;
                         bytes += n as u64;
                     }
                     Err(err) if err.kind() == io::ErrorKind::WouldBlock => would_block += 1,
@@ -209,6 +237,7 @@ fn send(plan: &Plan, sockets: Vec<StdTcpStream>) -> Result<Sent, String> {
         would_block,
         bytes,
         frame_bytes: plan.frame.len(),
+        min_cpu: plan.min_cpu,
         cpu,
     })
 }
@@ -283,14 +312,22 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn every_byte_written_is_read_and_the_sends_follow_the_rate() {
         let scenario = scenario("msgpack", 100);
-        let plan = Plan::of(&scenario, 1, 0.5);
+        let mut plan = Plan::of(&scenario, 1, 0.5);
+        // Far less CPU than a figure needs (see the next test): the accounting is checked.
+        plan.min_cpu = Duration::ZERO;
         let frame_bytes = plan.frame.len();
         let floor = measure(plan).await.unwrap();
         // 4 rooms × 40/s × 0.5 s = 80 publications of 5 subscribers each (2 rooms a user,
         // 10 users, 4 rooms), give or take the last tick.
-        assert_eq!(floor.would_block, 0);
         assert!((300..=440).contains(&floor.sends), "{} sends", floor.sends);
         assert_eq!((floor.sockets, floor.frame_bytes), (10, frame_bytes));
         assert!(floor.cpu_us_per_send.is_finite() && floor.cpu_us_per_send >= 0.0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_measurement_too_short_to_read_is_refused() {
+        let plan = Plan::of(&scenario("json", 100), 1, 0.2);
+        let error = measure(plan).await.unwrap_err();
+        assert!(error.contains("too little to measure"), "{error}");
     }
 }

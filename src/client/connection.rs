@@ -239,8 +239,7 @@ async fn tcp_from(
     local: IpAddr,
 ) -> Result<tokio::net::TcpStream, ClientError> {
     let connect_error = |e: std::io::Error| ClientError::Connect(e.to_string());
-    let host = uri.host().unwrap_or("127.0.0.1").to_owned();
-    let port = uri.port_u16().unwrap_or(80);
+    let (host, port) = host_and_port(uri);
     let remote = tokio::net::lookup_host((host.as_str(), port))
         .await
         .map_err(connect_error)?
@@ -258,4 +257,35 @@ async fn tcp_from(
     let stream = socket.connect(remote).await.map_err(connect_error)?;
     let _ = stream.set_nodelay(true);
     Ok(stream)
+}
+
+/// The host (an IPv6 literal without its brackets, as an address lookup wants it) and
+/// the port of a WebSocket URL, 443 by default for `wss://` and 80 otherwise.
+fn host_and_port(uri: &tokio_tungstenite::tungstenite::http::Uri) -> (String, u16) {
+    let host = uri
+        .host()
+        .unwrap_or("127.0.0.1")
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    let default_port = if uri.scheme_str() == Some("wss") {
+        443
+    } else {
+        80
+    };
+    (host, uri.port_u16().unwrap_or(default_port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_and_ports_of_websocket_urls() {
+        let of = |url: &str| host_and_port(&url.parse().unwrap());
+        assert_eq!(of("ws://h/ws"), ("h".into(), 80));
+        assert_eq!(of("wss://h/ws"), ("h".into(), 443));
+        assert_eq!(of("wss://h:8443/ws"), ("h".into(), 8443));
+        assert_eq!(of("ws://[::1]:9000/ws"), ("::1".into(), 9000));
+    }
 }

@@ -32,27 +32,38 @@ use tokio::time::Instant;
 /// Pushes of one connection (sharded messages, unsubscribes, its end) that may wait
 /// between the client library's reader and this task. The task hands each on at once
 /// (to the bounded event channel, never waiting), so the queue fills only while the task
-/// cannot run; past the bound a push is dropped, counted, and every room of the master
-/// is resynced from the replay buffers once the task runs again.
+/// is busy elsewhere (subscribing, or not scheduled); past the bound a push is dropped,
+/// counted, and every room of the master is resynced from the replay buffers once the
+/// task looks again.
 const PUSH_QUEUE: usize = 4096;
 
 /// The sending half of a connection's push queue, as the client library calls it: it
-/// never waits, and records a drop at the bound.
+/// never waits, and records a drop at the bound. The library also copies the reply of
+/// each subscribe here; the task has no use for those (it reads the reply itself), so
+/// they are not queued: a reconnect that subscribes thousands of channels in a row, the
+/// task awaiting each reply, would otherwise fill the queue with them.
 fn push_queue(capacity: usize) -> (impl redis::aio::AsyncPushSender, Pushes) {
     let (sender, receiver) = mpsc::channel(capacity);
     let dropped = Arc::new(AtomicBool::new(false));
     let flag = dropped.clone();
-    let push = move |push: PushInfo| match sender.try_send(push) {
+    let push = move |push: PushInfo| match push.kind {
+        PushKind::Subscribe | PushKind::PSubscribe | PushKind::SSubscribe => Ok(()),
+        _ => queue(&sender, &flag, push),
+    };
+    (push, Pushes { receiver, dropped })
+}
+
+fn queue(sender: &mpsc::Sender<PushInfo>, dropped: &AtomicBool, push: PushInfo) -> Result<(), ()> {
+    match sender.try_send(push) {
         Ok(()) => Ok(()),
         Err(TrySendError::Full(_)) => {
-            flag.store(true, Ordering::Release);
+            dropped.store(true, Ordering::Release);
             metrics::counter!("roomcast_fanin_dropped_total", "queue" => "shard_pushes")
                 .increment(1);
             Err(())
         }
         Err(TrySendError::Closed(_)) => Err(()),
-    };
-    (push, Pushes { receiver, dropped })
+    }
 }
 
 /// The receiving half of a connection's push queue. Ends when the client library drops
@@ -226,10 +237,7 @@ impl Shard {
                     if let Some(why) = self.on_push(state, push) {
                         return Some(why);
                     }
-                    if pushes.take_dropped() {
-                        tracing::warn!(master = %self.master, "Pub/Sub messages arrived faster than this instance took them; its rooms fill what was dropped from the replay buffers");
-                        self.resync(state.assigned.iter());
-                    }
+                    self.resync_if_dropped(state, &pushes);
                 }
                 command = commands.recv() => {
                     let command = command?;
@@ -238,6 +246,9 @@ impl Shard {
                     }
                 }
                 _ = tick.tick() => {
+                    // Also here: a drop recorded just after the queue was emptied would
+                    // otherwise wait for the next push.
+                    self.resync_if_dropped(state, &pushes);
                     if state.probe_confirmed && state.last_probe.elapsed() > self.settings.probe_timeout {
                         metrics::counter!("roomcast_broker_probe_failures_total").increment(1);
                         return Some(format!("no probe received for {:?}", state.last_probe.elapsed()));
@@ -432,6 +443,15 @@ impl Shard {
     }
 
     /// Tells the rooms of these channels to compare with Redis and fill.
+    /// After pushes were dropped at the queue's bound: every room of this master fills
+    /// what it missed from the replay buffer.
+    fn resync_if_dropped(&self, state: &State, pushes: &Pushes) {
+        if pushes.take_dropped() {
+            tracing::warn!(master = %self.master, "Pub/Sub messages arrived faster than this instance took them; its rooms fill what was dropped from the replay buffers");
+            self.resync(state.assigned.iter());
+        }
+    }
+
     fn resync<'a>(&self, channels: impl Iterator<Item = &'a String>) {
         let rooms: Vec<_> = channels
             .filter_map(|c| self.keys.room_of_channel(c.as_bytes()))
@@ -550,5 +570,25 @@ mod tests {
         drop(sender);
         assert_eq!(pushes.recv().await.unwrap().data, vec![Value::Int(4)]);
         assert!(pushes.recv().await.is_none(), "ends with the sender");
+    }
+
+    #[tokio::test]
+    async fn subscribe_replies_take_no_room_in_the_queue() {
+        let (sender, mut pushes) = push_queue(1);
+        for _ in 0..10 {
+            let reply = PushInfo {
+                kind: PushKind::SSubscribe,
+                data: vec![Value::BulkString(b"room".to_vec()), Value::Int(1)],
+            };
+            assert!(sender.send(reply).is_ok());
+        }
+        assert!(!pushes.take_dropped());
+        assert!(
+            sender.send(message(1)).is_ok(),
+            "the one place is still free"
+        );
+        drop(sender);
+        assert_eq!(pushes.recv().await.unwrap().kind, PushKind::SMessage);
+        assert!(pushes.recv().await.is_none());
     }
 }

@@ -134,23 +134,33 @@ class Proc {
     if (!running.has(this.pid)) return;
     process.kill(this.pid, signal);
     if (signal === 'SIGKILL' || signal === 'SIGTERM') await withTimeout(this.exited, ms, `${this.name} exit`);
-    if (signal === 'SIGSTOP') await withTimeout(allThreadsStopped(this.pid), ms, `${this.name} stopped`);
+    if (signal === 'SIGSTOP') await allThreadsStopped(this.pid, ms);
   }
 }
 
-/** Resolves once every thread of `pid` is in the stopped state (`T` in /proc). */
-async function allThreadsStopped(pid) {
-  const stateOf = (task) => {
+/**
+ * Resolves once every thread of `pid` is stopped (`T`, or `t` under a tracer, in /proc;
+ * a thread that is gone or a zombie counts as stopped); rejects after `ms`.
+ */
+async function allThreadsStopped(pid, ms) {
+  const stopped = (task) => {
     try {
       const stat = readFileSync(`/proc/${pid}/task/${task}/stat`, 'utf8');
-      return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+      return 'TtZX'.includes(stat.charAt(stat.lastIndexOf(')') + 2));
     } catch {
-      return 'T'; // the thread is gone
+      return true; // the thread is gone
     }
   };
+  const deadline = Date.now() + ms;
   for (;;) {
-    const tasks = readdirSync(`/proc/${pid}/task`);
-    if (tasks.every((task) => stateOf(task) === 'T')) return;
+    let tasks;
+    try {
+      tasks = readdirSync(`/proc/${pid}/task`);
+    } catch {
+      return; // the process is gone
+    }
+    if (tasks.every(stopped)) return;
+    if (Date.now() > deadline) throw new Error(`pid ${pid}: not every thread stopped within ${ms} ms`);
     await new Promise((resolve) => setTimeout(resolve, 2));
   }
 }
