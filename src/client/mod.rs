@@ -83,6 +83,7 @@ pub struct ClientConfig {
     pub sse_fallback: bool,
     /// A PEM file of CA certificates to trust for `wss://` (and the `https://` event
     /// stream) instead of the system's roots, e.g. a private CA. `None`: the system's.
+    /// A file that does not load stops the client at start ([`Event::Stopped`]).
     pub tls_ca_file: Option<std::path::PathBuf>,
 }
 
@@ -177,7 +178,9 @@ pub enum Event {
         /// Entries that left or expired.
         leaves: Vec<crate::presence::PresenceEntry>,
     },
-    /// The client gave up (a close code that forbids reconnecting, or it was stopped).
+    /// The client gave up: a close code that forbids reconnecting, it was stopped, or
+    /// its settings can never connect (a `tls_ca_file` that does not load: the reason
+    /// is logged and given to the requests made meanwhile).
     Stopped {
         /// The last close code.
         code: Option<u16>,

@@ -191,6 +191,20 @@ pub(super) async fn run(
         next_id: 1,
         hint: VecDeque::new(),
     };
+    // Settings that can never connect stop the client at once, saying why (to the log
+    // and to every request made meanwhile), instead of failing each attempt for ever.
+    if let Some(ca_file) = state.config.tls_ca_file.as_deref()
+        && let Err(error) = super::tls::client_config(Some(ca_file))
+    {
+        tracing::error!(%error, "the client cannot connect with these settings; stopping");
+        while let Ok(command) = commands.try_recv() {
+            if matches!(command, Command::Stop) {
+                break;
+            }
+            state.accept(command);
+        }
+        return state.stop_with(None, error).await;
+    }
     let mut url_index = 0;
     let mut delay = state.config.reconnect_min;
     let mut connected_before = false;
@@ -350,17 +364,22 @@ impl State {
         let _ = self.events.send(event).await;
     }
 
-    async fn stop(mut self, code: Option<u16>) {
+    async fn stop(self, code: Option<u16>) {
+        self.stop_with(code, ClientError::Stopped).await;
+    }
+
+    /// Stops, answering every request still waiting with `error`.
+    async fn stop_with(mut self, code: Option<u16>, error: ClientError) {
         for (_, room) in std::mem::take(&mut self.rooms) {
             if let Some(reply) = room.reply {
-                let _ = reply.send(Err(ClientError::Stopped));
+                let _ = reply.send(Err(error.clone()));
             }
         }
         for (_, publish) in std::mem::take(&mut self.publishes) {
-            let _ = publish.reply.send(Err(ClientError::Stopped));
+            let _ = publish.reply.send(Err(error.clone()));
         }
         for (_, query) in std::mem::take(&mut self.queries) {
-            let _ = query.reply.send(Err(ClientError::Stopped));
+            let _ = query.reply.send(Err(error.clone()));
         }
         self.emit(Event::Stopped { code }).await;
     }
@@ -867,5 +886,30 @@ mod tests {
             None
         );
         assert_eq!(plain.resubscribe, Resubscribe::Due);
+    }
+
+    #[tokio::test]
+    async fn a_ca_file_that_does_not_load_stops_the_client_saying_why() {
+        use crate::client::{Client, ClientConfig};
+        let missing =
+            std::env::temp_dir().join(format!("roomcast-no-such-ca-{}.pem", std::process::id()));
+        let mut config = ClientConfig::new("wss://127.0.0.1:9/ws");
+        config.tls_ca_file = Some(missing);
+        let (client, mut events) = Client::start(config);
+        // Asked before the session task first runs (a current-thread runtime): answered
+        // with the reason, not left to time out.
+        let error = client
+            .publish("room", serde_json::json!(1), None)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&error, ClientError::Connect(why) if why.contains("roomcast-no-such-ca")),
+            "{error:?}"
+        );
+        let stopped = tokio::time::timeout(Duration::from_secs(2), events.recv()).await;
+        assert!(
+            matches!(stopped, Ok(Some(Event::Stopped { code: None }))),
+            "{stopped:?}"
+        );
     }
 }
