@@ -259,19 +259,19 @@ async fn tcp_from(
     Ok(stream)
 }
 
-/// The host (an IPv6 literal without its brackets, as an address lookup wants it) and
-/// the port of a WebSocket URL, 443 by default for `wss://` and 80 otherwise.
-fn host_and_port(uri: &tokio_tungstenite::tungstenite::http::Uri) -> (String, u16) {
+/// The host (an IPv6 literal without its brackets, as an address lookup and a TLS
+/// server name want it) and the port of a URL, 443 by default for `wss://` and
+/// `https://`, 80 otherwise.
+pub(super) fn host_and_port(uri: &tokio_tungstenite::tungstenite::http::Uri) -> (String, u16) {
     let host = uri
         .host()
         .unwrap_or("127.0.0.1")
         .trim_start_matches('[')
         .trim_end_matches(']')
         .to_owned();
-    let default_port = if uri.scheme_str() == Some("wss") {
-        443
-    } else {
-        80
+    let default_port = match uri.scheme_str() {
+        Some("wss" | "https") => 443,
+        _ => 80,
     };
     (host, uri.port_u16().unwrap_or(default_port))
 }
@@ -286,6 +286,7 @@ mod tests {
         assert_eq!(of("ws://h/ws"), ("h".into(), 80));
         assert_eq!(of("wss://h/ws"), ("h".into(), 443));
         assert_eq!(of("wss://h:8443/ws"), ("h".into(), 8443));
+        assert_eq!(of("https://h/sse"), ("h".into(), 443));
         assert_eq!(of("ws://[::1]:9000/ws"), ("::1".into(), 9000));
     }
 }

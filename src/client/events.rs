@@ -261,28 +261,27 @@ fn event_stream_url(url: &str, ca_file: Option<&Path>) -> Result<(Server, String
     let uri: hyper::Uri = url
         .parse()
         .map_err(|e: hyper::http::uri::InvalidUri| ClientError::Connect(e.to_string()))?;
-    let (secure, default_port) = match uri.scheme_str() {
-        Some("ws" | "http") => (false, 80),
-        Some("wss" | "https") => (true, 443),
+    let secure = match uri.scheme_str() {
+        Some("ws" | "http") => false,
+        Some("wss" | "https") => true,
         other => {
             return Err(ClientError::Connect(format!(
                 "Server-Sent Events need a ws://, wss://, http:// or https:// URL, not {other:?}"
             )));
         }
     };
-    let host = uri
+    // The authority keeps an IPv6 literal's brackets (a Host header and a socket address
+    // text need them); `host` is without them.
+    let bracketed = uri
         .host()
         .ok_or_else(|| ClientError::Connect(format!("no host in {url}")))?;
-    let authority = format!("{host}:{}", uri.port_u16().unwrap_or(default_port));
+    let (host, port) = super::connection::host_and_port(&uri);
+    let authority = format!("{bracketed}:{port}");
     let path = uri.path().trim_end_matches('/');
     let path = path.strip_suffix("/ws").unwrap_or(path);
     let server = Server {
         authority,
-        // An IPv6 literal is bracketed in a URL, not in a certificate.
-        host: host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_owned(),
+        host,
         tls: secure
             .then(|| super::tls::client_config(ca_file))
             .transpose()?,
