@@ -44,12 +44,22 @@ elif kind == "base":
 else:
     head = [b"FCALL", b"cost"]
 body = b"x" * 150
+# The code's own layout of keys: earlier builds kept a room's idempotency keys in a hash
+# and a sorted set (and took the bound on keys per room as a last argument); this one
+# keeps each key as a string of its own and reads the earlier hash.
+code = open(work + ("/base.lua" if kind == "base" else "/library.lua"), "rb").read()
+legacy = b"'ZADD'" in code
 with open(f"{work}/{kind}.{calls}.resp", "wb") as f:
     for i in range(calls):
         room = f"cost-{i % 100}"
-        keys = [f"rc:{{{room}}}:{k}" for k in ("meta", "log", "idem", "idemx")]
+        key = f"client:anonymous:key-{i}"
+        if legacy:
+            keys = [f"rc:{{{room}}}:{k}" for k in ("meta", "log", "idem", "idemx")]
+        else:
+            keys = [f"rc:{{{room}}}:meta", f"rc:{{{room}}}:log", f"rc:{{{room}}}:idem:{key}",
+                    f"rc:{{{room}}}:idem"]
         f.write(resp([*head, 4, *keys, f"rc:{{{room}}}:ch", "PUBLISH", "e%d" % i, body,
-                      1000, 300000, 86400000, 300000, f"key-{i}", 1000]))
+                      1000, 300000, 86400000, 300000, key, *([1000] if legacy else [])]))
 PY
 }
 

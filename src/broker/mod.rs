@@ -259,7 +259,8 @@ pub struct HistorySettings {
     pub meta_ttl_ms: u64,
     /// Idempotency window (ms).
     pub idempotency_window_ms: u64,
-    /// Idempotency keys remembered per room.
+    /// Idempotency keys remembered per room by the embedded broker (Redis keeps each
+    /// key for its lifetime, however many a room has).
     pub idempotency_max_keys: usize,
 }
 

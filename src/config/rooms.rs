@@ -39,7 +39,8 @@ pub struct HistoryConfig {
     pub meta_ttl_secs: u64,
     /// Idempotency window (s).
     pub idempotency_window_secs: u64,
-    /// Idempotency keys remembered per room.
+    /// Idempotency keys remembered per room by the embedded broker (Redis keeps each
+    /// key for its lifetime, however many a room has).
     pub idempotency_max_keys: usize,
     /// Most messages per history reply.
     pub max_page: usize,

@@ -90,16 +90,16 @@ impl PublishCall<'_> {
             trace,
         }
         .encode(self.compress_above);
-        // Sized once: 16 arguments, the body and about 40 bytes for each other one.
-        let mut cmd = Cmd::with_capacity(16, body.len() + 16 * 40);
+        // Sized once: 15 arguments, the body and about 40 bytes for each other one.
+        let mut cmd = Cmd::with_capacity(15, body.len() + 15 * 40);
         cmd.arg("FCALL").arg(&PUBLISH.name);
         match &idempotency_key {
-            Some(_) => cmd
+            Some(key) => cmd
                 .arg(4)
                 .arg(keys.meta(room))
                 .arg(keys.log(room))
-                .arg(keys.idempotency(room))
-                .arg(keys.idempotency_expiry(room)),
+                .arg(keys.idempotency_record(room, key))
+                .arg(keys.legacy_idempotency(room)),
             None => cmd.arg(2).arg(keys.meta(room)).arg(keys.log(room)),
         };
         let history = self.history;
@@ -114,8 +114,7 @@ impl PublishCall<'_> {
                 KeyRetention::Window => history.idempotency_window_ms,
                 KeyRetention::Epoch => history.meta_ttl_ms,
             })
-            .arg(idempotency_key.as_deref().unwrap_or(""))
-            .arg(history.idempotency_max_keys);
+            .arg(idempotency_key.as_deref().unwrap_or(""));
         cmd
     }
 }

@@ -35,14 +35,18 @@ impl Keys {
         format!("{}:{{{}}}:log", self.prefix, room)
     }
 
-    /// The room's idempotency records: a hash of publish key → original ack.
-    pub fn idempotency(&self, room: &RoomName) -> String {
-        format!("{}:{{{}}}:idem", self.prefix, room)
+    /// The record of one idempotency key of the room: a string holding the original
+    /// ack, with the key's lifetime as its TTL.
+    pub fn idempotency_record(&self, room: &RoomName, key: &str) -> String {
+        format!("{}:{{{}}}:idem:{}", self.prefix, room, key)
     }
 
-    /// The expiry of each of the room's idempotency records (a sorted set).
-    pub fn idempotency_expiry(&self, room: &RoomName) -> String {
-        format!("{}:{{{}}}:idemx", self.prefix, room)
+    /// The room's idempotency records as earlier builds kept them (a hash of publish key
+    /// → original ack and its expiry): the publish function still reads it, so that a
+    /// retry reaching this build during a rolling upgrade finds a key that an instance
+    /// of an earlier build recorded (see `publish.lua`).
+    pub fn legacy_idempotency(&self, room: &RoomName) -> String {
+        format!("{}:{{{}}}:idem", self.prefix, room)
     }
 
     /// The room's Pub/Sub channel.
@@ -102,8 +106,11 @@ mod tests {
         let room = RoomName::new_unchecked("project:42");
         assert_eq!(keys.meta(&room), "rc:{project:42}:meta");
         assert_eq!(keys.log(&room), "rc:{project:42}:log");
-        assert_eq!(keys.idempotency(&room), "rc:{project:42}:idem");
-        assert_eq!(keys.idempotency_expiry(&room), "rc:{project:42}:idemx");
+        assert_eq!(
+            keys.idempotency_record(&room, "client:u1:k"),
+            "rc:{project:42}:idem:client:u1:k"
+        );
+        assert_eq!(keys.legacy_idempotency(&room), "rc:{project:42}:idem");
         assert_eq!(keys.channel(&room), "rc:{project:42}:ch");
         assert_eq!(
             keys.room_of_channel(keys.channel(&room).as_bytes()),

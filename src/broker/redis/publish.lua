@@ -18,20 +18,18 @@
 -- keyspace could not do this: it is persisted with everything else, so a restore of an
 -- older snapshot would bring back the old process's marker with the old sequence.
 --
--- Idempotency keys of a room live in one hash (key -> "epoch seq time expires") and one
--- sorted set (key by expiry), so that each key has its own lifetime and the room keeps
--- at most a bounded number: past the bound the key closest to expiry is forgotten.
--- Two fields of the hash are not keys (every key the server makes starts with a kind
--- and a colon, "client:" or "outbox:", so they cannot collide): COUNT, the number of
--- keys in the sorted set as of the last publish, which spares a ZCARD on every publish
--- (it is read again with ZCARD every TRIM_EVERY publishes and whenever the room is
--- within TRIM_EVERY keys of its bound, so the bound holds at every publish), and
--- EXPIRES, when the hash and the set expire, which spares a PTTL on every publish
--- (both are extended past the newest key's expiry by an eighth of its lifetime at a
--- time, so most publishes need no PEXPIRE).
+-- Each idempotency key of a room is a string key of its own (KEYS[3], named after the
+-- room and the key, so it lives in the room's slot) holding "epoch seq time" of the
+-- original publish, with the key's lifetime as its TTL: one GET to check, one SET ... PX
+-- to remember, nothing to sweep or count. Earlier builds kept a room's keys in one hash
+-- (KEYS[4], key -> "epoch seq time expires") beside a sorted set of their expiries;
+-- while instances of such a build may still be publishing (a rolling upgrade) and for
+-- the longest key lifetime after, a retry can reach this code with a key recorded
+-- there, so a key not found here is looked up in that hash too (one HGET, read only,
+-- of a key that no longer exists once the upgrade's keys have expired).
 --
--- The replay stream and the meta hash are not given their expiry at every publish
--- either. Both are set with PEXPIREAT to now + their lifetime + an eighth of the
+-- The replay stream and the meta hash are not given their expiry at every publish.
+-- Both are set with PEXPIREAT to now + their lifetime + an eighth of the
 -- stream's lifetime, and one field of the meta hash, RENEW, holds when that is due
 -- again (now + that eighth) followed by the two lifetimes it was done with. The HMGET
 -- of the meta hash every publish does reads it; the expiries are set again (HSET of
@@ -44,22 +42,28 @@
 -- evicted, deleted by hand) is seen by XADD ... NOMKSTREAM, which then adds nothing:
 -- the entry is added again without it and the expiries set.
 --
--- KEYS[1] meta hash (epoch, seq, rid, RENEW)   KEYS[2] replay stream
--- KEYS[3] idempotency hash, KEYS[4] idempotency expiry set (both only with a key)
+-- Entries past the age bound are dropped every TRIM_EVERY publishes of a room (reads skip
+-- them meanwhile; MAXLEN bounds the count). Finding them means reading the oldest
+-- entries with their bodies, which cost as much as the rest of a publish when done every
+-- TRIM_EVERY publishes; so one more field of the meta hash, AGED, holds the time of the
+-- oldest entry the last such read kept: no entry of the stream is older (entries are
+-- only ever added newer, and trimmed), and until that time is past the age bound there
+-- is nothing to drop and nothing to read. A room whose buffer turns over within the age
+-- bound reads its oldest entries about once per age bound instead.
+--
+-- KEYS[1] meta hash (epoch, seq, rid, RENEW, AGED)   KEYS[2] replay stream
+-- KEYS[3] the idempotency key's record, KEYS[4] the room's idempotency hash of earlier
+-- versions (both only with a key)
 -- ARGV[1] channel   ARGV[2] PUBLISH or SPUBLISH   ARGV[3] epoch to use if a new one is needed
 -- ARGV[4] body (MessagePack)   ARGV[5] buffer length   ARGV[6] buffer age (ms)
 -- ARGV[7] epoch lifetime when idle (ms)   ARGV[8] how long to remember the key (ms)
--- ARGV[9] the idempotency key   ARGV[10] most keys remembered per room
+-- ARGV[9] the idempotency key
 -- Returns {0, epoch, seq, time} for a new publication, {1, epoch, seq, time} for a repeat.
 
 -- Every redis.call costs about a microsecond on top of the command, so work that can
--- wait is done every TRIM_EVERY publishes of a room, TRIM_EVERY items at a time: dropping
--- replay entries past the age bound (reads skip expired entries; MAXLEN bounds the count
--- meanwhile) and forgetting expired idempotency keys (the check skips them; the bound on
--- keys per room evicts the earliest-expiring first).
+-- wait is done every TRIM_EVERY publishes of a room, TRIM_EVERY items at a time.
 local TRIM_EVERY = 16
-local COUNT, EXPIRES = '#count', '#expires'
-local RENEW = 'renew'
+local RENEW, AGED = 'renew', 'aged'
 
 local run_id
 
@@ -77,67 +81,47 @@ local function setting(text)
   return n
 end
 
--- The idempotency record of `key`: {original ack or nil, keys counted, expiry of the set}.
-local function check_key(idem, key, now)
-  local found = redis.call('HMGET', idem, key, COUNT, EXPIRES)
-  local original = found[1]
+-- The original ack of the publish that used the idempotency key, if remembered: in its
+-- record, or (see above) in the hash of earlier versions, whose entries carry their
+-- expiry.
+local function repeated(record, legacy, key, now)
+  local original = redis.call('GET', record)
+  if original then
+    local epoch, seq, time = string.match(original, '^(%S+) (%d+) (%d+)$')
+    return {1, epoch, tonumber(seq), tonumber(time)}
+  end
+  original = redis.call('HGET', legacy, key)
   if original then
     local epoch, seq, time, expires = string.match(original, '^(%S+) (%d+) (%d+) (%d+)$')
     if tonumber(expires) > now then
-      return {1, epoch, tonumber(seq), tonumber(time)}, found
+      return {1, epoch, tonumber(seq), tonumber(time)}
     end
   end
-  return nil, found
+  return nil
 end
 
--- Remembers `key` for `keep` ms as the publication (epoch, seq, now), keeping at most
--- `max` keys in the room; `found` is what check_key read.
-local function remember_key(idem, idemx, key, record, now, keep, max, periodic, found)
-  local expires = now + keep
-  local expires_text = string.format('%d', expires)
-  if periodic then
-    -- Forget expired keys (up to TRIM_EVERY of them; the check skips the rest).
-    local expired = redis.call('ZRANGEBYSCORE', idemx, '-inf', now, 'LIMIT', 0, TRIM_EVERY)
-    if #expired > 0 then
-      redis.call('HDEL', idem, unpack(expired))
-      redis.call('ZREM', idemx, unpack(expired))
+-- Drops replay entries past the age bound (`cutoff`, ms), TRIM_EVERY at most, unless the
+-- meta hash's AGED says none can be (see above); records the oldest entry kept.
+local function drop_aged(meta, log, cutoff)
+  local aged = redis.call('HGET', meta, AGED)
+  if aged and tonumber(aged) >= cutoff then return end
+  local oldest = redis.call('XRANGE', log, '-', '+', 'COUNT', TRIM_EVERY)
+  local stale = {}
+  for _, entry in ipairs(oldest) do
+    local time = entry[2][2]
+    if tonumber(time) >= cutoff then
+      redis.call('HSET', meta, AGED, time)
+      break
     end
+    stale[#stale + 1] = entry[1]
   end
-  local added = redis.call('ZADD', idemx, expires_text, key)
-  local count = tonumber(found[2])
-  if count then count = count + added end
-  if periodic or not count or count > max - TRIM_EVERY then
-    count = redis.call('ZCARD', idemx)
-  end
-  local evicted = {}
-  if count > max then
-    evicted = redis.call('ZPOPMIN', idemx, count - max)
-    count = max
-  end
-  -- Both keys must outlive the newest record. The set may also have been emptied (and
-  -- so deleted) by the sweep or an eviction and made again by ZADD without an expiry.
-  local until_text = found[3]
-  local extend = not until_text or #until_text ~= #expires_text or until_text < expires_text
-    or (count <= 1 and added == 1)
-  record = record .. ' ' .. expires_text
-  if extend then
-    local until_ms = expires + math.ceil(keep / 8)
-    redis.call('HSET', idem, key, record, COUNT, string.format('%d', count), EXPIRES, until_ms)
-    redis.call('PEXPIREAT', idem, until_ms)
-    redis.call('PEXPIREAT', idemx, until_ms)
-  else
-    redis.call('HSET', idem, key, record, COUNT, string.format('%d', count))
-  end
-  if #evicted > 0 then
-    local members = {}
-    for i = 1, #evicted, 2 do members[#members + 1] = evicted[i] end
-    redis.call('HDEL', idem, unpack(members))
+  if #stale > 0 then
+    redis.call('XDEL', log, unpack(stale))
   end
 end
 
 local function publish(KEYS, ARGV)
-  local meta, log, idem, idemx = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-  local key = ARGV[9]
+  local meta, log, record = KEYS[1], KEYS[2], KEYS[3]
   -- Milliseconds, as text and as a number. Numbers are turned into text here with
   -- string.format('%d'), never by Lua or redis.call, which format them as floating
   -- point (a few thousand instructions each, a tenth of this function's cost).
@@ -145,11 +129,9 @@ local function publish(KEYS, ARGV)
   local now_text = clock[1] .. string.sub('00000' .. clock[2], -6, -4)
   local now = tonumber(now_text)
 
-  local found
-  if idem then
-    local repeated
-    repeated, found = check_key(idem, key, now)
-    if repeated then return repeated end
+  if record then
+    local original = repeated(record, KEYS[4], ARGV[9], now)
+    if original then return original end
   end
 
   if not run_id then
@@ -187,16 +169,7 @@ local function publish(KEYS, ARGV)
     redis.call('XADD', log, 'MAXLEN', '~', ARGV[5], id, 't', now_text, 'b', ARGV[4])
   end
   if periodic then
-    local cutoff = now - setting(ARGV[6])
-    local oldest = redis.call('XRANGE', log, '-', '+', 'COUNT', TRIM_EVERY)
-    local stale = {}
-    for _, entry in ipairs(oldest) do
-      if tonumber(entry[2][2]) >= cutoff then break end
-      stale[#stale + 1] = entry[1]
-    end
-    if #stale > 0 then
-      redis.call('XDEL', log, unpack(stale))
-    end
+    drop_aged(meta, log, now - setting(ARGV[6]))
   end
   if renew then
     local log_ttl, meta_ttl = setting(ARGV[6]), setting(ARGV[7])
@@ -213,9 +186,8 @@ local function publish(KEYS, ARGV)
 
   redis.call(ARGV[2], ARGV[1], cmsgpack.pack(epoch, seq, now) .. ARGV[4])
 
-  if idem then
-    remember_key(idem, idemx, key, epoch .. ' ' .. seq_text .. ' ' .. now_text, now,
-      setting(ARGV[8]), setting(ARGV[10]), periodic, found)
+  if record then
+    redis.call('SET', record, epoch .. ' ' .. seq_text .. ' ' .. now_text, 'PX', ARGV[8])
   end
   return {0, epoch, seq, now}
 end
