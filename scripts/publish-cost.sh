@@ -44,9 +44,10 @@ elif kind == "base":
 else:
     head = [b"FCALL", b"cost"]
 body = b"x" * 150
-# The code's own layout of keys: earlier builds kept a room's idempotency keys in a hash
-# and a sorted set (and took the bound on keys per room as a last argument); this one
-# keeps each key as a string of its own and reads the earlier hash.
+# The code's own layout of keys and arguments: earlier builds kept a room's idempotency
+# keys in a hash and a sorted set (and took the bound on keys per room as a last
+# argument), and took their settings as five arguments; this one keeps each key as a
+# string of its own, reads the earlier hash, and takes the settings as one text.
 code = open(work + ("/base.lua" if kind == "base" else "/library.lua"), "rb").read()
 legacy = b"'ZADD'" in code
 with open(f"{work}/{kind}.{calls}.resp", "wb") as f:
@@ -58,8 +59,12 @@ with open(f"{work}/{kind}.{calls}.resp", "wb") as f:
         else:
             keys = [f"rc:{{{room}}}:meta", f"rc:{{{room}}}:log", f"rc:{{{room}}}:idem:{key}",
                     f"rc:{{{room}}}:idem"]
-        f.write(resp([*head, 4, *keys, f"rc:{{{room}}}:ch", "PUBLISH", "e%d" % i, body,
-                      1000, 300000, 86400000, 300000, key, *([1000] if legacy else [])]))
+        if b"settings_of" in code:  # the settings in one argument
+            args = [f"rc:{{{room}}}:ch", "e%d" % i, body, "PUBLISH 1000 300000 86400000 300000", key]
+        else:
+            args = [f"rc:{{{room}}}:ch", "PUBLISH", "e%d" % i, body, 1000, 300000, 86400000,
+                    300000, key, *([1000] if legacy else [])]
+        f.write(resp([*head, 4, *keys, *args]))
 PY
 }
 

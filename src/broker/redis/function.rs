@@ -90,8 +90,8 @@ impl PublishCall<'_> {
             trace,
         }
         .encode(self.compress_above);
-        // Sized once: 15 arguments, the body and about 40 bytes for each other one.
-        let mut cmd = Cmd::with_capacity(15, body.len() + 15 * 40);
+        // Sized once: 11 arguments, the body and about 40 bytes for each other one.
+        let mut cmd = Cmd::with_capacity(11, body.len() + 11 * 40);
         cmd.arg("FCALL").arg(&PUBLISH.name);
         match &idempotency_key {
             Some(key) => cmd
@@ -103,17 +103,21 @@ impl PublishCall<'_> {
             None => cmd.arg(2).arg(keys.meta(room)).arg(keys.log(room)),
         };
         let history = self.history;
+        let keep_ms = match key_retention {
+            KeyRetention::Window => history.idempotency_window_ms,
+            KeyRetention::Epoch => history.meta_ttl_ms,
+        };
+        let settings = format!(
+            "{} {} {} {} {keep_ms}",
+            if self.sharded { "SPUBLISH" } else { "PUBLISH" },
+            history.size,
+            history.ttl_ms,
+            history.meta_ttl_ms,
+        );
         cmd.arg(keys.channel(room))
-            .arg(if self.sharded { "SPUBLISH" } else { "PUBLISH" })
             .arg(Epoch::generate().as_str())
             .arg(body)
-            .arg(history.size)
-            .arg(history.ttl_ms)
-            .arg(history.meta_ttl_ms)
-            .arg(match key_retention {
-                KeyRetention::Window => history.idempotency_window_ms,
-                KeyRetention::Epoch => history.meta_ttl_ms,
-            })
+            .arg(settings)
             .arg(idempotency_key.as_deref().unwrap_or(""));
         cmd
     }

@@ -54,10 +54,11 @@
 -- KEYS[1] meta hash (epoch, seq, rid, RENEW, AGED)   KEYS[2] replay stream
 -- KEYS[3] the idempotency key's record, KEYS[4] the room's idempotency hash of earlier
 -- versions (both only with a key)
--- ARGV[1] channel   ARGV[2] PUBLISH or SPUBLISH   ARGV[3] epoch to use if a new one is needed
--- ARGV[4] body (MessagePack)   ARGV[5] buffer length   ARGV[6] buffer age (ms)
--- ARGV[7] epoch lifetime when idle (ms)   ARGV[8] how long to remember the key (ms)
--- ARGV[9] the idempotency key
+-- ARGV[1] channel   ARGV[2] epoch to use if a new one is needed   ARGV[3] body (MessagePack)
+-- ARGV[4] the settings, one text: "COMMAND LENGTH AGE IDLE KEEP", that is PUBLISH or
+--   SPUBLISH, the buffer's length, its age bound (ms), the epoch's lifetime when idle
+--   (ms) and how long to remember the key (ms)
+-- ARGV[5] the idempotency key
 -- Returns {0, epoch, seq, time} for a new publication, {1, epoch, seq, time} for a repeat.
 
 -- Every redis.call costs about a microsecond on top of the command, so work that can
@@ -67,18 +68,25 @@ local RENEW, AGED = 'renew', 'aged'
 
 local run_id
 
--- Numbers of the arguments that carry settings (lifetimes, bounds): a few texts, parsed
--- once per process rather than at every publish (tonumber is glibc's strtod, about a
--- thousand instructions even for "1000"; for the same reason stored times are compared
--- as text where they can be).
-local settings = {}
-local function setting(text)
-  local n = settings[text]
-  if not n then
-    n = tonumber(text)
-    settings[text] = n
+-- The settings, one argument rather than five: Redis turns every argument into a Lua
+-- string and a slot of the ARGV table, about a thousand instructions each. An instance
+-- sends one of two texts (two key lifetimes), so each is parsed once per process, not
+-- at every publish (tonumber is glibc's strtod, about a thousand instructions even for
+-- "1000"; for the same reason stored times are compared as text where they can be).
+local parsed = {}
+local function settings_of(text)
+  local s = parsed[text]
+  if not s then
+    local command, length, age, idle, keep = string.match(text, '^(%u+) (%d+) (%d+) (%d+) (%d+)$')
+    s = {
+      command = command, length = length, keep = keep,
+      age = tonumber(age), idle = tonumber(idle),
+      -- RENEW's suffix: the two lifetimes the expiries were set with.
+      lifetimes = ' ' .. age .. ' ' .. idle,
+    }
+    parsed[text] = s
   end
-  return n
+  return s
 end
 
 -- The original ack of the publish that used the idempotency key, if remembered: in its
@@ -122,6 +130,7 @@ end
 
 local function publish(KEYS, ARGV)
   local meta, log, record = KEYS[1], KEYS[2], KEYS[3]
+  local body, settings = ARGV[3], settings_of(ARGV[4])
   -- Milliseconds, as text and as a number. Numbers are turned into text here with
   -- string.format('%d'), never by Lua or redis.call, which format them as floating
   -- point (a few thousand instructions each, a tenth of this function's cost).
@@ -130,7 +139,7 @@ local function publish(KEYS, ARGV)
   local now = tonumber(now_text)
 
   if record then
-    local original = repeated(record, KEYS[4], ARGV[9], now)
+    local original = repeated(record, KEYS[4], ARGV[5], now)
     if original then return original end
   end
 
@@ -144,11 +153,11 @@ local function publish(KEYS, ARGV)
   local current = redis.call('HMGET', meta, 'epoch', 'rid', RENEW)
   local epoch = current[1]
   local fresh = not epoch or current[2] ~= run_id
-  local lifetimes = ' ' .. ARGV[6] .. ' ' .. ARGV[7]
+  local lifetimes = settings.lifetimes
   local renew = fresh
   local seq
   if fresh then
-    epoch = ARGV[3]
+    epoch = ARGV[2]
     redis.call('DEL', log)
     seq = 1
   else
@@ -163,16 +172,16 @@ local function publish(KEYS, ARGV)
   -- history.size entries and at most a node more; reads never go further back than
   -- history.size (history.lua). NOMKSTREAM while the stream should exist: see above.
   local id = seq_text .. '-0'
-  if renew or not redis.call('XADD', log, 'NOMKSTREAM', 'MAXLEN', '~', ARGV[5], id,
-      't', now_text, 'b', ARGV[4]) then
+  if renew or not redis.call('XADD', log, 'NOMKSTREAM', 'MAXLEN', '~', settings.length, id,
+      't', now_text, 'b', body) then
     renew = true
-    redis.call('XADD', log, 'MAXLEN', '~', ARGV[5], id, 't', now_text, 'b', ARGV[4])
+    redis.call('XADD', log, 'MAXLEN', '~', settings.length, id, 't', now_text, 'b', body)
   end
   if periodic then
-    drop_aged(meta, log, now - setting(ARGV[6]))
+    drop_aged(meta, log, now - settings.age)
   end
   if renew then
-    local log_ttl, meta_ttl = setting(ARGV[6]), setting(ARGV[7])
+    local log_ttl, meta_ttl = settings.age, settings.idle
     local due = now + math.ceil(log_ttl / 8)
     local renewal = string.format('%d', due) .. lifetimes
     if fresh then
@@ -184,10 +193,10 @@ local function publish(KEYS, ARGV)
     redis.call('PEXPIREAT', meta, string.format('%d', due + meta_ttl))
   end
 
-  redis.call(ARGV[2], ARGV[1], cmsgpack.pack(epoch, seq, now) .. ARGV[4])
+  redis.call(settings.command, ARGV[1], cmsgpack.pack(epoch, seq, now) .. body)
 
   if record then
-    redis.call('SET', record, epoch .. ' ' .. seq_text .. ' ' .. now_text, 'PX', ARGV[8])
+    redis.call('SET', record, epoch .. ' ' .. seq_text .. ' ' .. now_text, 'PX', settings.keep)
   end
   return {0, epoch, seq, now}
 end
