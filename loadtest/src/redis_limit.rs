@@ -1,15 +1,18 @@
 //! What Redis alone can sequence: the servers' publish function (the same command the
-//! broker sends, built by `roomcast::broker::publish_command`) driven straight at the
-//! spawned Redis, pipelined, with no roomcast in between. Its rate and the Redis CPU per
-//! call, beside the publishes per second a scenario reached through the servers, show how
-//! much of Redis the servers can use.
+//! broker sends for publishes that waited together, built by
+//! `roomcast::broker::publish_batch_command`, as many per call as the broker puts in one)
+//! driven straight at the spawned Redis, pipelined, with no roomcast in between. Its rate
+//! and the Redis CPU per publish, beside the publishes per second a scenario reached
+//! through the servers, show how much of Redis the servers can use.
 //!
 //! The calls use keys and channels of their own (prefix `limit`), so no instance is
 //! subscribed to them and the measurement adds nothing to the scenario's deliveries.
 
 use crate::procstat;
 use crate::report::RedisLimit;
-use roomcast::broker::{HistorySettings, KeyRetention, PublishRequest, publish_command};
+use roomcast::broker::{
+    HistorySettings, KeyRetention, PUBLISH_BATCH_MAX, PublishRequest, publish_batch_command,
+};
 use roomcast::protocol::RoomName;
 use serde_json::json;
 use std::time::Duration;
@@ -18,9 +21,9 @@ use tokio::time::Instant;
 
 /// Connections to Redis, each with its own driving task.
 const CONNECTIONS: usize = 2;
-/// Calls sent per pipeline (one write, one read per batch).
-const PIPELINE: usize = 32;
-/// Pipelines each connection keeps outstanding.
+/// Publishes per call: as many as the broker puts in one.
+const BATCH: usize = PUBLISH_BATCH_MAX;
+/// Calls each connection keeps outstanding.
 const DEPTH: usize = 2;
 
 /// Drives the publish function at `url` (Redis process `pid`) for `secs` over `rooms`
@@ -69,8 +72,8 @@ pub async fn measure(
             let mut calls = 0u64;
             let mut room = driver;
             while Instant::now() < end {
-                let mut pipeline = redis::pipe();
-                for _ in 0..PIPELINE {
+                let mut publications = Vec::with_capacity(BATCH);
+                for _ in 0..BATCH {
                     room = (room + 1) % names.len();
                     let request = PublishRequest {
                         data: json!({ "t": 0, "p": padding }),
@@ -78,19 +81,18 @@ pub async fn measure(
                         trace: None,
                         key_retention: KeyRetention::Window,
                     };
-                    pipeline.add_command(publish_command(
-                        "limit",
-                        &history,
-                        compress_above,
-                        &names[room],
-                        request,
-                    ));
+                    publications.push((names[room].clone(), request));
                 }
-                pipeline
-                    .query_async::<Vec<redis::Value>>(&mut connection)
+                let command =
+                    publish_batch_command("limit", &history, compress_above, publications);
+                let replies: Vec<redis::Value> = command
+                    .query_async(&mut connection)
                     .await
                     .map_err(|e| e.to_string())?;
-                calls += PIPELINE as u64;
+                if replies.len() != BATCH {
+                    return Err(format!("{} replies to {BATCH} publishes", replies.len()));
+                }
+                calls += BATCH as u64;
             }
             Ok::<u64, String>(calls)
         });

@@ -25,7 +25,8 @@ mod redis;
 pub use events::{EventReceiver, EventSender, channel as event_channel};
 pub use memory::MemoryBroker;
 pub use redis::{
-    RedisBroker, RedisSettings, check_url as check_redis_url, publish_command, publish_library_load,
+    PUBLISH_BATCH_MAX, RedisBroker, RedisSettings, check_url as check_redis_url,
+    publish_batch_command, publish_command, publish_library_load,
 };
 
 use crate::protocol::{ErrorCode, RoomName};

@@ -577,3 +577,92 @@ async fn redis_renews_the_stream_and_meta_expiry_when_due() {
     publish_and_check_expiries(&redis, &shortened, &short, None, "shortened, again").await;
     publish_and_check_expiries(&redis, &broker, &long, None, "lengthened").await;
 }
+
+/// `FCALL`s Redis has run so far (`INFO commandstats`).
+async fn fcalls(redis: &RedisServer) -> u64 {
+    let stats = redis
+        .cli(&["INFO", "commandstats"])
+        .await
+        .expect("redis-cli ran");
+    stats
+        .lines()
+        .find_map(|line| line.strip_prefix("cmdstat_fcall:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |calls| calls.parse().expect("a count"))
+}
+
+/// Publishes that wait at the same time reach Redis in one call of several (on one
+/// Redis; see batch.rs), and each keeps its own answer: every room's publications are
+/// sequenced once and without a gap, a key repeated in the same wave gets the original
+/// ack, and a room whose publications fail (its meta key holds a string) fails alone,
+/// not the others that went in the same call. (A current-thread runtime, so that the
+/// whole wave is waiting before the collecting task runs: the count of calls is exact.)
+#[tokio::test]
+async fn redis_sends_publishes_that_wait_together_in_one_call() {
+    let redis = RedisServer::start().await;
+    let (broker, _events) = ready_redis_broker(&redis, "batch", settings()).await;
+    let prefix = Config::defaults().redis.key_prefix;
+    let warm = RoomName::new_unchecked("batch-warm");
+    broker.publish(&warm, request(0, None)).await.unwrap(); // loads the library
+    let broken = RoomName::new_unchecked("batch-broken");
+    let broken_meta = format!("{prefix}:{{batch-broken}}:meta");
+    assert_eq!(
+        redis.cli(&["SET", &broken_meta, "x"]).await.as_deref(),
+        Some("OK")
+    );
+    let rooms: Vec<RoomName> = (0..10)
+        .map(|r| RoomName::new_unchecked(format!("batch-{r}")))
+        .collect();
+    let before = fcalls(&redis).await;
+
+    // 10 rooms × 10 publishes with keys, each key sent twice, and 5 to the broken room:
+    // 205 publishes at once.
+    let mut wave = Vec::new();
+    for n in 0..10u64 {
+        for room in &rooms {
+            for _ in 0..2 {
+                wave.push((room.clone(), Some(format!("client:batch:{room}:{n}"))));
+            }
+        }
+    }
+    wave.extend((0..5).map(|_| (broken.clone(), None)));
+    let acks = futures_util::future::join_all(
+        wave.iter()
+            .map(|(room, key)| broker.publish(room, request(1, key.as_deref()))),
+    )
+    .await;
+    let calls = fcalls(&redis).await - before;
+    assert_eq!(calls, 205u64.div_ceil(32), "205 publishes in calls of 32");
+
+    let mut by_key = std::collections::HashMap::new();
+    let mut seqs: std::collections::HashMap<&RoomName, Vec<u64>> = Default::default();
+    for ((room, key), ack) in wave.iter().zip(acks) {
+        let Some(key) = key else {
+            assert!(ack.is_err(), "the broken room's publish failed");
+            continue;
+        };
+        let ack = ack.unwrap_or_else(|e| panic!("{room}: {e}"));
+        if !ack.duplicate {
+            seqs.entry(room).or_default().push(ack.position.seq);
+        }
+        by_key.entry(key.clone()).or_insert_with(Vec::new).push(ack);
+    }
+    for (key, acks) in &by_key {
+        assert_eq!(acks.len(), 2);
+        assert_eq!(acks[0].position, acks[1].position, "{key}: one position");
+        assert_eq!(
+            acks.iter().filter(|a| a.duplicate).count(),
+            1,
+            "{key}: one original, one repeat"
+        );
+    }
+    for room in &rooms {
+        let mut room_seqs = seqs.remove(room).unwrap_or_default();
+        room_seqs.sort_unstable();
+        assert_eq!(room_seqs, (1..=10).collect::<Vec<_>>(), "{room}");
+    }
+
+    // One publish alone still goes alone, after the wave.
+    let single = broker.publish(&warm, request(2, None)).await.unwrap();
+    assert_eq!(single.position.seq, 2);
+}

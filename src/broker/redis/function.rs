@@ -10,11 +10,11 @@
 
 use super::envelope::Body;
 use super::keys::Keys;
-use crate::broker::{HistorySettings, KeyRetention, PublishRequest};
+use crate::broker::{BrokerError, HistorySettings, KeyRetention, PublishAck, PublishRequest};
 use crate::protocol::RoomName;
-use crate::stream::Epoch;
+use crate::stream::{Epoch, Position};
 use redis::aio::ConnectionLike;
-use redis::{Cmd, RedisResult, Script, Value};
+use redis::{Cmd, FromRedisValue, RedisResult, Script, Value};
 use std::sync::LazyLock;
 
 /// The publish library: its name (also its one function's) and its text.
@@ -64,45 +64,54 @@ fn is_missing(err: &redis::RedisError) -> bool {
         .is_some_and(|detail| detail.starts_with("Function not found"))
 }
 
-/// How the publish function is called for one room.
-pub(super) struct PublishCall<'a> {
-    pub keys: &'a Keys,
-    pub history: &'a HistorySettings,
+/// How the publish functions are called: `publish` for one publication, `publish_many`
+/// for several (see `publish.lua`). Cheap to clone.
+#[derive(Clone)]
+pub(super) struct PublishCall {
+    pub keys: Keys,
+    pub history: HistorySettings,
     /// `SPUBLISH` (a Redis Cluster) rather than `PUBLISH`.
     pub sharded: bool,
     /// Bodies of at least this many bytes are compressed (0: never).
     pub compress_above: usize,
 }
 
-impl PublishCall<'_> {
-    /// The `FCALL` that publishes `request` to `room`.
-    pub(super) fn command(&self, room: &RoomName, request: PublishRequest) -> Cmd {
+/// The keys and arguments of one publication, as both functions take them.
+struct Parts {
+    /// 2, or 4 with an idempotency key.
+    keys: Vec<String>,
+    /// Channel, epoch for a new one, body, settings, idempotency key (or '').
+    args: [Vec<u8>; 5],
+}
+
+impl Parts {
+    fn bytes(&self) -> usize {
+        let keys: usize = self.keys.iter().map(String::len).sum();
+        keys + self.args.iter().map(Vec::len).sum::<usize>()
+    }
+}
+
+impl PublishCall {
+    fn parts(&self, room: &RoomName, request: PublishRequest) -> Parts {
         let PublishRequest {
             data,
             idempotency_key,
             trace,
             key_retention,
         } = request;
-        let keys = self.keys;
+        let keys = &self.keys;
         let body = Body {
             id: rand::random(),
             data,
             trace,
         }
         .encode(self.compress_above);
-        // Sized once: 11 arguments, the body and about 40 bytes for each other one.
-        let mut cmd = Cmd::with_capacity(11, body.len() + 11 * 40);
-        cmd.arg("FCALL").arg(&PUBLISH.name);
-        match &idempotency_key {
-            Some(key) => cmd
-                .arg(4)
-                .arg(keys.meta(room))
-                .arg(keys.log(room))
-                .arg(keys.idempotency_record(room, key))
-                .arg(keys.legacy_idempotency(room)),
-            None => cmd.arg(2).arg(keys.meta(room)).arg(keys.log(room)),
-        };
-        let history = self.history;
+        let mut names = vec![keys.meta(room), keys.log(room)];
+        if let Some(key) = &idempotency_key {
+            names.push(keys.idempotency_record(room, key));
+            names.push(keys.legacy_idempotency(room));
+        }
+        let history = &self.history;
         let keep_ms = match key_retention {
             KeyRetention::Window => history.idempotency_window_ms,
             KeyRetention::Epoch => history.meta_ttl_ms,
@@ -114,11 +123,72 @@ impl PublishCall<'_> {
             history.ttl_ms,
             history.meta_ttl_ms,
         );
-        cmd.arg(keys.channel(room))
-            .arg(Epoch::generate().as_str())
-            .arg(body)
-            .arg(settings)
-            .arg(idempotency_key.as_deref().unwrap_or(""));
-        cmd
+        Parts {
+            keys: names,
+            args: [
+                keys.channel(room).into_bytes(),
+                Epoch::generate().as_str().as_bytes().to_vec(),
+                body,
+                settings.into_bytes(),
+                idempotency_key.unwrap_or_default().into_bytes(),
+            ],
+        }
     }
+
+    /// The `FCALL` that publishes `request` to `room`.
+    pub(super) fn command(&self, room: &RoomName, request: PublishRequest) -> Cmd {
+        let parts = self.parts(room, request);
+        fcall(&PUBLISH.name, std::slice::from_ref(&parts))
+    }
+
+    /// The `FCALL` that publishes each request to its room, in order.
+    pub(super) fn batch_command(
+        &self,
+        publications: impl IntoIterator<Item = (RoomName, PublishRequest)>,
+    ) -> Cmd {
+        let parts: Vec<Parts> = publications
+            .into_iter()
+            .map(|(room, request)| self.parts(&room, request))
+            .collect();
+        fcall(&PUBLISH_MANY, &parts)
+    }
+}
+
+/// The name of the function that publishes several publications.
+static PUBLISH_MANY: LazyLock<String> = LazyLock::new(|| format!("{}_many", PUBLISH.name));
+
+/// `FCALL function numkeys keys… args…` of the publications' parts, sized once.
+fn fcall(function: &str, publications: &[Parts]) -> Cmd {
+    let keys: usize = publications.iter().map(|p| p.keys.len()).sum();
+    let args = 3 + keys + 5 * publications.len();
+    let bytes: usize = publications.iter().map(Parts::bytes).sum();
+    let mut cmd = Cmd::with_capacity(args, bytes + function.len() + 16);
+    cmd.arg("FCALL").arg(function).arg(keys);
+    for key in publications.iter().flat_map(|p| &p.keys) {
+        cmd.arg(key);
+    }
+    for arg in publications.iter().flat_map(|p| &p.args) {
+        cmd.arg(arg.as_slice());
+    }
+    cmd
+}
+
+/// The ack in one publication's reply: `{0|1, epoch, seq, time}`, or `{2, message}` when
+/// that publication failed within a call of several.
+pub(super) fn parse_ack(reply: Value) -> Result<PublishAck, BrokerError> {
+    let bad = |e: String| BrokerError::Internal(format!("unexpected publish reply: {e}"));
+    if let Value::Array(items) = &reply
+        && let [Value::Int(2), message] = items.as_slice()
+    {
+        let message: String =
+            FromRedisValue::from_redis_value_ref(message).map_err(|e| bad(e.to_string()))?;
+        return Err(BrokerError::Internal(format!("publish failed: {message}")));
+    }
+    let (repeat, epoch, seq, time_ms): (i64, String, u64, u64) =
+        FromRedisValue::from_redis_value(reply).map_err(|e| bad(e.to_string()))?;
+    Ok(PublishAck {
+        position: Position::new(Epoch::new(epoch), seq),
+        time_ms,
+        duplicate: repeat == 1,
+    })
 }

@@ -15,8 +15,10 @@
 //!   empty, from an older snapshot, or as a promoted replica — gives rooms new epochs
 //!   instead of reusing sequence numbers (see `publish.lua`).
 
+mod batch;
 mod breaker;
 mod cluster;
+mod commands;
 mod envelope;
 mod function;
 mod health;
@@ -36,12 +38,14 @@ use super::{
 use crate::protocol::RoomName;
 use crate::stream::{Epoch, Position};
 use async_trait::async_trait;
+use batch::Batcher;
 use breaker::Breaker;
+use commands::Commands;
 use envelope::Body;
-use function::{PUBLISH, PublishCall};
+use function::{PUBLISH, PublishCall, parse_ack};
 use health::Health;
 use keys::Keys;
-use link::{Link, Target, broker_error};
+use link::{Link, Target};
 use redis::{FromRedisValue, Script, Value};
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
@@ -108,16 +112,14 @@ enum Mode {
 /// [`Broker`] over Redis.
 pub struct RedisBroker {
     mode: Mode,
-    link: Link,
+    commands: Commands,
     keys: Keys,
     history: HistorySettings,
-    health: Arc<Health>,
-    breaker: Arc<Breaker>,
     requests: mpsc::UnboundedSender<Request>,
-    /// Wakes the Sentinel watcher when a command fails (Sentinel mode only).
-    master_lost: Option<Arc<tokio::sync::Notify>>,
-    /// Bodies of at least this many bytes are compressed (0: never).
-    compress_above: usize,
+    /// How publishes are called.
+    publish: PublishCall,
+    /// Collects publishes that wait together into one call (not in a cluster).
+    batcher: Option<Batcher>,
 }
 
 /// What the subscriber task of either kind is built from.
@@ -245,16 +247,28 @@ impl RedisBroker {
             Some((scheme, nodes)) => (Mode::Cluster, parts.spawn_cluster(scheme, nodes), None),
             None => parts.spawn_single(url)?,
         };
-        Ok(RedisBroker {
-            mode,
+        let commands = Commands {
             link,
-            keys,
-            history,
             health,
             breaker,
-            requests,
             master_lost,
+        };
+        let publish = PublishCall {
+            keys: keys.clone(),
+            history: history.clone(),
+            sharded: mode == Mode::Cluster,
             compress_above: settings.compress_above,
+        };
+        let batcher =
+            (mode != Mode::Cluster).then(|| Batcher::start(commands.clone(), publish.clone()));
+        Ok(RedisBroker {
+            mode,
+            commands,
+            keys,
+            history,
+            requests,
+            publish,
+            batcher,
         })
     }
 
@@ -271,8 +285,7 @@ impl RedisBroker {
         .await
     }
 
-    /// Runs `command` on the node holding `room`, recording the connection's health from
-    /// the outcome; fails at once while that node's circuit is open (see `breaker.rs`).
+    /// Runs `command` on the node holding `room` (see [`Commands::call`]).
     async fn call(
         &self,
         room: &RoomName,
@@ -280,32 +293,9 @@ impl RedisBroker {
         command: impl AsyncFnOnce(&mut link::Connection) -> redis::RedisResult<Value>,
     ) -> Result<Value, BrokerError> {
         metrics::counter!("roomcast_broker_commands_total", "op" => op).increment(1);
-        // Before the first connection there is nothing to wait for and nothing to
-        // learn about the node: fail at once without touching its circuit.
-        let mut connection = match self.link.get() {
-            Ok(connection) => connection,
-            Err(err) => {
-                metrics::counter!("roomcast_broker_errors_total", "op" => op).increment(1);
-                return Err(err);
-            }
-        };
-        let pass = self.breaker.admit(&self.keys.meta(room))?;
-        let result = command(&mut connection).await.map_err(broker_error);
-        self.breaker.record(pass, result.as_ref().map(|_| ()));
-        match &result {
-            Ok(_) => self.health.set_commands(Ok(())),
-            Err(err) => {
-                metrics::counter!("roomcast_broker_errors_total", "op" => op).increment(1);
-                if !matches!(err, BrokerError::Internal(_)) {
-                    self.health.set_commands(Err(err.to_string()));
-                    // The master may have moved: ask the sentinels.
-                    if let Some(master_lost) = &self.master_lost {
-                        master_lost.notify_one();
-                    }
-                }
-            }
-        }
-        result
+        self.commands
+            .call(&self.keys.meta(room), op, 1, command)
+            .await
     }
 
     async fn subscription(&self, request: Request) -> Result<(), BrokerError> {
@@ -330,26 +320,17 @@ impl Broker for RedisBroker {
         room: &RoomName,
         request: PublishRequest,
     ) -> Result<PublishAck, BrokerError> {
-        let call = PublishCall {
-            keys: &self.keys,
-            history: &self.history,
-            sharded: self.mode == Mode::Cluster,
-            compress_above: self.compress_above,
+        if let Some(batcher) = &self.batcher {
+            return batcher.publish(room, request).await;
         }
-        .command(room, request);
+        let call = self.publish.command(room, request);
+        metrics::counter!("roomcast_broker_publish_calls_total").increment(1);
         let reply = self
             .call(room, "publish", async |connection| {
                 PUBLISH.call(connection, &call).await
             })
             .await?;
-        let (repeat, epoch, seq, time_ms): (i64, String, u64, u64) =
-            FromRedisValue::from_redis_value(reply)
-                .map_err(|e| BrokerError::Internal(e.to_string()))?;
-        Ok(PublishAck {
-            position: Position::new(Epoch::new(epoch), seq),
-            time_ms,
-            duplicate: repeat == 1,
-        })
+        parse_ack(reply)
     }
 
     async fn history(
@@ -405,31 +386,31 @@ impl Broker for RedisBroker {
     }
 
     fn status(&self) -> BrokerStatus {
-        self.health.status()
+        self.commands.health.status()
     }
 
     fn pubsub_health(&self) -> Option<super::PubSubHealth> {
-        Some(self.health.pubsub())
+        Some(self.commands.health.pubsub())
     }
 
     fn membership_store(&self) -> Arc<dyn crate::broker::membership::MembershipStore> {
         Arc::new(members::RedisMembership::new(
-            self.link.clone(),
+            self.commands.link.clone(),
             self.keys.clone(),
         ))
     }
 
     fn presence_store(&self) -> Arc<dyn crate::broker::presence::PresenceStore> {
         Arc::new(presence::RedisPresence::new(
-            self.link.clone(),
+            self.commands.link.clone(),
             self.keys.clone(),
         ))
     }
 }
 
-/// The command that publishes `request` to `room` exactly as the broker sends it (an
-/// `FCALL` of the publish library; on one Redis, not a cluster), for drivers that
-/// measure what Redis alone can sequence. Load the library first with
+/// The command that publishes `request` to `room` exactly as the broker sends a publish
+/// that goes alone (an `FCALL` of the publish library; on one Redis, not a cluster), for
+/// drivers that measure what Redis alone can sequence. Load the library first with
 /// [`publish_library_load`]. `compress_above` is `redis.compress_above_bytes`.
 pub fn publish_command(
     key_prefix: &str,
@@ -438,14 +419,31 @@ pub fn publish_command(
     room: &RoomName,
     request: PublishRequest,
 ) -> redis::Cmd {
-    let keys = Keys::new(key_prefix);
+    driver_call(key_prefix, history, compress_above).command(room, request)
+}
+
+/// The command that publishes several requests, each to its room, exactly as the broker
+/// sends publishes that waited together (at most [`PUBLISH_BATCH_MAX`]); otherwise as
+/// [`publish_command`].
+pub fn publish_batch_command(
+    key_prefix: &str,
+    history: &HistorySettings,
+    compress_above: usize,
+    publications: impl IntoIterator<Item = (RoomName, PublishRequest)>,
+) -> redis::Cmd {
+    driver_call(key_prefix, history, compress_above).batch_command(publications)
+}
+
+/// Most publications the broker sends in one call.
+pub const PUBLISH_BATCH_MAX: usize = batch::MAX_BATCH;
+
+fn driver_call(key_prefix: &str, history: &HistorySettings, compress_above: usize) -> PublishCall {
     PublishCall {
-        keys: &keys,
-        history,
+        keys: Keys::new(key_prefix),
+        history: history.clone(),
         sharded: false,
         compress_above,
     }
-    .command(room, request)
 }
 
 /// The command that loads the publish library (`FUNCTION LOAD REPLACE`).
