@@ -136,6 +136,7 @@ const COUNTERS: &[&str] = &[
     "roomcast_broker_topology_changes_total",
     "roomcast_broker_circuit_opened_total",
     "roomcast_broker_fast_failures_total",
+    "roomcast_broker_publish_calls_total",
     "roomcast_outbox_published_total",
     "roomcast_audit_retention_deleted_total",
     "roomcast_http_rate_limited_total",
@@ -348,6 +349,10 @@ fn describe() {
     describe_counter!(
         "roomcast_broker_commands_total",
         "Broker commands sent, by operation."
+    );
+    describe_counter!(
+        "roomcast_broker_publish_calls_total",
+        "Redis function calls that carried publications (several publishes waiting together share one)."
     );
     describe_counter!(
         "roomcast_broker_errors_total",
