@@ -2,7 +2,7 @@
 //! the sentinels name; a Redis Cluster takes one call per publish, since one call's keys
 //! must share a slot).
 //!
-//! Redis spends about a tenth of a publication's work per call, outside the function's
+//! Redis spends about a sixth of a publication's work per call, outside the function's
 //! own code: reading and parsing the command, turning its arguments into Lua values,
 //! the reply. Publishes from many connections arrive together (the answers to a
 //! pipelined burst wake their connections together, and each sends its next), so one

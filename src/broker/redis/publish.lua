@@ -219,7 +219,7 @@ end
 -- that failed (an error of one publication does not stop the others: each runs in a
 -- pcall; like a failed call of `publish`, one that failed may have done part of its
 -- work, and its retry with the same key finds whatever it recorded).
--- Redis does per call about a tenth of a publication's work before and after the Lua
+-- Redis does per call about a sixth of a publication's work before and after the Lua
 -- code runs (parsing, the command, the reply), so several publishes waiting at once
 -- are cheaper as one call (see batch.rs).
 local function publish_many(KEYS, ARGV)
