@@ -92,6 +92,14 @@ pub async fn measure(
                 if replies.len() != BATCH {
                     return Err(format!("{} replies to {BATCH} publishes", replies.len()));
                 }
+                // A publication that failed is answered {2, message} inside the reply.
+                for reply in &replies {
+                    match reply {
+                        redis::Value::Array(items)
+                            if matches!(items.first(), Some(redis::Value::Int(0 | 1))) => {}
+                        other => return Err(format!("a publish failed: {other:?}")),
+                    }
+                }
                 calls += BATCH as u64;
             }
             Ok::<u64, String>(calls)

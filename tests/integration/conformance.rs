@@ -350,6 +350,77 @@ async fn redis_keeps_each_key_for_its_lifetime() {
     assert_eq!(later.position.seq, many + 2);
 }
 
+/// The outbox relay's keys are also written where earlier builds look for them (the
+/// room's hash, "epoch seq time expires", the hash living past the key), because every
+/// instance relays the same rows and during a rolling upgrade an instance of an earlier
+/// build may publish a row that a new one already published; clients' keys are not. And
+/// a key lifetime of 0 remembers nothing, without failing the publish.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_writes_outbox_keys_where_earlier_builds_look_too() {
+    let redis = RedisServer::start().await;
+    let prefix = Config::defaults().redis.key_prefix;
+    let (broker, _events) = ready_redis_broker(&redis, "legacy", settings()).await;
+    let room = RoomName::new_unchecked("legacy");
+    let legacy = format!("{prefix}:{{legacy}}:idem");
+    let outbox = PublishRequest {
+        key_retention: KeyRetention::Epoch,
+        ..request(1, Some("outbox:42"))
+    };
+    let ack = broker.publish(&room, outbox).await.unwrap();
+    broker
+        .publish(&room, request(2, Some("client:u:1")))
+        .await
+        .unwrap();
+    let written = redis.cli(&["HGET", &legacy, "outbox:42"]).await.unwrap();
+    let fields: Vec<&str> = written.split(' ').collect();
+    assert_eq!(fields.len(), 4, "epoch seq time expires: {written:?}");
+    assert_eq!(fields[0], ack.position.epoch.as_str());
+    assert_eq!(fields[1], "1");
+    assert_eq!(fields[2], ack.time_ms.to_string());
+    let expires: u64 = fields[3].parse().unwrap();
+    let meta_ttl = settings().meta_ttl_ms;
+    assert_eq!(
+        expires,
+        ack.time_ms + meta_ttl,
+        "expires after the epoch's lifetime"
+    );
+    let hash_expires: u64 = redis
+        .cli(&["HGET", &legacy, "#expires"])
+        .await
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(hash_expires >= expires, "the hash outlives the key");
+    let ttl = pttl(&redis, &legacy).await;
+    assert!(
+        ttl as u64 > meta_ttl - 5_000,
+        "the hash has its expiry ({ttl} ms)"
+    );
+    assert_eq!(
+        redis
+            .cli(&["HEXISTS", &legacy, "client:u:1"])
+            .await
+            .as_deref(),
+        Some("0"),
+        "a client's key is not written there"
+    );
+
+    let none = HistorySettings {
+        idempotency_window_ms: 0,
+        ..settings()
+    };
+    let (forgetful, _more) = ready_redis_broker(&redis, "legacy-0", none).await;
+    let first = forgetful
+        .publish(&room, request(3, Some("client:u:2")))
+        .await
+        .expect("a lifetime of 0 does not fail the publish");
+    let again = forgetful
+        .publish(&room, request(3, Some("client:u:2")))
+        .await
+        .unwrap();
+    assert!(!again.duplicate && again.position.seq == first.position.seq + 1);
+}
+
 /// The replay buffer keeps within its bounds at every publish: `XADD … MAXLEN ~` trims
 /// by whole stream nodes (`history.size` plus at most a node), reads never reach past
 /// `history.size`, and entries past the age bound are dropped by a later publish even
@@ -385,7 +456,9 @@ async fn redis_bounds_hold_at_every_publish() {
         "the oldest entry's time: {aged:?}"
     );
 
-    // Once those are past the age bound, every 16th publish drops 16 of them.
+    // Once those are past the age bound, every 16th publish drops 16 of them. (The
+    // stream itself would expire at about the same time: keep it, this is about trims.)
+    assert_eq!(redis.cli(&["PERSIST", &log]).await.as_deref(), Some("1"));
     tokio::time::sleep(Duration::from_millis(1_600)).await;
     for n in 33..=48u64 {
         broker.publish(&room, request(n, None)).await.unwrap();
@@ -600,7 +673,12 @@ async fn fcalls(redis: &RedisServer) -> u64 {
 #[tokio::test]
 async fn redis_sends_publishes_that_wait_together_in_one_call() {
     let redis = RedisServer::start().await;
-    let (broker, _events) = ready_redis_broker(&redis, "batch", settings()).await;
+    // A buffer that holds every publication of the wave, to read each one back.
+    let history = HistorySettings {
+        size: 100,
+        ..settings()
+    };
+    let (broker, _events) = ready_redis_broker(&redis, "batch", history).await;
     let prefix = Config::defaults().redis.key_prefix;
     let warm = RoomName::new_unchecked("batch-warm");
     broker.publish(&warm, request(0, None)).await.unwrap(); // loads the library
@@ -626,9 +704,11 @@ async fn redis_sends_publishes_that_wait_together_in_one_call() {
         }
     }
     wave.extend((0..5).map(|_| (broken.clone(), None)));
+    // Each publication carries its own place in the wave as its data.
     let acks = futures_util::future::join_all(
         wave.iter()
-            .map(|(room, key)| broker.publish(room, request(1, key.as_deref()))),
+            .enumerate()
+            .map(|(i, (room, key))| broker.publish(room, request(i as u64, key.as_deref()))),
     )
     .await;
     let calls = fcalls(&redis).await - before;
@@ -636,7 +716,17 @@ async fn redis_sends_publishes_that_wait_together_in_one_call() {
 
     let mut by_key = std::collections::HashMap::new();
     let mut seqs: std::collections::HashMap<&RoomName, Vec<u64>> = Default::default();
-    for ((room, key), ack) in wave.iter().zip(acks) {
+    let mut stored = std::collections::HashMap::new();
+    for room in &rooms {
+        let page = broker
+            .history(room, HistoryQuery::After { seq: 0, limit: 100 })
+            .await
+            .unwrap();
+        for publication in page.publications {
+            stored.insert((room.clone(), publication.seq), publication.data.clone());
+        }
+    }
+    for (i, ((room, key), ack)) in wave.iter().zip(acks).enumerate() {
         let Some(key) = key else {
             assert!(ack.is_err(), "the broken room's publish failed");
             continue;
@@ -644,6 +734,13 @@ async fn redis_sends_publishes_that_wait_together_in_one_call() {
         let ack = ack.unwrap_or_else(|e| panic!("{room}: {e}"));
         if !ack.duplicate {
             seqs.entry(room).or_default().push(ack.position.seq);
+            // The ack names the publication that carried this request's data.
+            assert_eq!(
+                stored.get(&(room.clone(), ack.position.seq)),
+                Some(&json!({ "n": i })),
+                "{room} seq {}",
+                ack.position.seq
+            );
         }
         by_key.entry(key.clone()).or_insert_with(Vec::new).push(ack);
     }

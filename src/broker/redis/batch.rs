@@ -22,8 +22,8 @@ use redis::Value;
 use tokio::sync::{mpsc, oneshot};
 
 /// Most publications in one call: past about 8, the share of the per-call work left is
-/// small (Redis instructions per publication, `scripts/publish-cost.sh`: 125,000 alone,
-/// 106,000 in calls of 8, 102,000 in calls of 32), and a call holds Redis for the time
+/// small (Redis instructions per publication, `scripts/publish-cost.sh`: 126,000 alone,
+/// 107,000 in calls of 8, 103,000 in calls of 32), and a call holds Redis for the time
 /// of all of its publications.
 pub(super) const MAX_BATCH: usize = 32;
 
@@ -128,6 +128,8 @@ async fn send(lot: Vec<Waiting>, commands: Commands, call: PublishCall) {
             acks
         }
         Ok(other) => {
+            metrics::counter!("roomcast_broker_errors_total", "op" => "publish")
+                .increment(count as u64);
             let unexpected = format!("unexpected reply to {count} publishes: {other:?}");
             vec![Err(BrokerError::Internal(unexpected)); count]
         }

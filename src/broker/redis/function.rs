@@ -99,6 +99,8 @@ impl PublishCall {
             trace,
             key_retention,
         } = request;
+        // An empty key is no key: `publish_many` tells the two layouts apart by it.
+        let idempotency_key = idempotency_key.filter(|key| !key.is_empty());
         let keys = &self.keys;
         let body = Body {
             id: rand::random(),

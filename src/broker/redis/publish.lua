@@ -26,8 +26,14 @@
 -- (KEYS[4], key -> "epoch seq time expires") beside a sorted set of their expiries;
 -- while instances of such a build may still be publishing (a rolling upgrade) and for
 -- the longest key lifetime after, a retry can reach this code with a key recorded
--- there, so a key not found here is looked up in that hash too (one HGET, read only,
--- of a key that no longer exists once the upgrade's keys have expired).
+-- there, so a key not found here is looked up in that hash too (one HMGET, of a key that
+-- no longer exists once the upgrade's keys have expired). The outbox relay's keys
+-- ("outbox:...") are also written there, in the earlier builds' format, keeping the
+-- hash's own expiry (#expires) past theirs: every instance relays the same outbox rows,
+-- so during a rolling upgrade an instance of an earlier build publishes rows that a new
+-- one already published, and it finds only what that hash holds. (Clients' keys are
+-- not: a client's retry reaches an earlier build only if it moves from a new instance to
+-- an old one during the upgrade; see docs/cluster.md.)
 --
 -- The replay stream and the meta hash are not given their expiry at every publish.
 -- Both are set with PEXPIREAT to now + their lifetime + an eighth of the
@@ -66,6 +72,8 @@
 -- wait is done every TRIM_EVERY publishes of a room, TRIM_EVERY items at a time.
 local TRIM_EVERY = 16
 local RENEW, AGED = 'renew', 'aged'
+-- The field of the earlier builds' idempotency hash that holds when the hash expires.
+local LEGACY_EXPIRES = '#expires'
 
 local run_id
 
@@ -80,7 +88,7 @@ local function settings_of(text)
   if not s then
     local command, length, age, idle, keep = string.match(text, '^(%u+) (%d+) (%d+) (%d+) (%d+)$')
     s = {
-      command = command, length = length, keep = keep,
+      command = command, length = length, keep = keep, keep_ms = tonumber(keep),
       age = tonumber(age), idle = tonumber(idle),
       -- RENEW's suffix: the two lifetimes the expiries were set with.
       lifetimes = ' ' .. age .. ' ' .. idle,
@@ -93,20 +101,40 @@ end
 -- The original ack of the publish that used the idempotency key, if remembered: in its
 -- record, or (see above) in the hash of earlier versions, whose entries carry their
 -- expiry.
-local function repeated(record, legacy, key, now)
+-- Returns the ack, or nil and (for an outbox key, which is written to the earlier builds'
+-- hash too) that hash's #expires, nil if it has none.
+local function repeated(record, legacy, key, outbox, now)
   local original = redis.call('GET', record)
   if original then
     local epoch, seq, time = string.match(original, '^(%S+) (%d+) (%d+)$')
     return {1, epoch, tonumber(seq), tonumber(time)}
   end
-  original = redis.call('HGET', legacy, key)
+  local found
+  if outbox then
+    found = redis.call('HMGET', legacy, key, LEGACY_EXPIRES)
+  else
+    found = {redis.call('HGET', legacy, key)}
+  end
+  original = found[1]
   if original then
     local epoch, seq, time, expires = string.match(original, '^(%S+) (%d+) (%d+) (%d+)$')
     if tonumber(expires) > now then
       return {1, epoch, tonumber(seq), tonumber(time)}
     end
   end
-  return nil
+  return nil, found[2]
+end
+
+-- Records an outbox key in the earlier builds' hash too, as they did: "epoch seq time
+-- expires", the hash (and their sorted set, if any) living past it.
+local function remember_legacy(legacy, key, ack, now, keep, hash_expires)
+  local expires = string.format('%d', now + keep)
+  redis.call('HSET', legacy, key, ack .. ' ' .. expires)
+  if not hash_expires or #hash_expires < #expires or hash_expires < expires then
+    local until_ms = string.format('%d', now + keep + math.ceil(keep / 8))
+    redis.call('HSET', legacy, LEGACY_EXPIRES, until_ms)
+    redis.call('PEXPIREAT', legacy, until_ms)
+  end
 end
 
 -- Drops replay entries past the age bound (`cutoff`, ms), TRIM_EVERY at most, unless the
@@ -143,8 +171,11 @@ end
 local function publish_one(meta, log, record, legacy, channel, new_epoch, body, settings, key,
     now_text, now)
   settings = settings_of(settings)
+  local hash_expires
+  local outbox = record and string.sub(key, 1, 7) == 'outbox:'
   if record then
-    local original = repeated(record, legacy, key, now)
+    local original
+    original, hash_expires = repeated(record, legacy, key, outbox, now)
     if original then return original end
   end
 
@@ -190,7 +221,8 @@ local function publish_one(meta, log, record, legacy, channel, new_epoch, body, 
     local due = now + math.ceil(log_ttl / 8)
     local renewal = string.format('%d', due) .. lifetimes
     if fresh then
-      redis.call('HSET', meta, 'epoch', epoch, 'seq', '1', 'rid', run_id, RENEW, renewal)
+      redis.call('HSET', meta, 'epoch', epoch, 'seq', '1', 'rid', run_id, RENEW, renewal,
+        AGED, now_text)
     else
       redis.call('HSET', meta, RENEW, renewal)
     end
@@ -200,8 +232,13 @@ local function publish_one(meta, log, record, legacy, channel, new_epoch, body, 
 
   redis.call(settings.command, channel, cmsgpack.pack(epoch, seq, now) .. body)
 
-  if record then
-    redis.call('SET', record, epoch .. ' ' .. seq_text .. ' ' .. now_text, 'PX', settings.keep)
+  -- (A lifetime of 0 remembers nothing: SET refuses PX 0.)
+  if record and settings.keep_ms > 0 then
+    local ack = epoch .. ' ' .. seq_text .. ' ' .. now_text
+    redis.call('SET', record, ack, 'PX', settings.keep)
+    if outbox then
+      remember_legacy(legacy, key, ack, now, settings.keep_ms, hash_expires)
+    end
   end
   return {0, epoch, seq, now}
 end
