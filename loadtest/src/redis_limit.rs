@@ -26,6 +26,30 @@ const BATCH: usize = PUBLISH_BATCH_MAX;
 /// Calls each connection keeps outstanding.
 const DEPTH: usize = 2;
 
+/// How many calls of the publish functions (`FCALL`) the Redis at `url` has run, from
+/// `INFO commandstats` (none if it cannot be read). The servers call functions only to
+/// publish (their other scripts are `EVALSHA`s).
+pub async fn publish_calls(url: &str) -> Option<u64> {
+    let client = redis::Client::open(url).ok()?;
+    let mut connection = client.get_multiplexed_async_connection().await.ok()?;
+    let stats: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut connection)
+        .await
+        .ok()?;
+    Some(fcalls_in(&stats))
+}
+
+/// The `FCALL` count in the text of `INFO commandstats` (0 when none ran).
+fn fcalls_in(stats: &str) -> u64 {
+    stats
+        .lines()
+        .find_map(|line| line.strip_prefix("cmdstat_fcall:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|calls| calls.parse().ok())
+        .unwrap_or(0)
+}
+
 /// Drives the publish function at `url` (Redis process `pid`) for `secs` over `rooms`
 /// rooms with `message_bytes` of padding per message, like a closed-loop scenario's
 /// publishes (each with its own idempotency key).
@@ -120,4 +144,16 @@ pub async fn measure(
         redis_cpu_us_per_call: cpu.total().as_secs_f64() * 1e6 / calls.max(1) as f64,
         ratio: None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fcalls_in;
+
+    #[test]
+    fn reads_the_fcall_count_of_commandstats() {
+        let stats = "# Commandstats\r\ncmdstat_xadd:calls=90,usec=5,usec_per_call=0.1,rejected_calls=0,failed_calls=0\r\ncmdstat_fcall:calls=12,usec=300,usec_per_call=25.00,rejected_calls=0,failed_calls=1\r\n";
+        assert_eq!(fcalls_in(stats), 12);
+        assert_eq!(fcalls_in("# Commandstats\r\n"), 0);
+    }
 }

@@ -44,6 +44,9 @@ pub struct Report {
     /// The publish function driven straight at Redis after the run (with
     /// `publish.redis_limit_secs`).
     pub redis_limit: Option<RedisLimit>,
+    /// Publishes (acknowledged or not) per call of the publish function that the spawned
+    /// Redis ran during the run: above 1 when publishes waiting together shared calls.
+    pub publishes_per_redis_call: Option<f64>,
     /// The kernel's part of a delivery, measured after the run (with
     /// `publish.send_floor_secs`).
     pub send_floor: Option<SendFloor>,
@@ -566,8 +569,14 @@ impl Report {
             row(
                 "CPU per publish",
                 format!(
-                    "instances {:.1} µs (user {:.1}, system {:.1}); Redis {:.1} µs",
-                    cpu.instances_us, cpu.instances_user_us, cpu.instances_system_us, cpu.redis_us
+                    "instances {:.1} µs (user {:.1}, system {:.1}); Redis {:.1} µs{}",
+                    cpu.instances_us,
+                    cpu.instances_user_us,
+                    cpu.instances_system_us,
+                    cpu.redis_us,
+                    self.publishes_per_redis_call
+                        .map(|per_call| format!(" ({per_call:.1} publishes per Redis call)"))
+                        .unwrap_or_default()
                 ),
             );
         }

@@ -112,8 +112,21 @@ pub async fn run(scenario: &Scenario, options: &Options) -> Result<Report, RunEr
     check_open_files(scenario)?;
     let mut run = Run::start(scenario, options).await?;
     let users = run.ramp_up().await;
+    let redis_url = run
+        .topology
+        .as_ref()
+        .and_then(|t| t.redis.as_ref())
+        .map(|r| r.url.clone());
+    let calls_before = match &redis_url {
+        Some(url) => redis_limit::publish_calls(url).await,
+        None => None,
+    };
     let mut published = run.publish().await;
     let settle_secs = run.settle(&users).await;
+    let calls_after = match &redis_url {
+        Some(url) => redis_limit::publish_calls(url).await,
+        None => None,
+    };
     let actions = collect_actions(published.actions).await;
     if let Some(roll) = &mut published.roll {
         roll.moves_per_user = moves_per_user(&users);
@@ -153,6 +166,12 @@ pub async fn run(scenario: &Scenario, options: &Options) -> Result<Report, RunEr
         roll: published.roll,
         connected_at_end,
     });
+    if let (Some(before), Some(after)) = (calls_before, calls_after)
+        && after > before
+    {
+        let publishes = report.publishes.acked + report.publishes.failed;
+        report.publishes_per_redis_call = Some(publishes as f64 / (after - before) as f64);
+    }
     report.redis_limit = redis_limit.map(|mut limit| {
         limit.ratio = Some(report.publishes.per_second / limit.per_second.max(f64::EPSILON));
         limit
@@ -704,6 +723,7 @@ fn assemble(a: Assembly<'_>) -> Report {
         server_cpu_per_delivery: CpuPerDelivery::of(&servers, a.published.delivered),
         cpu_per_publish: CpuPerPublish::of(&servers, acked),
         redis_limit: None,
+        publishes_per_redis_call: None,
         send_floor: None,
         servers,
         knee: find_knee(&steps),

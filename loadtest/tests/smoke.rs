@@ -55,6 +55,11 @@ fn a_failover_under_load_loses_nothing() {
     let received = report["accounting"]["received"].as_u64().unwrap();
     let acked = report["publishes"]["acked"].as_u64().unwrap();
     assert!(acked > 0 && received >= acked, "{stdout}");
+    let per_call = report["publishes_per_redis_call"].as_f64();
+    assert!(
+        per_call.is_some_and(|per_call| per_call > 0.5),
+        "publishes per Redis call: {per_call:?}\n{stdout}"
+    );
     assert!(
         report["resume_ms"]["count"].as_u64().unwrap() > 0,
         "users of the killed instance resumed elsewhere\n{stdout}"
