@@ -15,7 +15,7 @@ use crate::protocol::RoomName;
 use crate::stream::{Epoch, Position};
 use redis::aio::ConnectionLike;
 use redis::{Cmd, FromRedisValue, RedisResult, Script, Value};
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 
 /// The publish library: its name (also its one function's) and its text.
 pub(super) struct Library {
@@ -69,11 +69,12 @@ fn is_missing(err: &redis::RedisError) -> bool {
 #[derive(Clone)]
 pub(super) struct PublishCall {
     pub keys: Keys,
-    pub history: HistorySettings,
-    /// `SPUBLISH` (a Redis Cluster) rather than `PUBLISH`.
-    pub sharded: bool,
     /// Bodies of at least this many bytes are compressed (0: never).
-    pub compress_above: usize,
+    compress_above: usize,
+    /// The settings argument (see `publish.lua`) for a key kept for the dedupe window,
+    /// and for one kept for the room's epoch: made once, not per publish.
+    settings_window: Arc<str>,
+    settings_epoch: Arc<str>,
 }
 
 /// The keys and arguments of one publication, as both functions take them.
@@ -92,6 +93,27 @@ impl Parts {
 }
 
 impl PublishCall {
+    /// Calls for rooms under `keys` with `history`; `sharded`: `SPUBLISH` (a Redis
+    /// Cluster) rather than `PUBLISH`.
+    pub fn new(
+        keys: Keys,
+        history: &HistorySettings,
+        sharded: bool,
+        compress_above: usize,
+    ) -> PublishCall {
+        let settings = |keep_ms: u64| -> Arc<str> {
+            let command = if sharded { "SPUBLISH" } else { "PUBLISH" };
+            let (size, ttl, idle) = (history.size, history.ttl_ms, history.meta_ttl_ms);
+            format!("{command} {size} {ttl} {idle} {keep_ms}").into()
+        };
+        PublishCall {
+            keys,
+            compress_above,
+            settings_window: settings(history.idempotency_window_ms),
+            settings_epoch: settings(history.meta_ttl_ms),
+        }
+    }
+
     fn parts(&self, room: &RoomName, request: PublishRequest) -> Parts {
         let PublishRequest {
             data,
@@ -113,25 +135,17 @@ impl PublishCall {
             names.push(keys.idempotency_record(room, key));
             names.push(keys.legacy_idempotency(room));
         }
-        let history = &self.history;
-        let keep_ms = match key_retention {
-            KeyRetention::Window => history.idempotency_window_ms,
-            KeyRetention::Epoch => history.meta_ttl_ms,
+        let settings = match key_retention {
+            KeyRetention::Window => &self.settings_window,
+            KeyRetention::Epoch => &self.settings_epoch,
         };
-        let settings = format!(
-            "{} {} {} {} {keep_ms}",
-            if self.sharded { "SPUBLISH" } else { "PUBLISH" },
-            history.size,
-            history.ttl_ms,
-            history.meta_ttl_ms,
-        );
         Parts {
             keys: names,
             args: [
                 keys.channel(room).into_bytes(),
                 Epoch::generate().as_str().as_bytes().to_vec(),
                 body,
-                settings.into_bytes(),
+                settings.as_bytes().to_vec(),
                 idempotency_key.unwrap_or_default().into_bytes(),
             ],
         }

@@ -253,12 +253,12 @@ impl RedisBroker {
             breaker,
             master_lost,
         };
-        let publish = PublishCall {
-            keys: keys.clone(),
-            history: history.clone(),
-            sharded: mode == Mode::Cluster,
-            compress_above: settings.compress_above,
-        };
+        let publish = PublishCall::new(
+            keys.clone(),
+            &history,
+            mode == Mode::Cluster,
+            settings.compress_above,
+        );
         let batcher =
             (mode != Mode::Cluster).then(|| Batcher::start(commands.clone(), publish.clone()));
         Ok(RedisBroker {
@@ -438,12 +438,7 @@ pub fn publish_batch_command(
 pub const PUBLISH_BATCH_MAX: usize = batch::MAX_BATCH;
 
 fn driver_call(key_prefix: &str, history: &HistorySettings, compress_above: usize) -> PublishCall {
-    PublishCall {
-        keys: Keys::new(key_prefix),
-        history: history.clone(),
-        sharded: false,
-        compress_above,
-    }
+    PublishCall::new(Keys::new(key_prefix), history, false, compress_above)
 }
 
 /// The command that loads the publish library (`FUNCTION LOAD REPLACE`).

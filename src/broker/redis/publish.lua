@@ -99,10 +99,9 @@ local function settings_of(text)
 end
 
 -- The original ack of the publish that used the idempotency key, if remembered: in its
--- record, or (see above) in the hash of earlier versions, whose entries carry their
--- expiry.
--- Returns the ack, or nil and (for an outbox key, which is written to the earlier builds'
--- hash too) that hash's #expires, nil if it has none.
+-- record, or (see above) in the earlier builds' hash, whose entries carry their expiry.
+-- Otherwise nil and, for an outbox key (written to that hash too), the hash's #expires
+-- (nil if it has none).
 local function repeated(record, legacy, key, outbox, now)
   local original = redis.call('GET', record)
   if original then
