@@ -763,3 +763,58 @@ async fn redis_sends_publishes_that_wait_together_in_one_call() {
     let single = broker.publish(&warm, request(2, None)).await.unwrap();
     assert_eq!(single.position.seq, 2);
 }
+
+/// While two calls are unanswered, publishes that arrive one by one wait and go in the
+/// next call together (batch.rs, as a group commit): Redis is stopped while two
+/// publishes go out alone and ten more arrive, each in a turn of its own; once Redis
+/// runs again, the ten reach it in one call. Each is acked with its own position, in
+/// the order the publishes came. One more, whose publisher stopped waiting before
+/// Redis ran again, is not sent at all.
+#[tokio::test]
+async fn redis_gathers_publishes_that_arrive_while_calls_are_unanswered() {
+    const PUBLISHES: u64 = 12;
+    const APART: Duration = Duration::from_millis(15);
+    let redis = RedisServer::start().await;
+    let (broker, _events) = ready_redis_broker(&redis, "gather", settings()).await;
+    let room = RoomName::new_unchecked("gather");
+    broker.publish(&room, request(0, None)).await.unwrap(); // loads the library
+    let before = fcalls(&redis).await;
+
+    redis.signal("STOP");
+    let publishes = (1..=PUBLISHES).map(|n| {
+        let (broker, room) = (&broker, &room);
+        async move {
+            tokio::time::sleep(APART * n as u32).await;
+            broker.publish(room, request(n, None)).await
+        }
+    });
+    let abandoned = async {
+        tokio::time::sleep(APART * (PUBLISHES as u32 + 1)).await;
+        let publish = broker.publish(&room, request(99, None));
+        tokio::time::timeout(APART, publish).await
+    };
+    // Well within the command timeout (1 s) of the first call.
+    let resume = async {
+        tokio::time::sleep(APART * (PUBLISHES as u32 + 6)).await;
+        redis.signal("CONT");
+    };
+    let (acks, abandoned, ()) =
+        tokio::join!(futures_util::future::join_all(publishes), abandoned, resume);
+    assert!(abandoned.is_err(), "the last publish was given up");
+
+    assert_eq!(
+        fcalls(&redis).await - before,
+        3,
+        "two calls alone, then the ten that waited for them in one"
+    );
+    for (n, ack) in (1..=PUBLISHES).zip(acks) {
+        let ack = ack.unwrap_or_else(|e| panic!("publish {n}: {e}"));
+        assert_eq!(ack.position.seq, n + 1, "publish {n}");
+    }
+    let next = broker.publish(&room, request(100, None)).await.unwrap();
+    assert_eq!(
+        next.position.seq,
+        PUBLISHES + 2,
+        "the abandoned one was not sent"
+    );
+}

@@ -7,8 +7,13 @@
 //! the reply. Publishes from many connections arrive together (the answers to a
 //! pipelined burst wake their connections together, and each sends its next), so one
 //! task collects whatever is waiting, up to [`MAX_BATCH`], and sends it as one call of
-//! `publish_many` (see `publish.lua`); a publish that finds no other waiting goes alone,
-//! with no delay. Each publication keeps its own reply, ack or error.
+//! `publish_many` (see `publish.lua`). Each publication keeps its own reply, ack or
+//! error.
+//!
+//! At most [`MAX_CALLS_IN_FLIGHT`] calls are unanswered at a time, as a database's
+//! group commit does it: while they are, what arrives waits and goes in the next call.
+//! Under load a call so carries what arrived during the one before it; at a low rate a
+//! publish finds no call in flight and goes at once, alone, with no delay.
 //!
 //! Order: a connection has at most one publish in flight per room (see
 //! `connection/publishing.rs`), and publications of one call run in the order they
@@ -19,13 +24,18 @@ use super::function::{PUBLISH, PublishCall, parse_ack};
 use crate::broker::{BrokerError, PublishAck, PublishRequest};
 use crate::protocol::RoomName;
 use redis::Value;
-use tokio::sync::{mpsc, oneshot};
+use std::sync::Arc;
+use tokio::sync::{Semaphore, mpsc, oneshot};
 
 /// Most publications in one call: past about 8, the share of the per-call work left is
 /// small (Redis instructions per publication, `scripts/publish-cost.sh`: 126,000 alone,
 /// 107,000 in calls of 8, 103,000 in calls of 32), and a call holds Redis for the time
 /// of all of its publications.
 pub(super) const MAX_BATCH: usize = 32;
+
+/// Most calls unanswered at once: two, so Redis has the next call to read while the
+/// instance takes in the answers to the one before.
+const MAX_CALLS_IN_FLIGHT: usize = 2;
 
 /// A publish waiting for its call.
 struct Waiting {
@@ -65,27 +75,39 @@ impl Batcher {
     }
 }
 
-/// Takes what waits, up to [`MAX_BATCH`] at a time, and sends each lot as one call (each
-/// in a task of its own, so calls are pipelined on the connection as single publishes
-/// were). Ends when the broker is dropped.
+/// Takes what waits, up to [`MAX_BATCH`] at a time, and sends each lot as one call, in a
+/// task of its own, once fewer than [`MAX_CALLS_IN_FLIGHT`] calls are unanswered. A
+/// publish whose publisher stopped waiting (its deadline passed while it waited here)
+/// is not sent. Ends when the broker is dropped.
 async fn collect(
     mut waiting: mpsc::UnboundedReceiver<Waiting>,
     commands: Commands,
     call: PublishCall,
 ) {
+    let calls = Arc::new(Semaphore::new(MAX_CALLS_IN_FLIGHT));
     while let Some(first) = waiting.recv().await {
         // Publishes made in the same turn of the runtime, on other connections, join
         // this call rather than the next.
         tokio::task::yield_now().await;
+        let slot = (calls.clone().acquire_owned().await).expect("the semaphore is never closed");
         let mut lot = Vec::with_capacity(MAX_BATCH.min(1 + waiting.len()));
-        lot.push(first);
-        while lot.len() < MAX_BATCH {
-            match waiting.try_recv() {
-                Ok(next) => lot.push(next),
-                Err(_) => break,
+        let mut next = Some(first);
+        while let Some(publish) = next.take() {
+            if !publish.answer.is_closed() {
+                lot.push(publish);
+            }
+            if lot.len() < MAX_BATCH {
+                next = waiting.try_recv().ok();
             }
         }
-        tokio::spawn(send(lot, commands.clone(), call.clone()));
+        if lot.is_empty() {
+            continue;
+        }
+        let (commands, call) = (commands.clone(), call.clone());
+        tokio::spawn(async move {
+            send(lot, commands, call).await;
+            drop(slot);
+        });
     }
 }
 
