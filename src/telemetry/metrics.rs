@@ -396,7 +396,7 @@ fn describe() {
     );
     describe_counter!(
         "roomcast_broker_fast_failures_total",
-        "Broker commands refused at once because their node's circuit was open."
+        "Broker operations refused at once because their node's circuit was open (each publication of a refused call counts)."
     );
     describe_gauge!(
         "roomcast_broker_circuits_open",

@@ -466,6 +466,12 @@ async fn queued_publishes_are_all_answered_fast_while_redis_is_stalled() {
         all_answered < Duration::from_millis(2500),
         "every queued publish answered after {all_answered:?}"
     );
+    let metrics = crate::support::http_get(&node.addr, "/metrics").await;
+    let refused = crate::support::metric(&metrics, "roomcast_broker_fast_failures_total");
+    assert!(
+        refused >= (QUEUED - 1) as f64,
+        "the publishes behind the first were refused fast, and counted: {refused}"
+    );
     redis.signal("CONT");
     wait_ready(&node.addr).await;
 

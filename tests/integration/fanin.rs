@@ -73,13 +73,6 @@ async fn slow_redis_node(extra: &[(&str, &str)]) -> (RedisServer, RoomcastProces
     (redis, node)
 }
 
-/// The value of one series in a Prometheus text exposition.
-fn metric(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("{series} missing from /metrics"))
-}
-
 /// Subscribes to `room` from an epoch the room never had, over and over, until `stop`:
 /// each such resume makes the room actor read the broker's top first, so it keeps
 /// waiting on the slow Redis while publications arrive.
@@ -176,8 +169,9 @@ async fn a_burst_while_redis_is_slow_stays_within_the_room_bound_and_loses_nothi
         assert_eq!(ledger.losses, 0, "nothing reported lost");
     }
     let metrics = http_get(&node.addr, "/metrics").await;
-    let dropped = metric(&metrics, r#"roomcast_fanin_dropped_total{queue="rooms"}"#);
-    let peak = metric(&metrics, r#"roomcast_fanin_queue_peak{queue="rooms"}"#);
+    let dropped =
+        crate::support::metric(&metrics, r#"roomcast_fanin_dropped_total{queue="rooms"}"#);
+    let peak = crate::support::metric(&metrics, r#"roomcast_fanin_queue_peak{queue="rooms"}"#);
     assert!(
         dropped > 0.0,
         "the burst must have overflowed the room's bound for this test to mean anything"
@@ -187,7 +181,7 @@ async fn a_burst_while_redis_is_slow_stays_within_the_room_bound_and_loses_nothi
         "a room's mailbox held {peak} publications; the bound is {BOUND}"
     );
     assert_eq!(
-        metric(&metrics, r#"roomcast_fanin_queue_depth{queue="rooms"}"#),
+        crate::support::metric(&metrics, r#"roomcast_fanin_queue_depth{queue="rooms"}"#),
         0.0,
         "nothing left waiting"
     );

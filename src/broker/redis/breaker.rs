@@ -87,7 +87,6 @@ impl Breaker {
                 Ok(Pass { scope })
             }
             Some(Circuit::Open { reason, .. } | Circuit::Trial { reason }) => {
-                metrics::counter!("roomcast_broker_fast_failures_total").increment(1);
                 Err(BrokerError::Unavailable(format!(
                     "Redis at {scope} is not answering ({reason}); nothing was sent, retry shortly"
                 )))

@@ -21,8 +21,8 @@ pub(super) struct Commands {
 impl Commands {
     /// Runs `command` on the node that holds `key`, recording the connection's health
     /// from the outcome; fails at once while that node's circuit is open (see
-    /// `breaker.rs`). `op` names the operation in the metrics, where a failure counts as
-    /// `operations` failed ones (the publications of a call of several).
+    /// `breaker.rs`). `op` names the operation in the metrics, where a failure or a
+    /// refusal counts as `operations` (the publications of a call of several).
     pub async fn call(
         &self,
         key: &str,
@@ -39,7 +39,9 @@ impl Commands {
                 return Err(err);
             }
         };
-        let pass = self.breaker.admit(key)?;
+        let pass = self.breaker.admit(key).inspect_err(|_| {
+            metrics::counter!("roomcast_broker_fast_failures_total").increment(operations);
+        })?;
         let result = command(&mut connection).await.map_err(broker_error);
         self.breaker.record(pass, result.as_ref().map(|_| ()));
         match &result {
