@@ -109,7 +109,7 @@ const LABELLED_COUNTERS: &[(&str, &str, &[&str])] = &[
     (
         "roomcast_fanin_dropped_total",
         "queue",
-        &["events", "rooms", "shard_pushes"],
+        &["events", "rooms", "pubsub_pushes", "shard_pushes"],
     ),
 ];
 
@@ -339,7 +339,7 @@ fn describe() {
     );
     describe_counter!(
         "roomcast_fanin_dropped_total",
-        "Publications dropped at a full fan-in queue, by queue (`shard_pushes`: a Redis Cluster Pub/Sub connection's queue); each one's room then fills from the replay buffer."
+        "Publications dropped at a full fan-in queue, by queue (`pubsub_pushes`: the Redis Pub/Sub connection's queue, `shard_pushes`: a Redis Cluster master's); each one's room then fills from the replay buffer."
     );
     describe_counter!(
         "roomcast_room_resets_total",

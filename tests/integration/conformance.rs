@@ -818,3 +818,38 @@ async fn redis_gathers_publishes_that_arrive_while_calls_are_unanswered() {
         "the abandoned one was not sent"
     );
 }
+
+/// The Pub/Sub connection of one Redis speaks RESP3, whose messages the broker takes
+/// through a bounded queue (`pushes.rs`), while the command connection keeps the
+/// protocol its URL asks for (RESP2 here); publications come through it.
+#[tokio::test]
+async fn redis_pubsub_speaks_resp3_and_commands_keep_the_urls_protocol() {
+    let redis = RedisServer::start().await;
+    let (broker, mut events) = ready_redis_broker(&redis, "resp", settings()).await;
+    let room = RoomName::new_unchecked("resp");
+    broker.subscribe(&room).await.unwrap();
+    broker.publish(&room, request(1, None)).await.unwrap();
+    assert_eq!(next_publication_seq(&mut events).await, 1);
+
+    let clients = redis.cli(&["CLIENT", "LIST"]).await.expect("redis-cli ran");
+    let field = |line: &str, name: &str| -> String {
+        let prefix = format!("{name}=");
+        let value = line
+            .split(' ')
+            .find_map(|f| f.strip_prefix(prefix.as_str()));
+        value.unwrap_or_default().to_owned()
+    };
+    let broker_clients: Vec<&str> = clients
+        .lines()
+        .filter(|line| !field(line, "cmd").starts_with("client|list"))
+        .collect();
+    let (subscribers, commands): (Vec<&str>, Vec<&str>) = broker_clients
+        .iter()
+        .partition(|line| field(line, "sub") != "0");
+    assert_eq!(subscribers.len(), 1, "{clients}");
+    assert_eq!(field(subscribers[0], "resp"), "3", "{clients}");
+    assert!(!commands.is_empty(), "{clients}");
+    for line in commands {
+        assert_eq!(field(line, "resp"), "2", "{line}");
+    }
+}

@@ -26,6 +26,7 @@ mod keys;
 mod link;
 mod members;
 mod presence;
+mod pushes;
 mod sentinel;
 mod shard;
 mod slots;

@@ -15,6 +15,7 @@
 //! flight); any mismatch replaces the connection, which resubscribes everything.
 
 use super::link::Link;
+use super::pushes::{self, Pushes, confirms};
 use super::slots::SlotMap;
 use super::subscriber::{self, Session, deliver, publish_probe};
 use super::{Keys, RedisSettings};
@@ -22,67 +23,9 @@ use crate::broker::{BrokerError, BrokerEvent, EventSender, ResyncScope};
 use redis::aio::MultiplexedConnection;
 use redis::{PushInfo, PushKind, Value};
 use std::collections::HashSet;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
-
-/// Pushes of one connection (sharded messages, unsubscribes, its end) that may wait
-/// between the client library's reader and this task. The task hands each on at once
-/// (to the bounded event channel, never waiting), so the queue fills only while the task
-/// is busy elsewhere (subscribing, or not scheduled); past the bound a push is dropped,
-/// counted, and every room of the master is resynced from the replay buffers once the
-/// task looks again.
-const PUSH_QUEUE: usize = 4096;
-
-/// The sending half of a connection's push queue, as the client library calls it: it
-/// never waits, and records a drop at the bound. The library also copies the reply of
-/// each subscribe here; the task has no use for those (it reads the reply itself), so
-/// they are not queued: a reconnect that subscribes thousands of channels in a row, the
-/// task awaiting each reply, would otherwise fill the queue with them.
-fn push_queue(capacity: usize) -> (impl redis::aio::AsyncPushSender, Pushes) {
-    let (sender, receiver) = mpsc::channel(capacity);
-    let dropped = Arc::new(AtomicBool::new(false));
-    let flag = dropped.clone();
-    let push = move |push: PushInfo| match push.kind {
-        PushKind::Subscribe | PushKind::PSubscribe | PushKind::SSubscribe => Ok(()),
-        _ => queue(&sender, &flag, push),
-    };
-    (push, Pushes { receiver, dropped })
-}
-
-fn queue(sender: &mpsc::Sender<PushInfo>, dropped: &AtomicBool, push: PushInfo) -> Result<(), ()> {
-    match sender.try_send(push) {
-        Ok(()) => Ok(()),
-        Err(TrySendError::Full(_)) => {
-            dropped.store(true, Ordering::Release);
-            metrics::counter!("roomcast_fanin_dropped_total", "queue" => "shard_pushes")
-                .increment(1);
-            Err(())
-        }
-        Err(TrySendError::Closed(_)) => Err(()),
-    }
-}
-
-/// The receiving half of a connection's push queue. Ends when the client library drops
-/// its sender (after the connection's end, whose push may itself have been dropped).
-pub struct Pushes {
-    receiver: mpsc::Receiver<PushInfo>,
-    dropped: Arc<AtomicBool>,
-}
-
-impl Pushes {
-    async fn recv(&mut self) -> Option<PushInfo> {
-        self.receiver.recv().await
-    }
-
-    /// Whether a push was dropped since the last call.
-    fn take_dropped(&self) -> bool {
-        self.dropped.swap(false, Ordering::AcqRel)
-    }
-}
 
 /// What the cluster coordinator asks of a shard task.
 pub enum ShardCmd {
@@ -173,17 +116,7 @@ impl Shard {
 
     async fn connect(&self) -> Result<(MultiplexedConnection, Pushes), String> {
         let client = super::client(&self.url, &self.settings).map_err(|e| e.to_string())?;
-        let (pushes_tx, pushes) = push_queue(PUSH_QUEUE);
-        let config = redis::AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(self.settings.connect_timeout))
-            .set_response_timeout(Some(self.settings.command_timeout))
-            .set_push_sender(pushes_tx);
-        let connecting = client.get_multiplexed_async_connection_with_config(&config);
-        match tokio::time::timeout(self.settings.connect_timeout, connecting).await {
-            Ok(Ok(connection)) => Ok((connection, pushes)),
-            Ok(Err(err)) => Err(err.to_string()),
-            Err(_) => Err("connect timed out".into()),
-        }
+        pushes::connect(&client, &self.settings, "shard_pushes").await
     }
 
     /// Waits `delay` without a connection, keeping track of what is asked meanwhile.
@@ -271,10 +204,8 @@ impl Shard {
     fn on_push(&self, state: &mut State, push: PushInfo) -> Option<Lost> {
         match push.kind {
             PushKind::SMessage => {
-                if let [Value::BulkString(channel), Value::BulkString(payload), ..] =
-                    push.data.as_slice()
-                {
-                    if channel.as_slice() == state.probe.as_bytes() {
+                if let Some((channel, payload)) = pushes::message(&push) {
+                    if channel == state.probe.as_bytes() {
                         state.last_probe = Instant::now();
                         self.health.probe_received();
                         if state.probe_confirmed {
@@ -528,67 +459,5 @@ impl Session for Live {
         shard.report_health(state, Err(why));
         // Messages may be being lost until the new connection is subscribed.
         shard.resync(state.assigned.iter());
-    }
-}
-
-/// Whether `value` is the server's confirmation of `kind` for `channel`.
-fn confirms(value: &Value, kind: PushKind, channel: &str) -> bool {
-    match value {
-        Value::Push { kind: k, data } => {
-            *k == kind
-                && matches!(data.first(), Some(Value::BulkString(c)) if c.as_slice() == channel.as_bytes())
-        }
-        _ => false,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use redis::aio::AsyncPushSender;
-
-    fn message(n: i64) -> PushInfo {
-        PushInfo {
-            kind: PushKind::SMessage,
-            data: vec![Value::Int(n)],
-        }
-    }
-
-    #[tokio::test]
-    async fn a_full_push_queue_drops_records_it_once_and_keeps_the_order() {
-        let (sender, mut pushes) = push_queue(2);
-        assert!(sender.send(message(1)).is_ok());
-        assert!(sender.send(message(2)).is_ok());
-        assert!(!pushes.take_dropped());
-        assert!(sender.send(message(3)).is_err(), "the bound holds");
-        assert!(pushes.take_dropped());
-        assert!(!pushes.take_dropped(), "reported once");
-        for n in [1, 2] {
-            assert_eq!(pushes.recv().await.unwrap().data, vec![Value::Int(n)]);
-        }
-        assert!(sender.send(message(4)).is_ok(), "room again once taken");
-        drop(sender);
-        assert_eq!(pushes.recv().await.unwrap().data, vec![Value::Int(4)]);
-        assert!(pushes.recv().await.is_none(), "ends with the sender");
-    }
-
-    #[tokio::test]
-    async fn subscribe_replies_take_no_room_in_the_queue() {
-        let (sender, mut pushes) = push_queue(1);
-        for _ in 0..10 {
-            let reply = PushInfo {
-                kind: PushKind::SSubscribe,
-                data: vec![Value::BulkString(b"room".to_vec()), Value::Int(1)],
-            };
-            assert!(sender.send(reply).is_ok());
-        }
-        assert!(!pushes.take_dropped());
-        assert!(
-            sender.send(message(1)).is_ok(),
-            "the one place is still free"
-        );
-        drop(sender);
-        assert_eq!(pushes.recv().await.unwrap().kind, PushKind::SMessage);
-        assert!(pushes.recv().await.is_none());
     }
 }

@@ -21,11 +21,12 @@
 use super::health::Health;
 use super::keys::Keys;
 use super::link::{Link, broker_error};
+use super::pushes::{self, Pushes};
 use super::sentinel::Master;
 use super::{RedisSettings, envelope};
 use crate::broker::{BrokerError, BrokerEvent, EventSender, ResyncScope};
-use futures_util::StreamExt;
-use redis::aio::{PubSub, PubSubSink, PubSubStream};
+use redis::aio::MultiplexedConnection;
+use redis::{PushInfo, PushKind};
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -163,7 +164,8 @@ pub async fn run(mut session: impl Session, reconnect_min: Duration, reconnect_m
     }
 }
 
-/// One Redis: one Pub/Sub connection for every room channel and this instance's probe.
+/// One Redis: one Pub/Sub connection for every room channel and this instance's probe,
+/// a RESP3 connection whose messages wait in a bounded queue (see `pushes.rs`).
 /// `master` holds the server to use (`None` while unknown); when it changes (Sentinel
 /// moved the master), the connection moves to the new one.
 pub struct Single {
@@ -234,7 +236,7 @@ impl Single {
     async fn on_request(
         &mut self,
         request: Option<Request>,
-        sink: &mut PubSubSink,
+        connection: &mut MultiplexedConnection,
     ) -> Result<bool, String> {
         let timeout = self.this.settings.command_timeout;
         match request {
@@ -243,7 +245,8 @@ impl Single {
                 // Rooms starting together (a reconnect storm) share one round trip.
                 let batch = more_subscribes((channel, reply), &mut self.requests, &mut self.held);
                 let channels: Vec<&String> = batch.iter().map(|(channel, _)| channel).collect();
-                let outcome = match tokio::time::timeout(timeout, sink.subscribe(channels)).await {
+                let subscribing = connection.subscribe(channels);
+                let outcome = match tokio::time::timeout(timeout, subscribing).await {
                     Ok(Ok(())) => Ok(()),
                     Ok(Err(err)) => Err((broker_error(err), "subscribe failed")),
                     Err(_) => Err((
@@ -269,7 +272,7 @@ impl Single {
             Some(Request::Unsubscribe(channel)) => {
                 self.wanted.remove(&channel);
                 if !matches!(
-                    tokio::time::timeout(timeout, sink.unsubscribe(&channel)).await,
+                    tokio::time::timeout(timeout, connection.unsubscribe(&channel)).await,
                     Ok(Ok(()))
                 ) {
                     return Err("unsubscribe failed".to_owned());
@@ -280,51 +283,56 @@ impl Single {
     }
 
     /// Subscribes every wanted channel and the probe on a new connection.
-    async fn subscribe_all(&self, sink: &mut PubSubSink) -> Result<(), String> {
+    async fn subscribe_all(&self, connection: &mut MultiplexedConnection) -> Result<(), String> {
         let mut channels: Vec<&String> = self.wanted.iter().collect();
         channels.push(&self.this.probe_channel);
-        tokio::time::timeout(self.this.settings.command_timeout, sink.subscribe(channels))
+        let subscribing = connection.subscribe(channels);
+        tokio::time::timeout(self.this.settings.command_timeout, subscribing)
             .await
             .map_err(|_| "timeout".to_string())
             .and_then(|r| r.map_err(|e| e.to_string()))
             .map_err(|err| format!("resubscribe failed: {err}"))
     }
 
-    /// A message on the connection: the probe coming back, or a publication.
-    fn on_message(&self, message: redis::Msg, last_probe: &mut Instant) {
-        let channel = message.get_channel_name().as_bytes();
-        if channel == self.this.probe_channel.as_bytes() {
+    /// A push on the connection: the probe coming back, a publication, or the
+    /// connection's end (`Some(why)`).
+    fn on_push(&self, push: PushInfo, last_probe: &mut Instant) -> Option<String> {
+        if push.kind == PushKind::Disconnection {
+            return Some("disconnected".to_owned());
+        }
+        let (channel, payload) = pushes::message(&push)?;
+        let this = &self.this;
+        if channel == this.probe_channel.as_bytes() {
             *last_probe = Instant::now();
-            self.this.health.probe_received();
+            this.health.probe_received();
         } else {
-            let this = &self.this;
-            deliver(
-                &this.keys,
-                &this.events,
-                &this.health,
-                channel,
-                message.get_payload_bytes(),
+            deliver(&this.keys, &this.events, &this.health, channel, payload);
+        }
+        None
+    }
+
+    /// After pushes were dropped at the queue's bound: every room fills what it missed
+    /// from the replay buffers.
+    fn resync_if_dropped(&self, pushes: &Pushes) {
+        if pushes.take_dropped() {
+            tracing::warn!(
+                "Pub/Sub messages arrived faster than this instance took them; its rooms fill what was dropped from the replay buffers"
             );
+            let _ = self.this.events.send(BrokerEvent::Resync(ResyncScope::All));
         }
     }
 }
 
 impl Session for Single {
-    type Connection = PubSub;
+    type Connection = (MultiplexedConnection, Pushes);
 
-    async fn connect(&mut self) -> Result<PubSub, String> {
+    async fn connect(&mut self) -> Result<Self::Connection, String> {
         let Some(client) = self.master.borrow_and_update().clone() else {
             return Err("no Redis master known yet".to_owned());
         };
-        let pubsub = tokio::time::timeout(
-            self.this.settings.connect_timeout,
-            client.get_async_pubsub(),
-        )
-        .await
-        .map_err(|_| "connect timed out".to_owned())
-        .and_then(|r| r.map_err(|e| e.to_string()))?;
+        let connection = pushes::connect(&client, &self.this.settings, "pubsub_pushes").await?;
         self.client = Some(client);
-        Ok(pubsub)
+        Ok(connection)
     }
 
     fn unreachable(&mut self, why: String) {
@@ -351,9 +359,8 @@ impl Session for Single {
         }
     }
 
-    async fn serve(&mut self, pubsub: PubSub) -> Option<String> {
-        let (mut sink, mut stream): (PubSubSink, PubSubStream) = pubsub.split();
-        if let Err(why) = self.subscribe_all(&mut sink).await {
+    async fn serve(&mut self, (mut connection, mut pushes): Self::Connection) -> Option<String> {
+        if let Err(why) = self.subscribe_all(&mut connection).await {
             return Some(why);
         }
         self.this.health.set_pubsub(Ok(()));
@@ -364,16 +371,22 @@ impl Session for Single {
         loop {
             tokio::select! {
                 Ok(()) = self.master.changed() => return Some("the Redis master moved".to_owned()),
-                message = stream.next() => {
-                    let Some(message) = message else { return Some("connection closed".to_owned()) };
-                    self.on_message(message, &mut last_probe);
+                push = pushes.recv() => {
+                    let Some(push) = push else { return Some("connection closed".to_owned()) };
+                    if let Some(why) = self.on_push(push, &mut last_probe) {
+                        return Some(why);
+                    }
+                    self.resync_if_dropped(&pushes);
                 }
-                request = next_request(&mut self.held, &mut self.requests) => match self.on_request(request, &mut sink).await {
+                request = next_request(&mut self.held, &mut self.requests) => match self.on_request(request, &mut connection).await {
                     Ok(true) => {}
                     Ok(false) => return None,
                     Err(why) => return Some(why),
                 },
                 _ = probe.tick() => {
+                    // Also here: a drop recorded just after the queue was emptied would
+                    // otherwise wait for the next push.
+                    self.resync_if_dropped(&pushes);
                     if last_probe.elapsed() > self.this.settings.probe_timeout {
                         metrics::counter!("roomcast_broker_probe_failures_total").increment(1);
                         return Some(format!("no probe received for {:?}", last_probe.elapsed()));
