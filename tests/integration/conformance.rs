@@ -853,3 +853,81 @@ async fn redis_pubsub_speaks_resp3_and_commands_keep_the_urls_protocol() {
         assert_eq!(field(line, "resp"), "2", "{line}");
     }
 }
+
+/// A full call does not wait for the calls in flight (batch.rs): however far Redis is,
+/// the limit on unanswered calls never caps the rate at so many publications per round
+/// trip. Redis is stopped while two publishes go out alone; then 40 arrive at once, and
+/// their publishers give up before Redis runs again. The first 32 went at once, a full
+/// call, and are published when Redis runs (a publish given up is an unknown outcome,
+/// not a failure); the 8 that waited for a call in flight are not sent.
+#[tokio::test]
+async fn redis_sends_a_full_call_without_waiting_for_the_calls_in_flight() {
+    const APART: Duration = Duration::from_millis(15);
+    let redis = RedisServer::start().await;
+    let (broker, _events) = ready_redis_broker(&redis, "full", settings()).await;
+    let room = RoomName::new_unchecked("full");
+    broker.publish(&room, request(0, None)).await.unwrap(); // loads the library
+
+    redis.signal("STOP");
+    let alone = (1..=2u64).map(|n| {
+        let (broker, room) = (&broker, &room);
+        async move {
+            tokio::time::sleep(APART * n as u32).await;
+            broker.publish(room, request(n, None)).await
+        }
+    });
+    let given_up = async {
+        tokio::time::sleep(APART * 4).await;
+        let wave = (10..50u64).map(|n| broker.publish(&room, request(n, None)));
+        tokio::time::timeout(APART, futures_util::future::join_all(wave)).await
+    };
+    let resume = async {
+        tokio::time::sleep(APART * 10).await;
+        redis.signal("CONT");
+    };
+    let (alone, given_up, ()) =
+        tokio::join!(futures_util::future::join_all(alone), given_up, resume);
+    assert!(given_up.is_err(), "the 40 were given up");
+    for ack in alone {
+        ack.unwrap();
+    }
+    let next = broker.publish(&room, request(100, None)).await.unwrap();
+    assert_eq!(next.position.seq, 1 + 2 + 32 + 1, "the full call was sent");
+}
+
+/// A publish while the command connection reconnects to a Redis that does not answer is
+/// answered within the command timeout (1 s), not after the reconnect's tries (about
+/// 10 s): the connection is dropped and Redis stopped before it can come back. The
+/// first publish finds the connection broken and opens the circuit; once the circuit's
+/// cooldown (the probe interval, 1 s) is over, the next goes through as the trial, and
+/// waits for the reconnect.
+#[tokio::test]
+async fn redis_answers_within_the_command_timeout_while_reconnecting() {
+    let redis = RedisServer::start().await;
+    let (broker, _events) = ready_redis_broker(&redis, "reconnect", settings()).await;
+    let room = RoomName::new_unchecked("reconnect");
+    broker.publish(&room, request(0, None)).await.unwrap();
+
+    let killed = redis.cli(&["CLIENT", "KILL", "TYPE", "normal"]).await;
+    assert!(
+        killed.is_some_and(|n| n != "0"),
+        "the command connection was dropped"
+    );
+    redis.signal("STOP");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let broken = broker.publish(&room, request(1, None)).await;
+    assert!(broken.is_err(), "{broken:?}");
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let started = tokio::time::Instant::now();
+    let trial = broker.publish(&room, request(2, None)).await;
+    let took = started.elapsed();
+    redis.signal("CONT");
+    assert!(
+        matches!(trial, Err(roomcast::broker::BrokerError::Timeout(_))),
+        "{trial:?}"
+    );
+    assert!(
+        took < Duration::from_millis(2500),
+        "answered after {took:?}"
+    );
+}

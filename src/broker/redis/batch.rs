@@ -10,10 +10,13 @@
 //! `publish_many` (see `publish.lua`). Each publication keeps its own reply, ack or
 //! error.
 //!
-//! At most [`MAX_CALLS_IN_FLIGHT`] calls are unanswered at a time, as a database's
-//! group commit does it: while they are, what arrives waits and goes in the next call.
-//! Under load a call so carries what arrived during the one before it; at a low rate a
-//! publish finds no call in flight and goes at once, alone, with no delay.
+//! At most [`MAX_CALLS_IN_FLIGHT`] calls that are not full are unanswered at a time, as
+//! a database's group commit does it: while they are, what arrives waits and goes in
+//! the next call. Under load a call so carries what arrived during the one before it;
+//! at a low rate a publish finds no call in flight and goes at once, alone, with no
+//! delay. A full call (when [`MAX_BATCH`] wait) gains nothing by waiting and goes at
+//! once: the limit never caps the rate at so many publications per round trip, however
+//! far Redis is.
 //!
 //! Order: a connection has at most one publish in flight per room (see
 //! `connection/publishing.rs`), and publications of one call run in the order they
@@ -33,8 +36,8 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 /// of all of its publications.
 pub(super) const MAX_BATCH: usize = 32;
 
-/// Most calls unanswered at once: two, so Redis has the next call to read while the
-/// instance takes in the answers to the one before.
+/// Most calls that are not full unanswered at once: two, so Redis has the next call to
+/// read while the instance takes in the answers to the one before.
 const MAX_CALLS_IN_FLIGHT: usize = 2;
 
 /// A publish waiting for its call.
@@ -76,9 +79,10 @@ impl Batcher {
 }
 
 /// Takes what waits, up to [`MAX_BATCH`] at a time, and sends each lot as one call, in a
-/// task of its own, once fewer than [`MAX_CALLS_IN_FLIGHT`] calls are unanswered. A
-/// publish whose publisher stopped waiting (its deadline passed while it waited here)
-/// is not sent. Ends when the broker is dropped.
+/// task of its own: a full lot at once, another once fewer than
+/// [`MAX_CALLS_IN_FLIGHT`] such calls are unanswered. A publish whose publisher stopped
+/// waiting (its deadline passed while it waited here) is not sent. Ends when the broker
+/// is dropped.
 async fn collect(
     mut waiting: mpsc::UnboundedReceiver<Waiting>,
     commands: Commands,
@@ -89,7 +93,11 @@ async fn collect(
         // Publishes made in the same turn of the runtime, on other connections, join
         // this call rather than the next.
         tokio::task::yield_now().await;
-        let slot = (calls.clone().acquire_owned().await).expect("the semaphore is never closed");
+        let slot = if 1 + waiting.len() >= MAX_BATCH {
+            None
+        } else {
+            Some((calls.clone().acquire_owned().await).expect("the semaphore is never closed"))
+        };
         let mut lot = Vec::with_capacity(MAX_BATCH.min(1 + waiting.len()));
         let mut next = Some(first);
         while let Some(publish) = next.take() {

@@ -7,6 +7,7 @@ use super::link::{self, Link, broker_error};
 use crate::broker::BrokerError;
 use redis::Value;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// What every command goes through. Cheap to clone (handles).
 #[derive(Clone)]
@@ -16,6 +17,11 @@ pub(super) struct Commands {
     pub breaker: Arc<Breaker>,
     /// Wakes the Sentinel watcher when a command fails (Sentinel mode only).
     pub master_lost: Option<Arc<tokio::sync::Notify>>,
+    /// Longest a command may take (`redis.command_timeout_ms`), a reconnect of the
+    /// command connection included: the connection manager of one Redis starts its
+    /// response timeout only once it is connected again. `None` with a Redis Cluster,
+    /// whose client bounds each try and retries a command moved by a failover.
+    pub timeout: Option<Duration>,
 }
 
 impl Commands {
@@ -42,7 +48,13 @@ impl Commands {
         let pass = self.breaker.admit(key).inspect_err(|_| {
             metrics::counter!("roomcast_broker_fast_failures_total").increment(operations);
         })?;
-        let result = command(&mut connection).await.map_err(broker_error);
+        let result = match self.timeout {
+            None => command(&mut connection).await.map_err(broker_error),
+            Some(limit) => match tokio::time::timeout(limit, command(&mut connection)).await {
+                Ok(result) => result.map_err(broker_error),
+                Err(_) => Err(BrokerError::Timeout(format!("no answer within {limit:?}"))),
+            },
+        };
         self.breaker.record(pass, result.as_ref().map(|_| ()));
         match &result {
             Ok(_) => self.health.set_commands(Ok(())),

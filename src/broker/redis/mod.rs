@@ -253,6 +253,7 @@ impl RedisBroker {
             health,
             breaker,
             master_lost,
+            timeout: (mode != Mode::Cluster).then_some(settings.command_timeout),
         };
         let publish = PublishCall::new(
             keys.clone(),

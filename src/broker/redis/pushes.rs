@@ -15,6 +15,7 @@ use redis::aio::MultiplexedConnection;
 use redis::{PushInfo, PushKind, Value};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 
@@ -33,7 +34,8 @@ pub async fn connect(
     label: &'static str,
 ) -> Result<(MultiplexedConnection, Pushes), String> {
     let client = resp3(client).map_err(|e| e.to_string())?;
-    let (pushes_tx, pushes) = push_queue(PUSH_QUEUE, label);
+    let (pushes_tx, mut pushes) = push_queue(PUSH_QUEUE, label);
+    pushes.address = client.get_connection_info().addr().to_string();
     let config = redis::AsyncConnectionConfig::new()
         .set_connection_timeout(Some(settings.connect_timeout))
         .set_response_timeout(Some(settings.command_timeout))
@@ -56,18 +58,30 @@ fn resp3(client: &redis::Client) -> redis::RedisResult<redis::Client> {
 
 /// The sending half of a connection's push queue, as the client library calls it: it
 /// never waits, and records a drop at the bound. The library also copies the reply of
-/// each subscribe here; the session has no use for those (it awaits the reply itself),
-/// so they are not queued: a reconnect that subscribes thousands of channels would
-/// otherwise fill the queue with them.
+/// each subscribe and unsubscribe here; the session has no use for those (it awaits the
+/// reply itself), so they are not queued: a reconnect that subscribes thousands of
+/// channels would otherwise fill the queue with them. (`sunsubscribe` is queued: a
+/// Redis Cluster master sends it unasked when a slot moves away.)
 fn push_queue(capacity: usize, label: &'static str) -> (impl redis::aio::AsyncPushSender, Pushes) {
     let (sender, receiver) = mpsc::channel(capacity);
     let dropped = Arc::new(AtomicBool::new(false));
     let flag = dropped.clone();
     let push = move |push: PushInfo| match push.kind {
-        PushKind::Subscribe | PushKind::PSubscribe | PushKind::SSubscribe => Ok(()),
+        PushKind::Subscribe
+        | PushKind::PSubscribe
+        | PushKind::SSubscribe
+        | PushKind::Unsubscribe
+        | PushKind::PUnsubscribe => Ok(()),
         _ => queue(&sender, &flag, label, push),
     };
-    (push, Pushes { receiver, dropped })
+    let pushes = Pushes {
+        receiver,
+        dropped,
+        label,
+        address: String::new(),
+        warned: None,
+    };
+    (push, pushes)
 }
 
 fn queue(
@@ -78,9 +92,12 @@ fn queue(
 ) -> Result<(), ()> {
     match sender.try_send(push) {
         Ok(()) => Ok(()),
-        Err(TrySendError::Full(_)) => {
+        Err(TrySendError::Full(push)) => {
             dropped.store(true, Ordering::Release);
-            metrics::counter!("roomcast_fanin_dropped_total", "queue" => label).increment(1);
+            // The metric counts publications; the session's resync covers any push.
+            if matches!(push.kind, PushKind::Message | PushKind::SMessage) {
+                metrics::counter!("roomcast_fanin_dropped_total", "queue" => label).increment(1);
+            }
             Err(())
         }
         Err(TrySendError::Closed(_)) => Err(()),
@@ -92,7 +109,16 @@ fn queue(
 pub struct Pushes {
     receiver: mpsc::Receiver<PushInfo>,
     dropped: Arc<AtomicBool>,
+    label: &'static str,
+    /// The server's address, for the log.
+    address: String,
+    /// When a drop was last logged.
+    warned: Option<Instant>,
 }
+
+/// Least time between two warnings of drops: while the queue stays full, pushes are
+/// dropped one after another, and one line says so.
+const WARN_EVERY: Duration = Duration::from_secs(10);
 
 impl Pushes {
     /// The next push; `None` once the connection is gone.
@@ -100,9 +126,15 @@ impl Pushes {
         self.receiver.recv().await
     }
 
-    /// Whether a push was dropped since the last call.
-    pub fn take_dropped(&self) -> bool {
-        self.dropped.swap(false, Ordering::AcqRel)
+    /// Whether a push was dropped since the last call; logged (at most once every
+    /// [`WARN_EVERY`]) when one was.
+    pub fn take_dropped(&mut self) -> bool {
+        let dropped = self.dropped.swap(false, Ordering::AcqRel);
+        if dropped && self.warned.is_none_or(|at| at.elapsed() >= WARN_EVERY) {
+            self.warned = Some(Instant::now());
+            tracing::warn!(queue = self.label, address = %self.address, "Pub/Sub messages arrived faster than this instance took them; the rooms they were for fill what was dropped from the replay buffers");
+        }
+        dropped
     }
 }
 
@@ -163,9 +195,13 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn subscribe_replies_take_no_room_in_the_queue() {
+    async fn subscribe_and_unsubscribe_replies_take_no_room_in_the_queue() {
         let (sender, mut pushes) = push_queue(1, "test");
-        for kind in [PushKind::SSubscribe, PushKind::Subscribe] {
+        for kind in [
+            PushKind::SSubscribe,
+            PushKind::Subscribe,
+            PushKind::Unsubscribe,
+        ] {
             for _ in 0..10 {
                 let reply = PushInfo {
                     kind: kind.clone(),

@@ -170,7 +170,7 @@ impl Shard {
                     if let Some(why) = self.on_push(state, push) {
                         return Some(why);
                     }
-                    self.resync_if_dropped(state, &pushes);
+                    self.resync_if_dropped(state, &mut pushes);
                 }
                 command = commands.recv() => {
                     let command = command?;
@@ -181,7 +181,7 @@ impl Shard {
                 _ = tick.tick() => {
                     // Also here: a drop recorded just after the queue was emptied would
                     // otherwise wait for the next push.
-                    self.resync_if_dropped(state, &pushes);
+                    self.resync_if_dropped(state, &mut pushes);
                     if state.probe_confirmed && state.last_probe.elapsed() > self.settings.probe_timeout {
                         metrics::counter!("roomcast_broker_probe_failures_total").increment(1);
                         return Some(format!("no probe received for {:?}", state.last_probe.elapsed()));
@@ -373,16 +373,15 @@ impl Shard {
         }
     }
 
-    /// Tells the rooms of these channels to compare with Redis and fill.
     /// After pushes were dropped at the queue's bound: every room of this master fills
     /// what it missed from the replay buffer.
-    fn resync_if_dropped(&self, state: &State, pushes: &Pushes) {
+    fn resync_if_dropped(&self, state: &State, pushes: &mut Pushes) {
         if pushes.take_dropped() {
-            tracing::warn!(master = %self.master, "Pub/Sub messages arrived faster than this instance took them; its rooms fill what was dropped from the replay buffers");
             self.resync(state.assigned.iter());
         }
     }
 
+    /// Tells the rooms of these channels to compare with Redis and fill.
     fn resync<'a>(&self, channels: impl Iterator<Item = &'a String>) {
         let rooms: Vec<_> = channels
             .filter_map(|c| self.keys.room_of_channel(c.as_bytes()))

@@ -313,11 +313,8 @@ impl Single {
 
     /// After pushes were dropped at the queue's bound: every room fills what it missed
     /// from the replay buffers.
-    fn resync_if_dropped(&self, pushes: &Pushes) {
+    fn resync_if_dropped(&self, pushes: &mut Pushes) {
         if pushes.take_dropped() {
-            tracing::warn!(
-                "Pub/Sub messages arrived faster than this instance took them; its rooms fill what was dropped from the replay buffers"
-            );
             let _ = self.this.events.send(BrokerEvent::Resync(ResyncScope::All));
         }
     }
@@ -376,7 +373,7 @@ impl Session for Single {
                     if let Some(why) = self.on_push(push, &mut last_probe) {
                         return Some(why);
                     }
-                    self.resync_if_dropped(&pushes);
+                    self.resync_if_dropped(&mut pushes);
                 }
                 request = next_request(&mut self.held, &mut self.requests) => match self.on_request(request, &mut connection).await {
                     Ok(true) => {}
@@ -386,7 +383,7 @@ impl Session for Single {
                 _ = probe.tick() => {
                     // Also here: a drop recorded just after the queue was emptied would
                     // otherwise wait for the next push.
-                    self.resync_if_dropped(&pushes);
+                    self.resync_if_dropped(&mut pushes);
                     if last_probe.elapsed() > self.this.settings.probe_timeout {
                         metrics::counter!("roomcast_broker_probe_failures_total").increment(1);
                         return Some(format!("no probe received for {:?}", last_probe.elapsed()));
