@@ -269,6 +269,9 @@ pub struct ServerFigures {
     pub connections: usize,
     /// (rss_ready − rss_before) / connections, KiB.
     pub kib_per_connection: Option<f64>,
+    /// In a scenario without publishes: the instance's CPU while the connections were
+    /// held, per connection and second, µs (heartbeats, timers, cluster upkeep).
+    pub idle_cpu_us_per_connection_second: Option<f64>,
 }
 
 /// Server CPU per delivered message during publishing, µs.
@@ -545,10 +548,14 @@ impl Report {
                 .kib_per_connection
                 .map(|kib| format!(", {kib:.1} KiB/connection over {}", server.connections))
                 .unwrap_or_default();
+            let idle_cpu = server
+                .idle_cpu_us_per_connection_second
+                .map(|us| format!(", idle CPU {us:.2} µs per connection per second"))
+                .unwrap_or_default();
             row(
                 &format!("server {}", server.name),
                 format!(
-                    "CPU {:.2} s user + {:.2} s system while publishing, RSS {:.1} -> {:.1} MiB{per_connection}",
+                    "CPU {:.2} s user + {:.2} s system while publishing, RSS {:.1} -> {:.1} MiB{per_connection}{idle_cpu}",
                     server.publish_cpu_user_seconds,
                     server.publish_cpu_system_seconds,
                     server.rss_before_mib,

@@ -651,6 +651,11 @@ fn assemble(a: Assembly<'_>) -> Report {
                 connections,
                 kib_per_connection: (connections > 0)
                     .then(|| ready.saturating_sub(before) as f64 / 1024.0 / connections as f64),
+                idle_cpu_us_per_connection_second: (connections > 0 && !a.schedule.publishes())
+                    .then(|| {
+                        let held = connections as f64 * a.published.secs;
+                        (cpu.user + cpu.system).as_secs_f64() * 1e6 / held.max(f64::EPSILON)
+                    }),
             }
         })
         .collect();

@@ -10,7 +10,6 @@ use crate::protocol::{Limits, RoomNameRules};
 use crate::publish::Publisher;
 use crate::room::Rooms;
 use std::sync::Arc;
-use std::time::Duration;
 
 /// Shared, read-only services and limits of all connections.
 pub struct ConnectionContext {
@@ -31,8 +30,8 @@ pub struct ConnectionContext {
     /// Subscriptions with `compress` get message data of at least this many bytes
     /// deflated (0: never).
     pub compress_above: usize,
-    /// WebSocket heartbeat interval.
-    pub heartbeat: Duration,
+    /// When connections send heartbeats (pings, or comment lines).
+    pub heartbeat: super::heartbeat::Schedule,
     /// Feature flags.
     pub flags: Flags,
     /// Verifies tokens sent in `refresh` frames.
@@ -83,7 +82,7 @@ impl ConnectionContext {
             broker,
             outbound_queue: c.outbound_queue,
             compress_above: c.compress_above_bytes,
-            heartbeat: c.heartbeat(),
+            heartbeat: super::heartbeat::Schedule::new(c.heartbeat()),
             flags,
             auth,
             admissions: Admissions::new(config),

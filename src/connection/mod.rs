@@ -12,6 +12,7 @@
 mod actor;
 mod admission;
 mod context;
+mod heartbeat;
 mod lifetime;
 mod publishing;
 mod pump;
@@ -137,7 +138,7 @@ impl Connections {
             Box::pin(transport.close(failed)).await;
             return;
         };
-        let heartbeat = self.inner.context.heartbeat;
+        let heartbeat = &self.inner.context.heartbeat;
         let (actor, receiver) = (&opened.actor, &mut opened.receiver);
         let ending = pump::pump(&mut transport, actor, receiver, heartbeat, opened.coalesce).await;
         self.closed::<T>(opened.conn_id, ending);

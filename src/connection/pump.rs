@@ -18,6 +18,7 @@
 //! request instead).
 
 use super::actor::{ConnectionMsg, ConnectionRef};
+use super::heartbeat::Schedule;
 use crate::outbound::{Item, Items, OutboundReceiver, Received};
 use crate::protocol::CloseCode;
 use crate::transport::{Ending, Gone, Inbound, Transport};
@@ -38,7 +39,7 @@ pub async fn pump<T: Transport>(
     transport: &mut T,
     actor: &ConnectionRef,
     outbound: &mut OutboundReceiver,
-    heartbeat: Duration,
+    heartbeat: &Schedule,
     coalesce: bool,
 ) -> Ending {
     // Coalescing waits for more frames before writing; a direct write would not wait.
@@ -55,14 +56,14 @@ async fn run<T: Transport>(
     transport: &mut T,
     actor: &ConnectionRef,
     outbound: &mut OutboundReceiver,
-    heartbeat: Duration,
+    heartbeat: &Schedule,
     coalesce: bool,
 ) -> Ending {
+    let (mut beat, heartbeat) = (heartbeat.beat(), heartbeat.period());
     let permits = Arc::new(Semaphore::new(INBOUND_IN_FLIGHT));
     // The permit the next inbound frame will carry. Held across loop turns, so that
     // writing outbound frames (the hot path) does not take and return one each time.
     let mut inbound_permit = permits.clone().try_acquire_owned().ok();
-    let mut beat = Beat::new(heartbeat);
     let mut last_heard = Instant::now();
     let mut batch = Items::default();
     loop {
@@ -118,53 +119,6 @@ async fn run<T: Transport>(
                 if Box::pin(transport.heartbeat(heartbeat)).await.is_err() {
                     return Ending::Gone;
                 }
-            }
-        }
-    }
-}
-
-/// The heartbeat timer, polled only when that can change something. The pump's loop turns
-/// once per delivery, and re-polling a timer nobody woke is wasted work (its entry is
-/// per connection, so each poll misses the cache: about 2 % of a server's CPU in the
-/// one-room reference run). Once a poll has left this task's waker with the timer, the
-/// timer wakes the task at its deadline, and until then there is nothing to poll.
-struct Beat {
-    ticker: tokio::time::Interval,
-    /// The deadline of the next tick.
-    next: Instant,
-    /// The timer holds this task's waker for `next`.
-    armed: bool,
-}
-
-impl Beat {
-    fn new(period: Duration) -> Self {
-        let next = Instant::now() + period;
-        Beat {
-            ticker: tokio::time::interval_at(next, period),
-            next,
-            armed: false,
-        }
-    }
-
-    /// Ready at the deadline. While the timer is armed and the deadline has not come,
-    /// pending without touching the timer, which holds this task's waker already. (Not a
-    /// `select!` precondition: those are evaluated once per `select!`, and one `select!`
-    /// can wait past the deadline, since deliveries written directly do not end it.)
-    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        if self.armed && Instant::now() < self.next {
-            return Poll::Pending;
-        }
-        match self.ticker.poll_tick(cx) {
-            Poll::Ready(deadline) => {
-                // The interval resets its timer without registering it: the next poll
-                // arms it again.
-                self.armed = false;
-                self.next = deadline + self.ticker.period();
-                Poll::Ready(())
-            }
-            Poll::Pending => {
-                self.armed = true;
-                Poll::Pending
             }
         }
     }

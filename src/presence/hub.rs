@@ -295,8 +295,10 @@ impl Hub {
                         return;
                     }
                 }
-                _ = window_tick.tick() => self.poll().await,
-                _ = heartbeat_tick.tick() => self.heartbeat().await,
+                // An instance with nothing to read or re-write does not wake for it
+                // (the conditions are evaluated anew on every turn of the loop).
+                _ = window_tick.tick(), if !self.watched.is_empty() => self.poll().await,
+                _ = heartbeat_tick.tick(), if !self.local.is_empty() => self.heartbeat().await,
             }
         }
     }
