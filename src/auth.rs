@@ -137,7 +137,11 @@ impl Principal {
     /// keys live in their own namespace (`client:{principal}:{key}`): no client can
     /// take a key the outbox relay will use (`outbox:…`), nor another principal's.
     pub fn publish_key(&self, key: &str) -> String {
-        format!("client:{}:{key}", self.key())
+        let mut name = String::from("client:");
+        name.push_str(&self.key());
+        name.push(':');
+        name.push_str(key);
+        name
     }
 
     /// A stable key for rate limits and idempotency records.

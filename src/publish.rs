@@ -39,12 +39,13 @@ impl Publisher {
                     "no answer within {PUBLISH_TIMEOUT:?}"
                 ))),
             };
+        let metrics = crate::telemetry::metrics::per_publication();
         let outcome = match &result {
-            Ok(ack) if ack.duplicate => "duplicate",
-            Ok(_) => "ok",
-            Err(_) => "error",
+            Ok(ack) if ack.duplicate => &metrics.published_duplicate,
+            Ok(_) => &metrics.published_ok,
+            Err(_) => &metrics.published_error,
         };
-        metrics::counter!("roomcast_messages_published_total", "result" => outcome).increment(1);
+        outcome.increment(1);
         result
     }
 }

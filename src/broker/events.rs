@@ -168,7 +168,9 @@ impl EventReceiver {
 
     fn received(&self) {
         let depth = self.shared.depth.fetch_sub(1, Ordering::Relaxed) - 1;
-        metrics::gauge!("roomcast_fanin_queue_depth", "queue" => "events").set(depth as f64);
+        crate::telemetry::metrics::per_publication()
+            .events_depth
+            .set(depth as f64);
     }
 
     fn take_resync(&self) -> Option<ResyncScope> {
@@ -181,7 +183,9 @@ impl EventReceiver {
 }
 
 fn record_depth(shared: &Shared, depth: usize) {
-    metrics::gauge!("roomcast_fanin_queue_depth", "queue" => "events").set(depth as f64);
+    crate::telemetry::metrics::per_publication()
+        .events_depth
+        .set(depth as f64);
     if shared.peak.fetch_max(depth, Ordering::Relaxed) < depth {
         metrics::gauge!("roomcast_fanin_queue_peak", "queue" => "events").set(depth as f64);
     }

@@ -10,6 +10,7 @@ mod room_name;
 
 pub use codec::{
     DecodeError, Encoded, Encoding, PROTOCOL_VERSION, SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK, Text,
+    pack_named,
 };
 pub use codes::{CloseCode, ErrorCode};
 pub use compress::CompressFormat;

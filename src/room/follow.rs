@@ -161,9 +161,10 @@ impl Shell<'_> {
         };
         let delivered = span.in_scope(|| deliver(self.members, outgoing, previous));
         span.record("delivered", delivered);
-        metrics::counter!("roomcast_messages_delivered_total").increment(delivered);
+        let metrics = crate::telemetry::metrics::per_publication();
+        metrics.delivered.increment(delivered);
         let latency_ms = unix_ms().saturating_sub(time);
-        metrics::histogram!("roomcast_delivery_latency_seconds").record(latency_ms as f64 / 1000.0);
+        metrics.delivery_latency.record(latency_ms as f64 / 1000.0);
     }
 
     /// Tells every subscriber that continuity was lost; each is now at `position`.

@@ -51,7 +51,9 @@ impl Inbox {
             });
         match taken {
             Ok(before) => {
-                metrics::gauge!("roomcast_fanin_queue_depth", "queue" => "rooms").increment(1.0);
+                crate::telemetry::metrics::per_publication()
+                    .rooms_depth
+                    .increment(1.0);
                 let depth = before + 1;
                 if PEAK.fetch_max(depth, Ordering::Relaxed) < depth {
                     metrics::gauge!("roomcast_fanin_queue_peak", "queue" => "rooms")
@@ -74,7 +76,9 @@ impl Inbox {
                 queued.checked_sub(1)
             });
         if released.is_ok() {
-            metrics::gauge!("roomcast_fanin_queue_depth", "queue" => "rooms").decrement(1.0);
+            crate::telemetry::metrics::per_publication()
+                .rooms_depth
+                .decrement(1.0);
         }
     }
 
@@ -101,7 +105,8 @@ impl Drop for Inbox {
     fn drop(&mut self) {
         let left = *self.queued.get_mut();
         if left > 0 {
-            metrics::gauge!("roomcast_fanin_queue_depth", "queue" => "rooms")
+            crate::telemetry::metrics::per_publication()
+                .rooms_depth
                 .decrement(left as f64);
         }
     }

@@ -197,7 +197,9 @@ async fn dispatch(registry: Arc<Registry<RoomMsg>>, mut events: EventReceiver) {
     while let Some(event) = events.recv().await {
         match event {
             BrokerEvent::Publication(publication) => {
-                metrics::counter!("roomcast_broker_messages_received_total").increment(1);
+                crate::telemetry::metrics::per_publication()
+                    .broker_received
+                    .increment(1);
                 let Some((actor, inbox)) = registry.route(publication.room.as_str()) else {
                     continue;
                 };

@@ -22,7 +22,16 @@ impl Epoch {
 
     /// A fresh random epoch: 16 lowercase hex digits.
     pub fn generate() -> Self {
-        Epoch(format!("{:016x}", rand::random::<u64>()).into())
+        // 16 lowercase hex digits. A publish to Redis carries a fresh one (the function
+        // uses it only when the room has no epoch yet), so it is written directly
+        // rather than through `format!`.
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let bits = rand::random::<u64>();
+        let text: String = (0..16)
+            .rev()
+            .map(|nibble| DIGITS[((bits >> (nibble * 4)) & 0xf) as usize] as char)
+            .collect();
+        Epoch(text.into())
     }
 
     /// The epoch as a string slice.
@@ -63,5 +72,34 @@ impl Position {
 impl fmt::Display for Position {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.epoch, self.seq)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_generated_epoch_is_sixteen_lowercase_hex_digits_and_fresh() {
+        let epochs: Vec<Epoch> = (0..64).map(|_| Epoch::generate()).collect();
+        for epoch in &epochs {
+            let text = epoch.as_str();
+            assert_eq!(text.len(), 16, "{text}");
+            assert!(
+                text.bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
+                "{text}"
+            );
+        }
+        // Every digit position takes more than one value over 64 epochs (a digit
+        // written from the wrong bits would stay put).
+        for position in 0..16 {
+            let digits: std::collections::HashSet<u8> = epochs
+                .iter()
+                .map(|e| e.as_str().as_bytes()[position])
+                .collect();
+            assert!(digits.len() > 1, "digit {position} never changes");
+        }
+        assert_ne!(epochs[0], epochs[1]);
     }
 }

@@ -140,8 +140,9 @@ async fn send(lot: Vec<Waiting>, commands: Commands, call: PublishCall) {
     } else {
         call.batch_command(publications)
     };
-    metrics::counter!("roomcast_broker_commands_total", "op" => "publish").increment(count as u64);
-    metrics::counter!("roomcast_broker_publish_calls_total").increment(1);
+    let metrics = crate::telemetry::metrics::per_publication();
+    metrics.publish_commands.increment(count as u64);
+    metrics.publish_calls.increment(1);
     let reply = commands
         .call(&key, "publish", count as u64, async |connection| {
             PUBLISH.call(connection, &command).await

@@ -133,7 +133,9 @@ impl Breaker {
                 }
             }
         }
-        metrics::gauge!("roomcast_broker_circuits_open").set(circuits.len() as f64);
+        crate::telemetry::metrics::per_publication()
+            .circuits_open
+            .set(circuits.len() as f64);
     }
 }
 

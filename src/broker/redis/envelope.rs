@@ -12,7 +12,7 @@
 //! stops at [`MAX_BODY_BYTES`], so a forged envelope cannot exhaust memory.
 
 use crate::broker::Publication;
-use crate::protocol::{RoomName, compress};
+use crate::protocol::{RoomName, compress, pack_named};
 use crate::stream::Epoch;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -52,7 +52,7 @@ impl Body {
     /// Encodes the body, compressed when it is at least `compress_above` bytes long
     /// (0: never) and compression makes it smaller.
     pub fn encode(&self, compress_above: usize) -> Vec<u8> {
-        let plain = rmp_serde::to_vec_named(self).expect("bodies always encode");
+        let plain = pack_named(self).expect("bodies always encode");
         if compress_above == 0 || plain.len() < compress_above || plain.len() > MAX_BODY_BYTES {
             return plain;
         }

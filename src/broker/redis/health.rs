@@ -59,7 +59,9 @@ impl Health {
 
     /// Records the outcome of the latest command (probe publish, publish, read).
     pub fn set_commands(&self, state: Result<(), String>) {
-        metrics::gauge!("roomcast_broker_commands_up").set(if state.is_ok() { 1.0 } else { 0.0 });
+        crate::telemetry::metrics::per_publication()
+            .commands_up
+            .set(if state.is_ok() { 1.0 } else { 0.0 });
         *self.commands.lock().unwrap_or_else(|e| e.into_inner()) = state;
     }
 

@@ -24,21 +24,38 @@ impl Keys {
         &self.prefix
     }
 
+    /// `{prefix}:{room}` followed by `parts`. The names of a room are made for every
+    /// publish, so they are put together directly rather than through `format!`.
+    fn room_key(&self, room: &RoomName, parts: &[&str]) -> String {
+        let room = room.as_str();
+        let length =
+            self.prefix.len() + room.len() + 3 + parts.iter().map(|p| p.len()).sum::<usize>();
+        let mut name = String::with_capacity(length);
+        name.push_str(&self.prefix);
+        name.push_str(":{");
+        name.push_str(room);
+        name.push('}');
+        for part in parts {
+            name.push_str(part);
+        }
+        name
+    }
+
     /// The room's position: hash with `epoch`, `seq`, `rid` (the Redis run id) and
     /// `renew` (when the publish function sets this hash's and the log's expiry next).
     pub fn meta(&self, room: &RoomName) -> String {
-        format!("{}:{{{}}}:meta", self.prefix, room)
+        self.room_key(room, &[":meta"])
     }
 
     /// The room's replay buffer (a stream; entry id `seq-0`).
     pub fn log(&self, room: &RoomName) -> String {
-        format!("{}:{{{}}}:log", self.prefix, room)
+        self.room_key(room, &[":log"])
     }
 
     /// The record of one idempotency key of the room: a string holding the original
     /// ack, with the key's lifetime as its TTL.
     pub fn idempotency_record(&self, room: &RoomName, key: &str) -> String {
-        format!("{}:{{{}}}:idem:{}", self.prefix, room, key)
+        self.room_key(room, &[":idem:", key])
     }
 
     /// The room's idempotency records as earlier builds kept them (a hash of publish key
@@ -46,12 +63,12 @@ impl Keys {
     /// retry reaching this build during a rolling upgrade finds a key that an instance
     /// of an earlier build recorded (see `publish.lua`).
     pub fn legacy_idempotency(&self, room: &RoomName) -> String {
-        format!("{}:{{{}}}:idem", self.prefix, room)
+        self.room_key(room, &[":idem"])
     }
 
     /// The room's Pub/Sub channel.
     pub fn channel(&self, room: &RoomName) -> String {
-        format!("{}:{{{}}}:ch", self.prefix, room)
+        self.room_key(room, &[":ch"])
     }
 
     /// The room a channel name belongs to, if it is one of ours.
@@ -72,22 +89,22 @@ impl Keys {
 
     /// The room's presence entries: hash, connection id → entry (JSON).
     pub fn presence(&self, room: &RoomName) -> String {
-        format!("{}:{{{}}}:pr", self.prefix, room)
+        self.room_key(room, &[":pr"])
     }
 
     /// When each presence entry expires: sorted set, connection id → ms (Redis time).
     pub fn presence_expiry(&self, room: &RoomName) -> String {
-        format!("{}:{{{}}}:prx", self.prefix, room)
+        self.room_key(room, &[":prx"])
     }
 
     /// Presence entries per user: hash, user → count (for the distinct-user count).
     pub fn presence_users(&self, room: &RoomName) -> String {
-        format!("{}:{{{}}}:pru", self.prefix, room)
+        self.room_key(room, &[":pru"])
     }
 
     /// The presence set's version, changed by every change of the set.
     pub fn presence_version(&self, room: &RoomName) -> String {
-        format!("{}:{{{}}}:prv", self.prefix, room)
+        self.room_key(room, &[":prv"])
     }
 
     /// The liveness-probe channel of one instance.

@@ -70,7 +70,9 @@ pub fn deliver(keys: &Keys, events: &EventSender, health: &Health, channel: &[u8
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as u64);
             let lag = now_ms.saturating_sub(publication.time_ms) as f64 / 1000.0;
-            metrics::histogram!("roomcast_broker_pubsub_lag_seconds").record(lag);
+            crate::telemetry::metrics::per_publication()
+                .pubsub_lag
+                .record(lag);
             health.lag(lag);
             let _ = events.send(BrokerEvent::Publication(Arc::new(publication)));
         }
