@@ -413,7 +413,12 @@ mod tests {
     #[test]
     fn client_publish_keys_cannot_collide_with_relay_keys() {
         let key = Principal::Anonymous.publish_key("outbox:1:project:1");
-        assert!(key.starts_with("client:anonymous:"));
+        assert_eq!(key, "client:anonymous:outbox:1:project:1");
+        // The layout is what Redis holds records under: it must not change.
+        assert_eq!(
+            Principal::Service { name: "a".into() }.publish_key("k"),
+            "client:service:a:k"
+        );
         assert_ne!(
             Principal::Service { name: "a".into() }.publish_key("k"),
             Principal::Service { name: "b".into() }.publish_key("k")

@@ -336,7 +336,6 @@ impl RawClientFrame {
     }
 }
 
-/// The compression a frame names, if any.
 /// Where a MessagePack buffer starts: a `message` frame with 100 bytes of data is about
 /// 200 bytes.
 const PACK_START_BYTES: usize = 256;
@@ -351,6 +350,7 @@ pub fn pack_named<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, rmp_serde
     Ok(bytes)
 }
 
+/// The compression a frame names, if any.
 fn compress_format(
     id: Option<u64>,
     name: Option<&str>,
@@ -497,6 +497,20 @@ mod tests {
     use crate::protocol::frames::MessageFrameRef;
     use crate::stream::Epoch;
     use serde_json::json;
+
+    #[test]
+    fn packing_into_a_presized_buffer_gives_the_same_bytes() {
+        let small = ServerFrame::Pong { id: Some(7) };
+        let large = json!({ "text": "x".repeat(5_000), "n": [1, 2, 3] });
+        assert_eq!(
+            pack_named(&small).unwrap(),
+            rmp_serde::to_vec_named(&small).unwrap()
+        );
+        assert_eq!(
+            pack_named(&large).unwrap(),
+            rmp_serde::to_vec_named(&large).unwrap()
+        );
+    }
 
     fn sample_client_frames() -> Vec<ClientFrame> {
         vec![

@@ -22,9 +22,9 @@ impl Epoch {
 
     /// A fresh random epoch: 16 lowercase hex digits.
     pub fn generate() -> Self {
-        // 16 lowercase hex digits. A publish to Redis carries a fresh one (the function
-        // uses it only when the room has no epoch yet), so it is written directly
-        // rather than through `format!`.
+        // Every publish to Redis carries a fresh one (the function uses it only when the
+        // room has no epoch yet), so it is written directly rather than through
+        // `format!`.
         const DIGITS: &[u8; 16] = b"0123456789abcdef";
         let bits = rand::random::<u64>();
         let text: String = (0..16)
