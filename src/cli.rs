@@ -1,7 +1,8 @@
 //! Commands of the `roomcast` binary besides running the server: `roomcast members
 //! grant|revoke` manage project memberships directly in the configured database — the
 //! way to appoint a project's first admin, before anyone can do it through the API.
-//! Changes are audited like the API's, with the actor `cli` (kind `service`).
+//! Changes are audited like the API's, with the actor `cli` (kind `service`). Also the
+//! signals the project's long-running binaries stop on ([`stop_signal`]).
 
 use crate::store::{Mutation, Store, StoreError};
 use crate::tracker::{Actor, Role};
@@ -49,5 +50,52 @@ fn mutation() -> Mutation {
         request_id: format!("cli-{}", uuid::Uuid::new_v4()),
         idempotency: None,
         admin: true,
+    }
+}
+
+/// A signal asking a process to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopSignal {
+    /// SIGINT (Ctrl-C).
+    Interrupt,
+    /// SIGTERM (a service manager, `kill`, `timeout`).
+    Terminate,
+}
+
+impl StopSignal {
+    /// The signal's name: `SIGINT` or `SIGTERM`.
+    pub fn name(self) -> &'static str {
+        match self {
+            StopSignal::Interrupt => "SIGINT",
+            StopSignal::Terminate => "SIGTERM",
+        }
+    }
+
+    /// The status a shell reports for a process this signal ended: 128 + its number.
+    pub fn exit_status(self) -> u8 {
+        match self {
+            StopSignal::Interrupt => 130,
+            StopSignal::Terminate => 143,
+        }
+    }
+}
+
+/// Resolves on the next SIGINT or SIGTERM, saying which.
+pub async fn stop_signal() -> StopSignal {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .expect("can install a SIGTERM handler");
+        tokio::select! {
+            _ = interrupt => StopSignal::Interrupt,
+            _ = terminate.recv() => StopSignal::Terminate,
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+        StopSignal::Interrupt
     }
 }

@@ -138,7 +138,7 @@ async fn run(config: Config) -> ExitCode {
     };
     let requested = server.drain_requested();
     tokio::select! {
-        _ = shutdown_signal() => {}
+        _ = roomcast::cli::stop_signal() => {}
         _ = requested.cancelled() => {}
     }
     let drain = server.drain(config.drain.window(), config.drain.deadline());
@@ -148,7 +148,7 @@ async fn run(config: Config) -> ExitCode {
                 tracing::warn!("exited at the drain deadline");
             }
         }
-        _ = shutdown_signal() => tracing::warn!("second signal: exiting without finishing the drain"),
+        _ = roomcast::cli::stop_signal() => tracing::warn!("second signal: exiting without finishing the drain"),
     }
     ExitCode::SUCCESS
 }
@@ -200,21 +200,4 @@ async fn run_command(members: Members, database_url: &str) -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut terminate =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                .expect("can install a SIGTERM handler");
-        tokio::select! {
-            _ = interrupt => {}
-            _ = terminate.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = interrupt.await;
 }

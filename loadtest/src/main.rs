@@ -60,7 +60,7 @@ enum Command {
         quiet: bool,
     },
     /// Starts a local topology (Redis on a free port and N instances), prints the URLs
-    /// and process ids, and stops everything on Ctrl-C.
+    /// and process ids, and stops everything on Ctrl-C or SIGTERM.
     Up {
         /// roomcast instances.
         #[arg(long, default_value_t = 2)]
@@ -118,9 +118,15 @@ async fn run_scenario(
         report_dir: report_dir.clone(),
         quiet,
     };
-    let report = match run::run(&scenario, &options).await {
-        Ok(report) => report,
-        Err(error) => return unusable(&error),
+    let report = tokio::select! {
+        result = run::run(&scenario, &options) => match result {
+            Ok(report) => report,
+            Err(error) => return unusable(&error),
+        },
+        // By the time this branch runs, the run's future is dropped, and with it the
+        // topology it started: its processes are killed on drop, so a stopped run leaves
+        // no server or redis-server behind.
+        signal = roomcast::cli::stop_signal() => stopped(signal),
     };
     println!("{}", report.table());
     let json = report_dir.join("report.json");
@@ -159,12 +165,23 @@ async fn up(instances: usize, redis: bool, dir: Option<PathBuf>) -> ExitCode {
         println!("{key}={value}");
     }
     println!(
-        "# logs in {}; Ctrl-C stops everything",
+        "# logs in {}; Ctrl-C (or SIGTERM) stops everything",
         topology.dir.display()
     );
-    let _ = tokio::signal::ctrl_c().await;
+    roomcast::cli::stop_signal().await;
     topology.shutdown().await;
     ExitCode::SUCCESS
+}
+
+/// Ends a run stopped by SIGINT or SIGTERM, with the shell's status for that signal. It
+/// exits at once: the floor measurement's sending thread may still be busy, and a
+/// runtime waits for such threads when it is dropped.
+fn stopped(signal: roomcast::cli::StopSignal) -> ! {
+    eprintln!(
+        "roomcast-load: stopped by {}; the servers it started are stopped too",
+        signal.name()
+    );
+    std::process::exit(signal.exit_status().into())
 }
 
 fn unusable(error: &dyn std::fmt::Display) -> ExitCode {
