@@ -5,7 +5,7 @@
 //! `rooms` with `[history]`, `redis`, `api` with `[audit]` and `[rate_limits]`,
 //! `access` with `[auth]`, `[cors]` and `[websocket]`, `telemetry` with `[log]`,
 //! `[metrics]` and `[tracing]`, `presence`, `cluster`, `drain`, `flags`, `tls`,
-//! `console`); `layers` merges the three layers, `words` rephrases type errors, `show`
+//! `console`, `runtime`); `layers` merges the three layers, `words` rephrases type errors, `show`
 //! prints the effective configuration. Every error names the key it is about.
 
 mod access;
@@ -20,6 +20,7 @@ mod layers;
 mod presence;
 mod redis;
 mod rooms;
+mod runtime;
 mod show;
 mod telemetry;
 mod tls;
@@ -37,6 +38,7 @@ pub use layers::{ENV_PREFIX, ENV_SECTION_SEPARATOR};
 pub use presence::PresenceConfig;
 pub use redis::RedisConfig;
 pub use rooms::{HistoryConfig, RoomsConfig};
+pub use runtime::RuntimeConfig;
 pub use show::{REDACTED, redact_url};
 pub use telemetry::{LogConfig, LogFormat, MetricsConfig, TracingConfig};
 pub use tls::{TlsConfig, TlsError};
@@ -102,6 +104,8 @@ pub struct Config {
     pub cluster: ClusterConfig,
     /// The web console.
     pub console: ConsoleConfig,
+    /// The threads that run the server's tasks.
+    pub runtime: RuntimeConfig,
 }
 
 impl Config {
@@ -155,6 +159,7 @@ impl Config {
             .validate()
             .map_err(|(key, message)| ConfigError::invalid(key, message))?;
         self.drain.validate()?;
+        self.runtime.validate()?;
         self.metrics.validate()?;
         self.log.validate()?;
         // Values that parse but cannot work.

@@ -1,5 +1,5 @@
 //! The `roomcast` binary as users run it: configuration from the environment, refusal of
-//! bad configuration, and shutdown on SIGTERM.
+//! bad configuration, the runtime's threads, and shutdown on SIGTERM.
 
 use crate::support::process::{RoomcastProcess, run_to_exit};
 use crate::support::{TestClient, http_get};
@@ -36,6 +36,27 @@ async fn the_binary_serves_and_shuts_down_on_sigterm() {
         Some(CloseCode::ServiceRestart.number())
     );
     assert_eq!(process.wait(Duration::from_secs(15)).await, Some(0));
+}
+
+/// Threads of process `pid` named like the runtime's workers.
+fn worker_threads(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("the process's threads")
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .filter(|name| name.trim_end() == "tokio-rt-worker")
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runtime_worker_threads_sets_the_number_of_workers() {
+    for threads in [1, 3] {
+        let value = threads.to_string();
+        let process = RoomcastProcess::start(&[("ROOMCAST_RUNTIME__WORKER_THREADS", &value)]).await;
+        assert_eq!(worker_threads(process.pid()), threads);
+    }
+    let (code, stderr) = run_to_exit(&[], &[("ROOMCAST_RUNTIME__WORKER_THREADS", "5000")]).await;
+    assert_eq!(code, Some(64));
+    assert!(stderr.contains("runtime.worker_threads"), "{stderr}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

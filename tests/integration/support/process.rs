@@ -61,6 +61,11 @@ impl RoomcastProcess {
         RoomcastProcess { child, addr, logs }
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("running")
+    }
+
     /// The WebSocket URL.
     pub fn url(&self) -> String {
         format!("ws://{}/ws", self.addr)
@@ -91,7 +96,7 @@ impl RoomcastProcess {
 
     /// Sends a signal (`TERM`, `KILL`, `STOP`, `CONT`).
     pub fn signal(&self, name: &str) {
-        let pid = self.child.id().expect("running").to_string();
+        let pid = self.pid().to_string();
         let status = std::process::Command::new("kill")
             .args([&format!("-{name}"), &pid])
             .status()
