@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs one load-test scenario interleaved for two set-ups (A, B, A, B, …) and prints
 # each run's server CPU per delivery, the bare-send floor measured beside it, the
-# difference, the latency and the accounting, then the medians of each set-up. Runs
+# difference, the latency, the instances' runtime threads and the accounting, then the
+# medians of each set-up. Runs
 # alternate so that both set-ups see the same drift of a shared machine.
 #
 # A set-up is a directory holding release `roomcast` and `roomcast-load` binaries,
@@ -58,6 +59,9 @@ for d in sorted(glob.glob(sys.argv[1] + "/[AB]-*")):
         "over the floor µs": cpu["instances_us"] - floor,
         "p50 ms": report["latency_ms"]["p50"],
         "p99 ms": report["latency_ms"]["p99"],
+        "runtime threads per instance": min(
+            s.get("runtime_threads") or 0 for s in report["servers"] if s["name"].startswith("instance")
+        ),
     }
     runs.setdefault(side, (open(d + "/setup").read().strip(), []))[1].append(r)
     a = report["accounting"]

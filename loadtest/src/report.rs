@@ -265,6 +265,9 @@ pub struct ServerFigures {
     pub rss_before_mib: f64,
     /// Resident memory once every user was subscribed, MiB.
     pub rss_ready_mib: f64,
+    /// The threads its runtime runs tasks on (`tokio-rt-worker`), read with the memory;
+    /// absent for a process without them (Redis).
+    pub runtime_threads: Option<usize>,
     /// Connections it held when the ramp-up ended (by assignment).
     pub connections: usize,
     /// (rss_ready − rss_before) / connections, KiB.
@@ -552,10 +555,14 @@ impl Report {
                 .idle_cpu_us_per_connection_second
                 .map(|us| format!(", idle CPU {us:.2} µs per connection per second"))
                 .unwrap_or_default();
+            let threads = server
+                .runtime_threads
+                .map(|threads| format!(", {threads} runtime threads"))
+                .unwrap_or_default();
             row(
                 &format!("server {}", server.name),
                 format!(
-                    "CPU {:.2} s user + {:.2} s system while publishing, RSS {:.1} -> {:.1} MiB{per_connection}{idle_cpu}",
+                    "CPU {:.2} s user + {:.2} s system while publishing, RSS {:.1} -> {:.1} MiB{per_connection}{threads}{idle_cpu}",
                     server.publish_cpu_user_seconds,
                     server.publish_cpu_system_seconds,
                     server.rss_before_mib,

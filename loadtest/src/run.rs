@@ -257,6 +257,7 @@ struct RampFigures {
     secs: f64,
     rss_before: Vec<u64>,
     rss_ready: Vec<u64>,
+    runtime_threads: Vec<usize>,
 }
 
 /// What the publishing phase measured.
@@ -366,6 +367,7 @@ impl<'a> Run<'a> {
         // Let allocations settle before reading the servers' memory.
         tokio::time::sleep(Duration::from_secs(1)).await;
         self.ramp.rss_ready = self.servers.rss();
+        self.ramp.runtime_threads = self.servers.runtime_threads();
         users
     }
 
@@ -648,6 +650,12 @@ fn assemble(a: Assembly<'_>) -> Report {
                 publish_cpu_system_seconds: cpu.system.as_secs_f64(),
                 rss_before_mib: mib(before),
                 rss_ready_mib: mib(ready),
+                runtime_threads: a
+                    .ramp
+                    .runtime_threads
+                    .get(index)
+                    .copied()
+                    .filter(|&threads| threads > 0),
                 connections,
                 kib_per_connection: (connections > 0)
                     .then(|| ready.saturating_sub(before) as f64 / 1024.0 / connections as f64),

@@ -67,6 +67,14 @@ impl ServerSet {
         last.clone()
     }
 
+    /// Runtime worker threads of every process, in order (0 for one without, or gone).
+    pub fn runtime_threads(&self) -> Vec<usize> {
+        self.entries
+            .iter()
+            .map(|(_, pid)| procstat::runtime_threads(*pid))
+            .collect()
+    }
+
     /// Resident memory of every process, in order (0 when gone).
     pub fn rss(&self) -> Vec<u64> {
         self.entries

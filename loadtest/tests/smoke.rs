@@ -65,6 +65,15 @@ fn a_failover_under_load_loses_nothing() {
         "users of the killed instance resumed elsewhere\n{stdout}"
     );
     assert_eq!(report["actions"][0]["exit_code"], 0);
+    // Each instance's runtime threads are named in the report (Redis has none).
+    for server in report["servers"].as_array().unwrap() {
+        let threads = &server["runtime_threads"];
+        if server["name"].as_str().unwrap().starts_with("instance") {
+            assert!(threads.as_u64().is_some_and(|n| n >= 1), "{server}");
+        } else {
+            assert!(threads.is_null(), "{server}");
+        }
+    }
     let html = std::fs::read_to_string(dir.join("report.html")).unwrap();
     assert!(html.contains("<svg") && html.contains("kill -9 instance-0"));
     let _ = std::fs::remove_dir_all(&dir);
