@@ -5,8 +5,9 @@
 //! `rooms` with `[history]`, `redis`, `api` with `[audit]` and `[rate_limits]`,
 //! `access` with `[auth]`, `[cors]` and `[websocket]`, `telemetry` with `[log]`,
 //! `[metrics]` and `[tracing]`, `presence`, `cluster`, `drain`, `flags`, `tls`,
-//! `console`, `runtime`); `layers` merges the three layers, `words` rephrases type errors, `show`
-//! prints the effective configuration. Every error names the key it is about.
+//! `console`, `runtime`); `layers` merges the three layers, `words` rephrases type
+//! errors, `show` prints the effective configuration. Every error names the key it is
+//! about.
 
 mod access;
 mod api;
