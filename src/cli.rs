@@ -80,22 +80,28 @@ impl StopSignal {
     }
 }
 
-/// Resolves on the next SIGINT or SIGTERM, saying which.
-pub async fn stop_signal() -> StopSignal {
-    let interrupt = tokio::signal::ctrl_c();
+/// Resolves on the next SIGINT or SIGTERM, saying which. The handlers are installed
+/// when this is called, not when the future is first polled: a signal that arrives in
+/// between (say, right after a caller printed that it is ready) is not missed.
+pub fn stop_signal() -> impl std::future::Future<Output = StopSignal> {
     #[cfg(unix)]
     {
-        let mut terminate =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                .expect("can install a SIGTERM handler");
-        tokio::select! {
-            _ = interrupt => StopSignal::Interrupt,
-            _ = terminate.recv() => StopSignal::Terminate,
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut interrupt = signal(SignalKind::interrupt()).expect("can install a SIGINT handler");
+        let mut terminate = signal(SignalKind::terminate()).expect("can install a SIGTERM handler");
+        async move {
+            tokio::select! {
+                _ = interrupt.recv() => StopSignal::Interrupt,
+                _ = terminate.recv() => StopSignal::Terminate,
+            }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = interrupt.await;
-        StopSignal::Interrupt
+        let interrupt = tokio::signal::ctrl_c();
+        async move {
+            let _ = interrupt.await;
+            StopSignal::Interrupt
+        }
     }
 }

@@ -161,6 +161,8 @@ async fn up(instances: usize, redis: bool, dir: Option<PathBuf>) -> ExitCode {
         Ok(topology) => topology,
         Err(error) => return unusable(&error),
     };
+    // Listening before saying that everything is up: whoever reads that may stop it at once.
+    let stop = roomcast::cli::stop_signal();
     for (key, value) in topology.action_env() {
         println!("{key}={value}");
     }
@@ -168,7 +170,7 @@ async fn up(instances: usize, redis: bool, dir: Option<PathBuf>) -> ExitCode {
         "# logs in {}; Ctrl-C (or SIGTERM) stops everything",
         topology.dir.display()
     );
-    roomcast::cli::stop_signal().await;
+    stop.await;
     topology.shutdown().await;
     ExitCode::SUCCESS
 }
