@@ -11,6 +11,16 @@ and prints, for each kind of task, its share of the samples and the share of the
 spent writing deliveries (`Wire::write_frame`, the rooms' `sendmsg`). A sample belongs
 to the outermost frame of its stack that names one of the kinds below; samples in the
 runtime's own parking and I/O driver come under "runtime: park and wake".
+
+With --futex it reads a recording of the instance's `futex` calls instead,
+
+    perf record -e syscalls:sys_enter_futex --call-graph dwarf,16384 -p PID -- sleep 15
+    perf script > futex.txt
+    python3 scripts/perf-tasks.py --futex futex.txt
+
+and counts them by what made each call: the innermost frame of its stack that names one
+of the causes in FUTEX_CAUSES (a runtime thread going to sleep, one waking the other and
+why, a lock of roomcast's or of a library).
 """
 
 import collections
@@ -32,6 +42,17 @@ KINDS = [
     ("runtime: park and wake", re.compile(r"park_internal|time::Driver::park|io::driver::Driver::turn")),
 ]
 DELIVERY = re.compile(r"outbound::wire::Wire::write_frame")
+
+# (cause, pattern in a frame), tried from the innermost frame outward.
+FUTEX_CAUSES = [
+    ("glibc allocator lock", re.compile(r"__lll_lock_w|_int_free|_int_malloc|arena_get")),
+    ("a connection's queue lock (outbound)", re.compile(r"roomcast::outbound::")),
+    ("SQLite connection thread (sqlx)", re.compile(r"sqlx_")),
+    ("runtime: thread goes to sleep", re.compile(r"park::Inner::park_condvar")),
+    ("runtime: wakes the other thread, task scheduled while another waits", re.compile(r"schedule_task")),
+    ("runtime: wakes the other thread, after a task left others queued", re.compile(r"worker::Context::run_task")),
+    ("runtime: wakes the other thread, after waking with tasks ready", re.compile(r"worker::Context::park_internal")),
+]
 
 
 def frames(sample):
@@ -71,7 +92,29 @@ def main(path):
         print(f"{kind:34} {100 * count / total:6.1f}%  {100 * deliveries[kind] / total:21.1f}%")
 
 
+def futex_cause(symbols):
+    for symbol in symbols:
+        for cause, pattern in FUTEX_CAUSES:
+            if pattern.search(symbol):
+                return cause
+    return "other"
+
+
+def futex_main(path):
+    text = open(path, encoding="utf-8", errors="replace").read()
+    samples = [s for s in text.split("\n\n") if "sys_enter_futex" in s]
+    if not samples:
+        sys.exit(f"no futex calls in {path}")
+    causes = collections.Counter(futex_cause(frames(sample)) for sample in samples)
+    print(f"{len(samples)} futex calls")
+    for cause, count in causes.most_common():
+        print(f"{count:7} {cause}")
+
+
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        sys.exit("usage: perf-tasks.py PERF_SCRIPT_OUTPUT")
-    main(sys.argv[1])
+    if len(sys.argv) == 3 and sys.argv[1] == "--futex":
+        futex_main(sys.argv[2])
+    elif len(sys.argv) == 2:
+        main(sys.argv[1])
+    else:
+        sys.exit("usage: perf-tasks.py [--futex] PERF_SCRIPT_OUTPUT")
