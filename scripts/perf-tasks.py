@@ -64,11 +64,13 @@ def frames(sample):
     return symbols
 
 
-def kind_of(symbols):
-    for symbol in reversed(symbols):
-        for kind, pattern in KINDS:
+def first_match(symbols, table):
+    """The name of the first (name, pattern) of `table` that a frame matches, trying the
+    frames in the order given; "other" if none does."""
+    for symbol in symbols:
+        for name, pattern in table:
             if pattern.search(symbol):
-                return kind
+                return name
     return "other"
 
 
@@ -81,7 +83,7 @@ def main(path):
     deliveries = collections.Counter()
     for sample in samples:
         symbols = frames(sample)
-        kind = kind_of(symbols)
+        kind = first_match(reversed(symbols), KINDS)
         kinds[kind] += 1
         if any(DELIVERY.search(s) for s in symbols):
             deliveries[kind] += 1
@@ -92,20 +94,12 @@ def main(path):
         print(f"{kind:34} {100 * count / total:6.1f}%  {100 * deliveries[kind] / total:21.1f}%")
 
 
-def futex_cause(symbols):
-    for symbol in symbols:
-        for cause, pattern in FUTEX_CAUSES:
-            if pattern.search(symbol):
-                return cause
-    return "other"
-
-
 def futex_main(path):
     text = open(path, encoding="utf-8", errors="replace").read()
     samples = [s for s in text.split("\n\n") if "sys_enter_futex" in s]
     if not samples:
         sys.exit(f"no futex calls in {path}")
-    causes = collections.Counter(futex_cause(frames(sample)) for sample in samples)
+    causes = collections.Counter(first_match(frames(s), FUTEX_CAUSES) for s in samples)
     print(f"{len(samples)} futex calls")
     for cause, count in causes.most_common():
         print(f"{count:7} {cause}")
